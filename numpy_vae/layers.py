@@ -1,0 +1,214 @@
+"""Layers with a hand-written backward pass.
+
+Each layer has ``forward(x)``, which keeps what the backward pass needs, and
+``backward(d_out)``, which returns ``d_x = dL/dx`` and stores the gradient of every parameter
+``p`` in ``d_p`` (``weight`` -> ``d_weight``). Shapes follow PyTorch: a batch is ``(B, features)``
+and a Linear weight is ``(out_features, in_features)``, so parameters copy one-to-one into
+``torch.nn.Linear`` and ``torch.nn.Sequential`` (same names, same layout).
+
+Gradients are *written* (not accumulated) by every backward call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy
+
+from .backend import Backend
+
+Array = Any
+
+
+class Layer:
+    """Base class: a differentiable map with optional parameters.
+
+    Subclasses list their parameters in ``param_names``; parameter ``p`` lives in attribute
+    ``p`` and its gradient in ``d_p``.
+    """
+
+    param_names: tuple[str, ...] = ()
+
+    def forward(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def backward(self, d_out: Array, need_input_grad: bool = True) -> Array | None:
+        raise NotImplementedError
+
+    def parameters(self) -> dict[str, Array]:
+        """Parameter arrays by name (the arrays themselves, not copies)."""
+        return {name: getattr(self, name) for name in self.param_names}
+
+    def gradients(self) -> dict[str, Array]:
+        """Gradient arrays by parameter name, as left by the last ``backward``."""
+        return {name: getattr(self, "d_" + name) for name in self.param_names}
+
+
+class Linear(Layer):
+    """Affine map ``y = x W^T + b``.
+
+    Initialised as ``torch.nn.Linear``: weight and bias both ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Input and output widths.
+    backend : Backend
+        Array module and dtype.
+    rng : numpy.random.Generator
+        Host generator for the initial values (drawn on the host so that every backend starts
+        from the same numbers).
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(
+        self, in_features: int, out_features: int, backend: Backend, rng: numpy.random.Generator
+    ) -> None:
+        self.in_features = in_features
+        self.out_features = out_features
+        self.xp = backend.xp
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = backend.asarray(rng.uniform(-bound, bound, size=(out_features, in_features)))
+        self.bias = backend.asarray(rng.uniform(-bound, bound, size=out_features))
+        self.d_weight = self.xp.zeros_like(self.weight)
+        self.d_bias = self.xp.zeros_like(self.bias)
+        self._x = None
+
+    def forward(self, x: Array) -> Array:
+        """``x`` (B, in_features) -> ``x W^T + b`` (B, out_features)."""
+        self._x = x
+        y = x @ self.weight.T
+        y += self.bias
+        return y
+
+    def backward(self, d_out: Array, need_input_grad: bool = True) -> Array | None:
+        """dL/dW = d_out^T x,  dL/db = sum_batch d_out,  dL/dx = d_out W.
+
+        The input gradient is skipped when ``need_input_grad`` is false (the first layer of the
+        encoder: nothing upstream of the data is trained), which saves a third of the layer's
+        backward matrix products.
+        """
+        self.xp.matmul(d_out.T, self._x, out=self.d_weight)
+        d_out.sum(axis=0, out=self.d_bias)
+        return d_out @ self.weight if need_input_grad else None
+
+
+class ReLU(Layer):
+    """``y = max(x, 0)``; the derivative at 0 is taken as 0 (as PyTorch does)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.xp = backend.xp
+        self._mask = None
+
+    def forward(self, x: Array) -> Array:
+        self._mask = x > 0
+        return x * self._mask
+
+    def backward(self, d_out: Array, need_input_grad: bool = True) -> Array:
+        """dL/dx = d_out * 1[x > 0]."""
+        return d_out * self._mask
+
+
+class LeakyReLU(Layer):
+    """``y = x`` for ``x > 0``, else ``slope * x`` (PyTorch's default slope 0.01)."""
+
+    def __init__(self, backend: Backend, slope: float = 0.01) -> None:
+        self.xp = backend.xp
+        self.slope = slope
+        self._positive = None
+
+    def forward(self, x: Array) -> Array:
+        self._positive = x > 0
+        return self.xp.where(self._positive, x, self.slope * x)
+
+    def backward(self, d_out: Array, need_input_grad: bool = True) -> Array:
+        """dL/dx = d_out * (1 if x > 0 else slope)."""
+        return self.xp.where(self._positive, d_out, self.slope * d_out)
+
+
+class Tanh(Layer):
+    """``y = tanh(x)``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.xp = backend.xp
+        self._y = None
+
+    def forward(self, x: Array) -> Array:
+        self._y = self.xp.tanh(x)
+        return self._y
+
+    def backward(self, d_out: Array, need_input_grad: bool = True) -> Array:
+        """dL/dx = d_out * (1 - y^2), with y = tanh(x)."""
+        return d_out * (1 - self._y * self._y)
+
+
+class Sigmoid(Layer):
+    """``y = 1 / (1 + exp(-x))``, computed without overflow by ``special.expit``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.special = backend.special
+        self._y = None
+
+    def forward(self, x: Array) -> Array:
+        self._y = self.special.expit(x)
+        return self._y
+
+    def backward(self, d_out: Array, need_input_grad: bool = True) -> Array:
+        """dL/dx = d_out * y (1 - y), with y = sigmoid(x)."""
+        return d_out * (self._y * (1 - self._y))
+
+
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+def make_activation(name: str, backend: Backend) -> Layer:
+    """The activation layer called ``name`` (one of ``ACTIVATIONS``)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name](backend)
+
+
+class Sequential(Layer):
+    """Layers applied in order; backward runs them in reverse.
+
+    Parameter names are ``"<index>.<name>"`` with the index of the layer in the list, exactly as
+    ``torch.nn.Sequential`` numbers them (activations take an index too).
+    """
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self.layers = list(layers)
+
+    def forward(self, x: Array) -> Array:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, d_out: Array, need_input_grad: bool = True) -> Array | None:
+        """Chain rule: each layer's input gradient is the previous layer's ``d_out``."""
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            d_out = self.layers[i].backward(d_out, need_input_grad=need_input_grad or i > 0)
+        return d_out
+
+    def named_layers(self) -> Iterator[tuple[str, Layer]]:
+        """(index, layer) for every layer that has parameters."""
+        for i, layer in enumerate(self.layers):
+            if layer.param_names:
+                yield str(i), layer
+
+    def parameters(self) -> dict[str, Array]:
+        return {
+            f"{prefix}.{name}": array
+            for prefix, layer in self.named_layers()
+            for name, array in layer.parameters().items()
+        }
+
+    def gradients(self) -> dict[str, Array]:
+        return {
+            f"{prefix}.{name}": array
+            for prefix, layer in self.named_layers()
+            for name, array in layer.gradients().items()
+        }

@@ -1,0 +1,152 @@
+"""Optimizers that update parameter arrays in place from their gradient arrays.
+
+Both work on lists of arrays; the model hands them its flat parameter and gradient vectors
+(:class:`numpy_vae.parameters.FlatParameters`), so one step is a few whole-vector operations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .backend import array_module
+
+Array = Any
+
+
+class SGD:
+    r"""Plain stochastic gradient descent: :math:`\theta \leftarrow \theta - \eta\, g`.
+
+    Parameters
+    ----------
+    params, grads : sequence of arrays
+        Parameters (updated in place) and their gradients, pairwise.
+    lr : float
+        Learning rate, > 0.
+    """
+
+    def __init__(self, params: Sequence[Array], grads: Sequence[Array], lr: float = 1e-2) -> None:
+        _check_pairs(params, grads)
+        if not lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        self.params, self.grads, self.lr = list(params), list(grads), lr
+        self.step_count = 0
+
+    def step(self) -> None:
+        for p, g in zip(self.params, self.grads, strict=True):
+            p -= self.lr * g
+        self.step_count += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step_count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step_count = int(state["step"])
+
+
+class Adam:
+    r"""Adam (Kingma & Ba 2015) with bias correction, eps placed as in ``torch.optim.Adam``.
+
+    For step :math:`t = 1, 2, \dots` and gradient :math:`g`:
+
+    .. math::
+        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
+        v &\leftarrow \beta_2 v + (1-\beta_2) g^2 \\
+        \theta &\leftarrow \theta - \frac{\eta}{1-\beta_1^t}\,
+            \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    The operations are ordered as PyTorch's single-tensor CPU implementation orders them
+    (``m`` by ``lerp``, ``v`` by ``addcmul``, ``theta`` by ``addcdiv``) so that float64 runs agree
+    with it to rounding.
+
+    Parameters
+    ----------
+    params, grads : sequence of arrays
+        Parameters (updated in place) and their gradients, pairwise.
+    lr : float
+        Learning rate :math:`\eta`, > 0.
+    betas : (float, float)
+        Decay rates :math:`\beta_1, \beta_2` in [0, 1).
+    eps : float
+        :math:`\epsilon` >= 0, added to the bias-corrected root of ``v``.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[Array],
+        grads: Sequence[Array],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        _check_pairs(params, grads)
+        if not lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.params, self.grads = list(params), list(grads)
+        self.lr, self.betas, self.eps = lr, (float(betas[0]), float(betas[1])), eps
+        self.step_count = 0
+        self.xp = array_module(self.params[0]) if self.params else None
+        self.m = [self.xp.zeros_like(p) for p in self.params]
+        self.v = [self.xp.zeros_like(p) for p in self.params]
+        # Two scratch vectors per parameter array keep the step free of allocations.
+        self._buf = [(self.xp.empty_like(p), self.xp.empty_like(p)) for p in self.params]
+
+    def step(self) -> None:
+        self.step_count += 1
+        beta1, beta2 = self.betas
+        step_size = self.lr / (1 - beta1**self.step_count)
+        bias_correction2_sqrt = math.sqrt(1 - beta2**self.step_count)
+        xp = self.xp
+        for p, g, m, v, (a, b) in zip(self.params, self.grads, self.m, self.v, self._buf, strict=True):
+            # m + (1 - beta1)(g - m) is beta1 m + (1 - beta1) g, rounded as torch's lerp_.
+            xp.subtract(g, m, out=a)
+            a *= 1 - beta1
+            m += a
+            # v beta2 + ((1 - beta2) g) g, as torch's mul_ then addcmul_.
+            v *= beta2
+            xp.multiply(g, 1 - beta2, out=a)
+            a *= g
+            v += a
+            # denominator sqrt(v) / sqrt(1 - beta2^t) + eps
+            xp.sqrt(v, out=a)
+            a /= bias_correction2_sqrt
+            a += self.eps
+            # theta + (-step_size m) / denominator, as torch's addcdiv_.
+            xp.multiply(m, -step_size, out=b)
+            b /= a
+            p += b
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step count and moment arrays (the arrays themselves; copy before mutating)."""
+        state: dict[str, Any] = {"step": self.step_count}
+        for i, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
+            state[f"m.{i}"] = m
+            state[f"v.{i}"] = v
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output; arrays are copied into the existing moments."""
+        for i, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
+            for key, dest in ((f"m.{i}", m), (f"v.{i}", v)):
+                if key not in state:
+                    raise ValueError(f"optimizer state has no {key!r}: not an Adam state")
+                if tuple(state[key].shape) != tuple(dest.shape):
+                    raise ValueError(
+                        f"optimizer state {key!r} has shape {tuple(state[key].shape)}, "
+                        f"expected {tuple(dest.shape)}: it belongs to a different model"
+                    )
+                dest[...] = state[key]
+        self.step_count = int(state["step"])
+
+
+def _check_pairs(params: Sequence[Array], grads: Sequence[Array]) -> None:
+    if len(params) != len(grads):
+        raise ValueError(f"got {len(params)} parameter arrays but {len(grads)} gradient arrays")
+    for p, g in zip(params, grads, strict=True):
+        if p.shape != g.shape:
+            raise ValueError(f"parameter of shape {p.shape} has a gradient of shape {g.shape}")

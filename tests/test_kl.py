@@ -1,0 +1,100 @@
+"""Closed-form KL to N(0, I), free bits and the reparameterization step."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import integrate, stats
+
+from numpy_vae.gradcheck import assert_gradients_close, check_gradients
+from numpy_vae.kl import free_bits, kl_standard_normal
+from numpy_vae.reparam import reparameterize, reparameterize_backward
+
+sizes = st.integers(1, 6)
+seeds = st.integers(0, 2**32 - 1)
+
+
+@given(batch=sizes, latent=sizes, seed=seeds)
+def test_kl_gradient_for_logvar_in_minus20_to_20(batch, latent, seed):
+    rng = np.random.default_rng(seed)
+    mu = 5 * rng.standard_normal((batch, latent))
+    logvar = rng.uniform(-20, 20, (batch, latent))
+    kl, d_mu, d_logvar = kl_standard_normal(mu, logvar, np)
+    np.testing.assert_array_equal(d_mu, mu)
+    np.testing.assert_allclose(d_logvar, (np.exp(logvar) - 1) / 2, rtol=1e-15)
+    d_out = rng.standard_normal((batch, latent))
+    errors = check_gradients(
+        lambda: kl_standard_normal(mu, logvar, np)[0],
+        {"mu": mu, "logvar": logvar},
+        {"mu": d_mu * d_out, "logvar": d_logvar * d_out},
+        d_out,
+        # KL is quadratic in mu, so a central difference is exact for any step; a large one keeps
+        # the rounding of the exp(logvar) term (up to 5e8 here) out of the mu estimate.
+        h={"mu": 0.5, "logvar": 1e-6},
+    )
+    assert_gradients_close(errors)
+
+
+@pytest.mark.parametrize("mu,logvar", [(0.0, 0.0), (1.5, -1.0), (-0.7, 2.0)])
+def test_kl_value_by_numerical_integration(mu, logvar):
+    q = stats.norm(mu, np.exp(logvar / 2))
+    expected, _ = integrate.quad(lambda z: q.pdf(z) * (q.logpdf(z) - stats.norm.logpdf(z)), -30, 30)
+    kl, _, _ = kl_standard_normal(np.array([[mu]]), np.array([[logvar]]), np)
+    assert kl[0, 0] == pytest.approx(expected, rel=1e-8, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kl_extreme_logvar_is_finite(dtype):
+    logvar = np.array([[-80.0, 80.0, -20.0, 20.0]], dtype=dtype)
+    mu = np.array([[1e3, -1e3, 0.0, 0.0]], dtype=dtype)
+    kl, d_mu, d_logvar = kl_standard_normal(mu, logvar, np)
+    assert all(np.all(np.isfinite(a)) for a in (kl, d_mu, d_logvar))
+
+
+@given(batch=sizes, latent=sizes, seed=seeds)
+def test_reparameterization_gradient_with_fixed_eps(batch, latent, seed):
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((batch, latent))
+    logvar = rng.uniform(-20, 20, (batch, latent))
+    eps = rng.standard_normal((batch, latent))
+    z, cache = reparameterize(mu, logvar, eps, np)
+    np.testing.assert_allclose(z, mu + np.sqrt(np.exp(logvar)) * eps, rtol=1e-13, atol=1e-300)
+    d_z = rng.standard_normal((batch, latent))
+    d_mu, d_logvar = reparameterize_backward(d_z, cache)
+    errors = check_gradients(
+        lambda: reparameterize(mu, logvar, eps, np)[0],
+        {"mu": mu, "logvar": logvar},
+        {"mu": d_mu, "logvar": d_logvar},
+        d_z,
+        # z is linear in mu (exact for any step); sigma * eps reaches 1e4 here.
+        h={"mu": 0.5, "logvar": 1e-6},
+    )
+    assert_gradients_close(errors)
+
+
+def test_sampler_has_variance_exp_logvar_not_its_square(rng):
+    """A gradient check cannot see exp(logvar) used as the standard deviation consistently in
+    forward and backward; the distribution of z can."""
+    n = 200_000
+    mu = np.array([0.5, -2.0, 0.0, 3.0])
+    logvar = np.array([-2.0, 1.5, 0.7, -0.5])
+    eps = rng.standard_normal((n, 4))
+    z, _ = reparameterize(np.broadcast_to(mu, (n, 4)), np.broadcast_to(logvar, (n, 4)), eps, np)
+    var = np.exp(logvar)
+    # Five standard errors: the mean's is sqrt(var / n), the variance's sqrt(2 var^2 / (n - 1)).
+    np.testing.assert_array_less(np.abs(z.mean(axis=0) - mu), 5 * np.sqrt(var / n))
+    np.testing.assert_array_less(np.abs(z.var(axis=0, ddof=1) - var), 5 * var * np.sqrt(2 / (n - 1)))
+    # The bug would give variance exp(2 logvar): far outside those bounds for these logvars.
+    assert np.all(np.abs(np.exp(2 * logvar) - var) > 20 * var * np.sqrt(2 / (n - 1)))
+
+
+def test_free_bits_value_and_gradient_weight():
+    # Two examples, three dimensions; batch-mean KL per dimension = [0.2, 0.5, 1.0].
+    kl = np.array([[0.1, 0.4, 1.5], [0.3, 0.6, 0.5]])
+    value, weight = free_bits(kl, 0.5, np)
+    assert value == pytest.approx(2 * (0.5 + 0.5 + 1.0))
+    # Below the allowance: zero; at it (the kink) and above: passed, as torch.clamp(min=) does.
+    np.testing.assert_array_equal(weight, [0.0, 1.0, 1.0])
+    value0, weight0 = free_bits(kl, 0.0, np)
+    assert value0 == pytest.approx(kl.sum())
+    np.testing.assert_array_equal(weight0, [1.0, 1.0, 1.0])
