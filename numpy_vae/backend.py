@@ -44,7 +44,7 @@ class Backend:
     dtype: Any
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
-        """Move ``a`` to this backend's device as an array of ``dtype`` (default: ``self.dtype``)."""
+        """Move ``a`` to this backend's device as an array of ``dtype`` (default ``self.dtype``)."""
         return self.xp.asarray(a, dtype=self.dtype if dtype is None else dtype)
 
     def to_host(self, a: Any) -> numpy.ndarray:

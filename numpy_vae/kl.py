@@ -1,4 +1,4 @@
-"""KL divergence of the diagonal Gaussian posterior from the standard normal prior, and free bits."""
+"""KL of the diagonal Gaussian posterior from the standard normal prior, and free bits."""
 
 from __future__ import annotations
 

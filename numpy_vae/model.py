@@ -1,4 +1,4 @@
-"""The variational autoencoder: encoder, reparameterization, decoder, negative ELBO and its gradient.
+"""The variational autoencoder: encoder, reparameterization, decoder, negative ELBO, gradient.
 
 ::
 
@@ -137,13 +137,19 @@ class VAE:
         widths = (input_dim + n_classes, *hidden_dims)
         encoder = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            encoder += [Linear(fan_in, fan_out, backend, init_rng), make_activation(activation, backend)]
+            encoder += [
+                Linear(fan_in, fan_out, backend, init_rng),
+                make_activation(activation, backend),
+            ]
         self.encoder = Sequential(encoder)
         self.head = Linear(hidden_dims[-1], 2 * latent_dim, backend, init_rng)
         widths = (latent_dim + n_classes, *reversed(hidden_dims))
         decoder = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            decoder += [Linear(fan_in, fan_out, backend, init_rng), make_activation(activation, backend)]
+            decoder += [
+                Linear(fan_in, fan_out, backend, init_rng),
+                make_activation(activation, backend),
+            ]
         decoder.append(Linear(hidden_dims[0], input_dim, backend, init_rng))
         self.decoder = Sequential(decoder)
 
@@ -270,7 +276,7 @@ class VAE:
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
     def decode(self, z: Array, y: Array | None = None) -> Array:
-        """Mean of p(x | z): pixel probabilities (Bernoulli) or the Gaussian mean, (B, input_dim)."""
+        """Mean of p(x | z): pixel probabilities (Bernoulli) or Gaussian mean, (B, input_dim)."""
         z = self._validate_latent(z)
         y = self._validate_labels(y, z.shape[0])
         out = self.decoder.forward(_append(z, self._one_hot(y), self.xp))
@@ -322,13 +328,19 @@ class VAE:
     def _validate_labels(self, y: Array | None, n: int) -> Array | None:
         if not self.n_classes:
             if y is not None:
-                raise ValueError("labels y were given but the model is not conditional (n_classes=0)")
+                raise ValueError(
+                    "labels y were given but the model is not conditional (n_classes=0)"
+                )
             return None
         if y is None:
-            raise ValueError(f"a conditional model needs labels y (integers in [0, {self.n_classes}))")
+            raise ValueError(
+                f"a conditional model needs labels y (integers in [0, {self.n_classes}))"
+            )
         y = self.xp.asarray(y)
         if y.ndim != 1 or y.shape[0] != n:
-            raise ValueError(f"y must have shape ({n},), one label per example; got {tuple(y.shape)}")
+            raise ValueError(
+                f"y must have shape ({n},), one label per example; got {tuple(y.shape)}"
+            )
         if y.dtype.kind not in "iu":
             raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
         if n and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
@@ -357,9 +369,7 @@ def _as_float_batch(name: str, a: Array, width: int, width_name: str, backend: B
         hint = " (flatten images first: a.reshape(len(a), -1))" if a.ndim > 2 else ""
         raise ValueError(f"{name} must be 2-D (batch, {width}), got shape {tuple(a.shape)}{hint}")
     if a.shape[1] != width:
-        raise ValueError(
-            f"{name} has {a.shape[1]} columns but the model has {width_name}={width}"
-        )
+        raise ValueError(f"{name} has {a.shape[1]} columns but the model has {width_name}={width}")
     if a.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (0 rows)")
     if a.dtype.kind != "f":

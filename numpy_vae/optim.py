@@ -102,7 +102,9 @@ class Adam:
         step_size = self.lr / (1 - beta1**self.step_count)
         bias_correction2_sqrt = math.sqrt(1 - beta2**self.step_count)
         xp = self.xp
-        for p, g, m, v, (a, b) in zip(self.params, self.grads, self.m, self.v, self._buf, strict=True):
+        for p, g, m, v, (a, b) in zip(
+            self.params, self.grads, self.m, self.v, self._buf, strict=True
+        ):
             # m + (1 - beta1)(g - m) is beta1 m + (1 - beta1) g, rounded as torch's lerp_.
             xp.subtract(g, m, out=a)
             a *= 1 - beta1

@@ -63,7 +63,8 @@ class FlatParameters:
     def split(self, flat: Array) -> dict[str, Array]:
         """Named views into any vector laid out like ``data`` (e.g. Adam's moments)."""
         return {
-            name: flat[start:stop].reshape(shape) for name, (start, stop, shape) in self._slices.items()
+            name: flat[start:stop].reshape(shape)
+            for name, (start, stop, shape) in self._slices.items()
         }
 
 

@@ -99,7 +99,7 @@ def test_unknown_activation(f64):
 def test_sequential_chain(f64, batch, widths, seed):
     rng = np.random.default_rng(seed)
     layers = []
-    for n_in, n_out in zip(widths[:-1], widths[1:]):
+    for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
         layers += [Linear(n_in, n_out, f64, rng), Tanh(f64)]
     net = Sequential(layers)
     x = rng.standard_normal((batch, widths[0]))
@@ -110,7 +110,5 @@ def test_sequential_chain(f64, batch, widths, seed):
     assert list(params) == list(grads)
     assert list(params)[:2] == ["0.weight", "0.bias"]  # torch.nn.Sequential numbering
     assume(all(np.abs(g).max() > 0 for g in grads.values()))
-    errors = check_gradients(
-        lambda: net.forward(x), {"x": x, **params}, {"x": d_x, **grads}, d_out
-    )
+    errors = check_gradients(lambda: net.forward(x), {"x": x, **params}, {"x": d_x, **grads}, d_out)
     assert_gradients_close(errors)

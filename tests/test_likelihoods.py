@@ -17,8 +17,13 @@ def targets(rng, shape, binary):
     return (rng.random(shape) < 0.5).astype(np.float64) if binary else rng.random(shape)
 
 
-@given(batch=sizes, dim=sizes, seed=seeds, scale=st.sampled_from([0.1, 3.0, 30.0, 1e3]),
-       binary=st.booleans())
+@given(
+    batch=sizes,
+    dim=sizes,
+    seed=seeds,
+    scale=st.sampled_from([0.1, 3.0, 30.0, 1e3]),
+    binary=st.booleans(),
+)
 def test_bernoulli_value_matches_sigmoid_bce(batch, dim, seed, scale, binary):
     rng = np.random.default_rng(seed)
     logits = scale * rng.standard_normal((batch, dim))
@@ -29,8 +34,12 @@ def test_bernoulli_value_matches_sigmoid_bce(batch, dim, seed, scale, binary):
     np.testing.assert_allclose(nll, expected, rtol=1e-12, atol=1e-12)
 
 
-@given(n=st.integers(1, 30), seed=seeds, scale=st.sampled_from([0.1, 3.0, 30.0, 1e3]),
-       binary=st.booleans())
+@given(
+    n=st.integers(1, 30),
+    seed=seeds,
+    scale=st.sampled_from([0.1, 3.0, 30.0, 1e3]),
+    binary=st.booleans(),
+)
 def test_bernoulli_gradient(n, seed, scale, binary):
     rng = np.random.default_rng(seed)
     # One element per row: a perturbed logit changes only its own output, so the central
@@ -40,7 +49,7 @@ def test_bernoulli_gradient(n, seed, scale, binary):
     _, d_logits = bernoulli_nll(logits, x, np)
     assume(np.abs(d_logits).max() > 1e-2)
     errors = check_gradients(
-        lambda: bernoulli_nll(logits, x, np)[0], {"logits": logits}, {"logits": d_logits}, h=1e-4
+        lambda: bernoulli_nll(logits, x, np)[0], {"logits": logits}, {"logits": d_logits}
     )
     assert_gradients_close(errors)
     np.testing.assert_allclose(d_logits, 1 / (1 + np.exp(-logits)) - x, rtol=1e-12, atol=1e-15)
@@ -54,7 +63,9 @@ def test_bernoulli_gradient_of_row_sums(batch, dim, seed):
     d_out = rng.standard_normal(batch)
     _, d_logits = bernoulli_nll(logits, x, np)
     errors = check_gradients(
-        lambda: bernoulli_nll(logits, x, np)[0], {"logits": logits}, {"logits": d_logits * d_out[:, None]},
+        lambda: bernoulli_nll(logits, x, np)[0],
+        {"logits": logits},
+        {"logits": d_logits * d_out[:, None]},
         d_out,
     )
     assert_gradients_close(errors)
@@ -82,7 +93,9 @@ def test_gaussian(batch, dim, seed, sigma):
     np.testing.assert_allclose(nll, -log_density.sum(axis=1), rtol=1e-12)
     d_out = rng.standard_normal(batch)
     errors = check_gradients(
-        lambda: gaussian_nll(mean, x, sigma, np)[0], {"mean": mean}, {"mean": d_mean * d_out[:, None]},
+        lambda: gaussian_nll(mean, x, sigma, np)[0],
+        {"mean": mean},
+        {"mean": d_mean * d_out[:, None]},
         d_out,
     )
     assert_gradients_close(errors)
