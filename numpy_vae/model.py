@@ -157,6 +157,7 @@ class VAE:
             {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}, backend
         )
         self.rng = backend.rng(seed + 1)
+        self._cache: tuple | None = None  # what backward() needs from the last forward()
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -218,6 +219,25 @@ class VAE:
         LossParts
             Sums over the batch; ``loss`` is what the gradients differentiate.
         """
+        parts = self.forward(x, y, eps=eps, kl_weight=kl_weight, validate=validate)
+        if grad:
+            self.backward()
+        return parts
+
+    def forward(
+        self,
+        x: Array,
+        y: Array | None = None,
+        eps: Array | None = None,
+        kl_weight: float | None = None,
+        validate: bool = True,
+    ) -> LossParts:
+        """The forward half of :meth:`loss`: the loss terms, keeping what :meth:`backward` needs.
+
+        Same arguments and result as :meth:`loss` without ``grad``. ``loss(..., grad=True)`` is
+        exactly ``forward(...)`` followed by ``backward()``; the two halves are public so that a
+        profiler can time them separately.
+        """
         if validate:
             x, y, eps = self._validate(x, y, eps)
         xp, latent = self.xp, self.latent_dim
@@ -242,17 +262,26 @@ class VAE:
         else:
             kl_objective, kl_grad_weight = kl.sum(), w
         recon_sum = recon.sum()
-        parts = LossParts(
+        self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
+        return LossParts(
             loss=recon_sum + w * kl_objective,
             recon=recon_sum,
             kl=kl.sum(),
             kl_per_dim=kl.sum(axis=0),
             n=n,
         )
-        if not grad:
-            return parts
 
-        # Backward: decoder -> z -> (mu, logvar), adding the KL gradients -> head -> encoder.
+    def backward(self) -> None:
+        """The backward half of :meth:`loss`: write ``self.grads`` for the last :meth:`forward`.
+
+        Decoder -> z -> (mu, logvar), adding the KL gradients -> head -> encoder. The encoder's
+        first layer skips its input gradient (nothing upstream of the data is trained).
+        """
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
+        stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight = self._cache
+        self._cache = None
+        xp, latent = self.xp, self.latent_dim
         d_z = self.decoder.backward(d_out)[:, :latent]
         d_mu, d_logvar = reparameterize_backward(d_z, reparam_cache)
         d_stats = xp.empty_like(stats)
@@ -261,7 +290,6 @@ class VAE:
         xp.multiply(d_logvar_kl, kl_grad_weight, out=d_stats[:, latent:])
         d_stats[:, latent:] += d_logvar
         self.encoder.backward(self.head.backward(d_stats), need_input_grad=False)
-        return parts
 
     def _nll(self, out: Array, x: Array) -> tuple[Array, Array]:
         if self.likelihood == "bernoulli":
