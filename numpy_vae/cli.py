@@ -1,0 +1,344 @@
+"""Command lines of ``scripts/train_mnist.py`` and ``scripts/evaluate.py``.
+
+The scripts only call :func:`train_main` and :func:`evaluate_main`; everything here is importable
+and tested in-process. Bad input ends the program with a one-line message and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy
+
+from .backend import BACKENDS, DTYPES
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import BINARIZE_MODES, DataError, load_mnist
+from .layers import ACTIVATIONS
+from .model import LIKELIHOODS
+from .runs import CHECKPOINT, train_run, write_figures, write_json
+from .train import Dataset, TrainConfig, Trainer
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _float(low: float, inclusive: bool) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = value >= low if inclusive else value > low
+        if not (ok and numpy.isfinite(value)):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>=' if inclusive else '>'} {low:g}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated widths like 400 or 512,256, got {text!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"hidden widths must be positive, got {text!r}")
+    return widths
+
+
+# Flags that define a run; a resumed run keeps the stored values and only --epochs may change.
+RUN_FLAGS = (
+    "batch_size",
+    "lr",
+    "seed",
+    "hidden",
+    "latent_dim",
+    "activation",
+    "likelihood",
+    "gaussian_sigma",
+    "conditional",
+    "beta",
+    "free_bits",
+    "kl_warmup",
+    "binarize",
+    "backend",
+    "dtype",
+)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="train_mnist.py",
+        description="Train a VAE on MNIST with numpy-vae. Defaults reproduce the classic PyTorch "
+        "example: 784-400-20, ReLU, Bernoulli likelihood, Adam 1e-3, batch 128, 10 epochs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--name", help="run folder name under --runs-dir (default: the start time)")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint (only --epochs may change)",
+    )
+    run.add_argument("--epochs", type=_positive_int, default=10, help="total epochs to train")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
+    opt.add_argument("--lr", type=_float(0, False), default=1e-3, help="Adam learning rate")
+    opt.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the initial weights, shuffling, binarization and noise",
+    )
+
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=(400,),
+        help="hidden widths of the encoder, comma-separated (the decoder mirrors them)",
+    )
+    model.add_argument("--latent-dim", type=_positive_int, default=20, help="size of z")
+    model.add_argument(
+        "--activation", choices=sorted(ACTIVATIONS), default="relu", help="hidden activation"
+    )
+    model.add_argument(
+        "--likelihood", choices=LIKELIHOODS, default="bernoulli", help="decoder distribution p(x|z)"
+    )
+    model.add_argument(
+        "--gaussian-sigma",
+        type=_float(0, False),
+        default=1.0,
+        help="fixed standard deviation of the Gaussian likelihood",
+    )
+    model.add_argument(
+        "--conditional",
+        action="store_true",
+        help="conditional VAE: the one-hot digit label is fed to encoder and decoder",
+    )
+    model.add_argument(
+        "--beta", type=_float(0, True), default=1.0, help="weight of the KL term (beta-VAE)"
+    )
+    model.add_argument(
+        "--free-bits",
+        type=_float(0, True),
+        default=0.0,
+        help="free-bits allowance in nats per latent dimension (0: off)",
+    )
+    model.add_argument(
+        "--kl-warmup",
+        type=_float(0, True),
+        default=0.0,
+        help="epochs over which the KL weight rises linearly from 0 to beta, "
+        "updated every step (0: off)",
+    )
+
+    data = p.add_argument_group("data and arithmetic")
+    data.add_argument(
+        "--binarize",
+        choices=BINARIZE_MODES,
+        default="none",
+        help="none: grey levels k/255; dynamic: a fresh Bernoulli draw every "
+        "epoch; threshold: k/255 > 0.5",
+    )
+    data.add_argument("--backend", default="numpy", help=f"array module: {', '.join(BACKENDS)}")
+    data.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where MNIST is cached (fetched on first use)",
+    )
+    data.add_argument(
+        "--data-file",
+        type=Path,
+        help="an .npz with uint8 train_images/test_images (N, D) and "
+        "train_labels/test_labels, used instead of MNIST",
+    )
+    return p
+
+
+def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
+    """MNIST from ``data_dir`` (fetched if needed), or the arrays of ``data_file``."""
+    if data_file is None:
+        mnist = load_mnist(data_dir)
+        dataset = Dataset(
+            mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels
+        )
+        return dataset, f"MNIST ({mnist.source})"
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    try:
+        with numpy.load(data_file, allow_pickle=False) as f:
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise DataError(f"{data_file}: missing arrays {', '.join(missing)}")
+            arrays = [f[k] for k in keys]
+    except (OSError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{data_file}: cannot read it as an .npz ({err})") from err
+    try:
+        return Dataset(*arrays), str(data_file)
+    except ValueError as err:
+        raise DataError(f"{data_file}: {err}") from err
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/train_mnist.py``; returns the exit status."""
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    if args.backend not in BACKENDS:
+        choices = ", ".join(BACKENDS)
+        return _fail(prog, f"unknown backend {args.backend!r}; choose one of {choices}")
+    try:
+        if args.resume is not None:
+            given = _explicit_flags(parser, argv)
+            changed = sorted(f"--{f.replace('_', '-')}" for f in given & set(RUN_FLAGS))
+            if changed:
+                return _fail(
+                    prog,
+                    f"{', '.join(changed)} cannot change when resuming: a resumed run keeps "
+                    "its stored configuration (only --epochs may be raised)",
+                )
+            if not (args.resume / CHECKPOINT).is_file():
+                return _fail(prog, f"{args.resume} has no {CHECKPOINT} to resume from")
+            stored = load_checkpoint(args.resume / CHECKPOINT)["config"]
+            config = TrainConfig.from_json({**stored, "epochs": args.epochs})
+            run_dir = args.resume
+        else:
+            config = TrainConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                hidden_dims=args.hidden,
+                latent_dim=args.latent_dim,
+                activation=args.activation,
+                likelihood=args.likelihood,
+                gaussian_sigma=args.gaussian_sigma,
+                conditional=args.conditional,
+                beta=args.beta,
+                free_bits=args.free_bits,
+                kl_warmup=args.kl_warmup,
+                binarize=args.binarize,
+                backend=args.backend,
+                dtype=args.dtype,
+            )
+            name = args.name or time.strftime("%Y-%m-%d_%H-%M-%S")
+            run_dir = args.runs_dir / name
+            if (run_dir / CHECKPOINT).exists():
+                return _fail(
+                    prog,
+                    f"{run_dir} already holds a run; use --resume {run_dir} or another --name",
+                )
+        dataset, source = load_dataset(args.data_dir, args.data_file)
+        print(f"run folder: {run_dir}   data: {source}")
+        train_run(
+            config,
+            dataset,
+            run_dir,
+            resume=args.resume is not None,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            extra_config={"data": source},
+        )
+    except (ValueError, OSError) as err:  # DataError and CheckpointError are ValueErrors
+        return _fail(prog, str(err).replace("\n", " "))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with --resume {run_dir}", file=sys.stderr)
+        return 130
+    print(f"done: {run_dir}")
+    return 0
+
+
+def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """Destinations of the options actually written on the command line."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+            probe.add_argument(*action.option_strings, **kwargs)
+    given, _ = probe.parse_known_args(argv)
+    return set(vars(given))
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="evaluate.py",
+        description="Evaluate a trained run's checkpoint on the MNIST test set.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", type=Path, help="a run folder written by train_mnist.py")
+    p.add_argument("--figures", action="store_true", help="also redraw the run's figures")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
+    p.add_argument("--data-file", type=Path, help="an .npz used instead of MNIST (see training)")
+    return p
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/evaluate.py``; returns the exit status."""
+    parser = evaluate_parser()
+    args = parser.parse_args(argv)
+    try:
+        state = load_checkpoint(args.run_dir / CHECKPOINT)
+        config = TrainConfig.from_json(state["config"])
+        dataset, source = load_dataset(args.data_dir, args.data_file)
+        trainer = Trainer(config, dataset)
+        trainer.load_state_dict(state)
+        result = trainer.evaluate()
+        summary = {
+            "epoch": trainer.epoch,
+            "data": source,
+            "test_neg_elbo": result["neg_elbo"],
+            "test_recon": result["recon"],
+            "test_kl": result["kl"],
+        }
+        print(
+            f"{args.run_dir} after epoch {trainer.epoch}: test negative ELBO "
+            f"{result['neg_elbo']:.3f} nats (recon {result['recon']:.3f}, KL {result['kl']:.3f})"
+        )
+        write_json(args.run_dir / "evaluation.json", summary)
+        if args.figures:
+            for path in write_figures(trainer, args.run_dir):
+                print(f"wrote {path}")
+    except (ValueError, OSError, CheckpointError) as err:
+        return _fail(parser.prog, str(err).replace("\n", " "))
+    return 0

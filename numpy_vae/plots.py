@@ -1,0 +1,135 @@
+"""Figures of a trained model, drawn with Matplotlib's object API (no pyplot, no display needed).
+
+Every figure is written atomically (a temporary file renamed into place), so a run folder never
+holds a half-written PNG. Images are taken as host arrays of shape (n, 784) with values in
+[0, 1]; Gaussian-likelihood means, which may leave that range, are clipped for display only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .checkpoint import write_atomic
+
+SIDE = 28  # MNIST images are 28 x 28
+
+
+def image_grid(images: numpy.ndarray, rows: int, cols: int, pad: int = 2) -> numpy.ndarray:
+    """Tile ``rows * cols`` flattened square images into one 2-D array, ``pad`` pixels apart."""
+    images = numpy.clip(numpy.asarray(images, dtype=numpy.float64), 0.0, 1.0)
+    side = int(round(images.shape[1] ** 0.5))
+    if side * side != images.shape[1]:
+        raise ValueError(f"images of {images.shape[1]} pixels are not square")
+    grid = numpy.ones((rows * (side + pad) + pad, cols * (side + pad) + pad))
+    for k, image in enumerate(images[: rows * cols]):
+        r, c = divmod(k, cols)
+        top, left = pad + r * (side + pad), pad + c * (side + pad)
+        grid[top : top + side, left : left + side] = image.reshape(side, side)
+    return grid
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Write ``fig`` as a PNG at ``path`` atomically."""
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi))
+
+
+def _image_figure(grid: numpy.ndarray, title: str, inches: float = 6.0) -> Figure:
+    fig = Figure(figsize=(inches, inches * grid.shape[0] / grid.shape[1] + 0.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(images: numpy.ndarray, path: str | os.PathLike[str], title: str) -> None:
+    """An 8 x 8 grid of 64 images (samples from the prior)."""
+    save_figure(_image_figure(image_grid(images, 8, 8), title), path)
+
+
+def plot_reconstructions(
+    originals: numpy.ndarray, reconstructions: numpy.ndarray, path: str | os.PathLike[str]
+) -> None:
+    """Test images (odd rows) above their reconstructions (even rows), 8 per row."""
+    n = min(len(originals), 32) // 8 * 8
+    rows = []
+    for start in range(0, n, 8):
+        rows += [originals[start : start + 8], reconstructions[start : start + 8]]
+    grid = image_grid(numpy.concatenate(rows), len(rows), 8)
+    fig = _image_figure(grid, "Test images (odd rows) and their reconstructions (even rows)")
+    save_figure(fig, path)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Train and test negative ELBO, reconstruction and KL per example against the epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(12, 3.6), dpi=100)
+    panels = (
+        ("neg_elbo", "negative ELBO"),
+        ("recon", "reconstruction  -log p(x|z)"),
+        ("kl", "KL(q(z|x) || p(z))"),
+    )
+    for i, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"test_{key}"] for h in history], "s-", label="test")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("nats per example")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_latent_means(
+    mu: numpy.ndarray, labels: numpy.ndarray, path: str | os.PathLike[str]
+) -> None:
+    """Scatter of 2-D posterior means coloured by digit."""
+    fig = Figure(figsize=(7, 6), dpi=100)
+    ax = fig.add_subplot()
+    points = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7, vmin=-0.5,
+                        vmax=9.5)  # fmt: skip
+    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    ax.set_title("Test set: posterior means E[z | x]")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def manifold_latents(n: int) -> numpy.ndarray:
+    """(n*n, 2) latent points on a grid of N(0, 1) quantiles, row by row from the top-left.
+
+    Columns vary z1 from low to high; rows vary z2 from high (top) to low (bottom), so the grid
+    reads like a plot with z2 upwards.
+    """
+    from scipy.stats import norm
+
+    q = norm.ppf(numpy.linspace(0.5 / n, 1 - 0.5 / n, n))
+    z1, z2 = numpy.meshgrid(q, q[::-1])
+    return numpy.stack([z1.ravel(), z2.ravel()], axis=1)
+
+
+def plot_manifold(images: numpy.ndarray, n: int, path: str | os.PathLike[str]) -> None:
+    """The n x n images decoded from :func:`manifold_latents`, with z1 and z2 on the axes."""
+    grid = image_grid(images, n, n, pad=0)
+    q = manifold_latents(n)[:n, 0]
+    fig = Figure(figsize=(7.5, 7.5), dpi=100)
+    ax = fig.add_subplot()
+    step = (q[-1] - q[0]) / (n - 1) if n > 1 else 1.0
+    extent = (q[0] - step / 2, q[-1] + step / 2, q[0] - step / 2, q[-1] + step / 2)
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+    ax.set_title("Decoded 2-D latent space (grid of N(0,1) quantiles)")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    fig.tight_layout()
+    save_figure(fig, path)

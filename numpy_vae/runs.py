@@ -1,0 +1,148 @@
+"""A training run on disk: its folder, configuration, metrics, checkpoint and figures.
+
+::
+
+    runs/<name>/
+        config.json          the TrainConfig, plus where the data came from
+        metrics.jsonl        one JSON object per epoch (train/test negative ELBO, parts, timing)
+        checkpoint.npz       parameters, Adam state, epoch counter (see numpy_vae.checkpoint)
+        samples.png          64 samples from the prior
+        reconstructions.png  test images above their reconstructions
+        curves.png           train/test negative ELBO, reconstruction and KL per epoch
+        latent_means.png     2-D latent only: test-set posterior means coloured by digit
+        manifold.png         2-D latent only: images decoded from a grid over N(0, 1) quantiles
+
+Every file is replaced atomically after each epoch, so the folder is consistent at any moment:
+``metrics.jsonl`` always lists exactly the epochs the checkpoint has completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from . import plots
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
+from .train import Dataset, TrainConfig, Trainer
+
+CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
+TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
+
+
+def format_epoch(m: dict[str, Any], epochs: int) -> str:
+    """The one-line summary printed after each epoch."""
+    return (
+        f"epoch {m['epoch']:>3}/{epochs}  "
+        f"train {m['train_neg_elbo']:8.3f} (recon {m['train_recon']:.3f}, KL {m['train_kl']:.3f})  "
+        f"test {m['test_neg_elbo']:8.3f} (recon {m['test_recon']:.3f}, KL {m['test_kl']:.3f})  "
+        f"{m['seconds']:.1f} s  {m['images_per_second']:,.0f} img/s"
+    )
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(value, indent=2) + "\n"), mode="w")
+
+
+def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    write_atomic(path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in history)), mode="w")
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    """The configuration stored in a run's checkpoint (the source of truth for resuming)."""
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    return TrainConfig.from_json(state["config"])
+
+
+def train_run(
+    config: TrainConfig,
+    data: Dataset,
+    run_dir: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    extra_config: dict[str, Any] | None = None,
+) -> Trainer:
+    """Train (or continue training) into ``run_dir`` until ``config.epochs`` epochs are done.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        For a resumed run, the stored configuration with ``epochs`` possibly raised.
+    data : Dataset
+    run_dir : path
+        Created for a new run; must hold a checkpoint when ``resume`` is true.
+    resume : bool
+        Load ``run_dir/checkpoint.npz`` and continue from its epoch.
+    progress : bool
+        Progress bar on standard error during each epoch.
+    log : callable
+        Receives the per-epoch summary lines.
+    extra_config : dict, optional
+        Written into ``config.json`` beside the configuration (e.g. the data source).
+    """
+    run_dir = Path(run_dir)
+    trainer = Trainer(config, data, progress=progress)
+    if resume:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        try:
+            trainer.load_state_dict(state)
+        except ValueError as err:
+            raise CheckpointError(f"{run_dir / CHECKPOINT}: {err}") from err
+        # metrics.jsonl may be behind or ahead if a run was killed between two writes.
+        write_metrics(run_dir / METRICS, trainer.history)
+        log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.epochs}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / CONFIG, {**config.to_json(), **(extra_config or {})})
+
+    while trainer.epoch < config.epochs:
+        metrics = trainer.train_epoch()
+        save_checkpoint(run_dir / CHECKPOINT, trainer.state_dict())
+        write_metrics(run_dir / METRICS, trainer.history)
+        log(format_epoch(metrics, config.epochs))
+    write_figures(trainer, run_dir)
+    return trainer
+
+
+def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Draw the figures of a run into ``run_dir``; returns the paths written."""
+    run_dir = Path(run_dir)
+    model, backend, cfg = trainer.model, trainer.backend, trainer.config
+    host = backend.to_host
+    rng = numpy.random.default_rng(cfg.seed)  # the same prior draws in every figure of a run
+    written = []
+
+    def shown(images: Any) -> numpy.ndarray:
+        return numpy.clip(host(images), 0.0, 1.0)
+
+    z = backend.asarray(rng.standard_normal((64, model.latent_dim)))
+    y = backend.asarray(numpy.arange(64) % 10) if cfg.conditional else None
+    title = "Samples from the prior" + (" (digit = index mod 10)" if cfg.conditional else "")
+    plots.plot_samples(shown(model.decode(z, y)), run_dir / "samples.png", title)
+    written.append(run_dir / "samples.png")
+
+    x = trainer.test_x[:32]
+    y = trainer.test_labels[:32] if cfg.conditional else None
+    recon = shown(model.reconstruct(x, y))
+    plots.plot_reconstructions(shown(x), recon, run_dir / "reconstructions.png")
+    written.append(run_dir / "reconstructions.png")
+
+    if trainer.history:
+        plots.plot_curves(trainer.history, run_dir / "curves.png")
+        written.append(run_dir / "curves.png")
+
+    if model.latent_dim == 2:
+        y = trainer.test_labels if cfg.conditional else None
+        mu, _ = model.encode(trainer.test_x, y)
+        plots.plot_latent_means(host(mu), host(trainer.test_labels), run_dir / "latent_means.png")
+        n = 20
+        z = backend.asarray(plots.manifold_latents(n))
+        y = backend.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
+        plots.plot_manifold(shown(model.decode(z, y)), n, run_dir / "manifold.png")
+        written += [run_dir / "latent_means.png", run_dir / "manifold.png"]
+    return written

@@ -1,0 +1,379 @@
+"""Training: minibatches, the KL weight schedule, evaluation, checkpoints and exact resumption.
+
+Randomness is derived, not carried: every epoch's shuffle, binarization and reparameterization
+noise come from generators seeded by ``(seed, stream, epoch)``. A run stopped after epoch 4 and
+resumed therefore draws exactly what an uninterrupted run draws in epochs 5 to 10, and the
+checkpoint needs only the epoch counter besides parameters and optimizer moments.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy
+
+from .backend import BACKENDS, DTYPES, Backend, get_backend
+from .data import BINARIZE_MODES, binarize, scale_images
+from .model import LIKELIHOODS, VAE
+from .optim import Adam
+
+Array = Any
+
+# Independent random streams; the numbers only have to differ.
+SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE = range(5)
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a run; the defaults are the classic PyTorch MNIST example.
+
+    Model: ``hidden_dims``, ``latent_dim``, ``activation``, ``likelihood``, ``gaussian_sigma``,
+    ``conditional``, ``beta``, ``free_bits`` (see :class:`numpy_vae.VAE`). Optimization: Adam
+    with ``lr``, ``batch_size``, ``epochs``. ``kl_warmup`` is a number of epochs over which the
+    KL weight rises linearly from 0 to ``beta``, updated every step (0: no warm-up).
+    ``binarize``: ``"none"`` trains on grey levels ``k/255`` (as the PyTorch example),
+    ``"dynamic"`` on a fresh Bernoulli draw every epoch, ``"threshold"`` on ``k/255 > 0.5``.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    hidden_dims: tuple[int, ...] = (400,)
+    latent_dim: int = 20
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    gaussian_sigma: float = 1.0
+    conditional: bool = False
+    beta: float = 1.0
+    free_bits: float = 0.0
+    kl_warmup: float = 0.0
+    binarize: str = "none"
+    backend: str = "numpy"
+    dtype: str = "float32"
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(self.hidden_dims)
+        problems = []
+        for name in ("epochs", "batch_size", "latent_dim", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if not self.hidden_dims or any(
+            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden_dims
+        ):
+            problems.append(f"hidden_dims must be positive integers, got {list(self.hidden_dims)}")
+        for name, low in (("lr", None), ("gaussian_sigma", None), ("beta", 0), ("free_bits", 0)):
+            value = getattr(self, name)
+            ok = math.isfinite(value) and (value > 0 if low is None else value >= low)
+            if not ok:
+                bound = "> 0" if low is None else ">= 0"
+                problems.append(f"{name} must be a finite number {bound}, got {value!r}")
+        if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
+            problems.append(f"kl_warmup must be a number of epochs >= 0, got {self.kl_warmup!r}")
+        if self.binarize not in BINARIZE_MODES:
+            problems.append(f"binarize must be one of {', '.join(BINARIZE_MODES)}")
+        if self.likelihood not in LIKELIHOODS:
+            problems.append(f"likelihood must be one of {', '.join(LIKELIHOODS)}")
+        if self.backend not in BACKENDS:
+            problems.append(
+                f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"
+            )
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype must be one of {', '.join(DTYPES)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden_dims"] = list(self.hidden_dims)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class Dataset:
+    """Images as ``uint8`` rows (N, D) with ``int64`` labels, held once and converted per batch."""
+
+    train_images: Array
+    train_labels: Array
+    test_images: Array
+    test_labels: Array
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = getattr(self, f"{split}_labels")
+            if images.dtype != numpy.uint8 or images.ndim != 2:
+                raise ValueError(
+                    f"{split}_images must be a 2-D uint8 array (N, pixels), "
+                    f"got {images.dtype} of shape {images.shape}"
+                )
+            if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+                raise ValueError(
+                    f"{split}_labels must have shape ({images.shape[0]},), got {labels.shape}"
+                )
+            if labels.dtype.kind not in "iu" or (
+                labels.size and (labels.min() < 0 or labels.max() > 9)
+            ):
+                raise ValueError(f"{split}_labels must be integer digits 0..9")
+            if images.shape[0] == 0:
+                raise ValueError(f"{split}_images is empty")
+        if self.train_images.shape[1] != self.test_images.shape[1]:
+            raise ValueError("train and test images have different numbers of pixels")
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.train_images.shape[1])
+
+
+def derived_seed(seed: int, stream: int, epoch: int) -> int:
+    """An integer seed for one random stream of one epoch, from the run's seed."""
+    return int(numpy.random.SeedSequence([seed, stream, epoch]).generate_state(1)[0])
+
+
+def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """KL weight at a global step (0-based): linear from 0 to beta over ``kl_warmup`` epochs."""
+    if config.kl_warmup <= 0:
+        return config.beta
+    progress = step / (config.kl_warmup * steps_per_epoch)
+    return config.beta * min(1.0, progress)
+
+
+class Trainer:
+    """Owns a model, its Adam optimizer and the data; trains epoch by epoch.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    data : Dataset
+    progress : bool
+        Draw a progress bar on standard error while an epoch runs.
+    """
+
+    def __init__(self, config: TrainConfig, data: Dataset, progress: bool = False) -> None:
+        self.config = config
+        self.backend: Backend = get_backend(config.backend, config.dtype)
+        self.model = VAE(
+            input_dim=data.input_dim,
+            hidden_dims=config.hidden_dims,
+            latent_dim=config.latent_dim,
+            activation=config.activation,
+            likelihood=config.likelihood,
+            gaussian_sigma=config.gaussian_sigma,
+            n_classes=10 if config.conditional else 0,
+            beta=config.beta,
+            free_bits=config.free_bits,
+            backend=self.backend,
+            seed=config.seed,
+        )
+        self.optimizer = Adam([self.model.flat.data], [self.model.flat.grad], lr=config.lr)
+        xp = self.backend.xp
+        # The data set goes to the device once, as uint8; batches are converted as they are used.
+        self.train_images = xp.asarray(data.train_images)
+        self.train_labels = xp.asarray(data.train_labels)
+        self.test_images = xp.asarray(data.test_images)
+        self.test_labels = xp.asarray(data.test_labels)
+        self.test_x = self._fixed_test_inputs()
+        self.progress = progress
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.train_images.shape[0] / self.config.batch_size)
+
+    def _rng(self, stream: int, epoch: int) -> Any:
+        return self.backend.rng(derived_seed(self.config.seed, stream, epoch))
+
+    def _fixed_test_inputs(self) -> Array:
+        """The test set as the model sees it; a dynamic binarization is drawn once, fixed."""
+        x = scale_images(self.test_images, self.backend.xp, self.backend.dtype)
+        return binarize(x, self.config.binarize, self._rng(TEST_BINARIZE, 0), self.backend.xp)
+
+    def _labels(self, labels: Array) -> Array | None:
+        return labels if self.config.conditional else None
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self) -> dict[str, Any]:
+        """One pass over the training set in a fresh random order; returns the epoch's metrics."""
+        cfg, xp, model = self.config, self.backend.xp, self.model
+        epoch = self.epoch + 1
+        shuffle_rng, binarize_rng, eps_rng = (
+            self._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
+        )
+        n = self.train_images.shape[0]
+        order = shuffle_rng.permutation(n)
+        totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
+        bar = _ProgressBar(self.steps_per_epoch, f"epoch {epoch}") if self.progress else None
+        start = time.perf_counter()
+        for i, begin in enumerate(range(0, n, cfg.batch_size)):
+            index = order[begin : begin + cfg.batch_size]
+            x = scale_images(self.train_images[index], xp, self.backend.dtype)
+            x = binarize(x, cfg.binarize, binarize_rng, xp)
+            eps = eps_rng.standard_normal((x.shape[0], cfg.latent_dim), dtype=model.dtype)
+            weight = kl_weight(cfg, self.step, self.steps_per_epoch)
+            parts = model.loss(
+                x, self._labels(self.train_labels[index]), eps=eps, kl_weight=weight, validate=False
+            )
+            self.optimizer.step()
+            self.step += 1
+            totals += xp.stack([parts.loss, parts.recon, parts.kl])
+            if bar is not None:
+                seen = min(n, begin + cfg.batch_size)
+                bar.update(i + 1, lambda t=totals, s=seen: float(t[0]) / s)
+        seconds = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        loss, recon, kl = (float(v) / n for v in self.backend.to_host(totals))
+        self.epoch = epoch
+        test = self.evaluate()
+        metrics = {
+            "epoch": epoch,
+            "step": self.step,
+            "kl_weight": kl_weight(cfg, self.step - 1, self.steps_per_epoch),
+            "train_loss": loss,
+            "train_neg_elbo": recon + kl,
+            "train_recon": recon,
+            "train_kl": kl,
+            "test_neg_elbo": test["neg_elbo"],
+            "test_recon": test["recon"],
+            "test_kl": test["kl"],
+            "seconds": seconds,
+            "images_per_second": n / seconds,
+        }
+        self.history.append(metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """Negative ELBO of the test set per example (one z per image; noise fixed per epoch)."""
+        return evaluate_elbo(
+            self.model,
+            self.test_x,
+            self._labels(self.test_labels),
+            self._rng(EVAL_EPS, self.epoch),
+            self.config.eval_batch_size,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Host arrays and plain values: everything a resumed run needs."""
+        host = self.backend.to_host
+        state: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "params": {name: host(p) for name, p in self.model.params.items()},
+            "adam_step": self.optimizer.step_count,
+            "adam_m": host(self.optimizer.m[0]),
+            "adam_v": host(self.optimizer.v[0]),
+            "history": list(self.history),
+            "config": self.config.to_json(),
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = state["params"]
+        missing = set(self.model.params) - set(params)
+        if missing:
+            raise ValueError(f"checkpoint lacks parameters: {', '.join(sorted(missing))}")
+        for name, p in self.model.params.items():
+            if tuple(params[name].shape) != tuple(p.shape):
+                raise ValueError(
+                    f"checkpoint parameter {name} has shape {tuple(params[name].shape)}, "
+                    f"the model needs {tuple(p.shape)}"
+                )
+            p[...] = self.backend.asarray(params[name])
+        self.optimizer.load_state_dict(
+            {
+                "step": state["adam_step"],
+                "m.0": self.backend.asarray(state["adam_m"]),
+                "v.0": self.backend.asarray(state["adam_v"]),
+            }
+        )
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+
+
+def evaluate_elbo(
+    model: VAE, x: Array, y: Array | None, rng: Any, batch_size: int = 1000
+) -> dict[str, Any]:
+    """Negative ELBO, reconstruction and KL per example over a data set, with one z per example.
+
+    Parameters
+    ----------
+    model : VAE
+    x : array (N, D)
+        Inputs as the model takes them (floats).
+    y : int array (N,) or None
+        Labels, for a conditional model.
+    rng : generator
+        Draws the reparameterization noise (``standard_normal(size, dtype=...)``).
+    batch_size : int
+        Rows per forward pass; bounds memory.
+
+    Returns
+    -------
+    dict with ``neg_elbo``, ``recon``, ``kl`` (floats, per example) and ``kl_per_dim`` (host array
+    (L,), per example).
+    """
+    xp = model.xp
+    n = x.shape[0]
+    totals = xp.zeros(3, dtype=numpy.float64)
+    kl_per_dim = xp.zeros(model.latent_dim, dtype=numpy.float64)
+    for begin in range(0, n, batch_size):
+        xb = x[begin : begin + batch_size]
+        yb = None if y is None else y[begin : begin + batch_size]
+        eps = rng.standard_normal((xb.shape[0], model.latent_dim), dtype=model.dtype)
+        parts = model.loss(xb, yb, eps=eps, grad=False, validate=False)
+        totals += xp.stack([parts.neg_elbo, parts.recon, parts.kl])
+        kl_per_dim += parts.kl_per_dim
+    neg_elbo, recon, kl = (float(v) / n for v in numpy.asarray(model.backend.to_host(totals)))
+    return {
+        "neg_elbo": neg_elbo,
+        "recon": recon,
+        "kl": kl,
+        "kl_per_dim": model.backend.to_host(kl_per_dim) / n,
+    }
+
+
+@dataclass
+class _ProgressBar:
+    """A one-line progress bar on standard error, redrawn at most ten times a second."""
+
+    total: int
+    label: str
+    width: int = 30
+    _last: float = field(default=0.0)
+    _start: float = field(default_factory=time.perf_counter)
+
+    def update(self, done: int, loss: Any) -> None:
+        now = time.perf_counter()
+        if now - self._last < 0.1 and done < self.total:
+            return
+        self._last = now
+        filled = self.width * done // self.total
+        rate = done / max(now - self._start, 1e-9)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+            f"loss {loss():.2f} {rate:.0f} it/s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\r" + " " * (self.width + 60) + "\r")
+        sys.stderr.flush()
