@@ -222,8 +222,7 @@ class Trainer:
         start = time.perf_counter()
         for i, begin in enumerate(range(0, n, cfg.batch_size)):
             index = order[begin : begin + cfg.batch_size]
-            x = scale_images(self.train_images[index], xp, self.backend.dtype)
-            x = binarize(x, cfg.binarize, binarize_rng, xp)
+            x = self.batch_inputs(index, binarize_rng)
             eps = eps_rng.standard_normal((x.shape[0], cfg.latent_dim), dtype=model.dtype)
             weight = kl_weight(cfg, self.step, self.steps_per_epoch)
             parts = model.loss(
@@ -257,6 +256,11 @@ class Trainer:
         }
         self.history.append(metrics)
         return metrics
+
+    def batch_inputs(self, index: Array, binarize_rng: Any) -> Array:
+        """The training images at ``index`` as the model takes them: ``k / 255``, binarized."""
+        x = scale_images(self.train_images[index], self.backend.xp, self.backend.dtype)
+        return binarize(x, self.config.binarize, binarize_rng, self.backend.xp)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
