@@ -10,11 +10,17 @@ import math
 from types import ModuleType
 from typing import Any
 
+from .buffers import Buffers
+
 Array = Any
 
 
 def bernoulli_nll(
-    logits: Array, x: Array, xp: ModuleType, out: Array | None = None
+    logits: Array,
+    x: Array,
+    xp: ModuleType,
+    out: Array | None = None,
+    buffers: Buffers | None = None,
 ) -> tuple[Array, Array]:
     r"""Bernoulli negative log-likelihood on decoder logits, stable for any logit.
 
@@ -65,6 +71,8 @@ def bernoulli_nll(
     out : array, shape (B, D), optional
         Where to write the gradient; may be ``logits`` itself (which is then overwritten: the
         model passes its decoder output, which nothing else holds). Default: a new array.
+    buffers : Buffers, optional
+        Where to take the four temporaries (B, D) from instead of allocating them.
 
     Returns
     -------
@@ -73,14 +81,19 @@ def bernoulli_nll(
     d_logits : array, shape (B, D)
         Gradient of ``nll.sum()`` with respect to ``logits`` (``out`` if given).
     """
-    positive = logits >= 0
-    e = xp.abs(logits)
+    shape, dtype = logits.shape, logits.dtype
+
+    def take(name: str, kind: Any = dtype) -> Array | None:  # None: numpy allocates
+        return None if buffers is None else buffers.get(name, shape, kind)
+
+    positive = xp.greater_equal(logits, 0, out=take("positive", bool))
+    e = xp.abs(logits, out=take("e"))
     xp.negative(e, out=e)
     xp.exp(e, out=e)  # e = exp(-|l|)
-    u = e + 1
-    value = xp.subtract(positive, x, dtype=logits.dtype)
+    u = xp.add(e, 1, out=take("u"))
+    value = xp.subtract(positive, x, out=take("value"), dtype=dtype)
     value *= logits  # l (1[l >= 0] - x) = max(l, 0) - x l
-    scratch = xp.log(u)
+    scratch = xp.log(u, out=take("scratch"))
     value += scratch
     xp.subtract(u, 1, out=scratch)
     xp.subtract(e, scratch, out=scratch)  # delta = e - (u - 1), the rounding error of 1 + e
