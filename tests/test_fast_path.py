@@ -149,3 +149,20 @@ def test_float32_end_to_end():
         for array in buffers._arrays.values():
             assert array.dtype in (np.float32, np.bool_)
     assert model.flat.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("mode", ["none", "threshold"])
+def test_training_batches_are_scaled_exactly_like_scale_images(mode):
+    from numpy_vae.data import binarize, scale_images
+    from numpy_vae.train import Dataset, TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (300, 784), dtype=np.uint8)
+    labels = np.zeros(300, dtype=np.int64)
+    data = Dataset(images, labels, images[:50], labels[:50])
+    trainer = Trainer(TrainConfig(batch_size=128, hidden_dims=(8,), binarize=mode), data)
+    for index in (rng.permutation(300)[:128], rng.permutation(300)[:44], np.arange(128)):
+        x = trainer.batch_inputs(index, None)
+        expected = binarize(scale_images(images[index]), mode)
+        assert x.dtype == np.float32
+        np.testing.assert_array_equal(x, expected)
