@@ -29,7 +29,7 @@ from .buffers import Buffers
 from .kl import free_bits, kl_standard_normal
 from .layers import Linear, Sequential, make_activation
 from .likelihoods import bernoulli_nll, gaussian_nll
-from .parallel import default_threads, run_split
+from .parallel import default_threads
 from .parameters import FlatParameters
 from .reparam import reparameterize, reparameterize_backward
 
@@ -315,33 +315,17 @@ class VAE:
         self.head.backward(d_stats, out=d_h)
         self.encoder.backward(d_h, need_input_grad=False, buffers=buffers["encoder"])
 
-    #: Fewest elements of the decoder output per thread in the Bernoulli loss.
-    MIN_LOSS_ELEMENTS_PER_THREAD = 1 << 14
-
     def _nll(self, out: Array, x: Array) -> tuple[Array, Array]:
         """Per-example NLL and its gradient w.r.t. ``out``, written over ``out``.
 
-        ``out`` is the decoder output, held by nothing else. The Bernoulli loss (one exp and one
-        log per element, the largest elementwise cost of a step after Adam) runs on blocks of
-        rows in parallel threads, each with its own scratch buffers; rows are independent, so
-        the numbers are those of one call over the whole batch.
+        ``out`` is the decoder output, held by nothing else.
         """
         xp = self.xp
         if self.likelihood == "gaussian":
             return gaussian_nll(out, x, self.gaussian_sigma, xp)
-        nll = xp.empty(out.shape[0], dtype=out.dtype)
-
-        def rows(part: int, lo: int, hi: int) -> None:
-            block = out[lo:hi]
-            value, d_block = bernoulli_nll(
-                block, x[lo:hi], xp, out=block, buffers=self._loss_buffers[part]
-            )
-            nll[lo:hi] = value
-            if d_block is not block:  # a replacement that ignores out= (e.g. in tests)
-                block[...] = d_block
-
-        min_rows = -(-self.MIN_LOSS_ELEMENTS_PER_THREAD // out.shape[1])  # ceiling division
-        run_split(rows, out.shape[0], self.threads, min_rows, numbered=True)
+        nll, d_out = bernoulli_nll(out, x, xp, out=out, buffers=self._loss_buffers[0])
+        if d_out is not out:  # a replacement that ignores out= (e.g. in tests)
+            out[...] = d_out
         return nll, out
 
     # ------------------------------------------------------------------ inference

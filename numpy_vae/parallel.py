@@ -59,29 +59,21 @@ def split_ranges(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
 
 
 def run_split(
-    fn: Callable[..., Any],
-    n: int,
-    threads: int,
-    min_size: int,
-    align: int = 1,
-    numbered: bool = False,
+    fn: Callable[[int, int], Any], n: int, threads: int, min_size: int, align: int = 1
 ) -> list[Any]:
     """Call ``fn(lo, hi)`` on contiguous ranges covering ``[0, n)``, in parallel.
 
     At most ``threads`` ranges, each at least ``min_size`` long (so a small ``n`` is one call
     in this thread). The calling thread works on the first range while the pool works on the
-    others. With ``numbered``, ``fn(part, lo, hi)`` also gets the range's index (e.g. to pick
-    that thread's scratch buffers). Returns the results in range order; an exception in any
-    range is raised here, after every range has finished.
+    others. Returns the results in range order; an exception in any range is raised here.
     """
     parts = max(1, min(threads, n // max(1, min_size)))
     ranges = split_ranges(n, parts, align)
-    calls = [((i, lo, hi) if numbered else (lo, hi)) for i, (lo, hi) in enumerate(ranges)]
-    if len(calls) <= 1:
-        return [fn(*calls[0])] if calls else []
-    futures = [_pool(len(calls) - 1).submit(fn, *args) for args in calls[1:]]
+    if len(ranges) <= 1:
+        return [fn(0, n)]
+    futures = [_pool(parts - 1).submit(fn, lo, hi) for lo, hi in ranges[1:]]
     try:
-        first = fn(*calls[0])
+        first = fn(*ranges[0])
     finally:
         rest = [f.result() for f in futures]  # wait even if the first range failed
     return [first, *rest]

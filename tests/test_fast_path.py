@@ -60,18 +60,6 @@ def test_results_returned_to_callers_are_not_overwritten_by_later_calls():
     np.testing.assert_array_equal(means, means_copy)
 
 
-def test_loss_split_over_threads_is_bitwise_the_single_threaded_one():
-    x, eps = batch(128, seed=5)
-    results = []
-    for threads in (1, 2, 3):
-        model = VAE(seed=1, threads=threads)
-        parts = model.loss(x, eps=eps)
-        results.append((float(parts.loss), float(parts.recon), model.flat.grad.copy()))
-    for other in results[1:]:
-        assert other[:2] == results[0][:2]
-        np.testing.assert_array_equal(other[2], results[0][2])
-
-
 def test_the_callers_batch_is_never_written():
     model = VAE(hidden_dims=(32,), seed=0)
     x, eps = batch(16, seed=0)

@@ -25,10 +25,6 @@ def test_run_split_matches_one_call_and_keeps_small_work_in_this_thread():
     assert results == [True] * 3
     np.testing.assert_array_equal(out, np.exp(x))
     assert len(run_split(lambda lo, hi: (lo, hi), 50, 4, 100)) == 1  # below the minimum size
-    assert run_split(lambda i, lo, hi: (i, lo, hi), 10, 2, 1, numbered=True) == [
-        (0, 0, 5),
-        (1, 5, 10),
-    ]
     assert default_threads() >= 1
 
 
