@@ -29,7 +29,6 @@ from .buffers import Buffers
 from .kl import free_bits, kl_standard_normal
 from .layers import Linear, Sequential, make_activation
 from .likelihoods import bernoulli_nll, gaussian_nll
-from .parallel import default_threads
 from .parameters import FlatParameters
 from .reparam import reparameterize, reparameterize_backward
 
@@ -92,11 +91,6 @@ class VAE:
         Array module and dtype, default NumPy float32.
     seed : int
         Seeds the initial weights and the generator of ``eps`` and prior samples.
-    threads : int, optional
-        Threads for the elementwise work of the Bernoulli loss on large batches (rows are
-        split; the result is bitwise the same for any number). Default
-        :func:`numpy_vae.parallel.default_threads`. Not part of :meth:`config`: it changes
-        no number.
     """
 
     def __init__(
@@ -112,7 +106,6 @@ class VAE:
         free_bits: float = 0.0,
         backend: Backend | str | None = None,
         seed: int = 0,
-        threads: int | None = None,
     ) -> None:
         hidden_dims = tuple(hidden_dims)
         _check_int("input_dim", input_dim, 1)
@@ -170,14 +163,11 @@ class VAE:
             {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}, backend
         )
         self.rng = backend.rng(seed + 1)
-        if threads is not None:
-            _check_int("threads", threads, 1)
-        self.threads = default_threads() if threads is None else threads
         self._cache: tuple | None = None  # what backward() needs from the last forward()
-        # Scratch memory of the training step: one Buffers per part of the model, and one per
-        # thread for the loss (each thread works on its own rows).
-        self._buffers = {name: Buffers(backend.xp) for name in ("encoder", "head", "decoder")}
-        self._loss_buffers = [Buffers(backend.xp) for _ in range(self.threads)]
+        # Scratch memory of the training step, one Buffers per part of the model.
+        self._buffers = {
+            name: Buffers(backend.xp) for name in ("encoder", "head", "decoder", "loss")
+        }
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -323,7 +313,7 @@ class VAE:
         xp = self.xp
         if self.likelihood == "gaussian":
             return gaussian_nll(out, x, self.gaussian_sigma, xp)
-        nll, d_out = bernoulli_nll(out, x, xp, out=out, buffers=self._loss_buffers[0])
+        nll, d_out = bernoulli_nll(out, x, xp, out=out, buffers=self._buffers["loss"])
         if d_out is not out:  # a replacement that ignores out= (e.g. in tests)
             out[...] = d_out
         return nll, out
