@@ -47,6 +47,7 @@ import numpy as np
 
 from .layers import Linear, Sequential
 from .model import VAE
+from .parallel import default_threads
 
 IMAGE_SIZE = 784
 N_TRAIN = 60_000
@@ -613,7 +614,8 @@ def run(
         "n_images": n,
         "repeats": repeats,
         "dtype": "float32",
-        "blas": blas,
+        "blas": {**blas, "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
+        "elementwise_threads": default_threads(),
         "torch": torch_meta or None,
         "numpy_version": np.__version__,
         "python": platform.python_version(),
@@ -631,7 +633,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"data: {report['n_images']} {report['data']} images (uint8, k/255 per batch), float32,"
         f" median of {report['repeats']}",
-        f"BLAS: {blas['library']} {blas.get('architecture') or ''}, {blas['threads']} threads;"
+        f"BLAS: {blas['library']} {blas.get('architecture') or ''}, {blas['threads']} threads "
+        f"(OPENBLAS_THREAD_TIMEOUT={blas.get('OPENBLAS_THREAD_TIMEOUT')}), Adam in "
+        f"{report['elementwise_threads']} thread(s);"
         + (
             f" torch {torch_meta['version']}, {torch_meta['threads']} threads"
             if torch_meta

@@ -7,7 +7,16 @@ never changes a number; it only pays when each slice is large (a hand-over betwe
 tens of microseconds, and the GIL is held between ufunc calls), which is why callers pass a
 minimum slice size below which everything runs in the calling thread.
 
-The matrix products need none of this: BLAS has its own threads.
+The matrix products need none of this: BLAS has its own threads. But those threads can get in
+the way: OpenBLAS's idle threads busy-wait on the cores for ``2**OPENBLAS_THREAD_TIMEOUT`` CPU
+cycles after every product (default ``2**28``, about 0.1 s, i.e. the whole training step), and a
+thread of ours then fights them for a core. Measured on a 2-core machine, Adam right after a
+matrix product took 2.9 ms in one thread, 3.3 ms in two with spinning BLAS threads, and 1.9 ms
+in two with ``OPENBLAS_THREAD_TIMEOUT=18`` (about 0.1 ms of spinning: awake between the products
+of one pass, asleep during the elementwise work). So :func:`default_threads` is 1 unless the
+BLAS threads are known not to spin, and the scripts (``scripts/train_mnist.py``,
+``scripts/benchmark.py``) set ``OPENBLAS_THREAD_TIMEOUT`` before NumPy loads OpenBLAS, which
+reads it only then.
 """
 
 from __future__ import annotations
@@ -18,21 +27,52 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 MAX_DEFAULT_THREADS = 4
+#: Largest ``OPENBLAS_THREAD_TIMEOUT`` (log2 of the spin in CPU cycles) that counts as not spinning.
+MAX_QUIET_BLAS_TIMEOUT = 22
 
 _pools: dict[int, tuple[int, ThreadPoolExecutor]] = {}
 
 
 def default_threads() -> int:
-    """The cores this process may run on, at most ``MAX_DEFAULT_THREADS``.
+    """Threads for splitting elementwise work: 1 if BLAS threads spin, else the cores this
+    process may run on, at most ``MAX_DEFAULT_THREADS``.
 
     More threads than that only add hand-over cost: between ufunc calls each thread needs the
     GIL, so the serial part grows with the number of threads.
     """
+    if blas_threads_spin():
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, min(MAX_DEFAULT_THREADS, cores))
+
+
+def blas_threads_spin() -> bool:
+    """Whether NumPy's BLAS may keep threads busy-waiting on the cores after a product.
+
+    False only when NumPy uses OpenBLAS and either runs it in one thread
+    (``OPENBLAS_NUM_THREADS``, ``GOTO_NUM_THREADS`` or ``OMP_NUM_THREADS`` = 1) or has been told
+    to spin briefly (``OPENBLAS_THREAD_TIMEOUT`` <= ``MAX_QUIET_BLAS_TIMEOUT``). Other BLAS
+    libraries (MKL spins for 200 ms by default) are assumed to spin. The environment is read
+    now; OpenBLAS read it when NumPy was imported, so set it before that.
+    """
+    import numpy
+
+    try:
+        name = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    except Exception:  # an unusual build: assume the worst
+        return True
+    if "openblas" not in str(name).lower():
+        return True
+    for var in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip():
+            if os.environ[var].strip() == "1":
+                return False
+            break  # OpenBLAS takes the first of these that is set
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip()
+    return not (timeout.isdigit() and int(timeout) <= MAX_QUIET_BLAS_TIMEOUT)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

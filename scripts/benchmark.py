@@ -8,7 +8,14 @@
 See numpy_vae/benchmark.py for what is measured and how.
 """
 
-from numpy_vae.benchmark import main
+import os
+
+# OpenBLAS's idle threads otherwise busy-wait ~0.1 s after every matrix product, on the cores
+# that the training step's elementwise work runs on; it reads this only when NumPy loads it.
+# See numpy_vae/parallel.py.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
+
+from numpy_vae.benchmark import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

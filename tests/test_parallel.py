@@ -61,3 +61,23 @@ def test_pool_works_in_a_forked_child():
         child.kill()
         pytest.fail("the forked child hung: it used the parent's pool, which has no threads")
     assert queue.get(timeout=5) is True
+
+
+def test_threads_only_when_blas_threads_do_not_spin(monkeypatch):
+    """Splitting elementwise work is a loss while OpenBLAS's idle threads spin on the cores."""
+    import numpy_vae.parallel as parallel
+
+    for var in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    openblas = "openblas" in str(np.show_config(mode="dicts")["Build Dependencies"]["blas"])
+    assert parallel.blas_threads_spin()
+    assert parallel.default_threads() == 1
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "18")
+    assert parallel.blas_threads_spin() is not openblas
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    assert parallel.blas_threads_spin()
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert parallel.blas_threads_spin() is not openblas
+    monkeypatch.setattr(parallel, "blas_threads_spin", lambda: False)
+    assert 1 <= parallel.default_threads() <= parallel.MAX_DEFAULT_THREADS
