@@ -277,12 +277,21 @@ class VAE:
 
     def decode(self, z: Array, y: Array | None = None) -> Array:
         """Mean of p(x | z): pixel probabilities (Bernoulli) or Gaussian mean, (B, input_dim)."""
-        z = self._validate_latent(z)
-        y = self._validate_labels(y, z.shape[0])
-        out = self.decoder.forward(_append(z, self._one_hot(y), self.xp))
+        out = self.decoder_output(z, y)
         if self.likelihood == "bernoulli":
             return self.backend.special.expit(out)
         return out
+
+    def decoder_output(self, z: Array, y: Array | None = None, validate: bool = True) -> Array:
+        """Raw decoder output for latent ``z``: logits (Bernoulli) or the mean (Gaussian)."""
+        if validate:
+            z = self._validate_latent(z)
+            y = self._validate_labels(y, z.shape[0])
+        return self.decoder.forward(_append(z, self._one_hot(y), self.xp))
+
+    def log_likelihood(self, x: Array, out: Array) -> Array:
+        """log p(x | z) per example, (B,), from the decoder output ``out`` for that z."""
+        return -self._nll(out, x)[0]
 
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
         """Decode the posterior mean: ``decode(mu(x))``."""

@@ -133,3 +133,83 @@ def plot_manifold(images: numpy.ndarray, n: int, path: str | os.PathLike[str]) -
     ax.set_ylabel("z2")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_kl_per_dim(
+    kl_per_dim: numpy.ndarray, mean_variance: numpy.ndarray, path: str | os.PathLike[str]
+) -> None:
+    """Bars of each latent dimension's KL, coloured by whether the dimension is active.
+
+    A dimension is active when the variance over the data of its posterior mean exceeds 0.01;
+    collapsed dimensions sit at KL 0 and carry no information about x.
+    """
+    active = mean_variance > 0.01
+    fig = Figure(figsize=(max(6.0, 0.35 * len(kl_per_dim) + 2), 4), dpi=100)
+    ax = fig.add_subplot()
+    dims = numpy.arange(len(kl_per_dim))
+    ax.bar(dims[active], kl_per_dim[active], color="tab:blue", label="active")
+    ax.bar(dims[~active], kl_per_dim[~active], color="tab:gray", label="inactive (collapsed)")
+    ax.set_title(f"KL per latent dimension, test set ({int(active.sum())} of {len(dims)} active)")
+    ax.set_xlabel("latent dimension j")
+    ax.set_ylabel("KL_j (nats per example)")
+    ax.set_xticks(dims)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _labelled_rows(
+    images: numpy.ndarray,
+    rows: int,
+    cols: int,
+    row_labels: Sequence[str],
+    title: str,
+    xlabel: str,
+    path: str | os.PathLike[str],
+) -> None:
+    pad = 2
+    grid = image_grid(images, rows, cols, pad=pad)
+    fig = Figure(figsize=(0.75 * cols + 1.2, 0.75 * rows + 0.9), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    cell = SIDE + pad
+    ax.set_yticks([pad + cell * r + SIDE / 2 for r in range(rows)])
+    ax.set_yticklabels(row_labels)
+    ax.set_xticks([])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_class_samples(images: numpy.ndarray, per_class: int, path: str | os.PathLike[str]) -> None:
+    """Conditional samples: row d holds ``per_class`` draws of p(x | z, y = d), z ~ N(0, I)."""
+    _labelled_rows(
+        images, 10, per_class, [str(d) for d in range(10)],
+        "Conditional samples, one row per digit y", "samples z ~ N(0, I)", path,
+    )  # fmt: skip
+
+
+def plot_traversal(
+    images: numpy.ndarray,
+    dims: Sequence[int],
+    values: numpy.ndarray,
+    path: str | os.PathLike[str],
+) -> None:
+    """Row r varies latent dimension ``dims[r]`` over ``values`` with the others held at 0."""
+    _labelled_rows(
+        images, len(dims), len(values), [f"z{j}" for j in dims],
+        "Latent traversals (most informative dimensions, others at 0)",
+        f"z_j from {values[0]:g} to {values[-1]:g}", path,
+    )  # fmt: skip
+
+
+def plot_interpolation(images: numpy.ndarray, path: str | os.PathLike[str]) -> None:
+    """Decoded points on the line between two test digits' posterior means (ends: the inputs)."""
+    _labelled_rows(
+        images, 1, len(images), [""],
+        "Interpolation in latent space between two test digits",
+        "input | decoded (1-t) mu_a + t mu_b, t from 0 to 1 | input", path,
+    )  # fmt: skip

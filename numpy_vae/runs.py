@@ -9,6 +9,10 @@
         samples.png          64 samples from the prior
         reconstructions.png  test images above their reconstructions
         curves.png           train/test negative ELBO, reconstruction and KL per epoch
+        kl_per_dim.png       each latent dimension's KL on the test set, active units marked
+        traversal.png        the most informative latent dimensions varied one at a time
+        interpolation.png    decoded points between two test digits' posterior means
+        class_samples.png    conditional model only: one row of samples per digit
         latent_means.png     2-D latent only: test-set posterior means coloured by digit
         manifold.png         2-D latent only: images decoded from a grid over N(0, 1) quantiles
 
@@ -28,7 +32,8 @@ import numpy
 
 from . import plots
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
-from .train import Dataset, TrainConfig, Trainer
+from .evaluate import iw_log_likelihood
+from .train import IW_EPS, Dataset, TrainConfig, Trainer, derived_seed
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
@@ -109,6 +114,38 @@ def train_run(
     return trainer
 
 
+def evaluate_run(trainer: Trainer, iw_samples: int = 1000) -> dict[str, Any]:
+    """Test-set evaluation of a trained model: negative ELBO and its parts, KL per dimension,
+    active units and, when ``iw_samples > 0``, the importance-weighted negative log-likelihood."""
+    test = trainer.evaluate()
+    summary: dict[str, Any] = {
+        "epoch": trainer.epoch,
+        "test_neg_elbo": test["neg_elbo"],
+        "test_recon": test["recon"],
+        "test_kl": test["kl"],
+        "test_kl_per_dim": [float(v) for v in test["kl_per_dim"]],
+        "active_units": test["active_units"],
+    }
+    if iw_samples > 0:
+        labels = trainer.test_labels if trainer.config.conditional else None
+        rng = trainer.backend.rng(derived_seed(trainer.config.seed, IW_EPS, trainer.epoch))
+        log_px = iw_log_likelihood(trainer.model, trainer.test_x, labels, k=iw_samples, rng=rng)
+        summary["iw_samples"] = iw_samples
+        summary["test_iw_nll"] = float(-log_px.mean())
+    return summary
+
+
+def format_evaluation(summary: dict[str, Any]) -> str:
+    line = (
+        f"test negative ELBO {summary['test_neg_elbo']:.3f} nats "
+        f"(recon {summary['test_recon']:.3f}, KL {summary['test_kl']:.3f}), "
+        f"active units {summary['active_units']}/{len(summary['test_kl_per_dim'])}"
+    )
+    if "test_iw_nll" in summary:
+        line += f", IW NLL (K={summary['iw_samples']}) {summary['test_iw_nll']:.3f} nats"
+    return line
+
+
 def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw the figures of a run into ``run_dir``; returns the paths written."""
     run_dir = Path(run_dir)
@@ -121,7 +158,7 @@ def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Pat
         return numpy.clip(host(images), 0.0, 1.0)
 
     z = backend.asarray(rng.standard_normal((64, model.latent_dim)))
-    y = backend.asarray(numpy.arange(64) % 10) if cfg.conditional else None
+    y = backend.xp.asarray(numpy.arange(64) % 10) if cfg.conditional else None
     title = "Samples from the prior" + (" (digit = index mod 10)" if cfg.conditional else "")
     plots.plot_samples(shown(model.decode(z, y)), run_dir / "samples.png", title)
     written.append(run_dir / "samples.png")
@@ -136,13 +173,62 @@ def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Pat
         plots.plot_curves(trainer.history, run_dir / "curves.png")
         written.append(run_dir / "curves.png")
 
+    written += _variant_figures(trainer, run_dir, shown)
+
     if model.latent_dim == 2:
         y = trainer.test_labels if cfg.conditional else None
         mu, _ = model.encode(trainer.test_x, y)
         plots.plot_latent_means(host(mu), host(trainer.test_labels), run_dir / "latent_means.png")
         n = 20
         z = backend.asarray(plots.manifold_latents(n))
-        y = backend.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
+        y = backend.xp.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
         plots.plot_manifold(shown(model.decode(z, y)), n, run_dir / "manifold.png")
         written += [run_dir / "latent_means.png", run_dir / "manifold.png"]
+    return written
+
+
+def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any]) -> list[Path]:
+    """KL per dimension, traversals, interpolation; per-class samples for a conditional model."""
+    model, backend, cfg = trainer.model, trainer.backend, trainer.config
+    xp = backend.xp
+    written = []
+    test = trainer.evaluate()
+    plots.plot_kl_per_dim(test["kl_per_dim"], test["mean_variance"], run_dir / "kl_per_dim.png")
+    written.append(run_dir / "kl_per_dim.png")
+
+    digit = int(backend.to_host(trainer.test_labels[0]))
+    fixed_y = (lambda n: xp.full(n, digit, dtype=xp.int64)) if cfg.conditional else (lambda n: None)
+
+    dims = [int(j) for j in numpy.argsort(-test["kl_per_dim"])[: min(8, model.latent_dim)]]
+    values = numpy.linspace(-3, 3, 11)
+    z = numpy.zeros((len(dims) * len(values), model.latent_dim))
+    for r, j in enumerate(dims):
+        z[r * len(values) : (r + 1) * len(values), j] = values
+    traversal = shown(model.decode(backend.asarray(z), fixed_y(len(z))))
+    plots.plot_traversal(traversal, dims, values, run_dir / "traversal.png")
+    written.append(run_dir / "traversal.png")
+
+    # Two test digits; for a conditional model two of the same class, decoded with that label.
+    labels = backend.to_host(trainer.test_labels)
+    a = 0
+    b = int(numpy.flatnonzero(labels == labels[0])[1]) if cfg.conditional else 1
+    ends = trainer.test_x[numpy.array([a, b])]
+    mu, _ = model.encode(ends, fixed_y(2))
+    t = backend.asarray(numpy.linspace(0, 1, 10)[:, None])
+    path_z = (1 - t) * mu[0:1] + t * mu[1:2]
+    middle = shown(model.decode(path_z, fixed_y(10)))
+    row = numpy.concatenate([shown(ends[0:1]), middle, shown(ends[1:2])])
+    plots.plot_interpolation(row, run_dir / "interpolation.png")
+    written.append(run_dir / "interpolation.png")
+
+    if cfg.conditional:
+        per_class = 10
+        z = backend.asarray(
+            numpy.random.default_rng(cfg.seed).standard_normal((10 * per_class, model.latent_dim))
+        )
+        y = xp.repeat(xp.arange(10), per_class)
+        plots.plot_class_samples(
+            shown(model.decode(z, y)), per_class, run_dir / "class_samples.png"
+        )
+        written.append(run_dir / "class_samples.png")
     return written

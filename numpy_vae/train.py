@@ -18,13 +18,14 @@ import numpy
 
 from .backend import BACKENDS, DTYPES, Backend, get_backend
 from .data import BINARIZE_MODES, binarize, scale_images
+from .evaluate import active_units, posterior_means
 from .model import LIKELIHOODS, VAE
 from .optim import Adam
 
 Array = Any
 
 # Independent random streams; the numbers only have to differ.
-SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE = range(5)
+SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE, IW_EPS = range(6)
 
 
 @dataclass
@@ -252,6 +253,8 @@ class Trainer:
             "test_neg_elbo": test["neg_elbo"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
+            "test_kl_per_dim": [float(v) for v in test["kl_per_dim"]],
+            "active_units": test["active_units"],
             "seconds": seconds,
             "images_per_second": n / seconds,
         }
@@ -259,15 +262,20 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict[str, float]:
-        """Negative ELBO of the test set per example (one z per image; noise fixed per epoch)."""
-        return evaluate_elbo(
+    def evaluate(self) -> dict[str, Any]:
+        """Test-set metrics: negative ELBO per example (one z per image, noise fixed per epoch),
+        its parts, the KL of each latent dimension and the active units."""
+        labels = self._labels(self.test_labels)
+        result = evaluate_elbo(
             self.model,
             self.test_x,
-            self._labels(self.test_labels),
+            labels,
             self._rng(EVAL_EPS, self.epoch),
             self.config.eval_batch_size,
         )
+        mu = posterior_means(self.model, self.test_x, labels, self.config.eval_batch_size)
+        result["active_units"], result["mean_variance"] = active_units(self.backend.to_host(mu))
+        return result
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
