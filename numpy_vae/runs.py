@@ -31,7 +31,8 @@ from typing import Any
 import numpy
 
 from . import plots
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
+from .atomic import write_atomic
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluate import iw_log_likelihood
 from .train import IW_EPS, Dataset, TrainConfig, Trainer, derived_seed
 

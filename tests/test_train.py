@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_vae.checkpoint import CheckpointError, load_checkpoint, write_atomic
+from numpy_vae.atomic import write_atomic
+from numpy_vae.checkpoint import CheckpointError, load_checkpoint
 from numpy_vae.cli import evaluate_main, train_main
 from numpy_vae.runs import TIMING_KEYS
 from numpy_vae.train import Dataset, TrainConfig, Trainer, kl_weight
@@ -73,7 +74,7 @@ def test_cli_writes_a_complete_run_folder(data_file, tmp_path, capsys):
     assert not (run / "class_samples.png").exists()
     state = load_checkpoint(run / "checkpoint.npz")
     assert state["epoch"] == 3 and state["adam_step"] == 3 * 5  # 300 images / 64 -> 5 steps
-    assert not list(run.glob(".*tmp"))  # no temporary files left behind
+    assert not list(run.glob(".*part"))  # no temporary files left behind
     assert evaluate_main([str(run), "--data-file", str(data_file), "--iw-samples", "50"]) == 0
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert evaluation["test_neg_elbo"] == pytest.approx(metrics[-1]["test_neg_elbo"], rel=1e-6)
