@@ -213,3 +213,33 @@ def plot_interpolation(images: numpy.ndarray, path: str | os.PathLike[str]) -> N
         "Interpolation in latent space between two test digits",
         "input | decoded (1-t) mu_a + t mu_b, t from 0 to 1 | input", path,
     )  # fmt: skip
+
+
+def plot_study(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Side-by-side bars of test negative ELBO, IW NLL, KL and active units per variant."""
+    labels = [r["variant"] for r in rows]
+    y = numpy.arange(len(rows))
+    fig = Figure(figsize=(13, 0.45 * len(rows) + 1.8), dpi=100)
+    panels = (
+        ("test -ELBO and IW NLL (nats)", ("test_neg_elbo", "test_iw_nll")),
+        ("KL (nats)", ("test_kl",)),
+        ("active units", ("active_units",)),
+    )
+    for i, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        height = 0.8 / len(keys)
+        for k, key in enumerate(keys):
+            values = [numpy.nan if r[key] is None else r[key] for r in rows]
+            ax.barh(y + k * height, values, height=height, label=key.replace("test_", ""))
+        ax.set_yticks(y + 0.4 - height / 2)
+        ax.set_yticklabels(labels if i == 0 else [])
+        ax.invert_yaxis()
+        ax.set_title(title)
+        ax.set_xlabel(title.split(" (")[-1].rstrip(")") if "(" in title else "count")
+        if len(keys) > 1:
+            ax.legend(loc="lower right")
+            finite = [v for r in rows for v in (r[k] for k in keys) if v is not None]
+            ax.set_xlim(min(finite) - 5, max(finite) + 3)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)

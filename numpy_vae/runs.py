@@ -233,3 +233,64 @@ def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any
         )
         written.append(run_dir / "class_samples.png")
     return written
+
+
+def summarize_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per run: its variant flags and final test figures (from evaluation.json when
+    present, else the last line of metrics.jsonl)."""
+    rows = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        config_path, metrics_path = run_dir / CONFIG, run_dir / METRICS
+        if not config_path.is_file() or not metrics_path.is_file():
+            raise ValueError(f"{run_dir} is not a run folder (no {CONFIG} or {METRICS})")
+        config = json.loads(config_path.read_text())
+        last = json.loads(metrics_path.read_text().splitlines()[-1])
+        evaluation_path = run_dir / "evaluation.json"
+        evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
+        rows.append(
+            {
+                "run": run_dir.name,
+                "variant": describe_variant(config),
+                "epochs": last["epoch"],
+                "test_neg_elbo": evaluation.get("test_neg_elbo", last["test_neg_elbo"]),
+                "test_iw_nll": evaluation.get("test_iw_nll"),
+                "iw_samples": evaluation.get("iw_samples"),
+                "test_recon": evaluation.get("test_recon", last["test_recon"]),
+                "test_kl": evaluation.get("test_kl", last["test_kl"]),
+                "active_units": evaluation.get("active_units", last.get("active_units")),
+                "latent_dim": config["latent_dim"],
+            }
+        )
+    return rows
+
+
+def describe_variant(config: dict[str, Any]) -> str:
+    """A short label of what sets a run apart from the classic VAE."""
+    parts = []
+    if config.get("beta", 1.0) != 1.0:
+        parts.append(f"beta = {config['beta']:g}")
+    if config.get("kl_warmup", 0):
+        parts.append(f"KL warm-up {config['kl_warmup']:g} epochs")
+    if config.get("free_bits", 0):
+        parts.append(f"free bits {config['free_bits']:g}")
+    if config.get("conditional"):
+        parts.append("conditional")
+    if config.get("likelihood", "bernoulli") != "bernoulli":
+        parts.append(f"{config['likelihood']} (sigma {config['gaussian_sigma']:g})")
+    return ", ".join(parts) or "plain VAE"
+
+
+def format_study_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`summarize_runs` rows."""
+    lines = [
+        "| variant | test -ELBO | IW NLL | recon | KL | active units |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        iw = "n/a" if r["test_iw_nll"] is None else f"{r['test_iw_nll']:.2f} (K={r['iw_samples']})"
+        lines.append(
+            f"| {r['variant']} | {r['test_neg_elbo']:.2f} | {iw} | {r['test_recon']:.2f} | "
+            f"{r['test_kl']:.2f} | {r['active_units']}/{r['latent_dim']} |"
+        )
+    return "\n".join(lines)

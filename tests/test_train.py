@@ -11,7 +11,8 @@ import pytest
 from numpy_vae.atomic import write_atomic
 from numpy_vae.checkpoint import CheckpointError, load_checkpoint
 from numpy_vae.cli import evaluate_main, train_main
-from numpy_vae.runs import TIMING_KEYS
+from numpy_vae.plots import plot_study
+from numpy_vae.runs import TIMING_KEYS, format_study_table, summarize_runs
 from numpy_vae.train import Dataset, TrainConfig, Trainer, kl_weight
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,13 @@ def test_cli_variants(data_file, tmp_path, flags, figure):
     if "--kl-warmup" in flags:
         weights = [m["kl_weight"] for m in read_metrics(run)]
         assert weights[0] < 4.0 and weights[1] == 4.0  # ramped over the first epoch
+    (row,) = summarize_runs([run])
+    assert row["test_iw_nll"] == evaluation["test_iw_nll"] and row["epochs"] == 2
+    label = {"--conditional": "conditional", "--likelihood": "gaussian (sigma 0.3)",
+             "--beta": "beta = 4, KL warm-up 1 epochs, free bits 0.5"}[flags[0]]  # fmt: skip
+    assert row["variant"] == label and label in format_study_table([row])
+    plot_study([row], tmp_path / "study.png")
+    assert (tmp_path / "study.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_resume_equals_uninterrupted(data_file, tmp_path):
