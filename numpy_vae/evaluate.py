@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy
 
+from .backend import to_host
 from .model import VAE
 
 Array = Any
@@ -67,14 +68,15 @@ def iw_log_likelihood(
         raise ValueError(f"the number of importance samples k must be a positive integer, got {k}")
     xp, latent = model.xp, model.latent_dim
     rng = model.rng if rng is None else rng
+    x, y, _ = model._validate(x, y, None)  # once, at the boundary; the passes below trust it
     n = x.shape[0]
-    out = numpy.empty(n)
+    out = xp.empty(n, dtype=numpy.float64)  # on the device; one transfer at the end
     per_pass = max(1, max_rows // k)  # examples per decoder pass
     chunk = min(k, max_rows)  # samples of one example per pass
     for start in range(0, n, encode_batch):
         xb = x[start : start + encode_batch]
         yb = None if y is None else y[start : start + encode_batch]
-        mu, logvar = model.encode(xb, yb)
+        mu, logvar = model.encode(xb, yb, validate=False)
         sigma = xp.exp(0.5 * logvar)
         # log q(z|x) needs only eps: (z - mu) / sigma = eps.
         log_det = (0.5 * logvar).sum(axis=1, dtype=numpy.float64)
@@ -100,21 +102,26 @@ def iw_log_likelihood(
                 log_w[:, s : s + c] = log_px_z + log_pz - log_qz
             top = log_w.max(axis=1, keepdims=True)
             lse = top[:, 0] + xp.log(xp.exp(log_w - top).sum(axis=1))
-            out[start + rows.start : start + rows.stop] = model.backend.to_host(lse - math.log(k))
-    return out
+            out[start + rows.start : start + rows.stop] = lse - math.log(k)
+    return model.backend.to_host(out)
 
 
 def posterior_means(model: VAE, x: Array, y: Array | None = None, batch: int = 1000) -> Array:
-    """E_q[z | x] for every example, (N, latent_dim)."""
+    """E_q[z | x] for every example, (N, latent_dim), an array of the model's backend."""
+    x, y, _ = model._validate(x, y, None)  # once, at the boundary; the batches below trust it
     parts = []
     for start in range(0, x.shape[0], batch):
         yb = None if y is None else y[start : start + batch]
-        parts.append(model.encode(x[start : start + batch], yb)[0])
+        parts.append(model.encode(x[start : start + batch], yb, validate=False)[0])
     return model.xp.concatenate(parts, axis=0)
 
 
 def active_units(mu: Array, threshold: float = 0.01) -> tuple[int, numpy.ndarray]:
     """Number of latent dimensions whose posterior mean varies over the data by more than
-    ``threshold``, and each dimension's variance (host array)."""
-    variance = numpy.asarray(mu.var(axis=0, dtype=numpy.float64))
+    ``threshold``, and each dimension's variance (host array).
+
+    ``mu`` (N, L) may live on any backend; the variances are computed there and only those L
+    numbers are copied to the host.
+    """
+    variance = to_host(mu.var(axis=0, dtype=numpy.float64))
     return int((variance > threshold).sum()), variance

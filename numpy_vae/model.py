@@ -269,9 +269,16 @@ class VAE:
         return gaussian_nll(out, x, self.gaussian_sigma, self.xp)
 
     # ------------------------------------------------------------------ inference
-    def encode(self, x: Array, y: Array | None = None) -> tuple[Array, Array]:
-        """Posterior parameters ``(mu, logvar)``, each (B, latent_dim)."""
-        x, y, _ = self._validate(x, y, None)
+    def encode(
+        self, x: Array, y: Array | None = None, validate: bool = True
+    ) -> tuple[Array, Array]:
+        """Posterior parameters ``(mu, logvar)``, each (B, latent_dim).
+
+        ``validate=False`` skips the input checks (and their transfer of three scalars to the
+        host), for batches of data that were checked once as a whole.
+        """
+        if validate:
+            x, y, _ = self._validate(x, y, None)
         stats = self.head.forward(self.encoder.forward(_append(x, self._one_hot(y), self.xp)))
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
@@ -313,9 +320,8 @@ class VAE:
         return onehot
 
     def _validate(self, x: Array, y: Array | None, eps: Array | None) -> tuple[Array, Array, Array]:
-        x = _as_float_batch("x", x, self.input_dim, "input_dim", self.backend)
+        x, lo, hi = _as_float_batch("x", x, self.input_dim, "input_dim", self.backend)
         if self.likelihood == "bernoulli":
-            lo, hi = float(x.min()), float(x.max())
             if lo < 0 or hi > 1:
                 raise ValueError(
                     f"x has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
@@ -324,7 +330,7 @@ class VAE:
                 )
         y = self._validate_labels(y, x.shape[0])
         if eps is not None:
-            eps = _as_float_batch("eps", eps, self.latent_dim, "latent_dim", self.backend)
+            eps = _as_float_batch("eps", eps, self.latent_dim, "latent_dim", self.backend)[0]
             if eps.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"eps has {eps.shape[0]} rows but x has {x.shape[0]}: one noise row per example"
@@ -332,7 +338,7 @@ class VAE:
         return x, y, eps
 
     def _validate_latent(self, z: Array) -> Array:
-        return _as_float_batch("z", z, self.latent_dim, "latent_dim", self.backend)
+        return _as_float_batch("z", z, self.latent_dim, "latent_dim", self.backend)[0]
 
     def _validate_labels(self, y: Array | None, n: int) -> Array | None:
         if not self.n_classes:
@@ -352,11 +358,13 @@ class VAE:
             )
         if y.dtype.kind not in "iu":
             raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
-        if n and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
-            raise ValueError(
-                f"labels must lie in [0, {self.n_classes}), got values in "
-                f"[{int(y.min())}, {int(y.max())}]"
-            )
+        if n:
+            # The input boundary: one transfer of two scalars to the host.
+            lo, hi = (int(v) for v in self.backend.to_host(self.xp.stack([y.min(), y.max()])))
+            if lo < 0 or hi >= self.n_classes:
+                raise ValueError(
+                    f"labels must lie in [0, {self.n_classes}), got values in [{lo}, {hi}]"
+                )
         return y
 
 
@@ -369,8 +377,14 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _as_float_batch(name: str, a: Array, width: int, width_name: str, backend: Backend) -> Array:
-    """Check that ``a`` is a finite 2-D float batch of the right width; cast to the model dtype."""
+def _as_float_batch(
+    name: str, a: Array, width: int, width_name: str, backend: Backend
+) -> tuple[Array, float, float]:
+    """Check that ``a`` is a finite 2-D float batch of the right width; cast to the model dtype.
+
+    Returns the cast array and its minimum and maximum, which cross to the host together with
+    the count of non-finite values: one transfer, the input boundary's only one.
+    """
     xp = backend.xp
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         a = xp.asarray(a)
@@ -385,7 +399,8 @@ def _as_float_batch(name: str, a: Array, width: int, width_name: str, backend: B
         hint = " (scale pixels to floats first, e.g. x / 255.0)" if a.dtype.kind in "uib" else ""
         raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}{hint}")
     a = backend.asarray(a)
-    bad = int((~xp.isfinite(a)).sum())
+    stats = ((~xp.isfinite(a)).sum(), a.min(), a.max())
+    bad, lo, hi = backend.to_host(xp.stack([v.astype(numpy.float64) for v in stats]))
     if bad:
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); it must be finite")
-    return a
+        raise ValueError(f"{name} contains {int(bad)} NaN or infinite value(s); it must be finite")
+    return a, float(lo), float(hi)

@@ -210,10 +210,11 @@ def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any
     written.append(run_dir / "traversal.png")
 
     # Two test digits; for a conditional model two of the same class, decoded with that label.
-    labels = backend.to_host(trainer.test_labels)
-    a = 0
-    b = int(numpy.flatnonzero(labels == labels[0])[1]) if cfg.conditional else 1
-    ends = trainer.test_x[numpy.array([a, b])]
+    b = 1
+    if cfg.conditional:
+        labels = backend.to_host(trainer.test_labels)
+        b = int(numpy.flatnonzero(labels == labels[0])[1])
+    ends = xp.concatenate([trainer.test_x[0:1], trainer.test_x[b : b + 1]])  # stays on the device
     mu, _ = model.encode(ends, fixed_y(2))
     t = backend.asarray(numpy.linspace(0, 1, 10)[:, None])
     path_z = (1 - t) * mu[0:1] + t * mu[1:2]

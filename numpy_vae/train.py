@@ -217,7 +217,7 @@ class Trainer:
             self._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
         )
         n = self.train_images.shape[0]
-        order = shuffle_rng.permutation(n)
+        order = self.backend.permutation(shuffle_rng, n)  # on the device
         totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
         bar = _ProgressBar(self.steps_per_epoch, f"epoch {epoch}") if self.progress else None
         start = time.perf_counter()
@@ -235,7 +235,7 @@ class Trainer:
             totals += xp.stack([parts.loss, parts.recon, parts.kl])
             if bar is not None:
                 seen = min(n, begin + cfg.batch_size)
-                bar.update(i + 1, lambda t=totals, s=seen: float(t[0]) / s)
+                bar.update(i + 1, lambda t=totals, s=seen: float(self.backend.to_host(t[0])) / s)
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
@@ -274,7 +274,7 @@ class Trainer:
             self.config.eval_batch_size,
         )
         mu = posterior_means(self.model, self.test_x, labels, self.config.eval_batch_size)
-        result["active_units"], result["mean_variance"] = active_units(self.backend.to_host(mu))
+        result["active_units"], result["mean_variance"] = active_units(mu)
         return result
 
     # ------------------------------------------------------------------ checkpoints
@@ -284,7 +284,7 @@ class Trainer:
         state: dict[str, Any] = {
             "epoch": self.epoch,
             "step": self.step,
-            "params": {name: host(p) for name, p in self.model.params.items()},
+            "params": self.model.flat.split(host(self.model.flat.data)),  # one transfer
             "adam_step": self.optimizer.step_count,
             "adam_m": host(self.optimizer.m[0]),
             "adam_v": host(self.optimizer.v[0]),
@@ -350,12 +350,12 @@ def evaluate_elbo(
         parts = model.loss(xb, yb, eps=eps, grad=False, validate=False)
         totals += xp.stack([parts.neg_elbo, parts.recon, parts.kl])
         kl_per_dim += parts.kl_per_dim
-    neg_elbo, recon, kl = (float(v) / n for v in numpy.asarray(model.backend.to_host(totals)))
+    host = model.backend.to_host(xp.concatenate([totals, kl_per_dim])) / n  # one transfer
     return {
-        "neg_elbo": neg_elbo,
-        "recon": recon,
-        "kl": kl,
-        "kl_per_dim": model.backend.to_host(kl_per_dim) / n,
+        "neg_elbo": float(host[0]),
+        "recon": float(host[1]),
+        "kl": float(host[2]),
+        "kl_per_dim": host[3:],
     }
 
 
