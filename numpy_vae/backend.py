@@ -98,6 +98,21 @@ class Backend:
             return rng.permutation(n)
         return self.xp.argsort(rng.random(n))
 
+    def describe(self) -> str:
+        """One line naming the array module, its version and the device, for reports."""
+        if self.name == "cupy":
+            try:
+                device = self.xp.cuda.Device()
+                props = self.xp.cuda.runtime.getDeviceProperties(device.id)
+                gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+                where = f"GPU {device.id}: {gpu} ({props['multiProcessorCount']} SMs)"
+            except Exception as err:  # a report line must not fail
+                where = f"a GPU ({_one_line(err, 60)})"
+            return f"cupy {self.xp.__version__} on {where}, {self.dtype.name}"
+        if self.name == "strict":
+            return f"strict CPU test device (numpy {numpy.__version__}), {self.dtype.name}"
+        return f"numpy {numpy.__version__} on the CPU, {self.dtype.name}"
+
     def synchronize(self) -> None:
         """Wait until the device has finished the work queued so far (for timing); else a no-op."""
         if self.name == "cupy":

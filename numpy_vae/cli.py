@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import numpy
 
-from .backend import BACKENDS, DTYPES
+from .backend import BACKENDS, DTYPES, BackendUnavailable, get_backend
 from .checkpoint import load_checkpoint
 from .data import BINARIZE_MODES, DataError, load_mnist
 from .layers import ACTIVATIONS
@@ -195,7 +195,12 @@ def train_parser() -> argparse.ArgumentParser:
         help="none: grey levels k/255; dynamic: a fresh Bernoulli draw every "
         "epoch; threshold: k/255 > 0.5",
     )
-    data.add_argument("--backend", default="numpy", help=f"array module: {', '.join(BACKENDS)}")
+    data.add_argument(
+        "--backend",
+        default="numpy",
+        help="array module: numpy (CPU) or cupy (NVIDIA GPU; pip install cupy-cuda12x). "
+        "'strict' is a CPU test device that refuses implicit host transfers (slow; for tests)",
+    )
     data.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     data.add_argument(
         "--data-dir",
@@ -291,6 +296,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                     prog,
                     f"{run_dir} already holds a run; use --resume {run_dir} or another --name",
                 )
+        get_backend(config.backend, config.dtype)  # fail now, not after loading the data
         dataset, source = load_dataset(args.data_dir, args.data_file)
         print(f"run folder: {run_dir}   data: {source}")
         trainer = train_run(
@@ -344,6 +350,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the log-likelihood estimate (0: skip)",
     )
     p.add_argument("--figures", action="store_true", help="also redraw the run's figures")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="evaluate on this array module instead of the run's own (checkpoints hold host "
+        "arrays and load into any backend; the noise draws then differ)",
+    )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
     p.add_argument("--data-file", type=Path, help="an .npz used instead of MNIST (see training)")
     return p
@@ -356,6 +368,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     try:
         state = load_checkpoint(args.run_dir / CHECKPOINT)
         config = TrainConfig.from_json(state["config"])
+        if args.backend is not None:
+            config.backend = args.backend
+        try:
+            get_backend(config.backend, config.dtype)  # fail now, not after loading the data
+        except BackendUnavailable as err:
+            raise BackendUnavailable(f"{err}; or evaluate on the CPU: --backend numpy") from None
         dataset, source = load_dataset(args.data_dir, args.data_file)
         trainer = Trainer(config, dataset)
         trainer.load_state_dict(state)
