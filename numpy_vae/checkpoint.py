@@ -13,8 +13,10 @@ Layout (all keys plain strings; no object arrays, so ``allow_pickle=False`` read
 ``adam/v``          second moments, likewise
 ==================  ==============================================================
 
-Random-number state is not stored: each epoch's generators are derived from the configured seed
-and the epoch number (see :mod:`numpy_vae.train`), which the checkpoint does hold.
+Random-number state is not stored (CuPy's could not be): each epoch's generators are derived
+from the configured seed and the epoch number (see :mod:`numpy_vae.train`), which the checkpoint
+does hold. Arrays are always host arrays, so a checkpoint written on the GPU loads on the CPU
+and the other way round.
 """
 
 from __future__ import annotations

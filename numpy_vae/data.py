@@ -791,8 +791,9 @@ def binarize(
         ``"none"`` returns the images unchanged; ``"threshold"`` gives ``x > 0.5``;
         ``"dynamic"`` draws ``b ~ Bernoulli(x)`` afresh on every call (a new binarization for
         every minibatch, as in most VAE papers' "dynamically binarized MNIST").
-    rng : numpy.random.Generator, optional
-        Source of the uniform draws; required for ``"dynamic"``.
+    rng : generator, optional
+        Source of the uniform draws (``random(size, dtype=)``: NumPy's or CuPy's generator);
+        required for ``"dynamic"``.
     xp : module
         Array module of the images (``numpy`` or ``cupy``).
 
@@ -822,7 +823,7 @@ def binarize(
     if mode == "threshold":
         return (images > 0.5).astype(images.dtype)
     if rng is None:
-        raise ValueError("binarize mode 'dynamic' needs rng, a numpy.random.Generator")
+        raise ValueError("binarize mode 'dynamic' needs rng, a generator (backend.rng(seed))")
     # u < p with u uniform on [0, 1) is 1 with probability p: 0 never fires, 1 always does.
     # Generator.random makes float32 or float64 only.
     draw_dtype = np.float32 if images.dtype == np.float32 else np.float64

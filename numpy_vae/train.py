@@ -4,6 +4,14 @@ Randomness is derived, not carried: every epoch's shuffle, binarization and repa
 noise come from generators seeded by ``(seed, stream, epoch)``. A run stopped after epoch 4 and
 resumed therefore draws exactly what an uninterrupted run draws in epochs 5 to 10, and the
 checkpoint needs only the epoch counter besides parameters and optimizer moments.
+
+On the GPU (backend ``"cupy"``) the generators are CuPy's (cuRAND XORWOW), made on the device
+from the same derived integer seeds; their state cannot be serialised, which this scheme never
+needs. A resumed GPU run reproduces the uninterrupted GPU run bit for bit on the same GPU model
+with the same CuPy, CUDA and driver versions (CuPy does not promise the same streams across its
+versions, nor cuBLAS the same rounding across GPU architectures). It does not reproduce a NumPy
+run: the two generators draw different numbers from the same seed. Both start from the same
+initial parameters, which are drawn on the host.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ class TrainConfig:
     KL weight rises linearly from 0 to ``beta``, updated every step (0: no warm-up).
     ``binarize``: ``"none"`` trains on grey levels ``k/255`` (as the PyTorch example),
     ``"dynamic"`` on a fresh Bernoulli draw every epoch, ``"threshold"`` on ``k/255 > 0.5``.
+    ``backend``: ``"numpy"``, ``"cupy"`` (an NVIDIA GPU) or ``"strict"`` (the CPU test device of
+    :mod:`numpy_vae.strict_backend`); ``dtype``: ``"float32"`` or ``"float64"``.
     """
 
     epochs: int = 10
