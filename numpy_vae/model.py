@@ -9,6 +9,11 @@
 
 The ``mu`` and ``logvar`` heads are one Linear layer of width ``2 * latent_dim`` (rows
 ``[:latent_dim]`` give ``mu``, the rest ``logvar``): one matrix product instead of two.
+
+The training step (:meth:`VAE.loss`, or :meth:`VAE.forward` then :meth:`VAE.backward`) keeps its
+large intermediate arrays in :class:`~numpy_vae.buffers.Buffers` owned by the model, so that an
+epoch allocates nothing after its first step; everything it returns is fresh. :meth:`VAE.encode`,
+:meth:`VAE.decode`, :meth:`VAE.reconstruct` and :meth:`VAE.sample` use no buffers at all.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import numpy
 
 from .backend import Backend, get_backend
+from .buffers import Buffers
 from .kl import free_bits, kl_standard_normal
 from .layers import Linear, Sequential, make_activation
 from .likelihoods import bernoulli_nll, gaussian_nll
@@ -157,6 +163,11 @@ class VAE:
             {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}, backend
         )
         self.rng = backend.rng(seed + 1)
+        self._cache: tuple | None = None  # what backward() needs from the last forward()
+        # Scratch memory of the training step, one Buffers per part of the model.
+        self._buffers = {
+            name: Buffers(backend.xp) for name in ("encoder", "head", "decoder", "loss")
+        }
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -218,6 +229,25 @@ class VAE:
         LossParts
             Sums over the batch; ``loss`` is what the gradients differentiate.
         """
+        parts = self.forward(x, y, eps=eps, kl_weight=kl_weight, validate=validate)
+        if grad:
+            self.backward()
+        return parts
+
+    def forward(
+        self,
+        x: Array,
+        y: Array | None = None,
+        eps: Array | None = None,
+        kl_weight: float | None = None,
+        validate: bool = True,
+    ) -> LossParts:
+        """The forward half of :meth:`loss`: the loss terms, keeping what :meth:`backward` needs.
+
+        Same arguments and result as :meth:`loss` without ``grad``. ``loss(..., grad=True)`` is
+        exactly ``forward(...)`` followed by ``backward()``; the two halves are public so that a
+        profiler can time them separately.
+        """
         if validate:
             x, y, eps = self._validate(x, y, eps)
         xp, latent = self.xp, self.latent_dim
@@ -227,13 +257,15 @@ class VAE:
         w = self.beta if kl_weight is None else float(kl_weight)
         onehot = self._one_hot(y) if self.n_classes else None
 
-        # Forward: x -> (mu, logvar) -> z -> decoder output.
-        stats = self.head.forward(self.encoder.forward(_append(x, onehot, xp)))
+        # Forward: x -> (mu, logvar) -> z -> decoder output, in the model's buffers.
+        buffers = self._buffers
+        h = self.encoder.forward(_append(x, onehot, xp), buffers=buffers["encoder"])
+        stats = self.head.forward(h, out=buffers["head"].get("out", (n, 2 * latent), h.dtype))
         mu, logvar = stats[:, :latent], stats[:, latent:]
         z, reparam_cache = reparameterize(mu, logvar, eps, xp)
-        out = self.decoder.forward(_append(z, onehot, xp))
+        out = self.decoder.forward(_append(z, onehot, xp), buffers=buffers["decoder"])
 
-        # The two terms, each with its gradient.
+        # The two terms, each with its gradient (the likelihood's is written over ``out``).
         recon, d_out = self._nll(out, x)
         kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
         if self.free_bits > 0:
@@ -242,31 +274,49 @@ class VAE:
         else:
             kl_objective, kl_grad_weight = kl.sum(), w
         recon_sum = recon.sum()
-        parts = LossParts(
+        self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
+        return LossParts(
             loss=recon_sum + w * kl_objective,
             recon=recon_sum,
             kl=kl.sum(),
             kl_per_dim=kl.sum(axis=0),
             n=n,
         )
-        if not grad:
-            return parts
 
-        # Backward: decoder -> z -> (mu, logvar), adding the KL gradients -> head -> encoder.
-        d_z = self.decoder.backward(d_out)[:, :latent]
+    def backward(self) -> None:
+        """The backward half of :meth:`loss`: write ``self.grads`` for the last :meth:`forward`.
+
+        Decoder -> z -> (mu, logvar), adding the KL gradients -> head -> encoder. The encoder's
+        first layer skips its input gradient (nothing upstream of the data is trained).
+        """
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
+        stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight = self._cache
+        self._cache = None
+        xp, latent, buffers = self.xp, self.latent_dim, self._buffers
+        d_z = self.decoder.backward(d_out, buffers=buffers["decoder"])[:, :latent]
         d_mu, d_logvar = reparameterize_backward(d_z, reparam_cache)
-        d_stats = xp.empty_like(stats)
+        d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
         xp.multiply(d_mu_kl, kl_grad_weight, out=d_stats[:, :latent])
         d_stats[:, :latent] += d_mu
         xp.multiply(d_logvar_kl, kl_grad_weight, out=d_stats[:, latent:])
         d_stats[:, latent:] += d_logvar
-        self.encoder.backward(self.head.backward(d_stats), need_input_grad=False)
-        return parts
+        d_h = buffers["head"].get("d_in", (stats.shape[0], self.head.in_features), stats.dtype)
+        self.head.backward(d_stats, out=d_h)
+        self.encoder.backward(d_h, need_input_grad=False, buffers=buffers["encoder"])
 
     def _nll(self, out: Array, x: Array) -> tuple[Array, Array]:
-        if self.likelihood == "bernoulli":
-            return bernoulli_nll(out, x, self.xp)
-        return gaussian_nll(out, x, self.gaussian_sigma, self.xp)
+        """Per-example NLL and its gradient w.r.t. ``out``, written over ``out``.
+
+        ``out`` is the decoder output, held by nothing else.
+        """
+        xp = self.xp
+        if self.likelihood == "gaussian":
+            return gaussian_nll(out, x, self.gaussian_sigma, xp)
+        nll, d_out = bernoulli_nll(out, x, xp, out=out, buffers=self._buffers["loss"])
+        if d_out is not out:  # a replacement that ignores out= (e.g. in tests)
+            out[...] = d_out
+        return nll, out
 
     # ------------------------------------------------------------------ inference
     def encode(

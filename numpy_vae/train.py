@@ -25,6 +25,7 @@ from typing import Any
 import numpy
 
 from .backend import BACKENDS, DTYPES, Backend, get_backend
+from .buffers import Buffers
 from .data import BINARIZE_MODES, binarize, scale_images
 from .evaluate import active_units, posterior_means
 from .model import LIKELIHOODS, VAE
@@ -198,6 +199,7 @@ class Trainer:
         self.test_images = xp.asarray(data.test_images)
         self.test_labels = xp.asarray(data.test_labels)
         self.test_x = self._fixed_test_inputs()
+        self._batch_buffers = Buffers(xp)  # see batch_inputs
         self.progress = progress
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
@@ -233,8 +235,7 @@ class Trainer:
         start = time.perf_counter()
         for i, begin in enumerate(range(0, n, cfg.batch_size)):
             index = order[begin : begin + cfg.batch_size]
-            x = scale_images(self.train_images[index], xp, self.backend.dtype)
-            x = binarize(x, cfg.binarize, binarize_rng, xp)
+            x = self.batch_inputs(index, binarize_rng)
             eps = eps_rng.standard_normal((x.shape[0], cfg.latent_dim), dtype=model.dtype)
             weight = kl_weight(cfg, self.step, self.steps_per_epoch)
             parts = model.loss(
@@ -270,6 +271,20 @@ class Trainer:
         }
         self.history.append(metrics)
         return metrics
+
+    def batch_inputs(self, index: Array, binarize_rng: Any) -> Array:
+        """The training images at ``index`` as the model takes them: ``k / 255``, binarized.
+
+        Gathered and scaled in two preallocated buffers (a uint8 and a float one), exactly as
+        :func:`numpy_vae.data.scale_images` scales; the result is overwritten by the next call.
+        """
+        xp, images = self.backend.xp, self.train_images
+        shape = (len(index), images.shape[1])
+        raw = self._batch_buffers.get("uint8", shape, images.dtype)
+        xp.take(images, index, axis=0, out=raw)
+        x = self._batch_buffers.get("x", shape, self.backend.dtype)
+        xp.divide(raw, 255, out=x, dtype=x.dtype)  # k / 255 correctly rounded in x's dtype
+        return binarize(x, self.config.binarize, binarize_rng, xp)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:

@@ -60,8 +60,8 @@ def test_doubled_derivative_is_caught(monkeypatch, mutation):
 def test_wrong_linear_weight_gradient_is_caught(monkeypatch):
     original = Linear.backward
 
-    def wrong(self, d_out, need_input_grad=True):
-        d_x = original(self, d_out, need_input_grad)
+    def wrong(self, d_out, need_input_grad=True, **kwargs):
+        d_x = original(self, d_out, need_input_grad, **kwargs)
         self.d_weight *= 2
         return d_x
 
@@ -71,7 +71,7 @@ def test_wrong_linear_weight_gradient_is_caught(monkeypatch):
 
 
 def test_relu_without_its_mask_is_caught(monkeypatch):
-    monkeypatch.setattr(ReLU, "backward", lambda self, d_out, need_input_grad=True: d_out)
+    monkeypatch.setattr(ReLU, "backward", lambda self, d_out, need_input_grad=True, **kw: d_out)
     assert max(model_errors().values()) > 1e-2
 
 

@@ -50,6 +50,48 @@ def test_adam_follows_the_formula_step_by_step(seed, lr, betas, eps):
     assert opt.step_count == 6
 
 
+def test_threaded_adam_is_bitwise_the_single_threaded_one_and_follows_the_formula():
+    """The update of a long vector is split over threads; every element's update depends on that
+    element only, so any split gives exactly the same numbers."""
+    rng = np.random.default_rng(0)
+    n = 3 * Adam.MIN_ELEMENTS_PER_THREAD + 5  # not a multiple of anything
+    p0 = rng.standard_normal(n)
+    grads = [rng.standard_normal(n) * 10.0 ** rng.integers(-4, 2, n) for _ in range(4)]
+    runs = {}
+    for threads in (1, 2, 3):
+        p, g = p0.astype(np.float32), np.zeros(n, np.float32)
+        opt = Adam([p], [g], lr=0.01, threads=threads)
+        for gi in grads:
+            g[...] = gi
+            opt.step()
+        runs[threads] = (p, opt.m[0], opt.v[0])
+    for threads in (2, 3):
+        for a, b in zip(runs[1], runs[threads], strict=True):
+            np.testing.assert_array_equal(a, b)
+    # And in float64 the threaded step is the textbook formula to rounding.
+    p, g = p0.copy(), np.zeros(n)
+    opt = Adam([p], [g], lr=0.01, threads=3)
+    trace = adam_trace(p0, grads, 0.01, 0.9, 0.999, 1e-8)
+    for gi, expected in zip(grads, trace, strict=True):
+        g[...] = gi
+        opt.step()
+        assert relative_error(p, expected) < 1e-13
+
+
+def test_adam_on_non_contiguous_arrays():
+    rng = np.random.default_rng(2)
+    base, g_base = rng.standard_normal((6, 8)), np.zeros((6, 8))
+    p, g = base[:, ::2], g_base[:, ::2]  # views that cannot be flattened without a copy
+    p0, others = p.copy(), base[:, 1::2].copy()
+    opt = Adam([p], [g], lr=0.1, threads=2)
+    grads = [rng.standard_normal(p.shape) for _ in range(3)]
+    for gi, expected in zip(grads, adam_trace(p0, grads, 0.1, 0.9, 0.999, 1e-8), strict=True):
+        g[...] = gi
+        opt.step()
+        assert relative_error(p, expected) < 1e-13
+    np.testing.assert_array_equal(base[:, 1::2], others)  # the columns in between untouched
+
+
 def test_adam_bias_correction_makes_first_step_lr_sized():
     """At t=1, m_hat = g and v_hat = g^2, so every parameter moves by lr * sign(g) (|g| >> eps)."""
     g = np.array([1e-3, -5.0, 200.0])
@@ -119,7 +161,8 @@ def test_optimizer_updates_model_parameters_in_place():
 @pytest.mark.parametrize(
     "kwargs,message",
     [({"lr": -1.0}, "learning rate"), ({"lr": 0.0}, "learning rate"),
-     ({"betas": (0.9, 1.0)}, "betas"), ({"eps": -1e-8}, "eps")],
+     ({"betas": (0.9, 1.0)}, "betas"), ({"eps": -1e-8}, "eps"), ({"threads": 0}, "threads"),
+     ({"threads": 1.5}, "threads")],
 )  # fmt: skip
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):

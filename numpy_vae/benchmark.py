@@ -1,0 +1,757 @@
+"""How fast is a training epoch, against PyTorch and against the matrix-multiply floor?
+
+For one model configuration, :func:`benchmark_model` measures in the same run:
+
+``numpy``
+    A full training epoch (shuffle, per-batch ``uint8 -> float32`` conversion, forward,
+    backward, Adam), un-instrumented: the only clock reads are at the start and end of the epoch.
+``phases``
+    A separate epoch with a clock read around each phase of every step (data, forward, backward,
+    optimizer), so that the instrumentation cannot distort the epoch time above.
+``gemm_floor``
+    Exactly the matrix products that one epoch computes, with the same shapes, layouts and BLAS
+    calls, and nothing else: forward ``x W^T`` of every Linear layer, backward ``dW = dy^T x`` of
+    every layer and ``dx = dy W`` of every layer but the first (whose input gradient is never
+    needed). No implementation of this model can do its matrix products faster with this BLAS.
+``torch``
+    The same model in PyTorch (``nn.Linear``, ``F.binary_cross_entropy_with_logits`` summed,
+    closed-form KL, ``torch.optim.Adam``), with the same images already in memory as a float32
+    tensor, batched by indexing with a fresh permutation each epoch, and
+    ``torch.set_num_threads`` equal to NumPy's BLAS thread count. It runs in a subprocess, so
+    that PyTorch's thread pool and memory never touch the NumPy measurements.
+``peak_rss``
+    The peak resident memory (``ru_maxrss``) of a fresh subprocess that trains the model for
+    ten epochs, so that nothing else this benchmark allocates is counted.
+
+Each timing is repeated and the median reported; every measurement is preceded by one untimed
+warm-up epoch. The data are synthetic MNIST-like ``uint8`` images by default (no download) or real
+MNIST (:func:`numpy_vae.data.load_mnist`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .layers import Linear, Sequential
+from .model import VAE
+
+IMAGE_SIZE = 784
+N_TRAIN = 60_000
+TEST_IMAGES = 1000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The benchmarked configuration; the defaults are the classic PyTorch MNIST example."""
+
+    batch_size: int = 128
+    hidden_dims: tuple[int, ...] = (400,)
+    latent_dim: int = 20
+    lr: float = 1e-3
+
+    @property
+    def name(self) -> str:
+        widths = "-".join(str(w) for w in (IMAGE_SIZE, *self.hidden_dims, self.latent_dim))
+        return f"{widths} batch {self.batch_size}"
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def synthetic_images(n: int = N_TRAIN, seed: int = 0) -> np.ndarray:
+    """MNIST-like ``uint8`` images (n, 784): dark background, a few bright smooth strokes.
+
+    Each image is a random positive mix of 32 Gaussian blobs placed in the central 20x20 pixels,
+    passed through a ramp so that about a fifth of the pixels are lit and many of those saturate
+    at 255 (MNIST: 19% lit, mean 33). Speed does not depend on the pixel values; realism only
+    keeps the losses and the Adam trajectory typical. Generated in chunks, so the float
+    temporaries stay small (the peak-memory figure must not count them).
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.arange(28, dtype=np.float32)
+    centres = rng.uniform(4, 24, size=(32, 2)).astype(np.float32)
+    widths = rng.uniform(1.2, 2.5, size=32).astype(np.float32)
+    dy = (grid[None, :, None] - centres[:, 0, None, None]) ** 2
+    dx = (grid[None, None, :] - centres[:, 1, None, None]) ** 2
+    blobs = np.exp(-(dy + dx) / (2 * widths[:, None, None] ** 2)).reshape(32, IMAGE_SIZE)
+    images = np.empty((n, IMAGE_SIZE), dtype=np.uint8)
+    for start in range(0, n, 5000):
+        stop = min(n, start + 5000)
+        weights = rng.random((stop - start, 32), dtype=np.float32)
+        weights *= rng.random((stop - start, 32), dtype=np.float32) < 0.25
+        values = (weights @ blobs - 0.35) * 900.0
+        np.clip(values, 0, 255, out=values)
+        images[start:stop] = values
+    return images
+
+
+def load_images(mnist: bool, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """The training images (n, 784) uint8 and a description of where they came from."""
+    if mnist:
+        from .data import load_mnist
+
+        images = load_mnist().train_images
+        if n > len(images):
+            raise ValueError(f"MNIST has {len(images)} training images, asked for {n}")
+        return images[:n], "MNIST"
+    return synthetic_images(n, seed), "synthetic MNIST-like"
+
+
+# --------------------------------------------------------------------------------------------
+# The NumPy training epoch
+# --------------------------------------------------------------------------------------------
+
+
+class NumpyTraining:
+    """The real training loop, :meth:`numpy_vae.train.Trainer.train_epoch`, on given images.
+
+    The epoch time is the trainer's own clock (its ``seconds`` metric), which covers the loop
+    over batches and not the test-set evaluation that follows each epoch. The test set is a
+    small fixed one (its evaluation is not timed; it only has to exist).
+    """
+
+    def __init__(self, spec: ModelSpec, images: np.ndarray, seed: int = 0) -> None:
+        from .train import Dataset, TrainConfig, Trainer
+
+        self.spec = spec
+        config = TrainConfig(
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            seed=seed,
+            hidden_dims=spec.hidden_dims,
+            latent_dim=spec.latent_dim,
+        )
+        test = images[:TEST_IMAGES]
+        data = Dataset(
+            train_images=images,
+            train_labels=np.zeros(len(images), dtype=np.int64),
+            test_images=test,
+            test_labels=np.zeros(len(test), dtype=np.int64),
+        )
+        self.trainer = Trainer(config, data)
+        self.model = self.trainer.model
+
+    def epoch(self) -> float:
+        """Train one epoch with :meth:`Trainer.train_epoch`; return its seconds."""
+        return self.trainer.train_epoch()["seconds"]
+
+    def instrumented_epoch(self) -> dict[str, float]:
+        """The steps of :meth:`Trainer.train_epoch`, with the clock read between phases.
+
+        ``data``: shuffle, gather and scale the batch, draw the reparameterization noise;
+        ``forward`` and ``backward``: the two halves of ``model.loss``; ``optimizer``: Adam.
+        Returns the seconds spent in each phase and in the whole epoch (``total``).
+        """
+        from .train import BINARIZE, EPS, SHUFFLE, kl_weight
+
+        trainer, model, optimizer = self.trainer, self.model, self.trainer.optimizer
+        cfg, xp = trainer.config, trainer.backend.xp
+        clock = time.perf_counter
+        phases = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)
+        start = t0 = clock()
+        epoch = trainer.epoch + 1
+        shuffle_rng, binarize_rng, eps_rng = (
+            trainer._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
+        )
+        n = trainer.train_images.shape[0]
+        order = shuffle_rng.permutation(n)
+        totals = xp.zeros(3, dtype=np.float64)
+        for begin in range(0, n, cfg.batch_size):
+            index = order[begin : begin + cfg.batch_size]
+            x = trainer.batch_inputs(index, binarize_rng)
+            eps = eps_rng.standard_normal((x.shape[0], cfg.latent_dim), dtype=model.dtype)
+            weight = kl_weight(cfg, trainer.step, trainer.steps_per_epoch)
+            t1 = clock()
+            parts = model.forward(x, eps=eps, kl_weight=weight, validate=False)
+            t2 = clock()
+            model.backward()
+            t3 = clock()
+            optimizer.step()
+            t4 = clock()
+            trainer.step += 1
+            totals += xp.stack([parts.loss, parts.recon, parts.kl])
+            phases["data"] += t1 - t0
+            phases["forward"] += t2 - t1
+            phases["backward"] += t3 - t2
+            phases["optimizer"] += t4 - t3
+            t0 = clock()
+        trainer.epoch = epoch
+        phases["total"] = clock() - start
+        return phases
+
+
+# --------------------------------------------------------------------------------------------
+# The matrix-multiply floor
+# --------------------------------------------------------------------------------------------
+
+
+def linear_layers(model: VAE) -> list[Linear]:
+    """The model's Linear layers in forward order (encoder, head, decoder)."""
+    layers: list[Linear] = []
+    for part in (model.encoder, model.head, model.decoder):
+        parts = part.layers if isinstance(part, Sequential) else [part]
+        layers += [layer for layer in parts if isinstance(layer, Linear)]
+    return layers
+
+
+def gemm_shapes(model: VAE, batch: int) -> list[tuple[str, int, int, int]]:
+    """Every matrix product of one training step as ``(what, M, N, K)``, in order.
+
+    Forward ``y = x W^T`` is (B, out, in); backward ``dW = dy^T x`` is (out, in, B) and
+    ``dx = dy W`` is (B, in, out) for every layer but the first, whose input is the data.
+    """
+    layers = linear_layers(model)
+    shapes = [("forward", batch, lay.out_features, lay.in_features) for lay in layers]
+    for i in range(len(layers) - 1, -1, -1):
+        lay = layers[i]
+        shapes.append(("d_weight", lay.out_features, lay.in_features, batch))
+        if i > 0:
+            shapes.append(("d_input", batch, lay.in_features, lay.out_features))
+    return shapes
+
+
+def epoch_flops(model: VAE, n: int, batch_size: int) -> int:
+    """Floating-point operations (2 M N K per product) of one epoch's matrix products."""
+    total = 0
+    for begin in range(0, n, batch_size):
+        b = min(batch_size, n - begin)
+        total += sum(2 * m * nn * k for _, m, nn, k in gemm_shapes(model, b))
+    return total
+
+
+class GemmFloor:
+    """Operands for exactly the products of one epoch, laid out as the model lays them out.
+
+    Weights are C-ordered (out, in) and used transposed in the forward product, activations and
+    gradients are C-ordered (B, features), every product writes into a preallocated ``out=``:
+    the same BLAS calls as :class:`numpy_vae.layers.Linear` makes.
+    """
+
+    def __init__(self, model: VAE, n: int, batch_size: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        dtype = model.dtype
+        self.n, self.batch_size = n, batch_size
+
+        def rand(*shape: int) -> np.ndarray:
+            return rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+
+        self.layers = []
+        for lay in linear_layers(model):
+            fan_in, fan_out = lay.in_features, lay.out_features
+            self.layers.append(
+                {
+                    "w": rand(fan_out, fan_in),
+                    "x": rand(batch_size, fan_in),
+                    "y": rand(batch_size, fan_out),
+                    "dy": rand(batch_size, fan_out),
+                    "dw": rand(fan_out, fan_in),
+                    "dx": rand(batch_size, fan_in),
+                }
+            )
+
+    def epoch(self) -> float:
+        """Compute one epoch's products; return the seconds."""
+        matmul, layers = np.matmul, self.layers
+        start = time.perf_counter()
+        for begin in range(0, self.n, self.batch_size):
+            b = min(self.batch_size, self.n - begin)
+            for lay in layers:
+                matmul(lay["x"][:b], lay["w"].T, out=lay["y"][:b])
+            for i in range(len(layers) - 1, -1, -1):
+                lay = layers[i]
+                matmul(lay["dy"][:b].T, lay["x"][:b], out=lay["dw"])
+                if i > 0:
+                    matmul(lay["dy"][:b], lay["w"], out=lay["dx"][:b])
+        return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch, in a subprocess
+# --------------------------------------------------------------------------------------------
+
+
+def torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+class TorchTraining:
+    """The same model, loss and optimizer in PyTorch; images already in memory as float32.
+
+    Batches are gathered by indexing the float32 tensor with a fresh permutation (the fastest way
+    to batch in-memory data in PyTorch; a ``DataLoader`` over a ``TensorDataset`` fetches and
+    collates example by example, which would only make PyTorch slower).
+    """
+
+    def __init__(self, spec: ModelSpec, data: Any, seed: int = 0) -> None:
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        self.spec, self.data = spec, data
+
+        def mlp(widths: Sequence[int]) -> list[Any]:
+            pairs = zip(widths[:-1], widths[1:], strict=True)
+            return [m for a, b in pairs for m in (nn.Linear(a, b), nn.ReLU())]
+
+        self.encoder = nn.Sequential(*mlp((IMAGE_SIZE, *spec.hidden_dims)))
+        self.head = nn.Linear(spec.hidden_dims[-1], 2 * spec.latent_dim)
+        self.decoder = nn.Sequential(
+            *mlp((spec.latent_dim, *reversed(spec.hidden_dims))),
+            nn.Linear(spec.hidden_dims[0], IMAGE_SIZE),
+        )
+        params = [*self.encoder.parameters(), *self.head.parameters()]
+        params += self.decoder.parameters()
+        self.optimizer = torch.optim.Adam(params, lr=spec.lr)
+
+    def epoch(self) -> float:
+        """Train one epoch; return the seconds."""
+        import torch
+        import torch.nn.functional as F
+
+        data, size, latent = self.data, self.spec.batch_size, self.spec.latent_dim
+        encoder, head, decoder, optimizer = self.encoder, self.head, self.decoder, self.optimizer
+        n = len(data)
+        start = time.perf_counter()
+        order = torch.randperm(n)
+        for begin in range(0, n, size):
+            x = data[order[begin : begin + size]]
+            stats = head(encoder(x))
+            mu, logvar = stats[:, :latent], stats[:, latent:]
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum")
+            kl = 0.5 * torch.sum(mu * mu + logvar.exp() - logvar - 1)
+            optimizer.zero_grad()
+            (recon + kl).backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+
+def torch_epochs(
+    specs: Sequence[ModelSpec], mnist: bool, n: int, repeats: int, threads: int, seed: int = 0
+) -> list[list[float]]:
+    """Seconds of ``repeats`` PyTorch epochs of each spec (in this process; see
+    :func:`run_torch` for the subprocess)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    images, _ = load_images(mnist, n, seed)
+    data = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)  # float32, k / 255
+    del images
+    seconds = []
+    for spec in specs:
+        training = TorchTraining(spec, data, seed)
+        training.epoch()  # warm-up
+        seconds.append([training.epoch() for _ in range(repeats)])
+    return seconds
+
+
+def _subprocess(call: str, args: dict[str, Any], timeout: float) -> Any:
+    """Run ``numpy_vae.benchmark.<call>(**args)`` in a fresh interpreter; return its JSON."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    code = (
+        "import json, sys\n"
+        "from numpy_vae import benchmark\n"
+        f"out = benchmark.{call}(**json.loads(sys.argv[1]))\n"
+        "print('@@RESULT@@' + json.dumps(out))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess {call} failed:\n{proc.stderr[-3000:]}")
+    line = [s for s in proc.stdout.splitlines() if s.startswith("@@RESULT@@")][-1]
+    return json.loads(line[len("@@RESULT@@") :])
+
+
+def run_torch(
+    specs: Sequence[ModelSpec], mnist: bool, n: int, repeats: int, threads: int, seed: int = 0
+) -> list[dict[str, Any]]:
+    """:func:`torch_epochs` in a subprocess."""
+    args = {
+        "specs": [asdict(s) for s in specs],
+        "mnist": mnist,
+        "n": n,
+        "repeats": repeats,
+        "threads": threads,
+        "seed": seed,
+    }
+    return _subprocess("_torch_worker", args, timeout=3600)
+
+
+def _torch_worker(specs: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    import torch
+
+    results = torch_epochs([_spec(s) for s in specs], **kwargs)
+    return {"version": torch.__version__, "threads": torch.get_num_threads(), "runs": results}
+
+
+# --------------------------------------------------------------------------------------------
+# Peak memory, in a subprocess
+# --------------------------------------------------------------------------------------------
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (``ru_maxrss`` is KiB on Linux)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _memory_worker(
+    spec: dict[str, Any], mnist: bool, n: int, epochs: int, seed: int = 0
+) -> dict[str, Any]:
+    before = peak_rss_mib()
+    images, _ = load_images(mnist, n, seed)
+    training = NumpyTraining(_spec(spec), images, seed)
+    seconds = [training.epoch() for _ in range(epochs)]
+    return {"peak_rss_mib": peak_rss_mib(), "rss_after_imports_mib": before, "seconds": seconds}
+
+
+def run_memory(spec: ModelSpec, mnist: bool, n: int, epochs: int, seed: int = 0) -> dict:
+    """Train ``epochs`` epochs in a fresh subprocess and report its peak resident memory."""
+    args = {"spec": asdict(spec), "mnist": mnist, "n": n, "epochs": epochs, "seed": seed}
+    return _subprocess("_memory_worker", args, timeout=3600)
+
+
+def _spec(d: dict[str, Any]) -> ModelSpec:
+    return ModelSpec(**{**d, "hidden_dims": tuple(d["hidden_dims"])})
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def blas_info() -> dict[str, Any]:
+    """Which BLAS NumPy calls and with how many threads (threadpoolctl if installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        threads = None
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            if os.environ.get(var, "").isdigit():
+                threads = int(os.environ[var])
+                break
+        return {
+            "library": "unknown (pip install threadpoolctl)",
+            "threads": threads or os.cpu_count(),
+        }
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            return {
+                "library": f"{pool.get('internal_api')} {pool.get('version')}",
+                "architecture": pool.get("architecture"),
+                "threads": pool.get("num_threads"),
+            }
+    return {"library": "unknown", "threads": os.cpu_count()}
+
+
+def cpu_snapshot() -> dict[str, float] | None:
+    """CPU-seconds spent so far by the whole machine and by this process and its children."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None  # not Linux
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        own += usage.ru_utime + usage.ru_stime
+    return {
+        "machine": (user + nice + system + irq + softirq) / tick,
+        "steal": steal / tick,
+        "own": own,
+        "wall": time.perf_counter(),
+    }
+
+
+def contention(before: dict | None, after: dict | None) -> dict[str, float] | None:
+    """How much CPU other processes took while the benchmark ran (they make timings noisy)."""
+    if before is None or after is None:
+        return None
+    wall = after["wall"] - before["wall"]
+    other = (after["machine"] - before["machine"]) - (after["own"] - before["own"])
+    return {
+        "wall_s": wall,
+        "other_cpu_s": max(0.0, other),
+        "other_share": max(0.0, other) / max(wall, 1e-9),
+        "steal_s": after["steal"] - before["steal"],
+    }
+
+
+@dataclass
+class Result:
+    """Medians (seconds per epoch) and everything behind them."""
+
+    spec: ModelSpec
+    n: int
+    numpy_seconds: list[float]
+    floor_seconds: list[float]
+    phases: dict[str, float]
+    flops: int
+    torch_seconds: list[float] | None = None
+    peak_rss_mib: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def numpy(self) -> float:
+        return statistics.median(self.numpy_seconds)
+
+    @property
+    def floor(self) -> float:
+        return statistics.median(self.floor_seconds)
+
+    @property
+    def torch(self) -> float | None:
+        return statistics.median(self.torch_seconds) if self.torch_seconds else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": asdict(self.spec),
+            "n_images": self.n,
+            "numpy_epoch_s": self.numpy,
+            "torch_epoch_s": self.torch,
+            "gemm_floor_s": self.floor,
+            "numpy_over_torch": None if self.torch is None else self.numpy / self.torch,
+            "numpy_over_floor": self.numpy / self.floor,
+            "images_per_s": self.n / self.numpy,
+            "gemm_gflops_per_s": self.flops / self.floor / 1e9,
+            "phases_s": self.phases,
+            "peak_rss_mib": self.peak_rss_mib,
+            "numpy_epochs_s": self.numpy_seconds,
+            "torch_epochs_s": self.torch_seconds,
+            "gemm_floor_epochs_s": self.floor_seconds,
+            **self.extra,
+        }
+
+
+def benchmark_numpy(
+    spec: ModelSpec, images: np.ndarray, repeats: int, seed: int = 0, phases: bool = True
+) -> Result:
+    """NumPy epochs, the instrumented pass and the GEMM floor of one configuration."""
+    training = NumpyTraining(spec, images, seed)
+    training.epoch()  # warm-up: page faults, BLAS threads, buffers
+    numpy_seconds = [training.epoch() for _ in range(repeats)]
+    phase_runs = [training.instrumented_epoch() for _ in range(repeats if phases else 0)]
+    median_phases = (
+        {k: statistics.median(p[k] for p in phase_runs) for k in phase_runs[0]}
+        if phase_runs
+        else {}
+    )
+    floor = GemmFloor(training.model, len(images), spec.batch_size, seed)
+    floor.epoch()  # warm-up
+    floor_seconds = [floor.epoch() for _ in range(repeats)]
+    return Result(
+        spec=spec,
+        n=len(images),
+        numpy_seconds=numpy_seconds,
+        floor_seconds=floor_seconds,
+        phases=median_phases,
+        flops=epoch_flops(training.model, len(images), spec.batch_size),
+    )
+
+
+def run(
+    specs: Sequence[ModelSpec],
+    mnist: bool = False,
+    n: int = N_TRAIN,
+    repeats: int = 3,
+    torch: bool = True,
+    memory_epochs: int = 10,
+    seed: int = 0,
+    phases: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Benchmark every spec; return the JSON-ready report."""
+    images, source = load_images(mnist, n, seed)
+    blas = blas_info()
+    cpu_before = cpu_snapshot()
+    results = []
+    for spec in specs:
+        log(f"numpy: {spec.name} ...")
+        results.append(benchmark_numpy(spec, images, repeats, seed, phases))
+    torch_meta: dict[str, Any] = {}
+    if torch and torch_available():
+        log("torch (subprocess) ...")
+        out = run_torch(specs, mnist, n, repeats, blas["threads"] or 1, seed)
+        torch_meta = {"version": out["version"], "threads": out["threads"]}
+        for result, seconds in zip(results, out["runs"], strict=True):
+            result.torch_seconds = seconds
+    if memory_epochs:
+        for result in results:
+            log(f"peak memory of {memory_epochs} epochs (subprocess): {result.spec.name} ...")
+            mem = run_memory(result.spec, mnist, n, memory_epochs, seed)
+            result.peak_rss_mib = mem["peak_rss_mib"]
+            result.extra["memory_run"] = mem
+    return {
+        "contention": contention(cpu_before, cpu_snapshot()),
+        "data": source,
+        "n_images": n,
+        "repeats": repeats,
+        "dtype": "float32",
+        "blas": blas,
+        "torch": torch_meta or None,
+        "numpy_version": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "memory_epochs": memory_epochs,
+        "results": [r.to_json() for r in results],
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a plain-text table."""
+    blas = report["blas"]
+    torch_meta = report["torch"]
+    lines = [
+        f"data: {report['n_images']} {report['data']} images (uint8, k/255 per batch), float32,"
+        f" median of {report['repeats']}",
+        f"BLAS: {blas['library']} {blas.get('architecture') or ''}, {blas['threads']} threads;"
+        + (
+            f" torch {torch_meta['version']}, {torch_meta['threads']} threads"
+            if torch_meta
+            else " torch not run"
+        ),
+    ]
+    busy = report["contention"]
+    if busy:
+        lines.append(
+            f"other processes used {busy['other_cpu_s']:.1f} CPU-s during the "
+            f"{busy['wall_s']:.0f} s run ({busy['other_share']:.0%} of one core); "
+            f"steal {busy['steal_s']:.1f} s"
+        )
+        if busy["other_share"] > 0.05:
+            lines.append("WARNING: the machine was not quiet; these times are unreliable")
+    lines.append("")
+    header = (
+        f"{'model':<26}{'numpy s':>9}{'torch s':>9}{'GEMM s':>9}"
+        f"{'np/torch':>10}{'np/GEMM':>9}{'img/s':>9}{'GFLOP/s':>9}{'peak MiB':>10}"
+    )
+    lines += [header, "-" * len(header)]
+    for r in report["results"]:
+        spec = _spec(r["spec"])
+        torch_s = r["torch_epoch_s"]
+        lines.append(
+            f"{spec.name:<26}{r['numpy_epoch_s']:>9.3f}"
+            f"{_fmt(torch_s, '.3f'):>9}{r['gemm_floor_s']:>9.3f}"
+            f"{_fmt(r['numpy_over_torch'], '.2f'):>10}{r['numpy_over_floor']:>9.2f}"
+            f"{r['images_per_s']:>9.0f}{r['gemm_gflops_per_s']:>9.0f}"
+            f"{_fmt(r['peak_rss_mib'], '.0f'):>10}"
+        )
+    for r in report["results"]:
+        p = r["phases_s"]
+        if not p:
+            continue
+        lines.append("")
+        lines.append(f"phases of one instrumented epoch, {spec_name(r)} (median of runs):")
+        total = p["total"]
+        for key in ("data", "forward", "backward", "optimizer"):
+            lines.append(f"  {key:<10}{p[key]:>8.3f} s  {100 * p[key] / total:5.1f}%")
+        other = total - sum(p[k] for k in ("data", "forward", "backward", "optimizer"))
+        lines.append(f"  {'loop':<10}{other:>8.3f} s  {100 * other / total:5.1f}%")
+        lines.append(f"  {'total':<10}{total:>8.3f} s")
+    return "\n".join(lines)
+
+
+def spec_name(r: dict[str, Any]) -> str:
+    return _spec(r["spec"]).name
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+SWEEP_BATCH_SIZES = (32, 64, 128, 256, 512, 1024)
+SWEEP_WIDTHS = (100, 200, 400, 800, 1600)
+
+
+def sweep_specs() -> list[ModelSpec]:
+    """Batch sizes at the default width, then widths at the default batch size."""
+    specs = [ModelSpec(batch_size=b) for b in SWEEP_BATCH_SIZES]
+    return specs + [ModelSpec(hidden_dims=(w,)) for w in SWEEP_WIDTHS if (w,) != (400,)]
+
+
+def format_sweep(report: dict[str, Any]) -> str:
+    """The sweep as a markdown table (for the README)."""
+    lines = [
+        "| batch | hidden | NumPy s/epoch | PyTorch s/epoch | GEMM floor s | NumPy / PyTorch "
+        "| NumPy / floor | images/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        spec = _spec(r["spec"])
+        lines.append(
+            f"| {spec.batch_size} | {'-'.join(map(str, spec.hidden_dims))} "
+            f"| {r['numpy_epoch_s']:.2f} | {_fmt(r['torch_epoch_s'], '.2f')} "
+            f"| {r['gemm_floor_s']:.2f} | {_fmt(r['numpy_over_torch'], '.2f')} "
+            f"| {r['numpy_over_floor']:.2f} | {r['images_per_s']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    import argparse
+
+    default = ModelSpec()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=default.batch_size)
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(default.hidden_dims))
+    parser.add_argument("--latent", type=int, default=default.latent_dim)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per measurement")
+    parser.add_argument("--mnist", action="store_true", help="real MNIST instead of synthetic")
+    parser.add_argument("--n", type=int, default=N_TRAIN, help="number of training images")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--memory-epochs", type=int, default=10, help="0 skips the memory run")
+    parser.add_argument("--no-phases", action="store_true", help="skip the instrumented pass")
+    parser.add_argument("--sweep", action="store_true", help="batch-size and width sweep")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    spec = ModelSpec(args.batch_size, tuple(args.hidden), args.latent)
+    if args.sweep:
+        specs = sweep_specs()
+    else:
+        specs = [default] if spec == default else [default, spec]
+    report = run(
+        specs,
+        mnist=args.mnist,
+        n=args.n,
+        repeats=args.repeats,
+        torch=not args.no_torch,
+        memory_epochs=0 if args.sweep else args.memory_epochs,
+        seed=args.seed,
+        phases=not (args.no_phases or args.sweep),
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    print(format_report(report))
+    if args.sweep:
+        print()
+        print(format_sweep(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report

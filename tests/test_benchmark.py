@@ -1,0 +1,107 @@
+"""The benchmark's own logic: the matrix products it times as the floor, its data, its report.
+
+No timing is asserted anywhere: these tests only check that the benchmark measures the right
+thing and reports it completely.
+"""
+
+import json
+
+import numpy as np
+
+from numpy_vae import VAE
+from numpy_vae.benchmark import (
+    GemmFloor,
+    ModelSpec,
+    NumpyTraining,
+    epoch_flops,
+    format_report,
+    format_sweep,
+    gemm_shapes,
+    run,
+    run_memory,
+    synthetic_images,
+)
+
+
+def test_gemm_floor_has_exactly_the_products_of_a_training_step():
+    model = VAE()  # 784-400-20
+    assert gemm_shapes(model, 128) == [
+        ("forward", 128, 400, 784),  # encoder.0
+        ("forward", 128, 40, 400),  # head: mu and logvar in one product
+        ("forward", 128, 400, 20),  # decoder.0
+        ("forward", 128, 784, 400),  # decoder.2
+        ("d_weight", 784, 400, 128),
+        ("d_input", 128, 400, 784),
+        ("d_weight", 400, 20, 128),
+        ("d_input", 128, 20, 400),
+        ("d_weight", 40, 400, 128),
+        ("d_input", 128, 400, 40),
+        ("d_weight", 400, 784, 128),  # no d_input: the data need no gradient
+    ]
+    # 468 full batches and one of 60000 - 468 * 128 = 96, each 2 M N K per product.
+    per_example = 2 * (3 * 400 * 784 + 3 * 40 * 400 + 3 * 400 * 20 + 2 * 784 * 400)
+    assert epoch_flops(model, 60_000, 128) == 60_000 * per_example
+
+
+def test_gemm_floor_runs_every_batch_including_the_last_partial_one():
+    model = VAE(hidden_dims=(8,), latent_dim=2)
+    floor = GemmFloor(model, n=300, batch_size=128)
+    calls = []
+    original = np.matmul
+
+    def counting(a, b, out):
+        # The batch is the rows of a forward or input-gradient product and the contracted
+        # dimension of a weight-gradient product (no width of this model is 128 or 44).
+        calls.append(a.shape[0] if a.shape[0] in (128, 44) else a.shape[1])
+        return original(a, b, out=out)
+
+    try:
+        np.matmul = counting
+        floor.epoch()
+    finally:
+        np.matmul = original
+    per_step = len(gemm_shapes(model, 1))
+    assert len(calls) == 3 * per_step  # batches of 128, 128 and 44
+    assert calls.count(44) == per_step
+
+
+def test_synthetic_images_look_like_mnist():
+    images = synthetic_images(2000, seed=1)
+    assert images.dtype == np.uint8 and images.shape == (2000, 784)
+    lit = (images > 0).mean()
+    assert 0.1 < lit < 0.35  # MNIST: 19% of pixels are lit
+    assert (images == 255).mean() > 0.01  # strokes saturate
+    np.testing.assert_array_equal(images, synthetic_images(2000, seed=1))
+
+
+def test_instrumented_epoch_trains_like_the_plain_one():
+    images = synthetic_images(300)
+    spec = ModelSpec(batch_size=64, hidden_dims=(8,), latent_dim=2)
+    plain, instrumented = NumpyTraining(spec, images), NumpyTraining(spec, images)
+    plain.epoch()
+    phases = instrumented.instrumented_epoch()
+    # Same shuffles, noise and steps: the same parameters afterwards.
+    np.testing.assert_array_equal(plain.model.flat.data, instrumented.model.flat.data)
+    assert instrumented.trainer.epoch == plain.trainer.epoch == 1
+    assert instrumented.trainer.step == plain.trainer.step == 5
+    assert sum(phases[k] for k in ("data", "forward", "backward", "optimizer")) <= phases["total"]
+
+
+def test_report_is_complete_and_serialisable(tmp_path):
+    specs = [ModelSpec(batch_size=64, hidden_dims=(8,), latent_dim=2)]
+    report = run(specs, n=300, repeats=2, torch=False, memory_epochs=0, log=lambda s: None)
+    json.loads(json.dumps(report))
+    (result,) = report["results"]
+    assert len(result["numpy_epochs_s"]) == len(result["gemm_floor_epochs_s"]) == 2
+    assert result["numpy_over_floor"] > 0 and result["torch_epoch_s"] is None
+    assert set(result["phases_s"]) == {"data", "forward", "backward", "optimizer", "total"}
+    text = format_report(report)
+    assert "784-8-2 batch 64" in text and "optimizer" in text
+    assert format_sweep(report).startswith("| batch | hidden |")
+
+
+def test_peak_memory_is_measured_in_a_fresh_process():
+    spec = ModelSpec(batch_size=64, hidden_dims=(8,), latent_dim=2)
+    out = run_memory(spec, mnist=False, n=300, epochs=1)
+    assert 10 < out["rss_after_imports_mib"] <= out["peak_rss_mib"] < 1000
+    assert len(out["seconds"]) == 1

@@ -1,0 +1,156 @@
+"""The fast path's bookkeeping: reused buffers, in-place activations, float32 throughout.
+
+The gradient checks elsewhere prove the math; these tests prove that the memory reuse behind it
+never changes a number and never hands a caller an array that a later call overwrites.
+"""
+
+import numpy as np
+import pytest
+
+from numpy_vae import VAE, get_backend
+from numpy_vae.buffers import Buffers
+from numpy_vae.layers import LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
+
+F64 = get_backend("numpy", "float64")
+
+
+def batch(n, seed, dim=784):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, dim), dtype=np.float32), rng.standard_normal((n, 20), dtype=np.float32)
+
+
+def fresh_result(model, x, eps):
+    """Loss and gradients from a new model with the same parameters: buffers never used before."""
+    twin = VAE(hidden_dims=model.hidden_dims, latent_dim=model.latent_dim)
+    twin.flat.data[...] = model.flat.data
+    parts = twin.loss(x, eps=eps)
+    return float(parts.loss), twin.flat.grad.copy()
+
+
+def test_buffers_reused_across_batch_sizes_give_the_same_numbers():
+    """An epoch ends with a smaller batch and evaluation uses larger ones; every size must get
+    exactly what a model that never saw another size computes."""
+    model = VAE(seed=3)
+    for i, n in enumerate([128, 96, 128, 1000, 7, 128]):
+        x, eps = batch(n, seed=i)
+        parts = model.loss(x, eps=eps)
+        loss, grad = fresh_result(model, x, eps)
+        assert float(parts.loss) == loss
+        np.testing.assert_array_equal(model.flat.grad, grad)
+
+
+def test_results_returned_to_callers_are_not_overwritten_by_later_calls():
+    model = VAE(seed=0)
+    x1, eps1 = batch(64, seed=1)
+    x2, eps2 = batch(64, seed=2)
+    parts = model.loss(x1, eps=eps1)
+    names = ("loss", "recon", "kl", "kl_per_dim")
+    kept = {k: np.array(getattr(parts, k), copy=True) for k in names}
+    mu, logvar = model.encode(x1)
+    mu_copy, logvar_copy = mu.copy(), logvar.copy()
+    means = model.decode(mu)
+    means_copy = means.copy()
+    model.loss(x2, eps=eps2)
+    model.encode(x2)
+    model.decode(mu_copy + 1)
+    for k, value in kept.items():
+        np.testing.assert_array_equal(getattr(parts, k), value)
+    np.testing.assert_array_equal(mu, mu_copy)
+    np.testing.assert_array_equal(logvar, logvar_copy)
+    np.testing.assert_array_equal(means, means_copy)
+
+
+def test_the_callers_batch_is_never_written():
+    model = VAE(hidden_dims=(32,), seed=0)
+    x, eps = batch(16, seed=0)
+    x_copy, eps_copy = x.copy(), eps.copy()
+    model.loss(x, eps=eps, validate=False)
+    np.testing.assert_array_equal(x, x_copy)
+    np.testing.assert_array_equal(eps, eps_copy)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda b, r: [Linear(5, 4, b, r), ReLU(b), Linear(4, 3, b, r), Tanh(b)],
+        lambda b, r: [Linear(5, 4, b, r), Tanh(b), ReLU(b), Linear(4, 3, b, r), Sigmoid(b)],
+        lambda b, r: [ReLU(b), Linear(5, 4, b, r), LeakyReLU(b), Sigmoid(b), LeakyReLU(b)],
+        # Activations after Tanh and Sigmoid that change their output where it matters.
+        lambda b, r: [
+            Linear(5, 4, b, r),
+            Tanh(b),
+            LeakyReLU(b),
+            Linear(4, 3, b, r),
+            Sigmoid(b),
+            Tanh(b),
+        ],
+    ],
+)
+def test_sequential_with_buffers_computes_exactly_what_it_computes_without(make):
+    """In-place activations must not corrupt what a layer kept for its backward (Tanh and
+    Sigmoid keep their output) nor touch the caller's input or upstream gradient."""
+    rng = np.random.default_rng(0)
+    net = Sequential(make(F64, rng))
+    x = rng.standard_normal((6, 5))
+    d_out = rng.standard_normal((6, net.forward(x).shape[1]))
+    x_copy, d_copy = x.copy(), d_out.copy()
+    y_plain = net.forward(x)
+    d_plain = net.backward(d_out)
+    grads_plain = {k: v.copy() for k, v in net.gradients().items()}
+    buffers = Buffers(np)
+    for _ in range(2):  # the second round reuses the buffers
+        y = net.forward(x, buffers=buffers)
+        np.testing.assert_array_equal(y, y_plain)
+        d_x = net.backward(d_out, buffers=buffers)
+        np.testing.assert_array_equal(d_x, d_plain)
+        for name, g in net.gradients().items():
+            np.testing.assert_array_equal(g, grads_plain[name])
+    np.testing.assert_array_equal(x, x_copy)
+    np.testing.assert_array_equal(d_out, d_copy)
+
+
+def test_buffers_grow_and_hand_out_row_views():
+    buffers = Buffers(np)
+    a = buffers.get("a", (4, 3), np.float32)
+    b = buffers.get("a", (2, 3), np.float32)
+    assert b.shape == (2, 3) and np.shares_memory(a, b) and b.flags.c_contiguous
+    c = buffers.get("a", (8, 3), np.float32)  # more rows: a new, larger array
+    assert c.shape == (8, 3) and not np.shares_memory(a, c)
+    assert buffers.get("a", (8, 3), np.float64).dtype == np.float64
+    assert buffers.nbytes() == 8 * 3 * 8
+    buffers.clear()
+    assert buffers.nbytes() == 0
+
+
+def test_float32_end_to_end():
+    """No float64 array appears anywhere in a float32 training step (a silent upcast would
+    double the memory traffic of every pass that touched it)."""
+    model = VAE(hidden_dims=(32,), seed=0)
+    x, eps = batch(16, seed=0)
+    parts = model.loss(x, eps=eps, validate=False)
+    for value in (parts.loss, parts.recon, parts.kl, parts.kl_per_dim):
+        assert value.dtype == np.float32
+    layers = [*model.encoder.layers, model.head, *model.decoder.layers]
+    for layer in [layer for layer in layers if isinstance(layer, Linear)]:
+        assert layer._x.dtype == np.float32
+    for buffers in model._buffers.values():
+        for array in buffers._arrays.values():
+            assert array.dtype in (np.float32, np.bool_)
+    assert model.flat.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("mode", ["none", "threshold"])
+def test_training_batches_are_scaled_exactly_like_scale_images(mode):
+    from numpy_vae.data import binarize, scale_images
+    from numpy_vae.train import Dataset, TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (300, 784), dtype=np.uint8)
+    labels = np.zeros(300, dtype=np.int64)
+    data = Dataset(images, labels, images[:50], labels[:50])
+    trainer = Trainer(TrainConfig(batch_size=128, hidden_dims=(8,), binarize=mode), data)
+    for index in (rng.permutation(300)[:128], rng.permutation(300)[:44], np.arange(128)):
+        x = trainer.batch_inputs(index, None)
+        expected = binarize(scale_images(images[index]), mode)
+        assert x.dtype == np.float32
+        np.testing.assert_array_equal(x, expected)
