@@ -33,7 +33,7 @@ def iw_log_likelihood(
     y: Array | None = None,
     k: int = 1000,
     rng: Any = None,
-    max_rows: int = 32768,
+    max_rows: int = 8192,
     encode_batch: int = 1000,
 ) -> numpy.ndarray:
     """Importance-weighted estimate of log p(x) for each example, with ``k`` samples.

@@ -347,8 +347,13 @@ class VAE:
         return self.decoder.forward(_append(z, self._one_hot(y), self.xp))
 
     def log_likelihood(self, x: Array, out: Array) -> Array:
-        """log p(x | z) per example, (B,), from the decoder output ``out`` for that z."""
-        return -self._nll(out, x)[0]
+        """log p(x | z) per example, (B,), from the decoder output ``out`` for that z.
+
+        Value only, in fresh arrays: the training step's scratch buffers are left alone.
+        """
+        if self.likelihood == "gaussian":
+            return -gaussian_nll(out, x, self.gaussian_sigma, self.xp)[0]
+        return -bernoulli_nll(out, x, self.xp, grad=False)[0]
 
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
         """Decode the posterior mean: ``decode(mu(x))``."""
