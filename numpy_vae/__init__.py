@@ -1,6 +1,6 @@
 """numpy-vae: a variational autoencoder in NumPy with hand-derived, checked gradients."""
 
-from .backend import Backend, get_backend
+from .backend import Backend, BackendUnavailable, get_backend
 from .gradcheck import check_gradients, numerical_gradient, relative_error
 from .model import VAE, LossParts
 from .optim import SGD, Adam
@@ -10,6 +10,7 @@ __all__ = [
     "SGD",
     "Adam",
     "Backend",
+    "BackendUnavailable",
     "LossParts",
     "check_gradients",
     "get_backend",

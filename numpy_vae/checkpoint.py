@@ -13,20 +13,23 @@ Layout (all keys plain strings; no object arrays, so ``allow_pickle=False`` read
 ``adam/v``          second moments, likewise
 ==================  ==============================================================
 
-Random-number state is not stored: each epoch's generators are derived from the configured seed
-and the epoch number (see :mod:`numpy_vae.train`), which the checkpoint does hold.
+Random-number state is not stored (CuPy's could not be): each epoch's generators are derived
+from the configured seed and the epoch number (see :mod:`numpy_vae.train`), which the checkpoint
+does hold. Arrays are always host arrays, so a checkpoint written on the GPU loads on the CPU
+and the other way round.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy
+
+from .atomic import write_atomic
 
 FORMAT = 1
 
@@ -88,22 +91,3 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         "adam_v": data["adam/v"],
         "params": {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")},
     }
-
-
-def write_atomic(path: str | os.PathLike[str], write: Any, mode: str = "wb") -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run folder is for reading
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

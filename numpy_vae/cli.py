@@ -16,12 +16,19 @@ from typing import Any, NoReturn
 
 import numpy
 
-from .backend import BACKENDS, DTYPES
-from .checkpoint import CheckpointError, load_checkpoint
+from .backend import BACKENDS, DTYPES, BackendUnavailable, get_backend
+from .checkpoint import load_checkpoint
 from .data import BINARIZE_MODES, DataError, load_mnist
 from .layers import ACTIVATIONS
 from .model import LIKELIHOODS
-from .runs import CHECKPOINT, train_run, write_figures, write_json
+from .runs import (
+    CHECKPOINT,
+    evaluate_run,
+    format_evaluation,
+    train_run,
+    write_figures,
+    write_json,
+)
 from .train import Dataset, TrainConfig, Trainer
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -41,6 +48,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
 
 
@@ -110,6 +127,13 @@ def train_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--epochs", type=_positive_int, default=10, help="total epochs to train")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--iw-samples",
+        type=_nonnegative_int,
+        default=0,
+        help="after training, estimate the test log-likelihood with this many importance "
+        "samples per image and write evaluation.json (0: skip; scripts/evaluate.py does it later)",
+    )
 
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
@@ -171,7 +195,12 @@ def train_parser() -> argparse.ArgumentParser:
         help="none: grey levels k/255; dynamic: a fresh Bernoulli draw every "
         "epoch; threshold: k/255 > 0.5",
     )
-    data.add_argument("--backend", default="numpy", help=f"array module: {', '.join(BACKENDS)}")
+    data.add_argument(
+        "--backend",
+        default="numpy",
+        help="array module: numpy (CPU) or cupy (NVIDIA GPU; pip install cupy-cuda12x). "
+        "'strict' is a CPU test device that refuses implicit host transfers (slow; for tests)",
+    )
     data.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     data.add_argument(
         "--data-dir",
@@ -267,9 +296,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                     prog,
                     f"{run_dir} already holds a run; use --resume {run_dir} or another --name",
                 )
+        get_backend(config.backend, config.dtype)  # fail now, not after loading the data
         dataset, source = load_dataset(args.data_dir, args.data_file)
         print(f"run folder: {run_dir}   data: {source}")
-        train_run(
+        trainer = train_run(
             config,
             dataset,
             run_dir,
@@ -277,6 +307,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress and sys.stderr.isatty(),
             extra_config={"data": source},
         )
+        if args.iw_samples:
+            summary = {**evaluate_run(trainer, args.iw_samples), "data": source}
+            write_json(run_dir / "evaluation.json", summary)
+            print(format_evaluation(summary))
     except (ValueError, OSError) as err:  # DataError and CheckpointError are ValueErrors
         return _fail(prog, str(err).replace("\n", " "))
     except KeyboardInterrupt:
@@ -303,11 +337,25 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None)
 def evaluate_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="evaluate.py",
-        description="Evaluate a trained run's checkpoint on the MNIST test set.",
+        description="Evaluate a training run's checkpoint on the MNIST test set: negative ELBO, "
+        "its parts, KL per latent dimension, active units, and the importance-weighted "
+        "log-likelihood estimate (Burda et al. 2016). Writes RUN_DIR/evaluation.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", type=Path, help="a run folder written by train_mnist.py")
+    p.add_argument(
+        "--iw-samples",
+        type=_nonnegative_int,
+        default=1000,
+        help="importance samples per test image for the log-likelihood estimate (0: skip)",
+    )
     p.add_argument("--figures", action="store_true", help="also redraw the run's figures")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="evaluate on this array module instead of the run's own (checkpoints hold host "
+        "arrays and load into any backend; the noise draws then differ)",
+    )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
     p.add_argument("--data-file", type=Path, help="an .npz used instead of MNIST (see training)")
     return p
@@ -320,25 +368,23 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     try:
         state = load_checkpoint(args.run_dir / CHECKPOINT)
         config = TrainConfig.from_json(state["config"])
+        if args.backend is not None:
+            config.backend = args.backend
+        try:
+            get_backend(config.backend, config.dtype)  # fail now, not after loading the data
+        except BackendUnavailable as err:
+            raise BackendUnavailable(f"{err}; or evaluate on the CPU: --backend numpy") from None
         dataset, source = load_dataset(args.data_dir, args.data_file)
         trainer = Trainer(config, dataset)
         trainer.load_state_dict(state)
-        result = trainer.evaluate()
-        summary = {
-            "epoch": trainer.epoch,
-            "data": source,
-            "test_neg_elbo": result["neg_elbo"],
-            "test_recon": result["recon"],
-            "test_kl": result["kl"],
-        }
-        print(
-            f"{args.run_dir} after epoch {trainer.epoch}: test negative ELBO "
-            f"{result['neg_elbo']:.3f} nats (recon {result['recon']:.3f}, KL {result['kl']:.3f})"
-        )
+        start = time.perf_counter()
+        summary = {**evaluate_run(trainer, args.iw_samples), "data": source}
+        summary["seconds"] = time.perf_counter() - start
+        print(f"{args.run_dir} after epoch {trainer.epoch}: {format_evaluation(summary)}")
         write_json(args.run_dir / "evaluation.json", summary)
         if args.figures:
             for path in write_figures(trainer, args.run_dir):
                 print(f"wrote {path}")
-    except (ValueError, OSError, CheckpointError) as err:
+    except (ValueError, OSError) as err:
         return _fail(parser.prog, str(err).replace("\n", " "))
     return 0

@@ -24,7 +24,6 @@ at small synthetic data.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import http.client
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from .atomic import write_atomic
 
 IMAGE_SIZE = 28 * 28
 N_TRAIN = 60_000
@@ -329,31 +330,9 @@ def _load_cache(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _atomic_write(dest: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``dest`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader sees either the old file or the complete new one; if ``write`` fails, the temporary
-    file is removed and ``dest`` is left as it was.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp creates the file readable by its owner only; the data are public.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # Uncompressed: the cache then loads in a fraction of a second.
-    _atomic_write(path, lambda file: np.savez(file, **{key: arrays[key] for key in KEYS}))
+    write_atomic(path, lambda file: np.savez(file, **{key: arrays[key] for key in KEYS}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,7 +414,7 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
             )
 
     with response:
-        _atomic_write(dest, write)
+        write_atomic(dest, write)
 
 
 def _download(folder: Path, verbose: bool) -> None:
@@ -812,8 +791,9 @@ def binarize(
         ``"none"`` returns the images unchanged; ``"threshold"`` gives ``x > 0.5``;
         ``"dynamic"`` draws ``b ~ Bernoulli(x)`` afresh on every call (a new binarization for
         every minibatch, as in most VAE papers' "dynamically binarized MNIST").
-    rng : numpy.random.Generator, optional
-        Source of the uniform draws; required for ``"dynamic"``.
+    rng : generator, optional
+        Source of the uniform draws (``random(size, dtype=)``: NumPy's or CuPy's generator);
+        required for ``"dynamic"``.
     xp : module
         Array module of the images (``numpy`` or ``cupy``).
 
@@ -843,7 +823,7 @@ def binarize(
     if mode == "threshold":
         return (images > 0.5).astype(images.dtype)
     if rng is None:
-        raise ValueError("binarize mode 'dynamic' needs rng, a numpy.random.Generator")
+        raise ValueError("binarize mode 'dynamic' needs rng, a generator (backend.rng(seed))")
     # u < p with u uniform on [0, 1) is 1 with probability p: 0 never fires, 1 always does.
     # Generator.random makes float32 or float64 only.
     draw_dtype = np.float32 if images.dtype == np.float32 else np.float64

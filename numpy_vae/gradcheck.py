@@ -11,6 +11,10 @@ Two stencils: the familiar ``(f(x+h) - f(x-h)) / 2h`` (error ``O(h^2)``) and the
 adds about ``eps_machine |f| / h``. In float64 the five-point stencil at ``h = 1e-4`` is accurate
 to roughly 1e-11 of ``|f|``, which leaves room for a 1e-7 relative bound even on gradient arrays a
 thousand times smaller than the loss. Keep inputs at least ``2h`` away from kinks (ReLU at 0).
+
+Inputs may live on any backend (a GPU, say): they are perturbed where they are, and each
+output of ``f`` and each gradient is copied to the host explicitly by
+:func:`numpy_vae.backend.to_host`; the arithmetic of the check is NumPy float64.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy
+
+from .backend import to_host
 
 Array = Any
 
@@ -56,7 +62,7 @@ def numerical_gradient(
     if points not in (3, 5):
         raise ValueError(f"points must be 3 or 5, got {points}")
     offsets = (1, -1) if points == 3 else (2, 1, -1, -2)
-    weight = 1.0 if d_out is None else numpy.asarray(d_out, dtype=numpy.float64)
+    weight = 1.0 if d_out is None else to_host(d_out).astype(numpy.float64)
     grad = numpy.zeros(x.shape, dtype=numpy.float64)
     if indices is None:
         indices = numpy.ndindex(*x.shape)
@@ -65,7 +71,7 @@ def numerical_gradient(
         outputs = []
         for k in offsets:
             x[idx] = old + k * h
-            outputs.append(numpy.asarray(f(), dtype=numpy.float64))
+            outputs.append(numpy.asarray(to_host(f()), dtype=numpy.float64))
         x[idx] = old
         if points == 3:
             diff = outputs[0] - outputs[1]
@@ -84,8 +90,8 @@ def relative_error(a: Array, b: Array) -> float:
     dominates, from reporting huge errors; a factor-of-two mistake anywhere in the array still
     shows as an error of order one.
     """
-    a = numpy.asarray(a, dtype=numpy.float64)
-    b = numpy.asarray(b, dtype=numpy.float64)
+    a = numpy.asarray(to_host(a), dtype=numpy.float64)
+    b = numpy.asarray(to_host(b), dtype=numpy.float64)
     scale = max(numpy.abs(a).max(initial=0.0), numpy.abs(b).max(initial=0.0))
     diff = numpy.abs(a - b).max(initial=0.0)
     if scale == 0.0:
@@ -130,7 +136,7 @@ def check_gradients(
     -------
     dict name -> relative error (see :func:`relative_error`) over the checked entries.
     """
-    analytic = {name: numpy.array(g, dtype=numpy.float64) for name, g in analytic.items()}
+    analytic = {name: numpy.array(to_host(g), dtype=numpy.float64) for name, g in analytic.items()}
     rng = numpy.random.default_rng(seed)
     errors = {}
     for name, x in inputs.items():

@@ -21,7 +21,8 @@ def bernoulli_nll(
     xp: ModuleType,
     out: Array | None = None,
     buffers: Buffers | None = None,
-) -> tuple[Array, Array]:
+    grad: bool = True,
+) -> tuple[Array, Array | None]:
     r"""Bernoulli negative log-likelihood on decoder logits, stable for any logit.
 
     .. math::
@@ -73,13 +74,17 @@ def bernoulli_nll(
         model passes its decoder output, which nothing else holds). Default: a new array.
     buffers : Buffers, optional
         Where to take the four temporaries (B, D) from instead of allocating them.
+    grad : bool
+        Compute the gradient; evaluation (e.g. importance-weighted log-likelihoods) needs only
+        the value.
 
     Returns
     -------
     nll : array, shape (B,)
         Per-example negative log-likelihood (nats).
-    d_logits : array, shape (B, D)
-        Gradient of ``nll.sum()`` with respect to ``logits`` (``out`` if given).
+    d_logits : array, shape (B, D), or None
+        Gradient of ``nll.sum()`` with respect to ``logits`` (``out`` if given); None when
+        ``grad`` is false.
     """
     shape, dtype = logits.shape, logits.dtype
 
@@ -100,6 +105,8 @@ def bernoulli_nll(
     scratch /= u
     value += scratch  # + log(u) + delta / u = log1p(e)
     nll = value.sum(axis=1)
+    if not grad:
+        return nll, None
     # The gradient last: out may be the logits, which are no longer needed.
     d_logits = xp.maximum(e, positive, out=out)  # f: 1 where l >= 0, e elsewhere
     d_logits /= u

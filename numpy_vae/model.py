@@ -319,20 +319,41 @@ class VAE:
         return nll, out
 
     # ------------------------------------------------------------------ inference
-    def encode(self, x: Array, y: Array | None = None) -> tuple[Array, Array]:
-        """Posterior parameters ``(mu, logvar)``, each (B, latent_dim)."""
-        x, y, _ = self._validate(x, y, None)
+    def encode(
+        self, x: Array, y: Array | None = None, validate: bool = True
+    ) -> tuple[Array, Array]:
+        """Posterior parameters ``(mu, logvar)``, each (B, latent_dim).
+
+        ``validate=False`` skips the input checks (and their transfer of three scalars to the
+        host), for batches of data that were checked once as a whole.
+        """
+        if validate:
+            x, y, _ = self._validate(x, y, None)
         stats = self.head.forward(self.encoder.forward(_append(x, self._one_hot(y), self.xp)))
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
     def decode(self, z: Array, y: Array | None = None) -> Array:
         """Mean of p(x | z): pixel probabilities (Bernoulli) or Gaussian mean, (B, input_dim)."""
-        z = self._validate_latent(z)
-        y = self._validate_labels(y, z.shape[0])
-        out = self.decoder.forward(_append(z, self._one_hot(y), self.xp))
+        out = self.decoder_output(z, y)
         if self.likelihood == "bernoulli":
             return self.backend.special.expit(out)
         return out
+
+    def decoder_output(self, z: Array, y: Array | None = None, validate: bool = True) -> Array:
+        """Raw decoder output for latent ``z``: logits (Bernoulli) or the mean (Gaussian)."""
+        if validate:
+            z = self._validate_latent(z)
+            y = self._validate_labels(y, z.shape[0])
+        return self.decoder.forward(_append(z, self._one_hot(y), self.xp))
+
+    def log_likelihood(self, x: Array, out: Array) -> Array:
+        """log p(x | z) per example, (B,), from the decoder output ``out`` for that z.
+
+        Value only, in fresh arrays: the training step's scratch buffers are left alone.
+        """
+        if self.likelihood == "gaussian":
+            return -gaussian_nll(out, x, self.gaussian_sigma, self.xp)[0]
+        return -bernoulli_nll(out, x, self.xp, grad=False)[0]
 
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
         """Decode the posterior mean: ``decode(mu(x))``."""
@@ -354,9 +375,8 @@ class VAE:
         return onehot
 
     def _validate(self, x: Array, y: Array | None, eps: Array | None) -> tuple[Array, Array, Array]:
-        x = _as_float_batch("x", x, self.input_dim, "input_dim", self.backend)
+        x, lo, hi = _as_float_batch("x", x, self.input_dim, "input_dim", self.backend)
         if self.likelihood == "bernoulli":
-            lo, hi = float(x.min()), float(x.max())
             if lo < 0 or hi > 1:
                 raise ValueError(
                     f"x has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
@@ -365,7 +385,7 @@ class VAE:
                 )
         y = self._validate_labels(y, x.shape[0])
         if eps is not None:
-            eps = _as_float_batch("eps", eps, self.latent_dim, "latent_dim", self.backend)
+            eps = _as_float_batch("eps", eps, self.latent_dim, "latent_dim", self.backend)[0]
             if eps.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"eps has {eps.shape[0]} rows but x has {x.shape[0]}: one noise row per example"
@@ -373,7 +393,7 @@ class VAE:
         return x, y, eps
 
     def _validate_latent(self, z: Array) -> Array:
-        return _as_float_batch("z", z, self.latent_dim, "latent_dim", self.backend)
+        return _as_float_batch("z", z, self.latent_dim, "latent_dim", self.backend)[0]
 
     def _validate_labels(self, y: Array | None, n: int) -> Array | None:
         if not self.n_classes:
@@ -393,11 +413,13 @@ class VAE:
             )
         if y.dtype.kind not in "iu":
             raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
-        if n and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
-            raise ValueError(
-                f"labels must lie in [0, {self.n_classes}), got values in "
-                f"[{int(y.min())}, {int(y.max())}]"
-            )
+        if n:
+            # The input boundary: one transfer of two scalars to the host.
+            lo, hi = (int(v) for v in self.backend.to_host(self.xp.stack([y.min(), y.max()])))
+            if lo < 0 or hi >= self.n_classes:
+                raise ValueError(
+                    f"labels must lie in [0, {self.n_classes}), got values in [{lo}, {hi}]"
+                )
         return y
 
 
@@ -410,8 +432,14 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _as_float_batch(name: str, a: Array, width: int, width_name: str, backend: Backend) -> Array:
-    """Check that ``a`` is a finite 2-D float batch of the right width; cast to the model dtype."""
+def _as_float_batch(
+    name: str, a: Array, width: int, width_name: str, backend: Backend
+) -> tuple[Array, float, float]:
+    """Check that ``a`` is a finite 2-D float batch of the right width; cast to the model dtype.
+
+    Returns the cast array and its minimum and maximum, which cross to the host together with
+    the count of non-finite values: one transfer, the input boundary's only one.
+    """
     xp = backend.xp
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         a = xp.asarray(a)
@@ -426,7 +454,8 @@ def _as_float_batch(name: str, a: Array, width: int, width_name: str, backend: B
         hint = " (scale pixels to floats first, e.g. x / 255.0)" if a.dtype.kind in "uib" else ""
         raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}{hint}")
     a = backend.asarray(a)
-    bad = int((~xp.isfinite(a)).sum())
+    stats = ((~xp.isfinite(a)).sum(), a.min(), a.max())
+    bad, lo, hi = backend.to_host(xp.stack([v.astype(numpy.float64) for v in stats]))
     if bad:
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); it must be finite")
-    return a
+        raise ValueError(f"{name} contains {int(bad)} NaN or infinite value(s); it must be finite")
+    return a, float(lo), float(hi)

@@ -15,7 +15,7 @@ import numpy
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .checkpoint import write_atomic
+from .atomic import write_atomic
 
 SIDE = 28  # MNIST images are 28 x 28
 
@@ -131,5 +131,115 @@ def plot_manifold(images: numpy.ndarray, n: int, path: str | os.PathLike[str]) -
     ax.set_title("Decoded 2-D latent space (grid of N(0,1) quantiles)")
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_kl_per_dim(
+    kl_per_dim: numpy.ndarray, mean_variance: numpy.ndarray, path: str | os.PathLike[str]
+) -> None:
+    """Bars of each latent dimension's KL, coloured by whether the dimension is active.
+
+    A dimension is active when the variance over the data of its posterior mean exceeds 0.01;
+    collapsed dimensions sit at KL 0 and carry no information about x.
+    """
+    active = mean_variance > 0.01
+    fig = Figure(figsize=(max(6.0, 0.35 * len(kl_per_dim) + 2), 4), dpi=100)
+    ax = fig.add_subplot()
+    dims = numpy.arange(len(kl_per_dim))
+    ax.bar(dims[active], kl_per_dim[active], color="tab:blue", label="active")
+    ax.bar(dims[~active], kl_per_dim[~active], color="tab:gray", label="inactive (collapsed)")
+    ax.set_title(f"KL per latent dimension, test set ({int(active.sum())} of {len(dims)} active)")
+    ax.set_xlabel("latent dimension j")
+    ax.set_ylabel("KL_j (nats per example)")
+    ax.set_xticks(dims)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _labelled_rows(
+    images: numpy.ndarray,
+    rows: int,
+    cols: int,
+    row_labels: Sequence[str],
+    title: str,
+    xlabel: str,
+    path: str | os.PathLike[str],
+) -> None:
+    pad = 2
+    grid = image_grid(images, rows, cols, pad=pad)
+    fig = Figure(figsize=(0.75 * cols + 1.2, 0.75 * rows + 0.9), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    cell = SIDE + pad
+    ax.set_yticks([pad + cell * r + SIDE / 2 for r in range(rows)])
+    ax.set_yticklabels(row_labels)
+    ax.set_xticks([])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_class_samples(images: numpy.ndarray, per_class: int, path: str | os.PathLike[str]) -> None:
+    """Conditional samples: row d holds ``per_class`` draws of p(x | z, y = d), z ~ N(0, I)."""
+    _labelled_rows(
+        images, 10, per_class, [str(d) for d in range(10)],
+        "Conditional samples, one row per digit y", "samples z ~ N(0, I)", path,
+    )  # fmt: skip
+
+
+def plot_traversal(
+    images: numpy.ndarray,
+    dims: Sequence[int],
+    values: numpy.ndarray,
+    path: str | os.PathLike[str],
+) -> None:
+    """Row r varies latent dimension ``dims[r]`` over ``values`` with the others held at 0."""
+    _labelled_rows(
+        images, len(dims), len(values), [f"z{j}" for j in dims],
+        "Latent traversals (most informative dimensions, others at 0)",
+        f"z_j from {values[0]:g} to {values[-1]:g}", path,
+    )  # fmt: skip
+
+
+def plot_interpolation(images: numpy.ndarray, path: str | os.PathLike[str]) -> None:
+    """Decoded points on the line between two test digits' posterior means (ends: the inputs)."""
+    _labelled_rows(
+        images, 1, len(images), [""],
+        "Interpolation in latent space between two test digits",
+        "input | decoded (1-t) mu_a + t mu_b, t from 0 to 1 | input", path,
+    )  # fmt: skip
+
+
+def plot_study(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Side-by-side bars of test negative ELBO, IW NLL, KL and active units per variant."""
+    labels = [r["variant"] for r in rows]
+    y = numpy.arange(len(rows))
+    fig = Figure(figsize=(13, 0.45 * len(rows) + 1.8), dpi=100)
+    panels = (
+        ("test -ELBO and IW NLL (nats)", ("test_neg_elbo", "test_iw_nll")),
+        ("KL (nats)", ("test_kl",)),
+        ("active units", ("active_units",)),
+    )
+    for i, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        height = 0.8 / len(keys)
+        for k, key in enumerate(keys):
+            values = [numpy.nan if r[key] is None else r[key] for r in rows]
+            ax.barh(y + k * height, values, height=height, label=key.replace("test_", ""))
+        ax.set_yticks(y + 0.4 - height / 2)
+        ax.set_yticklabels(labels if i == 0 else [])
+        ax.invert_yaxis()
+        ax.set_title(title)
+        ax.set_xlabel(title.split(" (")[-1].rstrip(")") if "(" in title else "count")
+        if len(keys) > 1:
+            ax.legend(loc="lower right")
+            finite = [v for r in rows for v in (r[k] for k in keys) if v is not None]
+            ax.set_xlim(min(finite) - 5, max(finite) + 3)
+        ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)

@@ -9,6 +9,10 @@
         samples.png          64 samples from the prior
         reconstructions.png  test images above their reconstructions
         curves.png           train/test negative ELBO, reconstruction and KL per epoch
+        kl_per_dim.png       each latent dimension's KL on the test set, active units marked
+        traversal.png        the most informative latent dimensions varied one at a time
+        interpolation.png    decoded points between two test digits' posterior means
+        class_samples.png    conditional model only: one row of samples per digit
         latent_means.png     2-D latent only: test-set posterior means coloured by digit
         manifold.png         2-D latent only: images decoded from a grid over N(0, 1) quantiles
 
@@ -27,8 +31,10 @@ from typing import Any
 import numpy
 
 from . import plots
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
-from .train import Dataset, TrainConfig, Trainer
+from .atomic import write_atomic
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .evaluate import iw_log_likelihood
+from .train import IW_EPS, Dataset, TrainConfig, Trainer, derived_seed
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
@@ -109,6 +115,38 @@ def train_run(
     return trainer
 
 
+def evaluate_run(trainer: Trainer, iw_samples: int = 1000) -> dict[str, Any]:
+    """Test-set evaluation of a trained model: negative ELBO and its parts, KL per dimension,
+    active units and, when ``iw_samples > 0``, the importance-weighted negative log-likelihood."""
+    test = trainer.evaluate()
+    summary: dict[str, Any] = {
+        "epoch": trainer.epoch,
+        "test_neg_elbo": test["neg_elbo"],
+        "test_recon": test["recon"],
+        "test_kl": test["kl"],
+        "test_kl_per_dim": [float(v) for v in test["kl_per_dim"]],
+        "active_units": test["active_units"],
+    }
+    if iw_samples > 0:
+        labels = trainer.test_labels if trainer.config.conditional else None
+        rng = trainer.backend.rng(derived_seed(trainer.config.seed, IW_EPS, trainer.epoch))
+        log_px = iw_log_likelihood(trainer.model, trainer.test_x, labels, k=iw_samples, rng=rng)
+        summary["iw_samples"] = iw_samples
+        summary["test_iw_nll"] = float(-log_px.mean())
+    return summary
+
+
+def format_evaluation(summary: dict[str, Any]) -> str:
+    line = (
+        f"test negative ELBO {summary['test_neg_elbo']:.3f} nats "
+        f"(recon {summary['test_recon']:.3f}, KL {summary['test_kl']:.3f}), "
+        f"active units {summary['active_units']}/{len(summary['test_kl_per_dim'])}"
+    )
+    if "test_iw_nll" in summary:
+        line += f", IW NLL (K={summary['iw_samples']}) {summary['test_iw_nll']:.3f} nats"
+    return line
+
+
 def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw the figures of a run into ``run_dir``; returns the paths written."""
     run_dir = Path(run_dir)
@@ -121,7 +159,7 @@ def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Pat
         return numpy.clip(host(images), 0.0, 1.0)
 
     z = backend.asarray(rng.standard_normal((64, model.latent_dim)))
-    y = backend.asarray(numpy.arange(64) % 10) if cfg.conditional else None
+    y = backend.xp.asarray(numpy.arange(64) % 10) if cfg.conditional else None
     title = "Samples from the prior" + (" (digit = index mod 10)" if cfg.conditional else "")
     plots.plot_samples(shown(model.decode(z, y)), run_dir / "samples.png", title)
     written.append(run_dir / "samples.png")
@@ -136,13 +174,124 @@ def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Pat
         plots.plot_curves(trainer.history, run_dir / "curves.png")
         written.append(run_dir / "curves.png")
 
+    written += _variant_figures(trainer, run_dir, shown)
+
     if model.latent_dim == 2:
         y = trainer.test_labels if cfg.conditional else None
         mu, _ = model.encode(trainer.test_x, y)
         plots.plot_latent_means(host(mu), host(trainer.test_labels), run_dir / "latent_means.png")
         n = 20
         z = backend.asarray(plots.manifold_latents(n))
-        y = backend.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
+        y = backend.xp.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
         plots.plot_manifold(shown(model.decode(z, y)), n, run_dir / "manifold.png")
         written += [run_dir / "latent_means.png", run_dir / "manifold.png"]
     return written
+
+
+def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any]) -> list[Path]:
+    """KL per dimension, traversals, interpolation; per-class samples for a conditional model."""
+    model, backend, cfg = trainer.model, trainer.backend, trainer.config
+    xp = backend.xp
+    written = []
+    test = trainer.evaluate()
+    plots.plot_kl_per_dim(test["kl_per_dim"], test["mean_variance"], run_dir / "kl_per_dim.png")
+    written.append(run_dir / "kl_per_dim.png")
+
+    digit = int(backend.to_host(trainer.test_labels[0]))
+    fixed_y = (lambda n: xp.full(n, digit, dtype=xp.int64)) if cfg.conditional else (lambda n: None)
+
+    dims = [int(j) for j in numpy.argsort(-test["kl_per_dim"])[: min(8, model.latent_dim)]]
+    values = numpy.linspace(-3, 3, 11)
+    z = numpy.zeros((len(dims) * len(values), model.latent_dim))
+    for r, j in enumerate(dims):
+        z[r * len(values) : (r + 1) * len(values), j] = values
+    traversal = shown(model.decode(backend.asarray(z), fixed_y(len(z))))
+    plots.plot_traversal(traversal, dims, values, run_dir / "traversal.png")
+    written.append(run_dir / "traversal.png")
+
+    # Two test digits; for a conditional model two of the same class, decoded with that label.
+    b = 1
+    if cfg.conditional:
+        labels = backend.to_host(trainer.test_labels)
+        b = int(numpy.flatnonzero(labels == labels[0])[1])
+    ends = xp.concatenate([trainer.test_x[0:1], trainer.test_x[b : b + 1]])  # stays on the device
+    mu, _ = model.encode(ends, fixed_y(2))
+    t = backend.asarray(numpy.linspace(0, 1, 10)[:, None])
+    path_z = (1 - t) * mu[0:1] + t * mu[1:2]
+    middle = shown(model.decode(path_z, fixed_y(10)))
+    row = numpy.concatenate([shown(ends[0:1]), middle, shown(ends[1:2])])
+    plots.plot_interpolation(row, run_dir / "interpolation.png")
+    written.append(run_dir / "interpolation.png")
+
+    if cfg.conditional:
+        per_class = 10
+        z = backend.asarray(
+            numpy.random.default_rng(cfg.seed).standard_normal((10 * per_class, model.latent_dim))
+        )
+        y = xp.repeat(xp.arange(10), per_class)
+        plots.plot_class_samples(
+            shown(model.decode(z, y)), per_class, run_dir / "class_samples.png"
+        )
+        written.append(run_dir / "class_samples.png")
+    return written
+
+
+def summarize_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per run: its variant flags and final test figures (from evaluation.json when
+    present, else the last line of metrics.jsonl)."""
+    rows = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        config_path, metrics_path = run_dir / CONFIG, run_dir / METRICS
+        if not config_path.is_file() or not metrics_path.is_file():
+            raise ValueError(f"{run_dir} is not a run folder (no {CONFIG} or {METRICS})")
+        config = json.loads(config_path.read_text())
+        last = json.loads(metrics_path.read_text().splitlines()[-1])
+        evaluation_path = run_dir / "evaluation.json"
+        evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
+        rows.append(
+            {
+                "run": run_dir.name,
+                "variant": describe_variant(config),
+                "epochs": last["epoch"],
+                "test_neg_elbo": evaluation.get("test_neg_elbo", last["test_neg_elbo"]),
+                "test_iw_nll": evaluation.get("test_iw_nll"),
+                "iw_samples": evaluation.get("iw_samples"),
+                "test_recon": evaluation.get("test_recon", last["test_recon"]),
+                "test_kl": evaluation.get("test_kl", last["test_kl"]),
+                "active_units": evaluation.get("active_units", last.get("active_units")),
+                "latent_dim": config["latent_dim"],
+            }
+        )
+    return rows
+
+
+def describe_variant(config: dict[str, Any]) -> str:
+    """A short label of what sets a run apart from the classic VAE."""
+    parts = []
+    if config.get("beta", 1.0) != 1.0:
+        parts.append(f"beta = {config['beta']:g}")
+    if config.get("kl_warmup", 0):
+        parts.append(f"KL warm-up {config['kl_warmup']:g} epochs")
+    if config.get("free_bits", 0):
+        parts.append(f"free bits {config['free_bits']:g}")
+    if config.get("conditional"):
+        parts.append("conditional")
+    if config.get("likelihood", "bernoulli") != "bernoulli":
+        parts.append(f"{config['likelihood']} (sigma {config['gaussian_sigma']:g})")
+    return ", ".join(parts) or "plain VAE"
+
+
+def format_study_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`summarize_runs` rows."""
+    lines = [
+        "| variant | test -ELBO | IW NLL | recon | KL | active units |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        iw = "n/a" if r["test_iw_nll"] is None else f"{r['test_iw_nll']:.2f} (K={r['iw_samples']})"
+        lines.append(
+            f"| {r['variant']} | {r['test_neg_elbo']:.2f} | {iw} | {r['test_recon']:.2f} | "
+            f"{r['test_kl']:.2f} | {r['active_units']}/{r['latent_dim']} |"
+        )
+    return "\n".join(lines)

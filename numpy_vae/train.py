@@ -4,6 +4,14 @@ Randomness is derived, not carried: every epoch's shuffle, binarization and repa
 noise come from generators seeded by ``(seed, stream, epoch)``. A run stopped after epoch 4 and
 resumed therefore draws exactly what an uninterrupted run draws in epochs 5 to 10, and the
 checkpoint needs only the epoch counter besides parameters and optimizer moments.
+
+On the GPU (backend ``"cupy"``) the generators are CuPy's (cuRAND XORWOW), made on the device
+from the same derived integer seeds; their state cannot be serialised, which this scheme never
+needs. A resumed GPU run reproduces the uninterrupted GPU run bit for bit on the same GPU model
+with the same CuPy, CUDA and driver versions (CuPy does not promise the same streams across its
+versions, nor cuBLAS the same rounding across GPU architectures). It does not reproduce a NumPy
+run: the two generators draw different numbers from the same seed. Both start from the same
+initial parameters, which are drawn on the host.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ import numpy
 from .backend import BACKENDS, DTYPES, Backend, get_backend
 from .buffers import Buffers
 from .data import BINARIZE_MODES, binarize, scale_images
+from .evaluate import active_units, posterior_means
 from .model import LIKELIHOODS, VAE
 from .optim import Adam
 
 Array = Any
 
 # Independent random streams; the numbers only have to differ.
-SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE = range(5)
+SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE, IW_EPS = range(6)
 
 
 @dataclass
@@ -38,6 +47,8 @@ class TrainConfig:
     KL weight rises linearly from 0 to ``beta``, updated every step (0: no warm-up).
     ``binarize``: ``"none"`` trains on grey levels ``k/255`` (as the PyTorch example),
     ``"dynamic"`` on a fresh Bernoulli draw every epoch, ``"threshold"`` on ``k/255 > 0.5``.
+    ``backend``: ``"numpy"``, ``"cupy"`` (an NVIDIA GPU) or ``"strict"`` (the CPU test device of
+    :mod:`numpy_vae.strict_backend`); ``dtype``: ``"float32"`` or ``"float64"``.
     """
 
     epochs: int = 10
@@ -218,7 +229,7 @@ class Trainer:
             self._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
         )
         n = self.train_images.shape[0]
-        order = shuffle_rng.permutation(n)
+        order = self.backend.permutation(shuffle_rng, n)  # on the device
         totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
         bar = _ProgressBar(self.steps_per_epoch, f"epoch {epoch}") if self.progress else None
         start = time.perf_counter()
@@ -235,7 +246,7 @@ class Trainer:
             totals += xp.stack([parts.loss, parts.recon, parts.kl])
             if bar is not None:
                 seen = min(n, begin + cfg.batch_size)
-                bar.update(i + 1, lambda t=totals, s=seen: float(t[0]) / s)
+                bar.update(i + 1, lambda t=totals, s=seen: float(self.backend.to_host(t[0])) / s)
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
@@ -253,6 +264,8 @@ class Trainer:
             "test_neg_elbo": test["neg_elbo"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
+            "test_kl_per_dim": [float(v) for v in test["kl_per_dim"]],
+            "active_units": test["active_units"],
             "seconds": seconds,
             "images_per_second": n / seconds,
         }
@@ -273,15 +286,20 @@ class Trainer:
         return binarize(x, self.config.binarize, binarize_rng, xp)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict[str, float]:
-        """Negative ELBO of the test set per example (one z per image; noise fixed per epoch)."""
-        return evaluate_elbo(
+    def evaluate(self) -> dict[str, Any]:
+        """Test-set metrics: negative ELBO per example (one z per image, noise fixed per epoch),
+        its parts, the KL of each latent dimension and the active units."""
+        labels = self._labels(self.test_labels)
+        result = evaluate_elbo(
             self.model,
             self.test_x,
-            self._labels(self.test_labels),
+            labels,
             self._rng(EVAL_EPS, self.epoch),
             self.config.eval_batch_size,
         )
+        mu = posterior_means(self.model, self.test_x, labels, self.config.eval_batch_size)
+        result["active_units"], result["mean_variance"] = active_units(mu)
+        return result
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -290,7 +308,7 @@ class Trainer:
         state: dict[str, Any] = {
             "epoch": self.epoch,
             "step": self.step,
-            "params": {name: host(p) for name, p in self.model.params.items()},
+            "params": self.model.flat.split(host(self.model.flat.data)),  # one transfer
             "adam_step": self.optimizer.step_count,
             "adam_m": host(self.optimizer.m[0]),
             "adam_v": host(self.optimizer.v[0]),
@@ -356,12 +374,12 @@ def evaluate_elbo(
         parts = model.loss(xb, yb, eps=eps, grad=False, validate=False)
         totals += xp.stack([parts.neg_elbo, parts.recon, parts.kl])
         kl_per_dim += parts.kl_per_dim
-    neg_elbo, recon, kl = (float(v) / n for v in numpy.asarray(model.backend.to_host(totals)))
+    host = model.backend.to_host(xp.concatenate([totals, kl_per_dim])) / n  # one transfer
     return {
-        "neg_elbo": neg_elbo,
-        "recon": recon,
-        "kl": kl,
-        "kl_per_dim": model.backend.to_host(kl_per_dim) / n,
+        "neg_elbo": float(host[0]),
+        "recon": float(host[1]),
+        "kl": float(host[2]),
+        "kl_per_dim": host[3:],
     }
 
 

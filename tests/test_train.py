@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_vae.checkpoint import CheckpointError, load_checkpoint, write_atomic
+from numpy_vae.atomic import write_atomic
+from numpy_vae.checkpoint import CheckpointError, load_checkpoint
 from numpy_vae.cli import evaluate_main, train_main
-from numpy_vae.runs import TIMING_KEYS
+from numpy_vae.plots import plot_study
+from numpy_vae.runs import TIMING_KEYS, format_study_table, summarize_runs
 from numpy_vae.train import Dataset, TrainConfig, Trainer, kl_weight
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,15 +67,51 @@ def test_cli_writes_a_complete_run_folder(data_file, tmp_path, capsys):
         assert m["train_neg_elbo"] == pytest.approx(m["train_recon"] + m["train_kl"])
         assert m["test_neg_elbo"] == pytest.approx(m["test_recon"] + m["test_kl"])
     assert metrics[-1]["test_neg_elbo"] < metrics[0]["test_neg_elbo"]
-    for name in ("samples", "reconstructions", "curves", "latent_means", "manifold"):
+    assert metrics[-1]["active_units"] in (0, 1, 2) and len(metrics[-1]["test_kl_per_dim"]) == 2
+    for name in ("samples", "reconstructions", "curves", "latent_means", "manifold", "kl_per_dim",
+                 "traversal", "interpolation"):  # fmt: skip
         png = (run / f"{name}.png").read_bytes()
         assert png.startswith(PNG_MAGIC) and len(png) > 5000, name
+    assert not (run / "class_samples.png").exists()
     state = load_checkpoint(run / "checkpoint.npz")
     assert state["epoch"] == 3 and state["adam_step"] == 3 * 5  # 300 images / 64 -> 5 steps
-    assert not list(run.glob(".*tmp"))  # no temporary files left behind
-    assert evaluate_main([str(run), "--data-file", str(data_file)]) == 0
+    assert not list(run.glob(".*part"))  # no temporary files left behind
+    assert evaluate_main([str(run), "--data-file", str(data_file), "--iw-samples", "50"]) == 0
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert evaluation["test_neg_elbo"] == pytest.approx(metrics[-1]["test_neg_elbo"], rel=1e-6)
+    # The importance-weighted bound is tighter than the ELBO (per example, nats).
+    assert evaluation["test_iw_nll"] < evaluation["test_neg_elbo"]
+    assert evaluation["iw_samples"] == 50
+
+
+@pytest.mark.parametrize(
+    "flags,figure",
+    [
+        (["--conditional"], "class_samples"),
+        (["--likelihood", "gaussian", "--gaussian-sigma", "0.3"], "samples"),
+        (["--beta", "4", "--free-bits", "0.5", "--kl-warmup", "1"], "kl_per_dim"),
+    ],
+)
+def test_cli_variants(data_file, tmp_path, flags, figure):
+    args = small_args(data_file, tmp_path, "v", "--epochs", "2", "--iw-samples", "5", *flags)
+    assert train_main(args) == 0
+    run = tmp_path / "v"
+    assert (run / f"{figure}.png").read_bytes().startswith(PNG_MAGIC)
+    config = json.loads((run / "config.json").read_text())
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert np.isfinite(evaluation["test_iw_nll"])
+    if "--conditional" in flags:
+        assert config["conditional"] is True
+    if "--kl-warmup" in flags:
+        weights = [m["kl_weight"] for m in read_metrics(run)]
+        assert weights[0] < 4.0 and weights[1] == 4.0  # ramped over the first epoch
+    (row,) = summarize_runs([run])
+    assert row["test_iw_nll"] == evaluation["test_iw_nll"] and row["epochs"] == 2
+    label = {"--conditional": "conditional", "--likelihood": "gaussian (sigma 0.3)",
+             "--beta": "beta = 4, KL warm-up 1 epochs, free bits 0.5"}[flags[0]]  # fmt: skip
+    assert row["variant"] == label and label in format_study_table([row])
+    plot_study([row], tmp_path / "study.png")
+    assert (tmp_path / "study.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_resume_equals_uninterrupted(data_file, tmp_path):

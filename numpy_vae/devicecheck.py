@@ -1,0 +1,307 @@
+"""Check the GPU backend against NumPy on a machine with CuPy and a GPU (``scripts/check_gpu.py``).
+
+Four checks, printed as a report:
+
+1. **Gradients on the device.** The finite-difference checks of :mod:`numpy_vae.gradcheck`, in
+   float64, for three model variants whose arrays all live on the device (the check perturbs
+   them in place and copies each loss value to the host explicitly). The same checks on NumPy
+   are printed beside them: the two should be of the same order, about 1e-10.
+2. **Parity with NumPy in lockstep.** Both backends start from the same parameters (they are
+   drawn on the host, so they are bitwise equal) and take the same steps on the same batches
+   with the same noise (drawn on the host and copied to both), in float64. The losses then
+   differ only by the rounding of different kernels: a relative difference near 1e-12.
+3. **Training drift.** One epoch of a few hundred steps with the same seed on each backend, as
+   :class:`~numpy_vae.train.Trainer` runs it, each with its own random streams: CuPy's
+   generator draws other numbers than NumPy's for the same seed, so the shuffles and the noise
+   differ. The per-step losses then differ by sampling noise (several nats), while the epoch
+   means and the test negative ELBO agree to within about a nat per example.
+4. **Step time** of both backends side by side (forward, backward and Adam on one batch of the
+   classic 784-400-20 model, float32; the device is synchronised before the clock is read).
+
+On a machine without CuPy or without a GPU the check ends with a one-line "unavailable"
+message and exit status 2. ``--device strict`` runs it against the CPU test device instead,
+which is how the test suite exercises this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy
+
+from .backend import Backend, BackendUnavailable, get_backend
+from .gradcheck import check_gradients
+from .model import VAE
+from .optim import Adam
+from .train import Dataset, TrainConfig, Trainer
+
+# Small models for the gradient checks: (label, VAE keyword arguments).
+VARIANTS = (
+    ("ReLU, Bernoulli", {"hidden_dims": (6,), "latent_dim": 3}),
+    (
+        "2 x tanh, Gaussian, beta 0.5",
+        {
+            "hidden_dims": (6, 5),
+            "latent_dim": 2,
+            "activation": "tanh",
+            "likelihood": "gaussian",
+            "gaussian_sigma": 0.5,
+            "beta": 0.5,
+        },
+    ),
+    (
+        "conditional, leaky ReLU, free bits",
+        {
+            "hidden_dims": (6,),
+            "latent_dim": 2,
+            "n_classes": 3,
+            "activation": "leaky_relu",
+            "free_bits": 0.05,
+        },
+    ),  # fmt: skip
+)
+GRAD_TOLERANCE = 1e-7
+LOCKSTEP_TOLERANCE = 1e-6
+
+
+def synthetic_dataset(n_train: int, n_test: int, seed: int = 0) -> Dataset:
+    """MNIST-shaped uint8 images: a blob whose height encodes the digit label, plus noise.
+
+    Enough for a VAE to learn something, and no download. Shapes (N, 784) like MNIST.
+    """
+    rng = numpy.random.default_rng(seed)
+    yy, xx = numpy.mgrid[:28, :28]
+    templates = numpy.stack(
+        [numpy.exp(-((yy - 5 - 2 * d) ** 2 + (xx - 14) ** 2) / 8).ravel() for d in range(10)]
+    )
+
+    def split(n: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+        labels = rng.integers(0, 10, n)
+        images = numpy.empty((n, 784), dtype=numpy.uint8)
+        for start in range(0, n, 4096):
+            blobs = templates[labels[start : start + 4096]]
+            noisy = blobs + 0.3 * rng.random(blobs.shape, dtype=numpy.float32) - 0.15
+            images[start : start + 4096] = (255 * numpy.clip(noisy, 0, 1)).astype(numpy.uint8)
+        return images, labels.astype(numpy.int64)
+
+    train_images, train_labels = split(n_train)
+    test_images, test_labels = split(n_test)
+    return Dataset(train_images, train_labels, test_images, test_labels)
+
+
+def gradient_errors(backend: Backend, seed: int = 0, max_entries: int = 12) -> dict[str, float]:
+    """Largest relative gradient error of each of :data:`VARIANTS`, the model on ``backend``.
+
+    ``backend`` should be float64. Inputs and noise are drawn on the host and copied to the
+    device, so every backend checks the same function at the same point.
+    """
+    errors = {}
+    for label, kwargs in VARIANTS:
+        model = VAE(input_dim=7, backend=backend, seed=seed, **kwargs)
+        rng = numpy.random.default_rng(seed)
+        x = backend.asarray(rng.random((4, 7)))
+        eps = backend.asarray(rng.standard_normal((4, model.latent_dim)))
+        y = backend.xp.asarray(rng.integers(0, model.n_classes, 4)) if model.n_classes else None
+        model.loss(x, y, eps=eps, validate=False)
+
+        def loss(model: VAE = model, x: Any = x, y: Any = y, eps: Any = eps) -> Any:
+            return model.loss(x, y, eps=eps, grad=False, validate=False).loss
+
+        per_array = check_gradients(
+            loss, model.params, model.grads, max_entries=max_entries, seed=seed
+        )
+        errors[label] = max(per_array.values())
+    return errors
+
+
+def lockstep(
+    backend: Backend, batches: Sequence[numpy.ndarray], noise: Sequence[numpy.ndarray], seed: int
+) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Initial flat parameters and the per-step losses of Adam steps on given host batches."""
+    model = VAE(784, (400,), 20, backend=backend, seed=seed)
+    initial = backend.to_host(model.flat.data).copy()
+    optimizer = Adam([model.flat.data], [model.flat.grad])
+    losses = []
+    for x, eps in zip(batches, noise, strict=True):
+        losses.append(model.loss(backend.asarray(x), eps=backend.asarray(eps), validate=False).loss)
+        optimizer.step()
+    return initial, backend.to_host(backend.xp.stack(losses))
+
+
+def train_epoch_losses(config: TrainConfig, data: Dataset) -> tuple[dict[str, Any], numpy.ndarray]:
+    """One epoch of :class:`Trainer`: its metrics and the loss of every step per example.
+
+    The per-step losses are kept on the device and copied to the host once, at the end.
+    """
+    trainer = Trainer(config, data)
+    losses: list[Any] = []
+    loss = trainer.model.loss
+
+    def recording_loss(*args: Any, **kwargs: Any) -> Any:
+        parts = loss(*args, **kwargs)
+        if kwargs.get("grad", True):
+            losses.append(parts.loss)
+        return parts
+
+    trainer.model.loss = recording_loss  # type: ignore[method-assign]
+    metrics = trainer.train_epoch()
+    n = data.train_images.shape[0]
+    sizes = numpy.diff(numpy.append(numpy.arange(0, n, config.batch_size), n))
+    return metrics, trainer.backend.to_host(trainer.backend.xp.stack(losses)) / sizes
+
+
+def step_seconds(backend: Backend, batch_size: int, steps: int, seed: int = 0) -> float:
+    """Seconds per training step (forward, backward, Adam) of the 784-400-20 model."""
+    model = VAE(784, (400,), 20, backend=backend, seed=seed)
+    optimizer = Adam([model.flat.data], [model.flat.grad])
+    rng = backend.rng(seed)
+    x = (rng.random((batch_size, 784), dtype=model.dtype) < 0.3).astype(model.dtype)
+    eps = rng.standard_normal((batch_size, 20), dtype=model.dtype)
+    for _ in range(3):  # warm-up: CuPy compiles its kernels on first use
+        model.loss(x, eps=eps, validate=False)
+        optimizer.step()
+    backend.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.loss(x, eps=eps, validate=False)
+        optimizer.step()
+    backend.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="check_gpu.py",
+        description="Check numpy-vae's CuPy backend against NumPy: gradient checks on the GPU, "
+        "lockstep parity, training drift with each backend's own random streams, step times.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--steps", type=int, default=300, help="training steps in the drift check")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
+    p.add_argument("--seed", type=int, default=0, help="the seed both backends are given")
+    p.add_argument("--lockstep-steps", type=int, default=20, help="steps of the parity check")
+    p.add_argument("--timing-steps", type=int, default=50, help="steps timed per backend")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=2.0,
+        help="largest accepted difference of the epoch-mean and test losses (nats per example)",
+    )
+    p.add_argument(
+        "--mnist", action="store_true", help="train on MNIST (default: synthetic MNIST-like data)"
+    )
+    p.add_argument(
+        "--device",
+        choices=("cupy", "strict"),
+        default="cupy",
+        help="backend checked against NumPy ('strict': the CPU test device, for the test suite)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the checks, print the report; 0 if all pass, 1 if one fails, 2 if no GPU."""
+    args = parser().parse_args(argv)
+    prog = "check_gpu.py"
+    if min(args.steps, args.batch_size, args.lockstep_steps, args.timing_steps) < 1:
+        print(f"{prog}: error: step and batch counts must be positive", file=sys.stderr)
+        return 2
+    try:
+        device64 = get_backend(args.device, "float64")
+    except BackendUnavailable as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    host64 = get_backend("numpy", "float64")
+    names = ("numpy", args.device)
+    failures = []
+    print(f"checking {device64.describe()} against {host64.describe()}")
+
+    print("1. gradient checks on the device (float64, five-point central differences):")
+    device_errors = gradient_errors(device64, args.seed)
+    host_errors = gradient_errors(host64, args.seed)
+    for label, error in device_errors.items():
+        ok = error <= GRAD_TOLERANCE
+        failures += [] if ok else [f"gradient check {label}"]
+        print(
+            f"   {label:<36} {args.device} {error:.1e}   numpy {host_errors[label]:.1e}   "
+            f"{'ok' if ok else f'FAIL (> {GRAD_TOLERANCE:g})'}"
+        )
+
+    if args.mnist:
+        from .cli import DEFAULT_DATA_DIR, load_dataset
+
+        data, source = load_dataset(DEFAULT_DATA_DIR, None)
+        data = Dataset(
+            data.train_images[: args.steps * args.batch_size],
+            data.train_labels[: args.steps * args.batch_size],
+            data.test_images,
+            data.test_labels,
+        )
+    else:
+        data, source = synthetic_dataset(args.steps * args.batch_size, 2000, args.seed), "synthetic"
+
+    rng = numpy.random.default_rng(args.seed)
+    batches = [
+        data.train_images[i * args.batch_size : (i + 1) * args.batch_size] / 255.0
+        for i in range(min(args.lockstep_steps, args.steps))
+    ]
+    noise = [rng.standard_normal((len(x), 20)) for x in batches]
+    (init_a, loss_a), (init_b, loss_b) = (
+        lockstep(b, batches, noise, args.seed) for b in (host64, device64)
+    )
+    same_init = numpy.array_equal(init_a, init_b)
+    worst = float(numpy.max(numpy.abs(loss_a - loss_b) / numpy.abs(loss_a)))
+    ok = same_init and worst <= LOCKSTEP_TOLERANCE
+    failures += [] if ok else ["lockstep parity"]
+    print(
+        f"2. lockstep with NumPy ({len(batches)} steps, same batches and noise, float64): initial "
+        f"parameters {'equal' if same_init else 'DIFFERENT'}, largest relative loss difference "
+        f"{worst:.1e} (expected rounding, ~1e-12)   {'ok' if ok else 'FAIL'}"
+    )
+
+    print(
+        f"3. training drift: one epoch of {args.steps} steps, batch {args.batch_size}, float32, "
+        f"seed {args.seed}, {source} data, each backend with its own random streams:"
+    )
+    runs = {}
+    for name in names:
+        config = TrainConfig(epochs=1, batch_size=args.batch_size, seed=args.seed, backend=name)
+        runs[name] = train_epoch_losses(config, data)
+    (m_a, steps_a), (m_b, steps_b) = runs[names[0]], runs[names[1]]
+    for name, (metrics, per_step) in runs.items():
+        print(
+            f"   {name:<6} first step {per_step[0]:8.2f}  last step {per_step[-1]:8.2f}  "
+            f"epoch mean {metrics['train_loss']:8.3f}  test -ELBO {metrics['test_neg_elbo']:8.3f}"
+            "  nats/example"
+        )
+    mean_diff = abs(m_a["train_loss"] - m_b["train_loss"])
+    test_diff = abs(m_a["test_neg_elbo"] - m_b["test_neg_elbo"])
+    step_diff = numpy.abs(steps_a - steps_b)
+    ok = mean_diff <= args.tolerance and test_diff <= args.tolerance
+    failures += [] if ok else ["training drift"]
+    print(
+        f"   per-step losses differ by sampling noise (mean {step_diff.mean():.2f}, largest "
+        f"{step_diff.max():.2f} nats/example); epoch means differ by {mean_diff:.3f} and test "
+        f"-ELBOs by {test_diff:.3f} (expected within about 1; accepted {args.tolerance:g})   "
+        f"{'ok' if ok else 'FAIL'}"
+    )
+
+    seconds = {
+        name: step_seconds(get_backend(name, "float32"), args.batch_size, args.timing_steps)
+        for name in names
+    }
+    print(
+        f"4. step time (784-400-20, batch {args.batch_size}, float32, forward + backward + "
+        f"Adam): numpy {1e3 * seconds['numpy']:.2f} ms   {args.device} "
+        f"{1e3 * seconds[args.device]:.2f} ms   ({seconds['numpy'] / seconds[args.device]:.1f}x)"
+    )
+
+    if failures:
+        print(f"FAILED: {', '.join(failures)}")
+        return 1
+    print("all checks passed")
+    return 0

@@ -1,0 +1,243 @@
+"""Golden files: small, fixed models with their loss, gradients and three Adam steps, in ``.npz``.
+
+A golden file pins down what this package computes for one configuration, in float64, so that
+
+* numpy-vae itself cannot drift silently (``tests/test_golden.py`` recomputes every file), and
+* a port (JAX, PyTorch, anything that reads ``.npz``) can test itself against numpy-vae without
+  installing it: everything needed is in the file, described in the README ("Golden files").
+
+Layout of ``golden_<variant>.npz`` (all floats are float64):
+
+============================  ==============  ================================================
+key                           shape           meaning
+============================  ==============  ================================================
+``config``                    () str          JSON: ``format``, ``variant``, ``model`` (the
+                                              constructor arguments), ``param_names`` (in
+                                              order), ``adam`` (``lr``, ``betas``, ``eps``,
+                                              ``steps``)
+``param/<name>``              layer shape     initial parameters; weights are (out, in)
+``x``                         (B, D)          the batch
+``y``                         (B,) int64      labels, conditional variant only
+``eps``                       (B, L)          reparameterization noise of the single pass
+``kl_weight``                 ()              weight ``w`` of the KL term
+``loss``, ``recon``, ``kl``   ()              sums over the batch (see ``VAE.loss``)
+``kl_per_dim``                (L,)            KL of each latent dimension, summed over batch
+``grad/<name>``               layer shape     gradient of ``loss``
+``adam3_eps``                 (3, B, L)       noise of each of 3 Adam steps; ``[0]`` is ``eps``
+``adam3_loss``                (3,)            ``loss`` before each step's update
+``adam3/<name>``              layer shape     parameters after the 3 steps
+============================  ==============  ================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backend import get_backend
+from .model import VAE
+from .optim import Adam
+
+FORMAT = "numpy-vae golden v1"
+ADAM = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "steps": 3}
+BATCH = 5
+SMALL = {"input_dim": 12, "hidden_dims": [8], "latent_dim": 3}
+
+
+@dataclass(frozen=True)
+class GoldenVariant:
+    """One golden configuration: constructor arguments on top of :data:`SMALL`, a KL weight
+    (default: ``beta``) and the seed of the weights and of the data."""
+
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)
+    kl_weight: float | None = None
+    seed: int = 0
+
+
+VARIANTS: dict[str, GoldenVariant] = {
+    "default": GoldenVariant("ReLU, Bernoulli, beta 1", seed=0),
+    "beta": GoldenVariant("beta-VAE: beta 4 (kl_weight 4)", {"beta": 4.0}, seed=1),
+    "warmup": GoldenVariant("KL warm-up: beta 1, kl_weight 0.3", kl_weight=0.3, seed=2),
+    # Seed 4 puts the batch-mean KL of the three latent dimensions near 0.05, 0.05 and 0.14 nats:
+    # an allowance of 0.08 clamps the first two and passes the third, each at least 20% of lambda
+    # away from the kink in every one of the three Adam steps (checked when the file is made).
+    "free_bits": GoldenVariant(
+        "free bits: lambda 0.08 nats, 2 of 3 dimensions clamped", {"free_bits": 0.08}, seed=4
+    ),
+    "conditional": GoldenVariant("conditional VAE, 4 classes", {"n_classes": 4}, seed=5),
+    "gaussian": GoldenVariant(
+        "Gaussian likelihood, sigma 0.7", {"likelihood": "gaussian", "gaussian_sigma": 0.7}, seed=6
+    ),
+    "deep_tanh": GoldenVariant(
+        "two hidden layers (8, 6), tanh", {"hidden_dims": [8, 6], "activation": "tanh"}, seed=7
+    ),
+    "leaky_relu": GoldenVariant("LeakyReLU (slope 0.01)", {"activation": "leaky_relu"}, seed=8),
+    "sigmoid": GoldenVariant("sigmoid hidden activation", {"activation": "sigmoid"}, seed=9),
+}
+
+# Central differences at step h (five-point: up to 2h) must not straddle a kink; the golden
+# files' own finite-difference test uses h = 1e-4.
+MIN_KINK_DISTANCE = 1e-3
+MIN_FREE_BITS_MARGIN = 0.2  # as a fraction of lambda
+
+
+def model_config(variant: str) -> dict[str, Any]:
+    """Constructor arguments of the variant's :class:`VAE` (without ``seed`` and ``backend``)."""
+    spec = VARIANTS[variant]
+    config = {**SMALL, **spec.model}
+    model = VAE(**config, backend=get_backend("numpy", "float64"))
+    out = model.config()
+    out.pop("seed")
+    return out
+
+
+def make_golden(variant: str) -> dict[str, np.ndarray]:
+    """Compute the arrays of ``golden_<variant>.npz`` with numpy-vae in float64.
+
+    Parameters
+    ----------
+    variant : str
+        A key of :data:`VARIANTS`.
+
+    Returns
+    -------
+    dict key -> array
+        The layout in the module docstring.
+
+    Raises
+    ------
+    ValueError
+        If the variant is unknown, or its data lie too near a kink (ReLU at 0, the free-bits
+        allowance) for finite differences to check the file.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown golden variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    spec = VARIANTS[variant]
+    config = model_config(variant)
+    model = VAE(**config, backend=get_backend("numpy", "float64"), seed=spec.seed)
+    rng = np.random.default_rng(1000 + spec.seed)
+    n, d, latent = BATCH, config["input_dim"], config["latent_dim"]
+    if config["likelihood"] == "gaussian":
+        x = rng.normal(0.5, 0.5, size=(n, d))  # real-valued targets, some outside [0, 1]
+    else:
+        x = rng.random((n, d))  # grey levels in [0, 1] exercise the x * logit term fully
+    y = (
+        rng.integers(0, config["n_classes"], size=n).astype(np.int64)
+        if config["n_classes"]
+        else None
+    )
+    steps_eps = rng.standard_normal((ADAM["steps"], n, latent))
+    kl_weight = config["beta"] if spec.kl_weight is None else float(spec.kl_weight)
+
+    arrays: dict[str, np.ndarray] = {}
+    names = list(model.params)
+    arrays["config"] = np.array(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "variant": variant,
+                "description": spec.description,
+                "model": {**config, "leaky_relu_slope": 0.01},
+                "param_names": names,
+                "adam": ADAM,
+                "numpy_vae_version": __version__,
+            },
+            sort_keys=True,
+        )
+    )
+    for name in names:
+        arrays[f"param/{name}"] = model.params[name].copy()
+    arrays["x"] = x
+    if y is not None:
+        arrays["y"] = y
+    arrays["eps"] = steps_eps[0].copy()
+    arrays["kl_weight"] = np.array(kl_weight)
+
+    parts = model.loss(x, y, eps=steps_eps[0], kl_weight=kl_weight)
+    _check_kinks(model, x, y, steps_eps[0], parts, variant)
+    arrays["loss"] = np.array(float(parts.loss))
+    arrays["recon"] = np.array(float(parts.recon))
+    arrays["kl"] = np.array(float(parts.kl))
+    arrays["kl_per_dim"] = parts.kl_per_dim.copy()
+    for name in names:
+        arrays[f"grad/{name}"] = model.grads[name].copy()
+
+    opt = Adam(
+        [model.flat.data],
+        [model.flat.grad],
+        lr=ADAM["lr"],
+        betas=tuple(ADAM["betas"]),
+        eps=ADAM["eps"],
+    )
+    losses = []
+    for step in range(ADAM["steps"]):
+        parts = model.loss(x, y, eps=steps_eps[step], kl_weight=kl_weight)
+        _check_kinks(model, x, y, steps_eps[step], parts, variant)
+        losses.append(float(parts.loss))
+        opt.step()
+    arrays["adam3_eps"] = steps_eps
+    arrays["adam3_loss"] = np.array(losses)
+    for name in names:
+        arrays[f"adam3/{name}"] = model.params[name].copy()
+    return arrays
+
+
+def write_golden(variant: str, directory: str | Path) -> Path:
+    """Write ``golden_<variant>.npz`` (compressed) into ``directory``; return its path."""
+    path = Path(directory) / f"golden_{variant}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **make_golden(variant))
+    return path
+
+
+def _check_kinks(
+    model: VAE, x: np.ndarray, y: Any, eps: np.ndarray, parts: Any, variant: str
+) -> None:
+    """Refuse data whose forward pass sits near a kink, where finite differences see two slopes."""
+    if model.activation in ("relu", "leaky_relu"):
+        smallest = min(np.abs(pre).min() for pre in _preactivations(model, x, y, eps))
+        if smallest < MIN_KINK_DISTANCE:
+            raise ValueError(
+                f"{variant}: a pre-activation is {smallest:.2e} from the {model.activation} kink "
+                f"(< {MIN_KINK_DISTANCE:g}); choose another seed"
+            )
+    if model.free_bits > 0:
+        mean_kl = parts.kl_per_dim / parts.n
+        margin = np.abs(mean_kl - model.free_bits).min() / model.free_bits
+        clamped = int((mean_kl < model.free_bits).sum())
+        if margin < MIN_FREE_BITS_MARGIN or clamped in (0, model.latent_dim):
+            raise ValueError(
+                f"{variant}: batch-mean KL per dimension {mean_kl} vs lambda {model.free_bits}: "
+                "need some dimensions clamped and some not, all at least "
+                f"{MIN_FREE_BITS_MARGIN:.0%} of lambda from it"
+            )
+
+
+def _preactivations(model: VAE, x: np.ndarray, y: Any, eps: np.ndarray) -> list[np.ndarray]:
+    """Inputs of every hidden ReLU/LeakyReLU, recomputed from ``model.params`` alone.
+
+    (Written out here rather than read from the layers' caches, which are internals.)
+    """
+    p, n_hidden = model.params, len(model.hidden_dims)
+    onehot = np.eye(model.n_classes)[y] if model.n_classes else np.zeros((len(x), 0))
+
+    def act(a: np.ndarray) -> np.ndarray:
+        return np.maximum(a, 0) if model.activation == "relu" else np.where(a > 0, a, 0.01 * a)
+
+    pres, h = [], np.concatenate([x, onehot], axis=1)
+    for i in range(n_hidden):
+        pres.append(h @ p[f"encoder.{2 * i}.weight"].T + p[f"encoder.{2 * i}.bias"])
+        h = act(pres[-1])
+    stats = h @ p["head.weight"].T + p["head.bias"]
+    mu, logvar = stats[:, : model.latent_dim], stats[:, model.latent_dim :]
+    h = np.concatenate([mu + np.exp(0.5 * logvar) * eps, onehot], axis=1)
+    for i in range(n_hidden):
+        pres.append(h @ p[f"decoder.{2 * i}.weight"].T + p[f"decoder.{2 * i}.bias"])
+        h = act(pres[-1])
+    return pres

@@ -1,0 +1,628 @@
+"""A PyTorch twin of :class:`numpy_vae.VAE`, written the plain autograd way, and a parity harness.
+
+The twin is what anyone would write in PyTorch: ``torch.nn.Linear`` layers in ``nn.Sequential``
+containers, ``F.binary_cross_entropy_with_logits(reduction="sum")``, the closed-form KL
+``-0.5 * sum(1 + logvar - mu^2 - exp(logvar))``, ``torch.clamp`` for free bits, ``loss.backward()``
+and ``torch.optim.Adam``. It shares no code with numpy-vae's forward or backward pass: a
+:class:`numpy_vae.VAE` is read only for its configuration and its initial weights.
+
+::
+
+    numpy-vae  ─ config, weights ─▶  TorchVAE
+        │                               │
+        │   same x, y, eps, kl_weight   │
+        ▼                               ▼
+    hand-written gradients   ≟    autograd gradients        (float64: to ~1e-15)
+    numpy_vae.Adam           ≟    torch.optim.Adam          (100 steps: to ~1e-13)
+
+Because ``state_dict`` keys equal numpy-vae's parameter names (``encoder.0.weight``, ...,
+``decoder.2.bias``), weights copy one-to-one and every comparison is by name.
+
+PyTorch is an optional dependency; this module is the only one in the package that imports it,
+and ``import numpy_vae`` does not import this module.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as err:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "numpy_vae.torch_twin needs PyTorch, which is an optional dependency of numpy-vae. "
+        "Install the CPU build with `pip install torch==2.13.0` "
+        '(or `pip install -e ".[torch]"`).'
+    ) from err
+
+from .backend import get_backend
+from .data import binarize
+from .gradcheck import relative_error
+from .model import VAE
+from .optim import Adam
+
+# Bounds on float64 agreement (relative difference of an array: max|a - b| / max(|a|, |b|)).
+# One forward/backward differs only by the order of rounding (~1e-16 per operation); 100 Adam
+# steps let those differences feed back through the weights, still far below 1e-10.
+ONE_STEP_BOUND = 1e-12
+TRAINED_BOUND = 1e-10
+
+TORCH_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,  # default negative_slope 0.01, as numpy_vae.layers.LeakyReLU
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ---------------------------------------------------------------------------------- the twin
+@dataclass
+class TorchLoss:
+    """One forward pass of the twin, summed over the batch (0-d tensors, ``kl_per_dim`` (L,))."""
+
+    loss: torch.Tensor
+    recon: torch.Tensor
+    kl: torch.Tensor
+    kl_per_dim: torch.Tensor
+
+
+class TorchVAE(nn.Module):
+    """The VAE of :class:`numpy_vae.VAE`, in PyTorch, differentiated by autograd.
+
+    Parameters
+    ----------
+    input_dim, hidden_dims, latent_dim, activation, likelihood, gaussian_sigma, n_classes, beta,
+    free_bits
+        As for :class:`numpy_vae.VAE`.
+    dtype : torch.dtype
+        Parameter and activation type, default ``torch.float64``.
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 784,
+        hidden_dims: tuple[int, ...] | list[int] = (400,),
+        latent_dim: int = 20,
+        activation: str = "relu",
+        likelihood: str = "bernoulli",
+        gaussian_sigma: float = 1.0,
+        n_classes: int = 0,
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"unknown likelihood {likelihood!r}")
+        act = TORCH_ACTIVATIONS[activation]
+        hidden_dims = tuple(hidden_dims)
+        self.latent_dim, self.n_classes = latent_dim, n_classes
+        self.likelihood, self.gaussian_sigma = likelihood, float(gaussian_sigma)
+        self.beta, self.free_bits = float(beta), float(free_bits)
+
+        # nn.Sequential numbers every module, activations included: Linear layers sit at even
+        # indices, which is how numpy-vae names them too.
+        widths = (input_dim + n_classes, *hidden_dims)
+        encoder: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            encoder += [nn.Linear(fan_in, fan_out, dtype=dtype), act()]
+        self.encoder = nn.Sequential(*encoder)
+        self.head = nn.Linear(hidden_dims[-1], 2 * latent_dim, dtype=dtype)
+        widths = (latent_dim + n_classes, *reversed(hidden_dims))
+        decoder: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            decoder += [nn.Linear(fan_in, fan_out, dtype=dtype), act()]
+        decoder.append(nn.Linear(hidden_dims[0], input_dim, dtype=dtype))
+        self.decoder = nn.Sequential(*decoder)
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(decoder output (B, D), mu (B, L), logvar (B, L))`` for noise ``eps`` (B, L)."""
+        onehot = F.one_hot(y, self.n_classes).to(x.dtype) if self.n_classes else None
+        enc_in = x if onehot is None else torch.cat([x, onehot], dim=1)
+        mu, logvar = self.head(self.encoder(enc_in)).split(self.latent_dim, dim=1)
+        z = mu + torch.exp(0.5 * logvar) * eps  # std = exp(logvar / 2)
+        dec_in = z if onehot is None else torch.cat([z, onehot], dim=1)
+        return self.decoder(dec_in), mu, logvar
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        eps: torch.Tensor,
+        kl_weight: float | None = None,
+    ) -> TorchLoss:
+        """Negative ELBO summed over the batch; ``loss`` is what ``backward()`` differentiates."""
+        out, mu, logvar = self(x, y, eps)
+        if self.likelihood == "bernoulli":
+            recon = F.binary_cross_entropy_with_logits(out, x, reduction="sum")
+        else:
+            var = self.gaussian_sigma**2
+            n, d = x.shape
+            recon = F.mse_loss(out, x, reduction="sum") / (2 * var) + (
+                n * d / 2 * math.log(2 * math.pi * var)
+            )
+        kl_elem = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+        if self.free_bits > 0:
+            # B * sum_j max(lambda, mean_batch KL_j); clamp passes the gradient at the kink.
+            kl_objective = x.shape[0] * torch.clamp(kl_elem.mean(dim=0), min=self.free_bits).sum()
+        else:
+            kl_objective = kl_elem.sum()
+        w = self.beta if kl_weight is None else float(kl_weight)
+        return TorchLoss(
+            loss=recon + w * kl_objective,
+            recon=recon,
+            kl=kl_elem.sum(),
+            kl_per_dim=kl_elem.sum(dim=0),
+        )
+
+
+def twin_of(model: VAE) -> TorchVAE:
+    """A :class:`TorchVAE` with ``model``'s configuration, dtype and (copied) weights.
+
+    Parameters
+    ----------
+    model : numpy_vae.VAE
+        Read for ``config()``, ``dtype`` and ``params`` only.
+
+    Returns
+    -------
+    TorchVAE
+        Owns its own tensors; later changes to ``model`` do not reach it.
+    """
+    config = model.config()
+    config.pop("seed")
+    twin = TorchVAE(**config, dtype=TORCH_DTYPES[np.dtype(model.dtype).name])
+    load_params(twin, model.params)
+    return twin
+
+
+def load_params(twin: TorchVAE, params: dict[str, Any]) -> None:
+    """Copy named arrays into the twin; ``strict`` loading proves the names match one-to-one."""
+    dtype = next(twin.parameters()).dtype
+    twin.load_state_dict(
+        {name: torch.tensor(np.asarray(a), dtype=dtype) for name, a in params.items()},
+        strict=True,
+    )
+
+
+def to_tensor(a: Any, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """A torch copy of a NumPy array (``None`` stays ``None``); integer arrays stay integer."""
+    if a is None:
+        return None
+    a = np.asarray(a)
+    if a.dtype.kind in "iu":
+        return torch.tensor(a, dtype=torch.int64)
+    return torch.tensor(a, dtype=dtype)
+
+
+def twin_loss_backward(
+    twin: TorchVAE,
+    x: Any,
+    y: Any = None,
+    eps: Any = None,
+    kl_weight: float | None = None,
+    grad: bool = True,
+) -> dict[str, Any]:
+    """One loss (and, with ``grad``, one ``backward()``) of the twin on NumPy inputs.
+
+    Parameters
+    ----------
+    twin : TorchVAE
+    x : array (B, D); y : int array (B,) or None; eps : array (B, L)
+        The batch, labels and reparameterization noise (copied into tensors).
+    kl_weight : float, optional
+        Weight of the KL term, default ``twin.beta``.
+    grad : bool
+        Zero the gradients, then run ``backward()`` so that ``p.grad`` holds this batch's.
+
+    Returns
+    -------
+    dict
+        ``loss``, ``recon``, ``kl`` (floats) and ``kl_per_dim`` (array (L,)).
+    """
+    dtype = next(twin.parameters()).dtype
+    twin.zero_grad(set_to_none=True)
+    with torch.set_grad_enabled(grad):
+        parts = twin.loss(to_tensor(x, dtype), to_tensor(y), to_tensor(eps, dtype), kl_weight)
+        if grad:
+            parts.loss.backward()
+    return {
+        "loss": parts.loss.item(),
+        "recon": parts.recon.item(),
+        "kl": parts.kl.item(),
+        "kl_per_dim": parts.kl_per_dim.detach().numpy().copy(),
+    }
+
+
+def twin_params(twin: TorchVAE) -> dict[str, np.ndarray]:
+    """Copies of the twin's parameters as NumPy arrays, by ``state_dict`` name."""
+    return {name: p.detach().numpy().copy() for name, p in twin.named_parameters()}
+
+
+def twin_grads(twin: TorchVAE) -> dict[str, np.ndarray]:
+    """Copies of the twin's gradients (``p.grad``) as NumPy arrays, by parameter name."""
+    return {name: p.grad.detach().numpy().copy() for name, p in twin.named_parameters()}
+
+
+def twin_adam(
+    twin: TorchVAE,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Adam:
+    """``torch.optim.Adam`` over the twin's parameters.
+
+    ``foreach=False`` pins the single-tensor implementation, which is what PyTorch uses on CPU by
+    default today and what :class:`numpy_vae.Adam` orders its operations after.
+    """
+    return torch.optim.Adam(twin.parameters(), lr=lr, betas=betas, eps=eps, foreach=False)
+
+
+# ---------------------------------------------------------------------------------- data
+def synthetic_mnist(
+    n: int = 2048, n_classes: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-shaped synthetic images: a few blurred strokes per class, jittered per example.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    n_classes : int
+        Number of class templates (labels ``0 .. n_classes-1``).
+    seed : int
+        Seeds everything.
+
+    Returns
+    -------
+    grey : float64 array (n, 784)
+        Intensities in [0, 1], mean about 0.12 (MNIST's is 0.13).
+    binary : float64 array (n, 784)
+        One Bernoulli draw of ``grey`` (values 0 and 1), like dynamically binarized MNIST.
+    labels : int64 array (n,)
+    """
+    rng = np.random.default_rng(seed)
+    side = 28
+    labels = rng.integers(0, n_classes, size=n)
+    # Each class: 4 Gaussian blobs of ink (width 2 pixels) centred in the middle 16x16 pixels;
+    # each example shifts the whole template by up to 2 pixels and each blob by up to 1, so the
+    # data has structure a VAE can learn, the border stays blank as in MNIST, and no two images
+    # are equal.
+    centres = rng.uniform(6, 22, size=(n_classes, 4, 2))
+    offsets = rng.uniform(-2, 2, size=(n, 1, 2)) + rng.uniform(-1, 1, size=(n, 4, 2))
+    blobs = centres[labels] + offsets  # (n, 4, 2)
+    grid = np.arange(side, dtype=np.float64)
+    dr = grid[None, None, :] - blobs[:, :, 0, None]  # (n, 4, 28)
+    dc = grid[None, None, :] - blobs[:, :, 1, None]
+    ink = np.einsum("nbr,nbc->nrc", np.exp(-(dr**2) / 8), np.exp(-(dc**2) / 8))
+    grey = np.clip(ink.reshape(n, side * side), 0.0, 1.0)
+    binary = binarize(grey, "dynamic", rng)
+    return grey, binary, labels.astype(np.int64)
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Index arrays of successive batches, each epoch a fresh permutation (no replacement)."""
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+# ---------------------------------------------------------------------------------- variants
+@dataclass(frozen=True)
+class Variant:
+    """A model configuration and KL-weight schedule that the parity harness runs.
+
+    ``warmup_fraction`` > 0 ramps the KL weight linearly from 0 at the first step to ``beta``
+    after that fraction of the steps (and holds it there).
+    """
+
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)
+    warmup_fraction: float = 0.0
+
+    def kl_weight(self, step: int, steps: int) -> float:
+        """KL weight of 0-based ``step`` out of ``steps``."""
+        beta = float(self.model.get("beta", 1.0))
+        if self.warmup_fraction <= 0:
+            return beta
+        ramp = max(1, round(self.warmup_fraction * steps))
+        return beta * min(1.0, step / ramp)
+
+
+VARIANTS: dict[str, Variant] = {
+    "default": Variant("ReLU, Bernoulli, beta 1 (the PyTorch example)"),
+    "beta": Variant("beta-VAE, beta = 4", {"beta": 4.0}),
+    "warmup": Variant("KL warm-up: weight 0 -> 1 over the first half", warmup_fraction=0.5),
+    # From initialisation (784-400-20, synthetic data) the batch-mean KL per dimension is below
+    # 0.01 nats, so at 0.5 nats the first steps clamp every dimension; within a few steps the
+    # dimensions spread over about 0.03 to 3 nats, and from then on some are clamped and some are
+    # not (StepRow.clamped counts them).
+    "free_bits": Variant("free bits, lambda = 0.5 nats per dimension", {"free_bits": 0.5}),
+    "conditional": Variant("conditional VAE, 10 classes", {"n_classes": 10}),
+    "gaussian": Variant(
+        "Gaussian likelihood, sigma = 0.5", {"likelihood": "gaussian", "gaussian_sigma": 0.5}
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------- harness
+@dataclass
+class StepRow:
+    """Figures of one training step (1-based ``step``).
+
+    ``loss`` (numpy-vae's) and ``loss_diff``, ``grad_diff`` (the largest over all parameters)
+    are measured before the update, ``param_diff`` (the largest) after it; ``*_diff`` are relative
+    differences numpy-vae vs torch. ``clamped`` counts the latent dimensions held at the
+    free-bits allowance (zero KL gradient) in this batch.
+    """
+
+    step: int
+    kl_weight: float
+    loss: float
+    loss_diff: float
+    grad_diff: float
+    param_diff: float
+    clamped: int = 0
+
+
+@dataclass
+class ParityReport:
+    """Agreement of numpy-vae and its torch twin over a short training run.
+
+    Attributes
+    ----------
+    variant, dtype : str
+    steps : int
+    config : dict
+        The numpy-vae model's configuration.
+    one_step : dict name -> float
+        Relative differences after the first forward/backward, from identical weights:
+        ``loss``, ``recon``, ``kl``, ``kl_per_dim`` and ``grad/<name>`` for every parameter.
+    trained : dict name -> float
+        Relative difference of every parameter after ``steps`` Adam steps.
+    rows : list of StepRow
+    seconds : dict
+        Wall time spent in numpy-vae and in torch.
+    failures : list of str
+        Bounds exceeded (checked in float64 only).
+    """
+
+    variant: str
+    dtype: str
+    steps: int
+    config: dict[str, Any]
+    one_step: dict[str, float]
+    trained: dict[str, float]
+    rows: list[StepRow]
+    seconds: dict[str, float]
+    failures: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def max_one_step_loss(self) -> float:
+        return max(self.one_step[k] for k in ("loss", "recon", "kl", "kl_per_dim"))
+
+    @property
+    def max_one_step_grad(self) -> float:
+        return max(v for k, v in self.one_step.items() if k.startswith("grad/"))
+
+    @property
+    def max_trained_param(self) -> float:
+        return max(self.trained.values(), default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-Python figures for ``json.dump``."""
+        out = asdict(self)
+        out.update(
+            ok=self.ok,
+            max_one_step_loss=self.max_one_step_loss,
+            max_one_step_grad=self.max_one_step_grad,
+            max_trained_param=self.max_trained_param,
+        )
+        return out
+
+
+def scalar_diff(a: float, b: float) -> float:
+    """|a - b| / max(|a|, |b|), 0 when both are 0: the relative difference of two numbers."""
+    scale = max(abs(a), abs(b))
+    return 0.0 if scale == 0 else abs(a - b) / scale
+
+
+def compare_once(
+    model: VAE,
+    twin: TorchVAE,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    eps: np.ndarray,
+    kl_weight: float | None = None,
+) -> dict[str, float]:
+    """Run one loss and backward on both; relative differences of the loss parts and gradients.
+
+    Parameters
+    ----------
+    model : numpy_vae.VAE
+    twin : TorchVAE
+        Holding the same weights as ``model`` (see :func:`twin_of`).
+    x : array (B, D); y : int array (B,) or None; eps : array (B, L)
+    kl_weight : float, optional
+        Default: the models' ``beta``.
+
+    Returns
+    -------
+    dict
+        ``loss``, ``recon``, ``kl``, ``kl_per_dim`` and ``grad/<name>`` for every parameter.
+        Leaves this batch's gradients in ``model.grads`` and in the twin's ``p.grad``.
+    """
+    parts = model.loss(x, y, eps=eps, kl_weight=kl_weight)
+    theirs = twin_loss_backward(twin, x, y, eps, kl_weight)
+    return _diffs(parts, theirs, model.grads, twin_grads(twin))
+
+
+def _diffs(
+    parts: Any, theirs: dict[str, Any], grads: dict[str, Any], their_grads: dict[str, Any]
+) -> dict[str, float]:
+    diffs = {
+        "loss": scalar_diff(float(parts.loss), theirs["loss"]),
+        "recon": scalar_diff(float(parts.recon), theirs["recon"]),
+        "kl": scalar_diff(float(parts.kl), theirs["kl"]),
+        "kl_per_dim": relative_error(parts.kl_per_dim, theirs["kl_per_dim"]),
+    }
+    for name, g in grads.items():
+        diffs[f"grad/{name}"] = relative_error(g, their_grads[name])
+    return diffs
+
+
+def param_diffs(model: VAE, twin: TorchVAE) -> dict[str, float]:
+    """Relative difference of every parameter, numpy-vae vs twin."""
+    theirs = twin_params(twin)
+    return {name: relative_error(p, theirs[name]) for name, p in model.params.items()}
+
+
+def compare_training(
+    variant: str = "default",
+    steps: int = 100,
+    dtype: str = "float64",
+    hidden_dims: tuple[int, ...] = (400,),
+    latent_dim: int = 20,
+    batch_size: int = 128,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+    lr: float = 1e-3,
+    log: Callable[[StepRow], None] | None = None,
+) -> ParityReport:
+    """Train numpy-vae and its torch twin side by side on identical batches and noise.
+
+    Both start from numpy-vae's initial weights; each step both see the same batch, the same
+    ``eps`` (drawn on the NumPy side) and the same KL weight, then take one Adam step.
+
+    Parameters
+    ----------
+    variant : str
+        A key of :data:`VARIANTS`.
+    steps : int
+        Adam steps, >= 1.
+    dtype : {"float64", "float32"}
+        Both sides' type. Bounds are checked in float64 only.
+    hidden_dims, latent_dim : model widths (input is 784).
+    batch_size : int
+    data : (images, labels), optional
+        Images (N, 784) in [0, 1] and int labels (N,); default :func:`synthetic_mnist` (binary
+        images for the Bernoulli likelihood, grey levels for the Gaussian one).
+    seed : int
+        Seeds the weights, the batch order and the noise.
+    lr : float
+        Adam learning rate (betas 0.9, 0.999, eps 1e-8 on both sides).
+    log : callable, optional
+        Called with each :class:`StepRow`.
+
+    Returns
+    -------
+    ParityReport
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    spec = VARIANTS[variant]
+    model_kwargs = dict(spec.model)
+    if data is None:
+        grey, binary, labels = synthetic_mnist(seed=seed)
+        images = grey if model_kwargs.get("likelihood") == "gaussian" else binary
+    else:
+        images, labels = data
+    if model_kwargs.get("n_classes") and labels is None:
+        raise ValueError("the conditional variant needs labels")
+    np_dtype = np.dtype(dtype)
+    images = np.asarray(images, dtype=np_dtype)
+    labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+
+    model = VAE(
+        input_dim=images.shape[1],
+        hidden_dims=hidden_dims,
+        latent_dim=latent_dim,
+        backend=get_backend("numpy", np_dtype.name),
+        seed=seed,
+        **model_kwargs,
+    )
+    twin = twin_of(model)
+    opt_np = Adam([model.flat.data], [model.flat.grad], lr=lr)
+    opt_torch = twin_adam(twin, lr=lr)
+    rng = np.random.default_rng(seed + 1000)
+    order = batches(len(images), batch_size, rng)
+    conditional = bool(model_kwargs.get("n_classes"))
+
+    rows: list[StepRow] = []
+    one_step: dict[str, float] = {}
+    seconds = {"numpy": 0.0, "torch": 0.0}
+    for step in range(steps):
+        idx = next(order)
+        x, y = images[idx], (labels[idx] if conditional else None)
+        eps = rng.standard_normal((len(idx), latent_dim)).astype(np_dtype)
+        w = spec.kl_weight(step, steps)
+
+        t0 = time.perf_counter()
+        parts = model.loss(x, y, eps=eps, kl_weight=w)
+        opt_np.step()
+        t1 = time.perf_counter()
+        theirs = twin_loss_backward(twin, x, y, eps, w)
+        opt_torch.step()  # reads p.grad and leaves it as it was
+        t2 = time.perf_counter()
+        seconds["numpy"] += t1 - t0
+        seconds["torch"] += t2 - t1
+
+        diffs = _diffs(parts, theirs, model.grads, twin_grads(twin))
+        if step == 0:
+            one_step = diffs
+        trained = param_diffs(model, twin)
+        clamped = (
+            int((parts.kl_per_dim / parts.n < model.free_bits).sum()) if model.free_bits else 0
+        )
+        row = StepRow(
+            step=step + 1,
+            kl_weight=w,
+            loss=float(parts.loss),
+            loss_diff=diffs["loss"],
+            grad_diff=max(v for k, v in diffs.items() if k.startswith("grad/")),
+            param_diff=max(trained.values()),
+            clamped=clamped,
+        )
+        rows.append(row)
+        if log is not None:
+            log(row)
+
+    failures = []
+    if np_dtype == np.float64:
+        for name, diff in one_step.items():
+            if not diff <= ONE_STEP_BOUND:
+                failures.append(f"first step: {name} differs by {diff:.3e} > {ONE_STEP_BOUND:g}")
+        for name, diff in trained.items():
+            if not diff <= TRAINED_BOUND:
+                failures.append(
+                    f"after {steps} steps: {name} differs by {diff:.3e} > {TRAINED_BOUND:g}"
+                )
+    return ParityReport(
+        variant=variant,
+        dtype=np_dtype.name,
+        steps=steps,
+        config=model.config(),
+        one_step=one_step,
+        trained=trained,
+        rows=rows,
+        seconds=seconds,
+        failures=failures,
+    )

@@ -1,0 +1,193 @@
+"""Golden files: numpy-vae still computes what tests/fixtures/golden_*.npz hold.
+
+The files are read here the way a port would read them (``numpy.load`` and ``json``), not with
+numpy-vae's generator, so these tests also check that the files are self-describing: every key the
+README lists is present with the documented shape, and the stored numbers obey the documented
+conventions. The stored gradients are checked against finite differences too, so the files
+cannot rot along with the code that made them.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpy_vae import VAE, Adam, get_backend
+from numpy_vae.golden import VARIANTS, model_config
+from numpy_vae.gradcheck import assert_gradients_close, check_gradients, relative_error
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PATHS = sorted(FIXTURES.glob("golden_*.npz"))
+IDS = [p.stem.removeprefix("golden_") for p in PATHS]
+F64 = get_backend("numpy", "float64")
+REQUIRED_VARIANTS = {
+    "default",
+    "beta",
+    "warmup",
+    "free_bits",
+    "conditional",
+    "gaussian",
+    "deep_tanh",
+}
+MODEL_KEYS = {
+    "input_dim",
+    "hidden_dims",
+    "latent_dim",
+    "activation",
+    "likelihood",
+    "gaussian_sigma",
+    "n_classes",
+    "beta",
+    "free_bits",
+    "leaky_relu_slope",
+}
+BOUND = 1e-12  # relative difference, max|a - b| / max(|a|, |b|), for every recomputed array
+
+
+def load(path):
+    """(config dict, arrays dict) of one golden file."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in f.files}
+    return json.loads(arrays["config"].item()), arrays
+
+
+def build(config, arrays):
+    """A numpy-vae model with the file's configuration and initial parameters."""
+    kwargs = {k: v for k, v in config["model"].items() if k != "leaky_relu_slope"}
+    model = VAE(**kwargs, backend=F64)
+    for name in config["param_names"]:
+        model.params[name][...] = arrays[f"param/{name}"]
+    return model
+
+
+def expected_shapes(model_config):
+    """Parameter names and shapes as the README describes them, derived from the config alone."""
+    hidden = model_config["hidden_dims"]
+    d, latent, k = model_config["input_dim"], model_config["latent_dim"], model_config["n_classes"]
+    shapes = {}
+    widths = [d + k, *hidden]
+    for i in range(len(hidden)):
+        shapes[f"encoder.{2 * i}.weight"] = (widths[i + 1], widths[i])  # (out, in)
+        shapes[f"encoder.{2 * i}.bias"] = (widths[i + 1],)
+    shapes["head.weight"] = (2 * latent, hidden[-1])
+    shapes["head.bias"] = (2 * latent,)
+    widths = [latent + k, *reversed(hidden), d]
+    for i in range(len(widths) - 1):
+        shapes[f"decoder.{2 * i}.weight"] = (widths[i + 1], widths[i])
+        shapes[f"decoder.{2 * i}.bias"] = (widths[i + 1],)
+    return shapes
+
+
+def test_every_variant_has_a_file():
+    assert REQUIRED_VARIANTS <= set(IDS)
+    assert set(IDS) == set(VARIANTS), "regenerate with: python scripts/make_golden.py"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_file_holds_everything_the_readme_lists(path):
+    config, arrays = load(path)
+    assert config["format"] == "numpy-vae golden v1"
+    assert config["variant"] == path.stem.removeprefix("golden_")
+    assert set(config["model"]) == MODEL_KEYS
+    assert config["adam"] == {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "steps": 3}
+    # The generator and the committed file describe the same model.
+    generated = {**model_config(config["variant"]), "leaky_relu_slope": 0.01}
+    assert config["model"] == generated, "regenerate with: python scripts/make_golden.py"
+
+    mc = config["model"]
+    shapes = expected_shapes(mc)
+    assert config["param_names"] == list(shapes)
+    n, d, latent, steps = len(arrays["x"]), mc["input_dim"], mc["latent_dim"], 3
+    expected = {
+        "config": (),
+        "x": (n, d),
+        "eps": (n, latent),
+        "kl_weight": (),
+        "loss": (),
+        "recon": (),
+        "kl": (),
+        "kl_per_dim": (latent,),
+        "adam3_eps": (steps, n, latent),
+        "adam3_loss": (steps,),
+    }
+    if mc["n_classes"]:
+        expected["y"] = (n,)
+    for prefix in ("param/", "grad/", "adam3/"):
+        expected.update({prefix + name: shape for name, shape in shapes.items()})
+    assert set(arrays) == set(expected)
+    for key, shape in expected.items():
+        assert arrays[key].shape == shape, key
+        if key == "config":
+            assert arrays[key].dtype.kind == "U"
+        elif key == "y":
+            assert arrays[key].dtype == np.int64
+            assert 0 <= arrays[key].min() and arrays[key].max() < mc["n_classes"]
+        else:
+            assert arrays[key].dtype == np.float64, key
+            assert np.all(np.isfinite(arrays[key])), key
+    # The single pass is the first of the three Adam steps.
+    np.testing.assert_array_equal(arrays["adam3_eps"][0], arrays["eps"])
+    if mc["likelihood"] == "bernoulli":
+        assert 0 <= arrays["x"].min() and arrays["x"].max() <= 1
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_stored_loss_follows_the_documented_formula(path):
+    """loss = recon + w * KL, or with free bits recon + w * B * sum_j max(lambda, KL_j / B)."""
+    config, a = load(path)
+    n, w, lam = len(a["x"]), float(a["kl_weight"]), config["model"]["free_bits"]
+    assert a["kl"] == pytest.approx(a["kl_per_dim"].sum(), rel=1e-14)
+    kl_objective = n * np.maximum(lam, a["kl_per_dim"] / n).sum() if lam > 0 else a["kl"]
+    assert a["loss"] == pytest.approx(a["recon"] + w * kl_objective, rel=1e-14)
+    assert a["adam3_loss"][0] == a["loss"]
+    if lam > 0:  # the free-bits file sits on both sides of the clamp
+        clamped = a["kl_per_dim"] / n < lam
+        assert clamped.any() and not clamped.all()
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_numpy_vae_reproduces_loss_and_gradients(path):
+    config, a = load(path)
+    model = build(config, a)
+    parts = model.loss(a["x"], a.get("y"), eps=a["eps"], kl_weight=float(a["kl_weight"]))
+    for key in ("loss", "recon", "kl", "kl_per_dim"):
+        assert relative_error(getattr(parts, key), a[key]) <= BOUND, key
+    errors = {name: relative_error(g, a[f"grad/{name}"]) for name, g in model.grads.items()}
+    assert max(errors.values()) <= BOUND, errors
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_numpy_vae_reproduces_three_adam_steps(path):
+    config, a = load(path)
+    model = build(config, a)
+    adam = config["adam"]
+    opt = Adam(
+        [model.flat.data],
+        [model.flat.grad],
+        lr=adam["lr"],
+        betas=tuple(adam["betas"]),
+        eps=adam["eps"],
+    )
+    for step in range(adam["steps"]):
+        parts = model.loss(a["x"], a.get("y"), eps=a["adam3_eps"][step], kl_weight=a["kl_weight"])
+        assert relative_error(parts.loss, a["adam3_loss"][step]) <= BOUND
+        opt.step()
+    errors = {name: relative_error(p, a[f"adam3/{name}"]) for name, p in model.params.items()}
+    assert max(errors.values()) <= BOUND, errors
+    # The three steps moved every weight matrix, so the comparison above is not vacuous.
+    moved = {name: relative_error(p, a[f"param/{name}"]) for name, p in model.params.items()}
+    assert all(v > 1e-4 for k, v in moved.items() if k.endswith("weight")), moved
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_stored_gradients_agree_with_finite_differences(path):
+    config, a = load(path)
+    model = build(config, a)
+    y, w = a.get("y"), float(a["kl_weight"])
+    errors = check_gradients(
+        lambda: model.loss(a["x"], y, eps=a["eps"], kl_weight=w, grad=False).loss,
+        model.params,
+        {name: a[f"grad/{name}"] for name in config["param_names"]},
+    )
+    assert_gradients_close(errors, 1e-7)
