@@ -281,7 +281,7 @@ class Trainer:
         """
         xp, images = self.backend.xp, self.train_images
         x = self._batch_buffers.get("x", (len(index), images.shape[1]), self.backend.dtype)
-        xp.copyto(x, images[index])  # gathering into a fresh uint8 array is the fastest here
+        x[...] = images[index]  # gathering into a fresh uint8 array is the fastest here
         x /= 255
         return binarize(x, self.config.binarize, binarize_rng, xp)
 
