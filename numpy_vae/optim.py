@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy
+
 from .backend import array_module
 from .parallel import default_threads, run_split
 
@@ -81,7 +83,8 @@ class Adam:
     eps : float
         :math:`\epsilon` >= 0, added to the bias-corrected root of ``v``.
     threads : int, optional
-        Threads for the update; default :func:`numpy_vae.parallel.default_threads`.
+        Threads for the update; default :func:`numpy_vae.parallel.default_threads` for NumPy
+        arrays and 1 for device arrays.
     """
 
     #: Fewest elements per thread: below this a hand-over between threads costs more than it saves.
@@ -109,9 +112,11 @@ class Adam:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.params, self.grads = list(params), list(grads)
         self.lr, self.betas, self.eps = lr, (float(betas[0]), float(betas[1])), eps
-        self.threads = default_threads() if threads is None else int(threads)
         self.step_count = 0
         self.xp = array_module(self.params[0]) if self.params else None
+        if threads is None:  # host threads only for host arrays (a GPU has its own parallelism)
+            threads = default_threads() if self.xp is numpy else 1
+        self.threads = threads
         self.m = [self.xp.zeros_like(p) for p in self.params]
         self.v = [self.xp.zeros_like(p) for p in self.params]
         # One scratch array per parameter array keeps the step free of allocations.
