@@ -101,12 +101,14 @@ def synthetic_images(n: int = N_TRAIN, seed: int = 0) -> np.ndarray:
     return images
 
 
-def load_images(mnist: bool, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+def load_images(
+    mnist: bool, n: int, seed: int = 0, data_dir: str = "data"
+) -> tuple[np.ndarray, str]:
     """The training images (n, 784) uint8 and a description of where they came from."""
     if mnist:
         from .data import load_mnist
 
-        images = load_mnist().train_images
+        images = load_mnist(data_dir, verbose=False).train_images
         if n > len(images):
             raise ValueError(f"MNIST has {len(images)} training images, asked for {n}")
         return images[:n], "MNIST"
