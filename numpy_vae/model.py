@@ -246,7 +246,9 @@ class VAE:
 
         Same arguments and result as :meth:`loss` without ``grad``. ``loss(..., grad=True)`` is
         exactly ``forward(...)`` followed by ``backward()``; the two halves are public so that a
-        profiler can time them separately.
+        profiler can time them separately. What ``backward`` reads lives in the model's
+        buffers, so no other ``forward`` or ``loss`` may come in between (``encode``, ``decode``
+        and ``sample`` may: they use no buffers).
         """
         if validate:
             x, y, eps = self._validate(x, y, eps)
