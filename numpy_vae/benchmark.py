@@ -651,8 +651,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"{busy['wall_s']:.0f} s run ({busy['other_share']:.0%} of one core); "
             f"steal {busy['steal_s']:.1f} s"
         )
-        if busy["other_share"] > 0.05:
-            lines.append("WARNING: the machine was not quiet; these times are unreliable")
+        steal_share = busy["steal_s"] / max(busy["wall_s"] * (report["cpu_count"] or 1), 1e-9)
+        if busy["other_share"] > 0.05 or steal_share > 0.02:
+            lines.append(
+                "WARNING: the machine was not quiet (other processes, or the hypervisor taking "
+                "CPU time: steal); these times are unreliable"
+            )
     lines.append("")
     header = (
         f"{'model':<26}{'numpy s':>9}{'torch s':>9}{'GEMM s':>9}"
