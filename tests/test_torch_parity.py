@@ -22,6 +22,8 @@ torch = pytest.importorskip(
     reason="PyTorch is optional: install torch==2.13.0 (CPU) to run the PyTorch parity tests",
 )
 
+from test_checks_bite import std_is_exp_logvar, std_is_exp_logvar_backward  # noqa: E402
+
 import numpy_vae.model as model_module  # noqa: E402
 from numpy_vae import VAE, get_backend  # noqa: E402
 from numpy_vae import torch_twin as tt  # noqa: E402
@@ -173,17 +175,6 @@ def test_twin_computes_without_numpy_vae(monkeypatch):
     np.testing.assert_array_equal(tt.twin_params(twin)["head.weight"], before)
 
 
-def exp_logvar_std(mu, logvar, eps, xp):
-    """A planted bug: sigma = exp(logvar), so the variance is exp(2 logvar)."""
-    sigma = xp.exp(logvar)
-    return mu + sigma * eps, (eps, sigma)
-
-
-def exp_logvar_std_backward(d_z, cache):
-    eps, sigma = cache
-    return d_z, d_z * eps * sigma
-
-
 def test_parity_catches_a_bug_that_finite_differences_miss(monkeypatch):
     """std = exp(logvar) in forward and backward passes a gradient check, not the twin."""
     model = model_of("default", hidden=(32,))
@@ -191,8 +182,8 @@ def test_parity_catches_a_bug_that_finite_differences_miss(monkeypatch):
     twin = tt.twin_of(model)
     x, y, eps = mnist_shaped_batch("default")
     assert max(tt.compare_once(model, twin, x, y, eps).values()) <= tt.ONE_STEP_BOUND
-    monkeypatch.setattr(model_module, "reparameterize", exp_logvar_std)
-    monkeypatch.setattr(model_module, "reparameterize_backward", exp_logvar_std_backward)
+    monkeypatch.setattr(model_module, "reparameterize", std_is_exp_logvar)
+    monkeypatch.setattr(model_module, "reparameterize_backward", std_is_exp_logvar_backward)
     diffs = tt.compare_once(model, twin, x, y, eps)
     assert diffs["loss"] > 1e-3 and diffs["grad/head.weight"] > 1e-2
 
