@@ -58,12 +58,6 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     write_atomic(path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in history)), mode="w")
 
 
-def read_run_config(run_dir: Path) -> TrainConfig:
-    """The configuration stored in a run's checkpoint (the source of truth for resuming)."""
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    return TrainConfig.from_json(state["config"])
-
-
 def train_run(
     config: TrainConfig,
     data: Dataset,
