@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,13 +24,14 @@ from .layers import ACTIVATIONS
 from .model import LIKELIHOODS
 from .runs import (
     CHECKPOINT,
+    Interrupted,
     evaluate_run,
     format_evaluation,
     train_run,
     write_figures,
     write_json,
 )
-from .train import Dataset, TrainConfig, Trainer
+from .train import Dataset, Diverged, TrainConfig, Trainer
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
@@ -129,6 +131,12 @@ def train_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive_int, default=10, help="total epochs to train")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        help="skip (and count) a batch whose loss or gradient is not finite instead of stopping "
+        "(may also be switched on when resuming)",
+    )
+    run.add_argument(
         "--iw-samples",
         type=_nonnegative_int,
         default=0,
@@ -212,8 +220,8 @@ def train_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--data-file",
         type=Path,
-        help="an .npz with uint8 train_images/test_images (N, D) and "
-        "train_labels/test_labels, used instead of MNIST",
+        help="an .npz with uint8 train_images/test_images (N, D) and, optionally, integer "
+        "train_labels/test_labels in 0..9, used instead of MNIST",
     )
     return p
 
@@ -229,11 +237,14 @@ def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
     keys = ("train_images", "train_labels", "test_images", "test_labels")
     try:
         with numpy.load(data_file, allow_pickle=False) as f:
-            missing = [k for k in keys if k not in f.files]
+            missing = [k for k in keys[::2] if k not in f.files]
             if missing:
                 raise DataError(f"{data_file}: missing arrays {', '.join(missing)}")
-            arrays = [f[k] for k in keys]
-    except (OSError, ValueError) as err:
+            labelled = [k in f.files for k in keys[1::2]]
+            if any(labelled) and not all(labelled):
+                raise DataError(f"{data_file}: has labels for one split only; give both or none")
+            arrays = [f[k] if k in f.files else None for k in keys]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         if isinstance(err, DataError):
             raise
         raise DataError(f"{data_file}: cannot read it as an .npz ({err})") from err
@@ -256,9 +267,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if args.backend not in BACKENDS:
         choices = ", ".join(BACKENDS)
         return _fail(prog, f"unknown backend {args.backend!r}; choose one of {choices}")
+    given = _explicit_flags(parser, argv)
     try:
         if args.resume is not None:
-            given = _explicit_flags(parser, argv)
+            if "name" in given or "runs_dir" in given:
+                return _fail(prog, "--resume RUN_DIR names the run folder; drop --name/--runs-dir")
             changed = sorted(f"--{f.replace('_', '-')}" for f in given & set(RUN_FLAGS))
             if changed:
                 return _fail(
@@ -268,10 +281,21 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 )
             if not (args.resume / CHECKPOINT).is_file():
                 return _fail(prog, f"{args.resume} has no {CHECKPOINT} to resume from")
-            stored = load_checkpoint(args.resume / CHECKPOINT)["config"]
-            config = TrainConfig.from_json({**stored, "epochs": args.epochs})
+            state = load_checkpoint(args.resume / CHECKPOINT)
+            if state["epoch"] >= args.epochs:
+                return _fail(
+                    prog,
+                    f"{args.resume} has already trained {state['epoch']} epochs; to train longer, "
+                    f"pass --epochs greater than {state['epoch']}",
+                )
+            stored = {**state["config"], "epochs": args.epochs}
+            if args.skip_nonfinite:
+                stored["skip_nonfinite"] = True
+            config = TrainConfig.from_json(stored)
             run_dir = args.resume
         else:
+            if "gaussian_sigma" in given and args.likelihood != "gaussian":
+                return _fail(prog, "--gaussian-sigma needs --likelihood gaussian")
             config = TrainConfig(
                 epochs=args.epochs,
                 batch_size=args.batch_size,
@@ -289,6 +313,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 binarize=args.binarize,
                 backend=args.backend,
                 dtype=args.dtype,
+                skip_nonfinite=args.skip_nonfinite,
             )
             name = args.name or time.strftime("%Y-%m-%d_%H-%M-%S")
             run_dir = args.runs_dir / name
@@ -299,6 +324,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 )
         get_backend(config.backend, config.dtype)  # fail now, not after loading the data
         dataset, source = load_dataset(args.data_dir, args.data_file)
+        if config.conditional and dataset.train_labels is None:
+            return _fail(prog, f"--conditional needs labels, and {source} has none")
         print(f"run folder: {run_dir}   data: {source}")
         trainer = train_run(
             config,
@@ -314,8 +341,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             print(format_evaluation(summary))
     except (ValueError, OSError) as err:  # DataError and CheckpointError are ValueErrors
         return _fail(prog, str(err).replace("\n", " "))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with --resume {run_dir}", file=sys.stderr)
+    except Diverged as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    except Interrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training started: nothing to save
+        print("\ninterrupted", file=sys.stderr)
         return 130
     print(f"done: {run_dir}")
     return 0

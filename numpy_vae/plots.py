@@ -91,14 +91,17 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str])
 
 
 def plot_latent_means(
-    mu: numpy.ndarray, labels: numpy.ndarray, path: str | os.PathLike[str]
+    mu: numpy.ndarray, labels: numpy.ndarray | None, path: str | os.PathLike[str]
 ) -> None:
-    """Scatter of 2-D posterior means coloured by digit."""
+    """Scatter of 2-D posterior means, coloured by digit when labels are given."""
     fig = Figure(figsize=(7, 6), dpi=100)
     ax = fig.add_subplot()
-    points = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7, vmin=-0.5,
-                        vmax=9.5)  # fmt: skip
-    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    if labels is None:
+        ax.scatter(mu[:, 0], mu[:, 1], s=3, alpha=0.7)
+    else:
+        points = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7,
+                            vmin=-0.5, vmax=9.5)  # fmt: skip
+        fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
     ax.set_title("Test set: posterior means E[z | x]")
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")

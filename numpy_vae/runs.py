@@ -22,9 +22,13 @@ Every file is replaced atomically after each epoch, so the folder is consistent 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ from . import plots
 from .atomic import write_atomic
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluate import iw_log_likelihood
-from .train import IW_EPS, Dataset, TrainConfig, Trainer, derived_seed
+from .train import IW_EPS, Dataset, Diverged, TrainConfig, Trainer, derived_seed
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
@@ -93,20 +97,125 @@ def train_run(
             trainer.load_state_dict(state)
         except ValueError as err:
             raise CheckpointError(f"{run_dir / CHECKPOINT}: {err}") from err
-        # metrics.jsonl may be behind or ahead if a run was killed between two writes.
+        if trainer.epoch >= config.epochs:
+            raise ValueError(
+                f"{run_dir} has already trained {trainer.epoch} epochs; to train longer, pass "
+                f"--epochs greater than {trainer.epoch}"
+            )
+    else:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderError(f"cannot create the run folder {run_dir} ({err})") from err
+    check_writable(run_dir, trainer)
+    if resume:
+        # metrics.jsonl may be behind if a run was killed between the two writes of an epoch.
         write_metrics(run_dir / METRICS, trainer.history)
         log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.epochs}")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, {**config.to_json(), **(extra_config or {})})
 
-    while trainer.epoch < config.epochs:
-        metrics = trainer.train_epoch()
-        save_checkpoint(run_dir / CHECKPOINT, trainer.state_dict())
-        write_metrics(run_dir / METRICS, trainer.history)
-        log(format_epoch(metrics, config.epochs))
+    saved = trainer.epoch
+    try:
+        while trainer.epoch < config.epochs:
+            metrics = trainer.train_epoch()
+            with _interrupts_deferred():
+                _save(trainer, run_dir)
+            saved = trainer.epoch
+            log(format_epoch(metrics, config.epochs))
+    except KeyboardInterrupt:
+        raise Interrupted(run_dir, saved) from None
+    except Diverged as err:
+        kept = f"epoch {saved}, untouched in {run_dir / CHECKPOINT}" if saved else "none yet"
+        raise Diverged(
+            f"training diverged at {err}. Last good checkpoint: {kept}. Try a smaller learning "
+            f"rate (--lr, now {config.lr:g}), or --skip-nonfinite to skip such batches"
+        ) from None
     write_figures(trainer, run_dir)
     return trainer
+
+
+class RunFolderError(OSError):
+    """The run folder cannot be created or written, or its disk is too full for a checkpoint."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C; ``epoch`` epochs are saved in ``run_dir``."""
+
+    def __init__(self, run_dir: Path, epoch: int) -> None:
+        super().__init__(run_dir, epoch)
+        self.run_dir, self.epoch = run_dir, epoch
+
+    def __str__(self) -> str:
+        if self.epoch == 0:
+            return f"interrupted before the first epoch ended; {self.run_dir} holds no checkpoint"
+        return (
+            f"interrupted; {self.run_dir} holds epoch {self.epoch}: continue with "
+            f"--resume {self.run_dir}"
+        )
+
+
+def _save(trainer: Trainer, run_dir: Path) -> None:
+    """Checkpoint first, then metrics: a kill in between leaves metrics behind the checkpoint,
+    which a resume rewrites from the checkpoint's own history."""
+    try:
+        save_checkpoint(run_dir / CHECKPOINT, trainer.state_dict())
+        write_metrics(run_dir / METRICS, trainer.history)
+    except OSError as err:
+        raise RunFolderError(
+            f"cannot save epoch {trainer.epoch} to {run_dir} ({err}); the previous checkpoint, "
+            "if any, is untouched"
+        ) from err
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C until the block ends, so that an epoch that has finished gets saved.
+
+    (A half-written file could not result anyway, every write being atomic; this makes
+    Ctrl-C during a save keep the epoch instead of dropping it.) Only the main thread can
+    install signal handlers; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def check_writable(run_dir: Path, trainer: Trainer) -> None:
+    """Fail before training if ``run_dir`` cannot take a checkpoint.
+
+    A checkpoint is written beside the old one before replacing it, so the disk must hold two;
+    twice that again leaves room for the metrics and figures.
+    """
+    try:
+        probe = run_dir / ".write-test"
+        write_atomic(probe, lambda f: f.write(b"ok"))
+        probe.unlink()
+    except OSError as err:
+        raise RunFolderError(
+            f"cannot write to the run folder {run_dir} ({err}); choose another --runs-dir"
+        ) from err
+    needed = 4 * checkpoint_bytes(trainer)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise RunFolderError(
+            f"only {free / 2**20:.1f} MiB free on the disk of {run_dir}; a checkpoint needs "
+            f"{needed / 4 / 2**20:.1f} MiB and saving needs room for about four: free some space "
+            "or choose another --runs-dir"
+        )
+
+
+def checkpoint_bytes(trainer: Trainer) -> int:
+    """About the size of this trainer's checkpoint: parameters and Adam's two moments."""
+    flat = trainer.model.flat.data
+    return 3 * int(flat.size) * flat.dtype.itemsize + 64 * 1024  # plus config and history
 
 
 def evaluate_run(trainer: Trainer, iw_samples: int = 1000) -> dict[str, Any]:
@@ -173,7 +282,8 @@ def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Pat
     if model.latent_dim == 2:
         y = trainer.test_labels if cfg.conditional else None
         mu, _ = model.encode(trainer.test_x, y)
-        plots.plot_latent_means(host(mu), host(trainer.test_labels), run_dir / "latent_means.png")
+        labels = None if trainer.test_labels is None else host(trainer.test_labels)
+        plots.plot_latent_means(host(mu), labels, run_dir / "latent_means.png")
         n = 20
         z = backend.asarray(plots.manifold_latents(n))
         y = backend.xp.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
@@ -191,8 +301,10 @@ def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any
     plots.plot_kl_per_dim(test["kl_per_dim"], test["mean_variance"], run_dir / "kl_per_dim.png")
     written.append(run_dir / "kl_per_dim.png")
 
-    digit = int(backend.to_host(trainer.test_labels[0]))
-    fixed_y = (lambda n: xp.full(n, digit, dtype=xp.int64)) if cfg.conditional else (lambda n: None)
+    fixed_y: Callable[[int], Any] = lambda n: None  # noqa: E731
+    if cfg.conditional:
+        digit = int(backend.to_host(trainer.test_labels[0]))
+        fixed_y = lambda n: xp.full(n, digit, dtype=xp.int64)  # noqa: E731
 
     dims = [int(j) for j in numpy.argsort(-test["kl_per_dim"])[: min(8, model.latent_dim)]]
     values = numpy.linspace(-3, 3, 11)
@@ -204,10 +316,11 @@ def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any
     written.append(run_dir / "traversal.png")
 
     # Two test digits; for a conditional model two of the same class, decoded with that label.
-    b = 1
+    b = min(1, trainer.test_x.shape[0] - 1)
     if cfg.conditional:
         labels = backend.to_host(trainer.test_labels)
-        b = int(numpy.flatnonzero(labels == labels[0])[1])
+        same = numpy.flatnonzero(labels == labels[0])
+        b = int(same[1]) if len(same) > 1 else 0
     ends = xp.concatenate([trainer.test_x[0:1], trainer.test_x[b : b + 1]])  # stays on the device
     mu, _ = model.encode(ends, fixed_y(2))
     t = backend.asarray(numpy.linspace(0, 1, 10)[:, None])

@@ -49,6 +49,8 @@ class TrainConfig:
     ``"dynamic"`` on a fresh Bernoulli draw every epoch, ``"threshold"`` on ``k/255 > 0.5``.
     ``backend``: ``"numpy"``, ``"cupy"`` (an NVIDIA GPU) or ``"strict"`` (the CPU test device of
     :mod:`numpy_vae.strict_backend`); ``dtype``: ``"float32"`` or ``"float64"``.
+    ``skip_nonfinite``: skip (and count) a batch whose loss or gradient is not finite instead of
+    stopping with :class:`Diverged`.
     """
 
     epochs: int = 10
@@ -68,6 +70,7 @@ class TrainConfig:
     backend: str = "numpy"
     dtype: str = "float32"
     eval_batch_size: int = 1000
+    skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)
@@ -88,6 +91,13 @@ class TrainConfig:
                 problems.append(f"{name} must be a finite number {bound}, got {value!r}")
         if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
             problems.append(f"kl_warmup must be a number of epochs >= 0, got {self.kl_warmup!r}")
+        if not isinstance(self.skip_nonfinite, bool) or not isinstance(self.conditional, bool):
+            problems.append("conditional and skip_nonfinite must be true or false")
+        if self.beta == 0 and (self.free_bits > 0 or self.kl_warmup > 0):
+            problems.append(
+                "free_bits and kl_warmup act on the KL term, which beta = 0 switches off; "
+                "set beta > 0 or drop them"
+            )
         if self.binarize not in BINARIZE_MODES:
             problems.append(f"binarize must be one of {', '.join(BINARIZE_MODES)}")
         if self.likelihood not in LIKELIHOODS:
@@ -117,38 +127,70 @@ class TrainConfig:
 
 @dataclass
 class Dataset:
-    """Images as ``uint8`` rows (N, D) with ``int64`` labels, held once and converted per batch."""
+    """Images as ``uint8`` rows (N, D), held once and converted per batch, with integer digit
+    labels 0..9 for both splits or for neither (``None``: only an unconditional model trains)."""
 
     train_images: Array
-    train_labels: Array
+    train_labels: Array | None
     test_images: Array
-    test_labels: Array
+    test_labels: Array | None
 
     def __post_init__(self) -> None:
+        if (self.train_labels is None) != (self.test_labels is None):
+            raise ValueError("give labels for both splits or for neither")
         for split in ("train", "test"):
             images = getattr(self, f"{split}_images")
             labels = getattr(self, f"{split}_labels")
-            if images.dtype != numpy.uint8 or images.ndim != 2:
+            if not isinstance(images, numpy.ndarray) or images.dtype != numpy.uint8:
                 raise ValueError(
-                    f"{split}_images must be a 2-D uint8 array (N, pixels), "
-                    f"got {images.dtype} of shape {images.shape}"
+                    f"{split}_images must be a uint8 NumPy array of pixel values 0..255, got "
+                    f"{_describe(images)}; convert grey levels in [0, 1] with "
+                    "numpy.round(x * 255).astype(numpy.uint8)"
                 )
-            if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            if images.ndim != 2 or images.shape[0] == 0 or images.shape[1] == 0:
                 raise ValueError(
-                    f"{split}_labels must have shape ({images.shape[0]},), got {labels.shape}"
+                    f"{split}_images must be a non-empty 2-D array (N, pixels), got shape "
+                    f"{images.shape}; flatten images with images.reshape(len(images), -1)"
                 )
-            if labels.dtype.kind not in "iu" or (
-                labels.size and (labels.min() < 0 or labels.max() > 9)
-            ):
-                raise ValueError(f"{split}_labels must be integer digits 0..9")
-            if images.shape[0] == 0:
-                raise ValueError(f"{split}_images is empty")
+            if labels is None:
+                continue
+            if not isinstance(labels, numpy.ndarray) or labels.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{split}_labels must be an integer array, got {_describe(labels)}"
+                )
+            if labels.shape != (images.shape[0],):
+                raise ValueError(
+                    f"{split}_labels must have shape ({images.shape[0]},), one per image, "
+                    f"got {labels.shape}"
+                )
+            if labels.min() < 0 or labels.max() > 9:
+                raise ValueError(
+                    f"{split}_labels must be digits 0..9, got values in "
+                    f"[{labels.min()}, {labels.max()}]"
+                )
         if self.train_images.shape[1] != self.test_images.shape[1]:
-            raise ValueError("train and test images have different numbers of pixels")
+            raise ValueError(
+                f"train images have {self.train_images.shape[1]} pixels, test images "
+                f"{self.test_images.shape[1]}"
+            )
+
+    @property
+    def labelled(self) -> bool:
+        return self.train_labels is not None
 
     @property
     def input_dim(self) -> int:
         return int(self.train_images.shape[1])
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss, gradient or test metric."""
+
+
+def _describe(a: Any) -> str:
+    if isinstance(a, numpy.ndarray):
+        return f"{a.dtype} of shape {a.shape}"
+    return type(a).__name__
 
 
 def derived_seed(seed: int, stream: int, epoch: int) -> int:
@@ -195,9 +237,12 @@ class Trainer:
         xp = self.backend.xp
         # The data set goes to the device once, as uint8; batches are converted as they are used.
         self.train_images = xp.asarray(data.train_images)
-        self.train_labels = xp.asarray(data.train_labels)
         self.test_images = xp.asarray(data.test_images)
-        self.test_labels = xp.asarray(data.test_labels)
+        if config.conditional and not data.labelled:
+            raise ValueError("a conditional model needs labels, and the data set has none")
+        self.labelled = data.labelled
+        self.train_labels = xp.asarray(data.train_labels) if data.labelled else None
+        self.test_labels = xp.asarray(data.test_labels) if data.labelled else None
         self.test_x = self._fixed_test_inputs()
         self._batch_buffers = Buffers(xp)  # see batch_inputs
         self.progress = progress
@@ -217,32 +262,62 @@ class Trainer:
         x = scale_images(self.test_images, self.backend.xp, self.backend.dtype)
         return binarize(x, self.config.binarize, self._rng(TEST_BINARIZE, 0), self.backend.xp)
 
-    def _labels(self, labels: Array) -> Array | None:
+    def _labels(self, labels: Array | None) -> Array | None:
         return labels if self.config.conditional else None
 
     # ------------------------------------------------------------------ training
     def train_epoch(self) -> dict[str, Any]:
-        """One pass over the training set in a fresh random order; returns the epoch's metrics."""
+        """One pass over the training set in a fresh random order; returns the epoch's metrics.
+
+        The trainer's epoch counter and history change only when the whole epoch (training and
+        test evaluation) has succeeded, so an interrupted or diverged epoch never looks complete.
+
+        Raises
+        ------
+        Diverged
+            A batch's loss or gradient was not finite (unless ``skip_nonfinite``), every batch
+            was skipped, or the test negative ELBO was not finite. The parameters are then
+            unusable; the caller keeps its last checkpoint.
+        """
         cfg, xp, model = self.config, self.backend.xp, self.model
         epoch = self.epoch + 1
         shuffle_rng, binarize_rng, eps_rng = (
             self._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
         )
-        n = self.train_images.shape[0]
+        n, steps = self.train_images.shape[0], self.steps_per_epoch
         order = self.backend.permutation(shuffle_rng, n)  # on the device
         totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
-        bar = _ProgressBar(self.steps_per_epoch, f"epoch {epoch}") if self.progress else None
+        # On the host every step's health is checked at once. On a device that would cost a
+        # synchronising transfer per step, so the values are kept there and read once at the end
+        # of the epoch, unless skipping needs each verdict before the update.
+        check_now = self.backend.name == "numpy" or cfg.skip_nonfinite
+        health = None if check_now else xp.zeros(steps, dtype=numpy.float64)
+        skipped, used = 0, 0
+        y = self._labels(self.train_labels)
+        bar = _ProgressBar(steps, f"epoch {epoch}") if self.progress else None
         start = time.perf_counter()
         for i, begin in enumerate(range(0, n, cfg.batch_size)):
             index = order[begin : begin + cfg.batch_size]
             x = self.batch_inputs(index, binarize_rng)
             eps = eps_rng.standard_normal((x.shape[0], cfg.latent_dim), dtype=model.dtype)
-            weight = kl_weight(cfg, self.step, self.steps_per_epoch)
+            weight = kl_weight(cfg, self.step, steps)
             parts = model.loss(
-                x, self._labels(self.train_labels[index]), eps=eps, kl_weight=weight, validate=False
+                x, None if y is None else y[index], eps=eps, kl_weight=weight, validate=False
             )
+            # Non-finite iff the loss or some gradient entry is, or the squared gradient norm
+            # overflows, which is where Adam's second moment would overflow too.
+            grad = model.flat.grad
+            finite_check = parts.loss + grad @ grad
+            if health is not None:
+                health[i] = finite_check
+            elif not math.isfinite(float(self.backend.to_host(finite_check))):
+                if not cfg.skip_nonfinite:
+                    raise Diverged(self._nonfinite(parts, epoch, i, self.step + 1))
+                skipped += 1
+                continue
             self.optimizer.step()
             self.step += 1
+            used += x.shape[0]
             totals += xp.stack([parts.loss, parts.recon, parts.kl])
             if bar is not None:
                 seen = min(n, begin + cfg.batch_size)
@@ -250,13 +325,28 @@ class Trainer:
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
-        loss, recon, kl = (float(v) / n for v in self.backend.to_host(totals))
-        self.epoch = epoch
-        test = self.evaluate()
+        if health is None:
+            sums = self.backend.to_host(totals)
+        else:  # one transfer for both
+            sums, health = numpy.split(self.backend.to_host(xp.concatenate([totals, health])), [3])
+            bad = numpy.flatnonzero(~numpy.isfinite(health))
+            if bad.size:
+                i = int(bad[0])
+                step = self.step - steps + i + 1
+                raise Diverged(
+                    f"step {step} (epoch {epoch}, batch {i + 1} of "
+                    f"{steps}): the loss or gradient is not finite"
+                )
+        if skipped == steps:
+            raise Diverged(f"epoch {epoch}: every batch had a non-finite loss or gradient")
+        loss, recon, kl = (float(v) / used for v in sums)
+        test = self.evaluate(epoch)
+        if not math.isfinite(test["neg_elbo"]):
+            raise Diverged(f"epoch {epoch}: the test negative ELBO is {test['neg_elbo']}")
         metrics = {
             "epoch": epoch,
             "step": self.step,
-            "kl_weight": kl_weight(cfg, self.step - 1, self.steps_per_epoch),
+            "kl_weight": kl_weight(cfg, self.step - 1, steps),
             "train_loss": loss,
             "train_neg_elbo": recon + kl,
             "train_recon": recon,
@@ -266,11 +356,27 @@ class Trainer:
             "test_kl": test["kl"],
             "test_kl_per_dim": [float(v) for v in test["kl_per_dim"]],
             "active_units": test["active_units"],
+            "skipped_batches": skipped,
             "seconds": seconds,
             "images_per_second": n / seconds,
         }
+        self.epoch = epoch
         self.history.append(metrics)
         return metrics
+
+    def _nonfinite(self, parts: Any, epoch: int, batch: int, step: int) -> str:
+        """The message for a non-finite step: which quantity, where, and what to try."""
+        host = self.backend.to_host
+        values = {name: float(host(getattr(parts, name))) for name in ("recon", "kl")}
+        bad = [f"{name} = {v}" for name, v in values.items() if not math.isfinite(v)]
+        grad = host(self.model.flat.grad)
+        if not numpy.isfinite(grad).all():
+            names = [k for k, g in self.model.grads.items() if not numpy.isfinite(host(g)).all()]
+            bad.append(f"non-finite gradient of {', '.join(names)}")
+        elif not bad:
+            bad.append(f"gradient norm {float(numpy.linalg.norm(grad.astype(numpy.float64))):.3g}")
+        where = f"step {step} (epoch {epoch}, batch {batch + 1} of {self.steps_per_epoch})"
+        return f"{where}: {'; '.join(bad)}"
 
     def batch_inputs(self, index: Array, binarize_rng: Any) -> Array:
         """The training images at ``index`` as the model takes them: ``k / 255``, binarized.
@@ -286,15 +392,17 @@ class Trainer:
         return binarize(x, self.config.binarize, binarize_rng, xp)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, epoch: int | None = None) -> dict[str, Any]:
         """Test-set metrics: negative ELBO per example (one z per image, noise fixed per epoch),
-        its parts, the KL of each latent dimension and the active units."""
+        its parts, the KL of each latent dimension and the active units.
+
+        ``epoch`` picks the noise (default: the epochs completed)."""
         labels = self._labels(self.test_labels)
         result = evaluate_elbo(
             self.model,
             self.test_x,
             labels,
-            self._rng(EVAL_EPS, self.epoch),
+            self._rng(EVAL_EPS, self.epoch if epoch is None else epoch),
             self.config.eval_batch_size,
         )
         mu = posterior_means(self.model, self.test_x, labels, self.config.eval_batch_size)
