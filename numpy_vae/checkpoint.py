@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy
 
 from .atomic import write_atomic
+from .train import TrainConfig
 
 FORMAT = 1
 
@@ -62,32 +62,112 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` into the ``state_dict`` form.
 
+    Nothing in the file is executed (``allow_pickle=False``), and everything is checked before
+    it is returned: the format version, the configuration (it must validate as a
+    :class:`~numpy_vae.train.TrainConfig`), the counters, and every array's type, shape and
+    finiteness. Whether the parameters fit a given model is checked by
+    :meth:`numpy_vae.train.Trainer.load_state_dict`.
+
     Raises
     ------
     CheckpointError
-        If the file is missing, not a checkpoint, truncated, or of another format version.
+        If the file is missing, not a checkpoint, truncated, corrupted, of another format
+        version, or inconsistent; the message names what does not match.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there (was the run started?)")
     try:
-        with numpy.load(path, allow_pickle=False) as f:
+        loaded = numpy.load(path, allow_pickle=False)
+        if not isinstance(loaded, numpy.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with loaded as f:
             data = {key: f[key] for key in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+    except Exception as err:  # untrusted bytes: any failure to parse them means the same
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or corrupted ({_one_line(err)})"
+        ) from err
+    try:
+        return _parse(data)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+
+
+def _parse(data: dict[str, numpy.ndarray]) -> dict[str, Any]:
+    """Check the arrays of a checkpoint and turn them into the ``state_dict`` form."""
     required = {"format", "config", "history", "epoch", "step", "adam/step", "adam/m", "adam/v"}
     missing = required - set(data)
     if missing:
-        raise CheckpointError(f"{path}: not a numpy-vae checkpoint (missing {sorted(missing)})")
-    if int(data["format"]) != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {int(data['format'])}, expected {FORMAT}")
+        raise ValueError(f"not a numpy-vae checkpoint (missing {', '.join(sorted(missing))})")
+    version = _count(data, "format")
+    if version != FORMAT:
+        raise ValueError(
+            f"checkpoint format {version}, this numpy-vae reads format {FORMAT}; "
+            "use the numpy-vae version that wrote it"
+        )
+    config = _json(data, "config", dict)
+    try:
+        TrainConfig.from_json(config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"its configuration is invalid ({_one_line(err)})") from None
+    history = _json(data, "history", list)
+    epoch, step, adam_step = (_count(data, k) for k in ("epoch", "step", "adam/step"))
+    if len(history) != epoch or not all(isinstance(h, dict) for h in history):
+        raise ValueError(f"its history does not list {epoch} epochs of metrics")
+    if adam_step != step:
+        raise ValueError(f"Adam has taken {adam_step} steps but training {step}")
+    dtype = numpy.dtype(config["dtype"])
+    params = {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")}
+    if not params:
+        raise ValueError("it holds no parameters")
+    size = 0
+    for name, value in params.items():
+        _check_array(f"parameter {name}", value, dtype)
+        size += value.size
+    for key in ("adam/m", "adam/v"):
+        _check_array(key, data[key], dtype)
+        if data[key].shape != (size,):
+            raise ValueError(f"{key} has shape {data[key].shape}, the parameters need ({size},)")
+    if (data["adam/v"] < 0).any():
+        raise ValueError("adam/v holds negative second moments")
     return {
-        "config": json.loads(str(data["config"])),
-        "history": json.loads(str(data["history"])),
-        "epoch": int(data["epoch"]),
-        "step": int(data["step"]),
-        "adam_step": int(data["adam/step"]),
+        "config": config,
+        "history": history,
+        "epoch": epoch,
+        "step": step,
+        "adam_step": adam_step,
         "adam_m": data["adam/m"],
         "adam_v": data["adam/v"],
-        "params": {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")},
+        "params": params,
     }
+
+
+def _count(data: dict[str, numpy.ndarray], key: str) -> int:
+    value = data[key]
+    if value.shape != () or value.dtype.kind not in "iu" or value < 0:
+        raise ValueError(f"{key} must be a non-negative integer, got {value.dtype} {value.shape}")
+    return int(value)
+
+
+def _json(data: dict[str, numpy.ndarray], key: str, kind: type) -> Any:
+    value = data[key]
+    if value.shape != () or value.dtype.kind != "U":
+        raise ValueError(f"{key} must be a JSON string, got {value.dtype} {value.shape}")
+    try:
+        parsed = json.loads(str(value))
+    except ValueError:
+        raise ValueError(f"{key} is not valid JSON") from None
+    if not isinstance(parsed, kind):
+        raise ValueError(f"{key} must hold a JSON {kind.__name__}")
+    return parsed
+
+
+def _check_array(what: str, value: numpy.ndarray, dtype: numpy.dtype) -> None:
+    if value.dtype != dtype:
+        raise ValueError(f"{what} is {value.dtype}, the configuration says {dtype}")
+    if value.size == 0 or not numpy.isfinite(value).all():
+        raise ValueError(f"{what} is empty or holds NaN/infinite values")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())[:200]

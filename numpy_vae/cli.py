@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -69,7 +68,9 @@ def _float(low: float, inclusive: bool) -> Any:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {'>=' if inclusive else '>'} {low:g}, got {text!r}"
+            ) from None
         ok = value >= low if inclusive else value > low
         if not (ok and numpy.isfinite(value)):
             raise argparse.ArgumentTypeError(
@@ -126,7 +127,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its checkpoint (only --epochs may change)",
+        help="continue the run in RUN_DIR from its checkpoint (only --epochs may change); "
+        "also finishes a run stopped after its last epoch",
     )
     run.add_argument("--epochs", type=_positive_int, default=10, help="total epochs to train")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -236,7 +238,10 @@ def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
         return dataset, f"MNIST ({mnist.source})"
     keys = ("train_images", "train_labels", "test_images", "test_labels")
     try:
-        with numpy.load(data_file, allow_pickle=False) as f:
+        loaded = numpy.load(data_file, allow_pickle=False)
+        if not isinstance(loaded, numpy.lib.npyio.NpzFile):
+            raise DataError(f"{data_file}: holds a single .npy array, not an .npz of named arrays")
+        with loaded as f:
             missing = [k for k in keys[::2] if k not in f.files]
             if missing:
                 raise DataError(f"{data_file}: missing arrays {', '.join(missing)}")
@@ -244,9 +249,9 @@ def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
             if any(labelled) and not all(labelled):
                 raise DataError(f"{data_file}: has labels for one split only; give both or none")
             arrays = [f[k] if k in f.files else None for k in keys]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        if isinstance(err, DataError):
-            raise
+    except DataError:
+        raise
+    except Exception as err:  # untrusted bytes: any failure to parse them means the same
         raise DataError(f"{data_file}: cannot read it as an .npz ({err})") from err
     try:
         return Dataset(*arrays), str(data_file)
@@ -282,11 +287,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             if not (args.resume / CHECKPOINT).is_file():
                 return _fail(prog, f"{args.resume} has no {CHECKPOINT} to resume from")
             state = load_checkpoint(args.resume / CHECKPOINT)
-            if state["epoch"] >= args.epochs:
+            if state["epoch"] > args.epochs:
                 return _fail(
                     prog,
-                    f"{args.resume} has already trained {state['epoch']} epochs; to train longer, "
-                    f"pass --epochs greater than {state['epoch']}",
+                    f"{args.resume} has already trained {state['epoch']} epochs; --epochs is the "
+                    f"total to reach, so pass at least {state['epoch']}",
                 )
             stored = {**state["config"], "epochs": args.epochs}
             if args.skip_nonfinite:

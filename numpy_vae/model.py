@@ -408,7 +408,7 @@ class VAE:
             raise ValueError(
                 f"a conditional model needs labels y (integers in [0, {self.n_classes}))"
             )
-        y = self.xp.asarray(y)
+        y = _as_array("y", y, self.xp)
         if y.ndim != 1 or y.shape[0] != n:
             raise ValueError(
                 f"y must have shape ({n},), one label per example; got {tuple(y.shape)}"
@@ -434,6 +434,17 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _as_array(name: str, a: Any, xp: Any) -> Array:
+    """``a`` itself if it is an array, else ``xp.asarray(a)``, failing with ``name`` in the message
+    (a ragged list would otherwise fail inside NumPy with a message that names nothing)."""
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return a
+    try:
+        return xp.asarray(a)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name} must be an array or a rectangular nested list ({err})") from None
+
+
 def _as_float_batch(
     name: str, a: Array, width: int, width_name: str, backend: Backend
 ) -> tuple[Array, float, float]:
@@ -443,8 +454,7 @@ def _as_float_batch(
     the count of non-finite values: one transfer, the input boundary's only one.
     """
     xp = backend.xp
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        a = xp.asarray(a)
+    a = _as_array(name, a, xp)
     if a.ndim != 2:
         hint = " (flatten images first: a.reshape(len(a), -1))" if a.ndim > 2 else ""
         raise ValueError(f"{name} must be 2-D (batch, {width}), got shape {tuple(a.shape)}{hint}")

@@ -97,10 +97,9 @@ def train_run(
             trainer.load_state_dict(state)
         except ValueError as err:
             raise CheckpointError(f"{run_dir / CHECKPOINT}: {err}") from err
-        if trainer.epoch >= config.epochs:
+        if trainer.epoch > config.epochs:
             raise ValueError(
-                f"{run_dir} has already trained {trainer.epoch} epochs; to train longer, pass "
-                f"--epochs greater than {trainer.epoch}"
+                f"{run_dir} has already trained {trainer.epoch} epochs, more than {config.epochs}"
             )
     else:
         try:
@@ -108,10 +107,17 @@ def train_run(
         except OSError as err:
             raise RunFolderError(f"cannot create the run folder {run_dir} ({err})") from err
     check_writable(run_dir, trainer)
+    # A killed run may leave the temporary file of an unfinished write; it was never renamed
+    # into place, so nothing refers to it.
+    for stale in run_dir.glob(".*.part"):
+        stale.unlink(missing_ok=True)
     if resume:
         # metrics.jsonl may be behind if a run was killed between the two writes of an epoch.
         write_metrics(run_dir / METRICS, trainer.history)
-        log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.epochs}")
+        if trainer.epoch == config.epochs:  # e.g. killed while drawing the figures
+            log(f"{run_dir} has trained all {config.epochs} epochs; finishing its figures")
+        else:
+            log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.epochs}")
     write_json(run_dir / CONFIG, {**config.to_json(), **(extra_config or {})})
 
     saved = trainer.epoch
@@ -120,7 +126,7 @@ def train_run(
             metrics = trainer.train_epoch()
             with _interrupts_deferred():
                 _save(trainer, run_dir)
-            saved = trainer.epoch
+                saved = trainer.epoch
             log(format_epoch(metrics, config.epochs))
     except KeyboardInterrupt:
         raise Interrupted(run_dir, saved) from None

@@ -427,9 +427,13 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         params = state["params"]
-        missing = set(self.model.params) - set(params)
-        if missing:
-            raise ValueError(f"checkpoint lacks parameters: {', '.join(sorted(missing))}")
+        missing, extra = set(self.model.params) - set(params), set(params) - set(self.model.params)
+        if missing or extra:
+            names = [f"lacks {', '.join(sorted(missing))}"] if missing else []
+            names += [f"has unknown {', '.join(sorted(extra))}"] if extra else []
+            raise ValueError(
+                f"checkpoint parameters do not fit the model: it {'; it '.join(names)}"
+            )
         for name, p in self.model.params.items():
             if tuple(params[name].shape) != tuple(p.shape):
                 raise ValueError(

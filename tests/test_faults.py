@@ -1,0 +1,369 @@
+"""Faults during training: SIGKILL at any moment, Ctrl-C, divergence, an unwritable or full disk.
+
+The promise under test: whatever happens, the run folder holds a consistent last good epoch,
+``--resume`` continues from it, and the finished run is bit-identical to one never interrupted.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import read_metrics, small_args, synthetic_arrays
+
+import numpy_vae.checkpoint
+import numpy_vae.runs
+from numpy_vae.checkpoint import load_checkpoint
+from numpy_vae.cli import train_main
+from numpy_vae.model import VAE
+from numpy_vae.train import Dataset, Diverged, TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 8
+
+# A child process that trains like scripts/train_mnist.py, but can be made to kill itself with
+# SIGKILL at an exact moment of the nth epoch's save: while the checkpoint's bytes are half
+# written, after its temporary file is complete but before the rename, or between the
+# checkpoint and the metrics file.
+CHILD = r"""
+import os, signal, sys
+import numpy, numpy_vae.runs
+where, nth = sys.argv[1], int(sys.argv[2])
+calls = {"n": 0}
+
+def due():
+    calls["n"] += 1
+    return calls["n"] == nth
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "checkpoint-bytes":
+    savez = numpy.savez
+    def half_written(file, **arrays):
+        if due():
+            file.write(b"PK\x03\x04" + b"\0" * 4096)
+            file.flush()
+            die()
+        savez(file, **arrays)
+    numpy.savez = half_written
+elif where == "before-rename":
+    replace = os.replace
+    def replace_or_die(src, dst):
+        if str(dst).endswith("checkpoint.npz") and due():
+            die()
+        replace(src, dst)
+    os.replace = replace_or_die
+elif where == "between-files":
+    write_metrics = numpy_vae.runs.write_metrics
+    def metrics_or_die(path, history):
+        if due():
+            die()
+        write_metrics(path, history)
+    numpy_vae.runs.write_metrics = metrics_or_die
+
+from numpy_vae.cli import train_main
+sys.exit(train_main(sys.argv[3:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, **synthetic_arrays())
+    return path
+
+
+def child(where, nth, args):
+    return [sys.executable, "-c", CHILD, where, str(nth), *args]
+
+
+def run_args(data_file, runs_dir, name):
+    return small_args(data_file, runs_dir, name, "--epochs", str(EPOCHS), "--binarize", "dynamic")
+
+
+@pytest.fixture(scope="module")
+def reference(data_file, tmp_path_factory):
+    """The uninterrupted run every interrupted one must reproduce."""
+    runs = tmp_path_factory.mktemp("reference")
+    assert train_main(run_args(data_file, runs, "straight")) == 0
+    return runs / "straight"
+
+
+def resume_to_the_end(data_file, run_dir):
+    """Continue a killed run (or start it again if no epoch was saved) until it is complete."""
+    if (run_dir / "checkpoint.npz").exists():
+        args = ["--resume", str(run_dir), "--epochs", str(EPOCHS), "--no-progress"]
+        return train_main([*args, "--data-file", str(data_file)])
+    return train_main(run_args(data_file, run_dir.parent, run_dir.name))
+
+
+def assert_same_run(a_dir, b_dir):
+    a, b = load_checkpoint(a_dir / "checkpoint.npz"), load_checkpoint(b_dir / "checkpoint.npz")
+    assert a["params"].keys() == b["params"].keys()
+    for name in a["params"]:
+        np.testing.assert_array_equal(a["params"][name], b["params"][name], err_msg=name)
+    np.testing.assert_array_equal(a["adam_m"], b["adam_m"])
+    np.testing.assert_array_equal(a["adam_v"], b["adam_v"])
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (EPOCHS, b["step"])
+    rows = read_metrics(b_dir)
+    assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))  # no duplicate, no gap
+    assert rows == read_metrics(a_dir)
+    assert not list(b_dir.glob(".*.part")), "a temporary file was left behind"
+
+
+def assert_consistent_after_kill(run_dir):
+    """What a killed run leaves: a loadable checkpoint (or none) and metrics no further on."""
+    if not (run_dir / "checkpoint.npz").exists():
+        return 0
+    epoch = load_checkpoint(run_dir / "checkpoint.npz")["epoch"]
+    rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+    assert [r["epoch"] for r in rows] in (list(range(1, epoch + 1)), list(range(1, epoch)))
+    return epoch
+
+
+@pytest.mark.parametrize(
+    "where,nth",
+    [("checkpoint-bytes", 3), ("before-rename", 1), ("before-rename", 5), ("between-files", 4)],
+)
+def test_sigkill_during_a_save_loses_at_most_that_epoch(data_file, reference, tmp_path, where, nth):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        child(where, nth, run_args(data_file, tmp_path, "run")),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    saved = assert_consistent_after_kill(run_dir)
+    # Dying while epoch nth was being saved keeps epoch nth - 1, except after the rename.
+    assert saved == (nth if where == "between-files" else nth - 1)
+    assert resume_to_the_end(data_file, run_dir) == 0
+    assert_same_run(reference, run_dir)
+
+
+def test_sigkill_at_random_moments(data_file, reference, tmp_path):
+    """Kills at seeded random times (start-up, training, evaluation, saving, figures); each time
+    the run is resumed, and killed again, until it finishes."""
+    rng = np.random.default_rng(7)
+    run_dir = tmp_path / "run"
+    kills = 0
+    start = time.perf_counter()
+    proc = subprocess.run(  # how long an uninterrupted run takes here, start-up included
+        [sys.executable, str(ROOT / "scripts" / "train_mnist.py"),
+         *run_args(data_file, tmp_path, "timing")],
+        capture_output=True, timeout=300, check=True,
+    )  # fmt: skip
+    duration = time.perf_counter() - start
+    for _ in range(8):
+        if (run_dir / "checkpoint.npz").exists():
+            args = ["--resume", str(run_dir), "--epochs", str(EPOCHS), "--no-progress"]
+            args += ["--data-file", str(data_file)]
+        else:
+            args = run_args(data_file, tmp_path, "run")
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train_mnist.py"), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            proc.wait(timeout=rng.uniform(0.2, 0.7) * duration)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        if proc.wait(timeout=60) == 0:
+            break
+        assert_consistent_after_kill(run_dir)
+    assert kills >= 2, "the kills should land while the run is going"
+    assert resume_to_the_end(data_file, run_dir) == 0
+    assert_same_run(reference, run_dir)
+
+
+# ---------------------------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_in_a_real_process_saves_and_says_how_to_resume(data_file, reference, tmp_path):
+    args = [*run_args(data_file, tmp_path, "run"), "--epochs", "400"]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train_mnist.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert "epoch   1/400" in proc.stdout.readline() + proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"--resume {tmp_path / 'run'}" in err and "Traceback" not in err
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"]
+    assert f"holds epoch {saved}" in err
+
+
+def test_ctrl_c_during_a_save_keeps_that_epoch(data_file, reference, tmp_path, monkeypatch, capsys):
+    save = numpy_vae.runs.save_checkpoint
+    calls = []
+
+    def interrupted_save(path, state):
+        calls.append(state["epoch"])
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while the save is under way
+        save(path, state)
+
+    monkeypatch.setattr(numpy_vae.runs, "save_checkpoint", interrupted_save)
+    assert train_main(run_args(data_file, tmp_path, "run")) == 130
+    assert "holds epoch 3: continue with --resume" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 3
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
+    monkeypatch.undo()
+    assert resume_to_the_end(data_file, tmp_path / "run") == 0
+    assert_same_run(reference, tmp_path / "run")
+
+
+def test_ctrl_c_mid_epoch_drops_only_that_epoch(data_file, reference, tmp_path, monkeypatch):
+    step = Trainer.batch_inputs
+    calls = []
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 12:  # batch 2 of epoch 3 (5 batches per epoch)
+            raise KeyboardInterrupt
+        return step(self, *args)
+
+    monkeypatch.setattr(Trainer, "batch_inputs", interrupted)
+    assert train_main(run_args(data_file, tmp_path, "run")) == 130
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 2
+    monkeypatch.undo()
+    assert resume_to_the_end(data_file, tmp_path / "run") == 0
+    assert_same_run(reference, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------ divergence
+def poison_step(monkeypatch, steps, what="loss"):
+    """Make the model's loss (or one gradient entry) NaN at the given global training steps."""
+    loss = VAE.loss
+    count = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        parts = loss(self, *args, **kwargs)
+        if kwargs.get("grad", True):
+            count["n"] += 1
+            if count["n"] in steps:
+                if what == "loss":
+                    parts.recon = parts.loss = np.float32(np.nan)
+                else:
+                    self.grads["decoder.0.weight"][3, 1] = np.inf
+        return parts
+
+    monkeypatch.setattr(VAE, "loss", poisoned)
+
+
+@pytest.mark.parametrize("what", ["loss", "gradient"])
+def test_divergence_stops_naming_the_step_and_keeps_the_checkpoint(
+    data_file, tmp_path, monkeypatch, capsys, what
+):
+    run_dir = tmp_path / "run"
+    poison_step(monkeypatch, {13}, what)  # epoch 3, batch 3
+    real_save = numpy_vae.runs.save_checkpoint
+    saved_bytes = {}
+
+    def save_and_remember(path, state):
+        real_save(path, state)
+        saved_bytes[state["epoch"]] = Path(path).read_bytes()
+
+    monkeypatch.setattr(numpy_vae.runs, "save_checkpoint", save_and_remember)
+    assert train_main(run_args(data_file, tmp_path, "run")) == 1
+    err = capsys.readouterr().err.strip()
+    assert "training diverged at step 13 (epoch 3, batch 3 of 5)" in err
+    assert ("recon = nan" if what == "loss" else "non-finite gradient of decoder.0.weight") in err
+    assert "--lr" in err and "--skip-nonfinite" in err and "\n" not in err
+    assert f"epoch 2, untouched in {run_dir / 'checkpoint.npz'}" in err
+    assert sorted(saved_bytes) == [1, 2]
+    assert (run_dir / "checkpoint.npz").read_bytes() == saved_bytes[2]
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
+
+
+def test_a_huge_learning_rate_diverges_with_a_clear_message(data_file, tmp_path, capsys):
+    code = train_main(small_args(data_file, tmp_path, "run", "--epochs", "3", "--lr", "10"))
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "training diverged at step" in err and "--lr, now 10" in err, err
+
+
+def test_skip_nonfinite_skips_and_counts(data_file, tmp_path, monkeypatch):
+    poison_step(monkeypatch, {2, 3, 11}, "gradient")
+    args = [*run_args(data_file, tmp_path, "run"), "--epochs", "3", "--skip-nonfinite"]
+    assert train_main(args) == 0
+    rows = read_metrics(tmp_path / "run")
+    assert [r["skipped_batches"] for r in rows] == [2, 0, 1]
+    assert [r["step"] for r in rows] == [3, 8, 12]  # optimizer steps actually taken
+    assert all(np.isfinite(r["train_loss"]) for r in rows)
+
+
+def test_divergence_on_a_device_is_found_at_the_end_of_the_epoch(monkeypatch):
+    """On a device the per-step values are read once per epoch; the step named is still exact."""
+    arrays = synthetic_arrays(n_train=256, n_test=64)
+    data = Dataset(*(arrays[k] for k in ("train_images", "train_labels", "test_images",
+                                         "test_labels")))  # fmt: skip
+    poison_step(monkeypatch, {3}, "gradient")
+    trainer = Trainer(TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64, backend="strict"),
+                      data)  # fmt: skip
+    with pytest.raises(Diverged, match=r"step 3 \(epoch 1, batch 3 of 4\)"):
+        trainer.train_epoch()
+    assert trainer.epoch == 0 and trainer.history == []
+
+
+def test_logvar_beyond_float32_range_is_caught():
+    """exp(logvar) overflows float32 for logvar > 88.7: the KL is infinite and training stops."""
+    arrays = synthetic_arrays(n_train=128, n_test=64)
+    data = Dataset(*(arrays[k] for k in ("train_images", "train_labels", "test_images",
+                                         "test_labels")))  # fmt: skip
+    trainer = Trainer(TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64), data)
+    trainer.model.params["head.bias"][2:] = 100.0  # logvar ~ 100
+    with pytest.raises(Diverged, match=r"step 1 .*kl = inf"):
+        trainer.train_epoch()
+
+
+# ------------------------------------------------------------------------- disk and folder
+def test_an_unwritable_run_folder_fails_before_training(data_file, tmp_path, monkeypatch, capsys):
+    def refuse(path, write, mode="wb"):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(numpy_vae.runs, "write_atomic", refuse)
+    assert train_main(run_args(data_file, tmp_path, "run")) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the run folder" in err and "--runs-dir" in err
+    assert "epoch" not in err and not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_a_full_disk_is_detected_before_training(data_file, tmp_path, monkeypatch, capsys):
+    usage = numpy_vae.runs.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        numpy_vae.runs.shutil, "disk_usage", lambda path: usage._replace(free=100_000)
+    )
+    assert train_main(run_args(data_file, tmp_path, "run")) == 2
+    assert "only 0.1 MiB free" in capsys.readouterr().err
+
+
+def test_disk_full_during_a_save_never_corrupts_the_last_checkpoint(
+    data_file, tmp_path, monkeypatch, capsys
+):
+    savez = numpy_vae.checkpoint.numpy.savez
+    calls = []
+
+    def fills_the_disk(file, **arrays):
+        calls.append(1)
+        if len(calls) == 3:
+            file.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        savez(file, **arrays)
+
+    monkeypatch.setattr(numpy_vae.checkpoint.numpy, "savez", fills_the_disk)
+    assert train_main(run_args(data_file, tmp_path, "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot save epoch 3" in err and "No space left on device" in err and "\n" not in err
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 2
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+    assert not list((tmp_path / "run").glob(".*.part"))
