@@ -408,7 +408,7 @@ class VAE:
             raise ValueError(
                 f"a conditional model needs labels y (integers in [0, {self.n_classes}))"
             )
-        y = _as_array("y", y, self.xp)
+        y = self.xp.asarray(_as_array("y", y, self.xp))  # labels may come from the host
         if y.ndim != 1 or y.shape[0] != n:
             raise ValueError(
                 f"y must have shape ({n},), one label per example; got {tuple(y.shape)}"
