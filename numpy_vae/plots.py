@@ -253,7 +253,7 @@ def plot_gradient_variance(study: Any, path: str | os.PathLike[str], case: str =
     estimator's K = 1 variance with slope -1 (variance / K), where independent samples put it.
     """
     k = numpy.asarray(study.sample_counts, dtype=float)
-    fig = Figure(figsize=(11, 4.4), dpi=100)
+    fig = Figure(figsize=(10, 4.4), dpi=100)
     panels = (("mu", "variance_mu"), ("logvar", "variance_logvar"))
     for i, (label, key) in enumerate(panels):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -268,6 +268,9 @@ def plot_gradient_variance(study: Any, path: str | os.PathLike[str], case: str =
         ax.set_ylabel("variance of the K-sample estimate")
         ax.grid(alpha=0.3, which="both")
         ax.legend()
-    fig.suptitle(f"Gradient estimators of E_q[log p(x|z)]: {case} (dotted: slope -1)")
+    fig.suptitle(
+        f"Gradient estimators of E_q[log p(x|z)] (dotted: K = 1 variance / K)\n{case}",
+        fontsize="medium",
+    )
     fig.tight_layout()
     save_figure(fig, path)
