@@ -246,7 +246,9 @@ class DecoderLogLikelihood:
         Rows of ``z`` per decoder pass, which bounds the memory (chunk x input_dim arrays).
     """
 
-    def __init__(self, model: VAE, x: numpy.ndarray, y: int | None = None, chunk: int = 2000):
+    def __init__(
+        self, model: VAE, x: numpy.ndarray, y: int | None = None, chunk: int = 2000
+    ) -> None:
         self.model = model
         self.x = numpy.asarray(x, dtype=model.dtype).reshape(1, -1)
         self.y = y

@@ -222,3 +222,21 @@ def test_quadratic_is_a_dataclass_of_arrays():
     q = Quadratic(a=np.eye(2), c=np.zeros(2))
     assert q.value(np.array([[1.0, 1.0]]))[0] == -1.0
     assert estimators.SAMPLE_COUNTS == (1, 3, 10, 30, 100, 300, 1000)
+
+
+def test_model_from_run_copies_a_checkpoint_into_float64(tmp_path):
+    from numpy_vae.checkpoint import save_checkpoint
+    from numpy_vae.estimators import model_from_run
+    from numpy_vae.train import TrainConfig
+
+    config = TrainConfig(hidden_dims=(5,), latent_dim=2, conditional=True)
+    trained = VAE(8, (5,), 2, n_classes=10, seed=3)  # float32, like a training run
+    flat = trained.flat.data
+    state = {"config": config.to_json(), "history": [], "epoch": 1, "step": 1, "adam_step": 1,
+             "adam_m": np.zeros_like(flat), "adam_v": np.zeros_like(flat),
+             "params": {k: v.copy() for k, v in trained.params.items()}}  # fmt: skip
+    save_checkpoint(tmp_path / "checkpoint.npz", state)
+    model = model_from_run(tmp_path)
+    assert model.dtype == np.float64 and (model.input_dim, model.n_classes) == (8, 10)
+    for name, p in trained.params.items():
+        np.testing.assert_array_equal(model.params[name], p.astype(np.float64))
