@@ -16,8 +16,15 @@ def kl_standard_normal(mu: Array, logvar: Array, xp: ModuleType) -> tuple[Array,
         \frac{\partial \mathrm{KL}_{ij}}{\partial \mu_{ij}} = \mu_{ij},\qquad
         \frac{\partial \mathrm{KL}_{ij}}{\partial v_{ij}} = \tfrac12\left(e^{v_{ij}} - 1\right)
 
-    with :math:`v = \log\sigma^2`. Each term depends on its own ``(mu, logvar)`` entry only, so
-    these are also the gradients of any weighted sum of the terms, scaled by the weight.
+    with :math:`v = \log\sigma^2` (``logvar``). Where the closed form comes from: for one latent
+    dimension, :math:`\log q(z) = -\tfrac12[\log 2\pi + v + (z-\mu)^2/\sigma^2]` and
+    :math:`\log p(z) = -\tfrac12[\log 2\pi + z^2]`; under :math:`q`,
+    :math:`\mathbb E[(z-\mu)^2] = \sigma^2` and :math:`\mathbb E[z^2] = \mu^2 + \sigma^2`, so
+    :math:`\mathrm{KL} = \mathbb E_q[\log q - \log p]
+    = \tfrac12(-v - 1 + \mu^2 + \sigma^2)`. The derivatives follow term by term, using
+    :math:`\partial e^{v} / \partial v = e^{v}`. Each term depends on its own ``(mu, logvar)``
+    entry only, so these are also the gradients of any weighted sum of the terms, scaled by the
+    weight.
 
     Parameters
     ----------

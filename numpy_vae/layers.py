@@ -102,6 +102,14 @@ class Linear(Layer):
     ) -> Array | None:
         """dL/dW = d_out^T x,  dL/db = sum_batch d_out,  dL/dx = d_out W (into ``out``).
 
+        Derivation: entry by entry the layer is ``y[b, i] = sum_k x[b, k] W[i, k] + bias[i]``,
+        with ``d_out[b, i] = dL/dy[b, i]``. ``W[i, k]`` touches ``y[b, i]`` of every example b
+        with slope ``x[b, k]``, so ``dL/dW[i, k] = sum_b d_out[b, i] x[b, k]``, the (i, k) entry
+        of ``d_out^T x``. ``bias[i]`` touches the same outputs with slope 1: ``sum_b d_out[b, i]``.
+        ``x[b, k]`` touches ``y[b, i]`` for every i with slope ``W[i, k]``:
+        ``dL/dx[b, k] = sum_i d_out[b, i] W[i, k]``, the (b, k) entry of ``d_out W``. Each sum is
+        over what the forward pass fanned out to (the batch for parameters, the outputs for x).
+
         The input gradient is skipped when ``need_input_grad`` is false (the first layer of the
         encoder: nothing upstream of the data is trained), which saves a third of the layer's
         backward matrix products.
@@ -127,7 +135,11 @@ class ReLU(Layer):
     def backward(
         self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
     ) -> Array:
-        """dL/dx = d_out * 1[x > 0]; ``out`` may be ``d_out`` (then in place)."""
+        """dL/dx = d_out * 1[x > 0]; ``out`` may be ``d_out`` (then in place).
+
+        Each output depends on its own input only, so the Jacobian is diagonal and the chain
+        rule is an elementwise product with the local slope: 1 where ``x > 0``, 0 elsewhere.
+        """
         return self.xp.multiply(d_out, self._mask, out=out)
 
 
@@ -146,7 +158,7 @@ class LeakyReLU(Layer):
     def backward(
         self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
     ) -> Array:
-        """dL/dx = d_out * (1 if x > 0 else slope)."""
+        """dL/dx = d_out * (1 if x > 0 else slope): elementwise, like ReLU's."""
         return _into(out, self.xp.where(self._positive, d_out, self.slope * d_out))
 
 
@@ -166,7 +178,11 @@ class Tanh(Layer):
     def backward(
         self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
     ) -> Array:
-        """dL/dx = d_out * (1 - y^2), with y = tanh(x)."""
+        """dL/dx = d_out * (1 - y^2), with y = tanh(x).
+
+        ``tanh = sinh / cosh`` and the quotient rule give ``(cosh^2 - sinh^2) / cosh^2
+        = 1 - tanh^2``: the slope is a function of the output, so the output is what is kept.
+        """
         return self.xp.multiply(d_out, 1 - self._y * self._y, out=out)
 
 
@@ -187,7 +203,10 @@ class Sigmoid(Layer):
     def backward(
         self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
     ) -> Array:
-        """dL/dx = d_out * y (1 - y), with y = sigmoid(x)."""
+        """dL/dx = d_out * y (1 - y), with y = sigmoid(x).
+
+        ``d/dx (1 + e^-x)^-1 = e^-x / (1 + e^-x)^2 = y * e^-x / (1 + e^-x) = y (1 - y)``.
+        """
         return self.xp.multiply(d_out, self._y * (1 - self._y), out=out)
 
 

@@ -38,6 +38,13 @@ def bernoulli_nll(
         -x\log p - (1-x)\log(1-p) = x(\operatorname{softplus}(\ell) - \ell)
         + (1-x)\operatorname{softplus}(\ell) = \operatorname{softplus}(\ell) - x\ell .
 
+    The gradient: :math:`\frac{d}{d\ell}\operatorname{softplus}(\ell)
+    = \frac{e^{\ell}}{1 + e^{\ell}} = \sigma(\ell)` and :math:`\frac{d}{d\ell} x\ell = x`, so
+    each pixel contributes ``sigmoid(l) - x``: the predicted probability minus the target. (The
+    sigmoid's own slope ``p (1 - p)`` cancels against the ``1 / (p (1 - p))`` of the binary
+    cross-entropy, which is why a loss on logits has such a simple gradient.) Pixels and
+    examples are separate terms of the sum, so the gradient is elementwise.
+
     Working on logits never forms :math:`\log(\sigma(\ell))`, which is ``log(0) = -inf`` once
     :math:`\sigma(\ell)` rounds to 0 or 1 (near :math:`|\ell| > 17` in float32).
     (``torch.nn.functional.binary_cross_entropy`` avoids the ``-inf`` differently: it clamps each
@@ -122,6 +129,9 @@ def gaussian_nll(mean: Array, x: Array, sigma: float, xp: ModuleType) -> tuple[A
         + \frac{D}{2}\log(2\pi\sigma^2),
         \qquad \frac{\partial}{\partial m} = \frac{m - x}{\sigma^2}
 
+    Derivation: only the first term depends on ``m``, and
+    :math:`\frac{\partial}{\partial m_d} \frac{(x_d - m_d)^2}{2\sigma^2}
+    = \frac{m_d - x_d}{\sigma^2}`.
     The constant is kept so that the value is a true log-density (needed for log-likelihood
     estimates); it does not change the gradient.
 

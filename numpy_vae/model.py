@@ -290,6 +290,32 @@ class VAE:
 
         Decoder -> z -> (mu, logvar), adding the KL gradients -> head -> encoder. The encoder's
         first layer skips its input gradient (nothing upstream of the data is trained).
+
+        What is differentiated. Per example the ELBO is
+        ``E_q[log p(x|z)] - KL(q(z|x) || N(0, I))``; the loss replaces the expectation by its
+        one-sample estimate at ``z = mu + exp(logvar / 2) * eps`` (eps fixed), negates, weights
+        the KL by ``w`` and sums over the batch::
+
+            loss = sum_b [ nll(x_b, out_b) + w * sum_j KL(mu_bj, logvar_bj) ]
+
+        Because eps does not depend on the parameters, the gradient of this estimate is an
+        unbiased estimate of the ELBO's gradient (:mod:`numpy_vae.estimators` measures how
+        noisy it is). The arrows, each one line below:
+
+        1. ``d_out = dloss/dout``: ``sigmoid(out) - x`` (Bernoulli) or ``(out - x) / sigma^2``
+           (Gaussian), from :meth:`_nll` in :meth:`forward`.
+        2. ``d_z``: the decoder's backward pass (:meth:`Sequential.backward`, each Linear and
+           activation in reverse), keeping the first ``latent_dim`` columns of its input
+           gradient (the rest belong to the one-hot label of a conditional model).
+        3. ``d_mu, d_logvar``: :func:`reparameterize_backward`, ``d_z`` and
+           ``d_z * eps * sigma / 2``.
+        4. ``mu`` and ``logvar`` also reach the loss through the KL term. Two paths from one
+           variable add (multivariate chain rule), so ``d_stats = [d_mu + w d_mu_kl |
+           d_logvar + w d_logvar_kl]`` with ``d_mu_kl = mu``, ``d_logvar_kl =
+           (exp(logvar) - 1) / 2`` from :func:`kl_standard_normal` (with free bits, ``w`` is
+           ``w`` times the 0/1 weight of each dimension, ``kl_grad_weight``).
+        5. ``d_h``: the head's backward (one Linear: ``d_stats W``), and its weight gradient.
+        6. The encoder's backward pass from ``d_h`` writes the encoder's parameter gradients.
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")

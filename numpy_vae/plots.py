@@ -246,3 +246,34 @@ def plot_study(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> 
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_gradient_variance(study: Any, path: str | os.PathLike[str], case: str = "") -> None:
+    """Variance of the reparameterization and score-function gradient estimates against the
+    number of samples K, log-log, one panel for mu and one for logvar.
+
+    ``study`` is a :class:`numpy_vae.estimators.VarianceStudy`. Dotted lines continue each
+    estimator's K = 1 variance with slope -1 (variance / K), where independent samples put it.
+    """
+    k = numpy.asarray(study.sample_counts, dtype=float)
+    fig = Figure(figsize=(10, 4.4), dpi=100)
+    panels = (("mu", "variance_mu"), ("logvar", "variance_logvar"))
+    for i, (label, key) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for (name, result), color in zip(
+            study.results.items(), ("tab:blue", "tab:red"), strict=True
+        ):
+            values = numpy.asarray(getattr(result, key))
+            ax.loglog(k, values, "o-", color=color, label=name)
+            ax.loglog(k, values[0] * k[0] / k, ":", color=color, alpha=0.6)
+        ax.set_title(f"gradient w.r.t. {label}")
+        ax.set_xlabel("samples K")
+        ax.set_ylabel("variance of the K-sample estimate")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle(
+        f"Gradient estimators of E_q[log p(x|z)] (dotted: K = 1 variance / K)\n{case}",
+        fontsize="medium",
+    )
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -43,6 +43,14 @@ def reparameterize_backward(d_z: Array, cache: tuple) -> tuple[Array, Array]:
               \frac{\partial L}{\partial \log\sigma^2}
               = \frac{\partial L}{\partial z} \odot \epsilon \odot \tfrac12 \sigma
 
+    Derivation: ``z[b, j] = mu[b, j] + sigma[b, j] * eps[b, j]`` depends on its own ``mu`` and
+    ``logvar`` entry only, with ``eps`` held fixed (it is an input, not a function of the
+    parameters: that is the trick). So ``dz/dmu = 1`` and
+    ``dz/dlogvar = eps * dsigma/dlogvar = eps * sigma / 2``, since
+    ``sigma = exp(logvar / 2)``; the chain rule multiplies each by ``d_z``. Why the sample is
+    written this way, and what the alternative (the score-function estimator) costs in
+    variance: :mod:`numpy_vae.estimators`.
+
     Parameters
     ----------
     d_z : array, shape (B, L)
