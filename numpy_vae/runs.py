@@ -128,15 +128,15 @@ def train_run(
                 _save(trainer, run_dir)
                 saved = trainer.epoch
             log(format_epoch(metrics, config.epochs))
+        write_figures(trainer, run_dir)
     except KeyboardInterrupt:
-        raise Interrupted(run_dir, saved) from None
+        raise Interrupted(run_dir, saved, config.epochs) from None
     except Diverged as err:
         kept = f"epoch {saved}, untouched in {run_dir / CHECKPOINT}" if saved else "none yet"
         raise Diverged(
             f"training diverged at {err}. Last good checkpoint: {kept}. Try a smaller learning "
             f"rate (--lr, now {config.lr:g}), or --skip-nonfinite to skip such batches"
         ) from None
-    write_figures(trainer, run_dir)
     return trainer
 
 
@@ -145,18 +145,23 @@ class RunFolderError(OSError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C; ``epoch`` epochs are saved in ``run_dir``."""
+    """Training stopped by Ctrl-C with ``epoch`` of ``total`` epochs saved in ``run_dir``."""
 
-    def __init__(self, run_dir: Path, epoch: int) -> None:
-        super().__init__(run_dir, epoch)
-        self.run_dir, self.epoch = run_dir, epoch
+    def __init__(self, run_dir: Path, epoch: int, total: int) -> None:
+        super().__init__(run_dir, epoch, total)
+        self.run_dir, self.epoch, self.total = run_dir, epoch, total
 
     def __str__(self) -> str:
         if self.epoch == 0:
             return f"interrupted before the first epoch ended; {self.run_dir} holds no checkpoint"
+        if self.epoch == self.total:
+            return (
+                f"interrupted while drawing the figures; all {self.total} epochs are saved in "
+                f"{self.run_dir}: --resume {self.run_dir} finishes the figures"
+            )
         return (
-            f"interrupted; {self.run_dir} holds epoch {self.epoch}: continue with "
-            f"--resume {self.run_dir}"
+            f"interrupted; {self.run_dir} holds epoch {self.epoch} of {self.total}: continue "
+            f"with --resume {self.run_dir}"
         )
 
 

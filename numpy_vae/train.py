@@ -279,6 +279,12 @@ class Trainer:
             was skipped, or the test negative ELBO was not finite. The parameters are then
             unusable; the caller keeps its last checkpoint.
         """
+        # Non-finite values are caught explicitly, with a message that says where; NumPy's
+        # overflow warnings would only print lines before it.
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._train_epoch()
+
+    def _train_epoch(self) -> dict[str, Any]:
         cfg, xp, model = self.config, self.backend.xp, self.model
         epoch = self.epoch + 1
         shuffle_rng, binarize_rng, eps_rng = (

@@ -232,8 +232,8 @@ def test_model_from_run_copies_a_checkpoint_into_float64(tmp_path):
     config = TrainConfig(hidden_dims=(5,), latent_dim=2, conditional=True)
     trained = VAE(8, (5,), 2, n_classes=10, seed=3)  # float32, like a training run
     flat = trained.flat.data
-    state = {"config": config.to_json(), "history": [], "epoch": 1, "step": 1, "adam_step": 1,
-             "adam_m": np.zeros_like(flat), "adam_v": np.zeros_like(flat),
+    state = {"config": config.to_json(), "history": [{"epoch": 1}], "epoch": 1, "step": 1,
+             "adam_step": 1, "adam_m": np.zeros_like(flat), "adam_v": np.zeros_like(flat),
              "params": {k: v.copy() for k, v in trained.params.items()}}  # fmt: skip
     save_checkpoint(tmp_path / "checkpoint.npz", state)
     model = model_from_run(tmp_path)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,7 @@ def test_ctrl_c_in_a_real_process_saves_and_says_how_to_resume(data_file, refere
     assert proc.returncode == 130
     assert f"--resume {tmp_path / 'run'}" in err and "Traceback" not in err
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"]
-    assert f"holds epoch {saved}" in err
+    assert f"holds epoch {saved} of 400: continue with --resume" in err
 
 
 def test_ctrl_c_during_a_save_keeps_that_epoch(data_file, reference, tmp_path, monkeypatch, capsys):
@@ -215,7 +216,7 @@ def test_ctrl_c_during_a_save_keeps_that_epoch(data_file, reference, tmp_path, m
 
     monkeypatch.setattr(numpy_vae.runs, "save_checkpoint", interrupted_save)
     assert train_main(run_args(data_file, tmp_path, "run")) == 130
-    assert "holds epoch 3: continue with --resume" in capsys.readouterr().err
+    assert "holds epoch 3 of 8: continue with --resume" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 3
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
     monkeypatch.undo()
@@ -239,6 +240,21 @@ def test_ctrl_c_mid_epoch_drops_only_that_epoch(data_file, reference, tmp_path, 
     monkeypatch.undo()
     assert resume_to_the_end(data_file, tmp_path / "run") == 0
     assert_same_run(reference, tmp_path / "run")
+
+
+def test_ctrl_c_while_drawing_figures_then_resume_finishes_them(data_file, tmp_path, monkeypatch,
+                                                              capsys):  # fmt: skip
+    def interrupted(trainer, run_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(numpy_vae.runs, "write_figures", interrupted)
+    assert train_main(run_args(data_file, tmp_path, "run")) == 130
+    assert f"all {EPOCHS} epochs are saved" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "samples.png").exists()
+    monkeypatch.undo()
+    assert resume_to_the_end(data_file, tmp_path / "run") == 0
+    assert "finishing its figures" in capsys.readouterr().out
+    assert (tmp_path / "run" / "samples.png").exists()
 
 
 # ------------------------------------------------------------------------------ divergence
@@ -287,9 +303,12 @@ def test_divergence_stops_naming_the_step_and_keeps_the_checkpoint(
 
 
 def test_a_huge_learning_rate_diverges_with_a_clear_message(data_file, tmp_path, capsys):
-    code = train_main(small_args(data_file, tmp_path, "run", "--epochs", "3", "--lr", "10"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = train_main(small_args(data_file, tmp_path, "run", "--epochs", "3", "--lr", "10"))
     err = capsys.readouterr().err.strip()
     assert code == 1 and "training diverged at step" in err and "--lr, now 10" in err, err
+    assert "\n" not in err and not caught, [str(w.message) for w in caught]  # only that line
 
 
 def test_skip_nonfinite_skips_and_counts(data_file, tmp_path, monkeypatch):
@@ -302,11 +321,15 @@ def test_skip_nonfinite_skips_and_counts(data_file, tmp_path, monkeypatch):
     assert all(np.isfinite(r["train_loss"]) for r in rows)
 
 
+def tiny_dataset(n_train):
+    arrays = synthetic_arrays(n_train=n_train, n_test=64)
+    return Dataset(*(arrays[k] for k in ("train_images", "train_labels", "test_images",
+                                         "test_labels")))  # fmt: skip
+
+
 def test_divergence_on_a_device_is_found_at_the_end_of_the_epoch(monkeypatch):
     """On a device the per-step values are read once per epoch; the step named is still exact."""
-    arrays = synthetic_arrays(n_train=256, n_test=64)
-    data = Dataset(*(arrays[k] for k in ("train_images", "train_labels", "test_images",
-                                         "test_labels")))  # fmt: skip
+    data = tiny_dataset(n_train=256)
     poison_step(monkeypatch, {3}, "gradient")
     trainer = Trainer(TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64, backend="strict"),
                       data)  # fmt: skip
@@ -317,9 +340,7 @@ def test_divergence_on_a_device_is_found_at_the_end_of_the_epoch(monkeypatch):
 
 def test_logvar_beyond_float32_range_is_caught():
     """exp(logvar) overflows float32 for logvar > 88.7: the KL is infinite and training stops."""
-    arrays = synthetic_arrays(n_train=128, n_test=64)
-    data = Dataset(*(arrays[k] for k in ("train_images", "train_labels", "test_images",
-                                         "test_labels")))  # fmt: skip
+    data = tiny_dataset(n_train=128)
     trainer = Trainer(TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64), data)
     trainer.model.params["head.bias"][2:] = 100.0  # logvar ~ 100
     with pytest.raises(Diverged, match=r"step 1 .*kl = inf"):
