@@ -8,6 +8,8 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ from .layers import ACTIVATIONS
 from .model import LIKELIHOODS
 from .runs import (
     CHECKPOINT,
+    CONFIG,
     Interrupted,
     evaluate_run,
     format_evaluation,
@@ -128,9 +131,14 @@ def train_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its checkpoint (only --epochs may change); "
-        "also finishes a run stopped after its last epoch",
+        "a run stopped before its first checkpoint starts again, one stopped after its last "
+        "epoch gets its figures",
     )
-    run.add_argument("--epochs", type=_positive_int, default=10, help="total epochs to train")
+    run.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="total epochs to train (default: 10; when resuming, the run's own total)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--skip-nonfinite",
@@ -151,7 +159,7 @@ def train_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr", type=_float(0, False), default=1e-3, help="Adam learning rate")
     opt.add_argument(
         "--seed",
-        type=int,
+        type=_nonnegative_int,
         default=0,
         help="seeds the initial weights, shuffling, binarization and noise",
     )
@@ -259,6 +267,19 @@ def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
         raise DataError(f"{data_file}: {err}") from err
 
 
+def _stored_config(path: Path) -> dict[str, Any]:
+    """The training configuration in a run's ``config.json`` (which also says where the data came
+    from)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the run's configuration ({err})") from err
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: not a run configuration")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in stored.items() if k in known}
+
+
 def _fail(prog: str, message: str) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
@@ -284,25 +305,34 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                     f"{', '.join(changed)} cannot change when resuming: a resumed run keeps "
                     "its stored configuration (only --epochs may be raised)",
                 )
-            if not (args.resume / CHECKPOINT).is_file():
-                return _fail(prog, f"{args.resume} has no {CHECKPOINT} to resume from")
-            state = load_checkpoint(args.resume / CHECKPOINT)
-            if state["epoch"] > args.epochs:
+            run_dir = args.resume
+            if (run_dir / CHECKPOINT).is_file():
+                state = load_checkpoint(run_dir / CHECKPOINT)
+                stored, done = state["config"], state["epoch"]
+            elif (run_dir / CONFIG).is_file():  # stopped before its first epoch was saved
+                stored, done = _stored_config(run_dir / CONFIG), 0
+                print(f"{run_dir}: no epoch was saved; starting the run again from its {CONFIG}")
+            else:
                 return _fail(
                     prog,
-                    f"{args.resume} has already trained {state['epoch']} epochs; --epochs is the "
-                    f"total to reach, so pass at least {state['epoch']}",
+                    f"{run_dir} has neither {CHECKPOINT} nor {CONFIG}: no run to resume there",
                 )
-            stored = {**state["config"], "epochs": args.epochs}
+            epochs = stored["epochs"] if args.epochs is None else args.epochs
+            if done > epochs:
+                return _fail(
+                    prog,
+                    f"{run_dir} has already trained {done} epochs; --epochs is the total to "
+                    f"reach, so pass at least {done}",
+                )
+            stored = {**stored, "epochs": epochs}
             if args.skip_nonfinite:
                 stored["skip_nonfinite"] = True
             config = TrainConfig.from_json(stored)
-            run_dir = args.resume
         else:
             if "gaussian_sigma" in given and args.likelihood != "gaussian":
                 return _fail(prog, "--gaussian-sigma needs --likelihood gaussian")
             config = TrainConfig(
-                epochs=args.epochs,
+                epochs=10 if args.epochs is None else args.epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,
                 seed=args.seed,
@@ -336,7 +366,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             config,
             dataset,
             run_dir,
-            resume=args.resume is not None,
+            resume=args.resume is not None and (run_dir / CHECKPOINT).is_file(),
             progress=not args.no_progress and sys.stderr.isatty(),
             extra_config={"data": source},
         )

@@ -65,7 +65,7 @@ class Row:
     checked : entries compared
     kink : entries not compared because their stencil crossed a kink
     scale : max |analytic gradient| over the compared entries
-    passed : ``error <= tol``
+    passed : ``error <= tol`` and at least one entry compared
     resolvable : whether ``scale`` is far enough above the rounding floor for ``tol`` to be
         meaningful (see the module docstring)
     """
@@ -115,7 +115,9 @@ class Report:
         ]
         for r in self.rows:
             result = "pass" if r.passed else "FAIL"
-            if not r.resolvable:
+            if r.checked == 0:
+                result += " (no entry compared: each crossed a kink; try --full or --seed)"
+            elif not r.resolvable:
                 result += " (gradient near rounding floor)"
             lines.append(
                 f"{r.name:<20} {'x'.join(map(str, r.shape)):>12} {r.error:>14.2e} "
@@ -277,7 +279,8 @@ def check_model(
                     checked=len(compared),
                     kink=len(flat) - len(compared),
                     scale=scale,
-                    passed=error <= tol,
+                    # An array none of whose entries could be compared has not passed.
+                    passed=bool(compared) and error <= tol,
                     # Rounding alone gives an error of about floor / scale: at most half of tol.
                     resolvable=2 * floor <= scale * tol,
                 )

@@ -17,7 +17,9 @@
         manifold.png         2-D latent only: images decoded from a grid over N(0, 1) quantiles
 
 Every file is replaced atomically after each epoch, so the folder is consistent at any moment:
-``metrics.jsonl`` always lists exactly the epochs the checkpoint has completed.
+``checkpoint.npz`` is written first, then ``metrics.jsonl``, which therefore lists the epochs the
+checkpoint has completed or, if the process died between the two writes, one fewer (a resume
+rewrites it from the history the checkpoint carries).
 """
 
 from __future__ import annotations
@@ -106,11 +108,11 @@ def train_run(
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunFolderError(f"cannot create the run folder {run_dir} ({err})") from err
-    check_writable(run_dir, trainer)
     # A killed run may leave the temporary file of an unfinished write; it was never renamed
-    # into place, so nothing refers to it.
+    # into place, so nothing refers to it (and it would count against the free space).
     for stale in run_dir.glob(".*.part"):
         stale.unlink(missing_ok=True)
+    check_writable(run_dir, trainer)
     if resume:
         # metrics.jsonl may be behind if a run was killed between the two writes of an epoch.
         write_metrics(run_dir / METRICS, trainer.history)
@@ -133,9 +135,15 @@ def train_run(
         raise Interrupted(run_dir, saved, config.epochs) from None
     except Diverged as err:
         kept = f"epoch {saved}, untouched in {run_dir / CHECKPOINT}" if saved else "none yet"
+        advice = f"start a new run with a smaller --lr (this one has {config.lr:g})"
+        if err.skippable and not config.skip_nonfinite:
+            advice += (
+                f", or skip such batches: --resume {run_dir} --skip-nonfinite"
+                f" --epochs {config.epochs}"
+            )
         raise Diverged(
-            f"training diverged at {err}. Last good checkpoint: {kept}. Try a smaller learning "
-            f"rate (--lr, now {config.lr:g}), or --skip-nonfinite to skip such batches"
+            f"training diverged at {err}. Last good checkpoint: {kept}. To go on, {advice}",
+            err.skippable,
         ) from None
     return trainer
 
@@ -153,7 +161,10 @@ class Interrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         if self.epoch == 0:
-            return f"interrupted before the first epoch ended; {self.run_dir} holds no checkpoint"
+            return (
+                f"interrupted before the first epoch ended; --resume {self.run_dir} starts the "
+                "run again"
+            )
         if self.epoch == self.total:
             return (
                 f"interrupted while drawing the figures; all {self.total} epochs are saved in "
@@ -170,11 +181,17 @@ def _save(trainer: Trainer, run_dir: Path) -> None:
     which a resume rewrites from the checkpoint's own history."""
     try:
         save_checkpoint(run_dir / CHECKPOINT, trainer.state_dict())
-        write_metrics(run_dir / METRICS, trainer.history)
     except OSError as err:
         raise RunFolderError(
             f"cannot save epoch {trainer.epoch} to {run_dir} ({err}); the previous checkpoint, "
             "if any, is untouched"
+        ) from err
+    try:
+        write_metrics(run_dir / METRICS, trainer.history)
+    except OSError as err:
+        raise RunFolderError(
+            f"epoch {trainer.epoch} is saved in {run_dir / CHECKPOINT}, but {METRICS} could not "
+            f"be written ({err}); --resume {run_dir} rewrites it from the checkpoint"
         ) from err
 
 
@@ -186,7 +203,10 @@ def _interrupts_deferred() -> Iterator[None]:
     Ctrl-C during a save keep the epoch instead of dropping it.) Only the main thread can
     install signal handlers; elsewhere the block runs unprotected.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):  # someone else decides what SIGINT does (or it is ignored): leave it alone
         yield
         return
     pending: list[Any] = []

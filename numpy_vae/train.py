@@ -28,6 +28,7 @@ from .backend import BACKENDS, DTYPES, Backend, get_backend
 from .buffers import Buffers
 from .data import BINARIZE_MODES, binarize, scale_images
 from .evaluate import active_units, posterior_means
+from .layers import ACTIVATIONS
 from .model import LIKELIHOODS, VAE
 from .optim import Adam
 
@@ -73,6 +74,8 @@ class TrainConfig:
     skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.hidden_dims, list | tuple):
+            raise ValueError(f"hidden_dims must be a list of widths, got {self.hidden_dims!r}")
         self.hidden_dims = tuple(self.hidden_dims)
         problems = []
         for name in ("epochs", "batch_size", "latent_dim", "eval_batch_size"):
@@ -83,17 +86,31 @@ class TrainConfig:
             isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden_dims
         ):
             problems.append(f"hidden_dims must be positive integers, got {list(self.hidden_dims)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {', '.join(sorted(ACTIVATIONS))}")
         for name, low in (("lr", None), ("gaussian_sigma", None), ("beta", 0), ("free_bits", 0)):
             value = getattr(self, name)
-            ok = math.isfinite(value) and (value > 0 if low is None else value >= low)
+            ok = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and (value > 0 if low is None else value >= low)
+            )
             if not ok:
                 bound = "> 0" if low is None else ">= 0"
                 problems.append(f"{name} must be a finite number {bound}, got {value!r}")
-        if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
+        if not (
+            isinstance(self.kl_warmup, int | float)
+            and not isinstance(self.kl_warmup, bool)
+            and math.isfinite(self.kl_warmup)
+            and self.kl_warmup >= 0
+        ):
             problems.append(f"kl_warmup must be a number of epochs >= 0, got {self.kl_warmup!r}")
         if not isinstance(self.skip_nonfinite, bool) or not isinstance(self.conditional, bool):
             problems.append("conditional and skip_nonfinite must be true or false")
-        if self.beta == 0 and (self.free_bits > 0 or self.kl_warmup > 0):
+        if not problems and self.beta == 0 and (self.free_bits > 0 or self.kl_warmup > 0):
             problems.append(
                 "free_bits and kl_warmup act on the KL term, which beta = 0 switches off; "
                 "set beta > 0 or drop them"
@@ -184,7 +201,15 @@ class Dataset:
 
 
 class Diverged(RuntimeError):
-    """Training produced a non-finite loss, gradient or test metric."""
+    """Training produced a non-finite loss, gradient or test metric.
+
+    ``skippable``: the cause was one batch's loss or gradient, which ``skip_nonfinite`` would
+    skip (rather than parameters that have gone bad).
+    """
+
+    def __init__(self, message: str, skippable: bool = False) -> None:
+        super().__init__(message)
+        self.skippable = skippable
 
 
 def _describe(a: Any) -> str:
@@ -199,7 +224,8 @@ def derived_seed(seed: int, stream: int, epoch: int) -> int:
 
 
 def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """KL weight at a global step (0-based): linear from 0 to beta over ``kl_warmup`` epochs."""
+    """KL weight at a batch position (0-based, counted over all epochs): linear from 0 to beta
+    over ``kl_warmup`` epochs."""
     if config.kl_warmup <= 0:
         return config.beta
     progress = step / (config.kl_warmup * steps_per_epoch)
@@ -306,19 +332,22 @@ class Trainer:
             index = order[begin : begin + cfg.batch_size]
             x = self.batch_inputs(index, binarize_rng)
             eps = eps_rng.standard_normal((x.shape[0], cfg.latent_dim), dtype=model.dtype)
-            weight = kl_weight(cfg, self.step, steps)
+            # The schedule follows the batch's place in training, so skipped batches do not
+            # stretch it (without skips this is the optimizer's step count).
+            weight = kl_weight(cfg, (epoch - 1) * steps + i, steps)
             parts = model.loss(
                 x, None if y is None else y[index], eps=eps, kl_weight=weight, validate=False
             )
             # Non-finite iff the loss or some gradient entry is, or the squared gradient norm
-            # overflows, which is where Adam's second moment would overflow too.
+            # overflows (in float32: a norm above 1.8e19, already a diverged model; Adam's
+            # second moment overflows once one entry gets there, freezing that parameter).
             grad = model.flat.grad
             finite_check = parts.loss + grad @ grad
             if health is not None:
                 health[i] = finite_check
             elif not math.isfinite(float(self.backend.to_host(finite_check))):
                 if not cfg.skip_nonfinite:
-                    raise Diverged(self._nonfinite(parts, epoch, i, self.step + 1))
+                    raise Diverged(self._nonfinite(parts, epoch, i, self.step + 1), True)
                 skipped += 1
                 continue
             self.optimizer.step()
@@ -340,8 +369,9 @@ class Trainer:
                 i = int(bad[0])
                 step = self.step - steps + i + 1
                 raise Diverged(
-                    f"step {step} (epoch {epoch}, batch {i + 1} of "
-                    f"{steps}): the loss or gradient is not finite"
+                    f"step {step} (epoch {epoch}, batch {i + 1} of {steps}): the loss or "
+                    "gradient is not finite",
+                    True,
                 )
         if skipped == steps:
             raise Diverged(f"epoch {epoch}: every batch had a non-finite loss or gradient")
@@ -352,7 +382,7 @@ class Trainer:
         metrics = {
             "epoch": epoch,
             "step": self.step,
-            "kl_weight": kl_weight(cfg, self.step - 1, steps),
+            "kl_weight": kl_weight(cfg, epoch * steps - 1, steps),
             "train_loss": loss,
             "train_neg_elbo": recon + kl,
             "train_recon": recon,
@@ -380,7 +410,8 @@ class Trainer:
             names = [k for k, g in self.model.grads.items() if not numpy.isfinite(host(g)).all()]
             bad.append(f"non-finite gradient of {', '.join(names)}")
         elif not bad:
-            bad.append(f"gradient norm {float(numpy.linalg.norm(grad.astype(numpy.float64))):.3g}")
+            norm = float(numpy.linalg.norm(grad.astype(numpy.float64)))
+            bad.append(f"gradient norm {norm:.3g}, whose square overflows {grad.dtype}")
         where = f"step {step} (epoch {epoch}, batch {batch + 1} of {self.steps_per_epoch})"
         return f"{where}: {'; '.join(bad)}"
 

@@ -75,7 +75,7 @@ def test_a_truncated_checkpoint_is_refused(checkpoint, tmp_path_factory, data):
     cut = data.draw(st.integers(0, len(raw) - 1))
     path = tmp_path_factory.mktemp("cut") / "checkpoint.npz"
     path.write_bytes(raw[:cut])
-    with pytest.raises(CheckpointError, match="checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint, truncated or corrupted"):
         load_checkpoint(path)
 
 
@@ -313,17 +313,56 @@ labels = st.one_of(
 )
 
 
+@st.composite
+def model_inputs(draw, corrupt):
+    """``(x, y, eps)`` valid for ``model`` (any float dtype, labels as arrays or lists); with
+    ``corrupt``, one of them replaced by anything at all."""
+    n = draw(st.integers(1, 4))
+    floats = st.sampled_from([np.float16, np.float32, np.float64])
+    x = draw(hnp.arrays(floats, (n, 6), elements=st.floats(0, 1, width=16)))
+    y = draw(hnp.arrays(st.sampled_from([np.int64, np.int8, np.uint8]), n,
+                        elements=st.integers(0, 2)))  # fmt: skip
+    if draw(st.booleans()):
+        y = y.tolist()
+    eps = draw(st.none() | hnp.arrays(floats, (n, 2), elements=st.floats(-3, 3, width=16)))
+    if corrupt:
+        which = draw(st.sampled_from(["x", "y", "eps"]))
+        junk = draw(labels if which == "y" else batches)
+        x, y, eps = (junk if which == name else value
+                     for name, value in (("x", x), ("y", y), ("eps", eps)))  # fmt: skip
+    return x, y, eps
+
+
 @quick
-@given(x=batches, y=labels, eps=st.none() | batches)
-def test_model_loss_on_anything(x, y, eps):
+@given(inputs=model_inputs(corrupt=False))
+def test_model_loss_on_valid_input_of_any_form(inputs):
+    """Valid input in any float dtype, labels as a list or any integer array: a finite result,
+    the same as for the canonical arrays."""
+    x, y, eps = inputs
+    parts = model.loss(x, y, eps=eps, grad=False)
+    assert np.isfinite(parts.loss)
+    if eps is not None:
+        canonical = model.loss(np.asarray(x, np.float32), np.asarray(y, np.int64),
+                               eps=np.asarray(eps, np.float32), grad=False)  # fmt: skip
+        assert parts.loss == canonical.loss
+
+
+@quick
+@given(inputs=model_inputs(corrupt=True))
+def test_model_loss_on_anything(inputs):
+    x, y, eps = inputs
     try:
         parts = model.loss(x, y, eps=eps)
     except (ValueError, TypeError) as err:
         assert_raised_by_numpy_vae(err)
         return
-    x = np.asarray(x)
+    # Accepted only what the model documents: 2-D finite floats of the right width in [0, 1],
+    # one integer label in [0, 3) per row, and noise of shape (rows, latent_dim).
+    x, y = np.asarray(x), np.asarray(y)
     assert x.ndim == 2 and x.shape[1] == 6 and x.dtype.kind == "f" and np.isfinite(x).all()
     assert 0 <= x.min() and x.max() <= 1
+    assert y.shape == (len(x),) and y.dtype.kind in "iu" and 0 <= y.min() and y.max() < 3
+    assert eps is None or np.asarray(eps).shape == (len(x), 2)
     assert np.isfinite(parts.loss) and all(np.isfinite(g).all() for g in model.grads.values())
 
 
@@ -374,6 +413,9 @@ numbers = st.integers(-5, 5000) | st.floats(allow_nan=True, allow_infinity=True)
             "binarize": st.sampled_from(["none", "dynamic", "threshold", "sometimes"]),
             "dtype": st.sampled_from(["float32", "float64", "float16"]),
             "conditional": st.booleans() | st.integers(0, 2),
+            "skip_nonfinite": st.booleans() | st.none(),
+            "seed": numbers | st.text(max_size=2),
+            "activation": st.sampled_from(["relu", "tanh", "gelu", ""]),
         },
     )  # fmt: skip
 )
@@ -385,6 +427,9 @@ def test_train_config_is_valid_or_refused(values):
         return
     assert config.epochs >= 1 and config.batch_size >= 1 and config.latent_dim >= 1
     assert config.lr > 0 and np.isfinite(config.lr) and config.beta >= 0
+    assert type(config.seed) is int and config.seed >= 0 and config.activation in ("relu", "tanh")
+    assert all(type(getattr(config, k)) is float or type(getattr(config, k)) is int
+               for k in ("lr", "beta", "free_bits", "kl_warmup", "gaussian_sigma"))  # fmt: skip
     assert all(w >= 1 for w in config.hidden_dims)
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
 

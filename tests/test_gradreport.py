@@ -168,3 +168,14 @@ def test_check_model_needs_float64():
     model = VAE(3, (2,), 1, seed=0)
     with pytest.raises(ValueError, match="float64"):
         check_model(model, np.zeros((1, 3), np.float32), np.zeros((1, 1), np.float32))
+
+
+def test_an_array_with_no_entry_compared_does_not_pass():
+    """A step so large that every stencil crosses a ReLU kink leaves rows with nothing compared;
+    such a row must not read as a pass."""
+    model = VAE(6, (5,), 2, backend=get_backend("numpy", "float64"), seed=0)
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((4, 6)), rng.standard_normal((4, 2))
+    rows, _ = check_model(model, x, eps, entries=None, h=50.0)
+    empty = [r for r in rows if r.checked == 0]
+    assert empty and not any(r.passed for r in empty)

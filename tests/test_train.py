@@ -156,7 +156,7 @@ def test_bad_resume_and_data_are_one_line(data_file, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert train_main(["--resume", str(empty), "--data-file", str(data_file)]) == 2
-    assert "has no checkpoint.npz to resume from" in capsys.readouterr().err
+    assert "has neither checkpoint.npz nor config.json" in capsys.readouterr().err
     assert train_main(small_args(data_file, tmp_path, "r", "--epochs", "1")) == 0
     capsys.readouterr()
     assert train_main(["--resume", str(tmp_path / "r"), "--lr", "0.1"]) == 2
