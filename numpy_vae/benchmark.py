@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_json
 from .layers import Linear, Sequential
 from .model import VAE
 from .parallel import default_threads
@@ -764,5 +765,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print()
         print(format_sweep(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)  # atomically: never a half-written report
     return report

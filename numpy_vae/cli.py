@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import numpy
 
+from .atomic import write_json
 from .backend import BACKENDS, DTYPES, BackendUnavailable, get_backend
 from .checkpoint import load_checkpoint
 from .data import BINARIZE_MODES, DataError, load_mnist
@@ -31,7 +32,6 @@ from .runs import (
     format_evaluation,
     train_run,
     write_figures,
-    write_json,
 )
 from .train import Dataset, Diverged, TrainConfig, Trainer
 

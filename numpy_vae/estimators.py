@@ -62,7 +62,6 @@ expectation, where the exact gradient is known and unbiasedness can be tested;
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -72,7 +71,7 @@ from typing import Any, Protocol
 
 import numpy
 
-from .atomic import write_atomic
+from .atomic import write_json
 from .backend import get_backend
 from .likelihoods import bernoulli_nll, gaussian_nll
 from .model import VAE
@@ -646,8 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json is not None:
             data = {"closed_form": closed.to_json(), "closed_form_passed": passed,
                     "decoder": {**study.to_json(), "case": what}}  # fmt: skip
-            text = json.dumps(data, indent=2) + "\n"
-            write_atomic(args.json, lambda f: f.write(text), mode="w")
+            write_json(args.json, data)
             print(f"wrote {args.json}")
     except (ValueError, OSError) as err:
         print(f"{p.prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)

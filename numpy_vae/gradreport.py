@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy
 
-from .atomic import write_atomic
+from .atomic import write_json
 from .backend import get_backend
 from .gradcheck import numerical_gradient, relative_error
 from .layers import LeakyReLU, ReLU
@@ -461,8 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(report.format())
         if args.json is not None:
-            text = json.dumps(report.to_json(), indent=2) + "\n"
-            write_atomic(args.json, lambda f: f.write(text), mode="w")
+            write_json(args.json, report.to_json())
     except (ValueError, OSError) as err:
         print(f"{p.prog}: error: {err}", file=sys.stderr)
         return 2

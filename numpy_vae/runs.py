@@ -37,7 +37,7 @@ from typing import Any
 import numpy
 
 from . import plots
-from .atomic import write_atomic
+from .atomic import write_atomic, write_json
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluate import iw_log_likelihood
 from .train import IW_EPS, Dataset, Diverged, TrainConfig, Trainer, derived_seed
@@ -54,10 +54,6 @@ def format_epoch(m: dict[str, Any], epochs: int) -> str:
         f"test {m['test_neg_elbo']:8.3f} (recon {m['test_recon']:.3f}, KL {m['test_kl']:.3f})  "
         f"{m['seconds']:.1f} s  {m['images_per_second']:,.0f} img/s"
     )
-
-
-def write_json(path: Path, value: Any) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(value, indent=2) + "\n"), mode="w")
 
 
 def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
