@@ -116,6 +116,46 @@ RUN_FLAGS = (
 )
 
 
+def add_model_flags(model: Any) -> Any:
+    """Add the flags that define the model (``--hidden`` ... ``--free-bits``) to an argparse
+    parser or group, and return it; shared by ``train_mnist.py`` and ``gradcheck.py`` so that
+    the flags mean the same in both."""
+    model.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=(400,),
+        help="hidden widths of the encoder, comma-separated (the decoder mirrors them)",
+    )
+    model.add_argument("--latent-dim", type=_positive_int, default=20, help="size of z")
+    model.add_argument(
+        "--activation", choices=sorted(ACTIVATIONS), default="relu", help="hidden activation"
+    )
+    model.add_argument(
+        "--likelihood", choices=LIKELIHOODS, default="bernoulli", help="decoder distribution p(x|z)"
+    )
+    model.add_argument(
+        "--gaussian-sigma",
+        type=_float(0, False),
+        default=1.0,
+        help="fixed standard deviation of the Gaussian likelihood",
+    )
+    model.add_argument(
+        "--conditional",
+        action="store_true",
+        help="conditional VAE: the one-hot digit label is fed to encoder and decoder",
+    )
+    model.add_argument(
+        "--beta", type=_float(0, True), default=1.0, help="weight of the KL term (beta-VAE)"
+    )
+    model.add_argument(
+        "--free-bits",
+        type=_float(0, True),
+        default=0.0,
+        help="free-bits allowance in nats per latent dimension (0: off)",
+    )
+    return model
+
+
 def train_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="train_mnist.py",
@@ -164,40 +204,7 @@ def train_parser() -> argparse.ArgumentParser:
         help="seeds the initial weights, shuffling, binarization and noise",
     )
 
-    model = p.add_argument_group("model")
-    model.add_argument(
-        "--hidden",
-        type=_hidden,
-        default=(400,),
-        help="hidden widths of the encoder, comma-separated (the decoder mirrors them)",
-    )
-    model.add_argument("--latent-dim", type=_positive_int, default=20, help="size of z")
-    model.add_argument(
-        "--activation", choices=sorted(ACTIVATIONS), default="relu", help="hidden activation"
-    )
-    model.add_argument(
-        "--likelihood", choices=LIKELIHOODS, default="bernoulli", help="decoder distribution p(x|z)"
-    )
-    model.add_argument(
-        "--gaussian-sigma",
-        type=_float(0, False),
-        default=1.0,
-        help="fixed standard deviation of the Gaussian likelihood",
-    )
-    model.add_argument(
-        "--conditional",
-        action="store_true",
-        help="conditional VAE: the one-hot digit label is fed to encoder and decoder",
-    )
-    model.add_argument(
-        "--beta", type=_float(0, True), default=1.0, help="weight of the KL term (beta-VAE)"
-    )
-    model.add_argument(
-        "--free-bits",
-        type=_float(0, True),
-        default=0.0,
-        help="free-bits allowance in nats per latent dimension (0: off)",
-    )
+    model = add_model_flags(p.add_argument_group("model"))
     model.add_argument(
         "--kl-warmup",
         type=_float(0, True),

@@ -401,9 +401,7 @@ def _describe(config: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------ command line
 def parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/gradcheck.py``."""
-    from .cli import _float, _hidden, _Parser, _positive_int
-    from .layers import ACTIVATIONS
-    from .model import LIKELIHOODS
+    from .cli import _float, _Parser, _positive_int, add_model_flags
 
     p = _Parser(
         prog="gradcheck.py",
@@ -412,16 +410,7 @@ def parser() -> argparse.ArgumentParser:
         "fails, 2 on bad usage. Model flags mean what they mean for train_mnist.py.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--hidden", type=_hidden, default=(400,), help="hidden widths, e.g. 512,256")
-    p.add_argument("--latent-dim", type=_positive_int, default=20, help="size of z")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
-    p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
-    p.add_argument("--gaussian-sigma", type=_float(0, False), default=1.0)
-    p.add_argument("--conditional", action="store_true", help="conditional VAE (10 classes)")
-    p.add_argument("--beta", type=_float(0, True), default=1.0, help="weight of the KL term")
-    p.add_argument(
-        "--free-bits", type=_float(0, True), default=0.0, help="nats per latent dimension"
-    )
+    add_model_flags(p)
     p.add_argument("--batch", type=_positive_int, default=8, help="examples in the batch")
     p.add_argument("--seed", type=int, default=0, help="weights, inputs, noise and entries")
     p.add_argument(
