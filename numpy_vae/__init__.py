@@ -1,9 +1,24 @@
-"""numpy-vae: a variational autoencoder in NumPy with hand-derived, checked gradients."""
+"""numpy-vae: a variational autoencoder in NumPy with hand-derived, checked gradients.
 
-from .backend import Backend, BackendUnavailable, get_backend
-from .gradcheck import check_gradients, numerical_gradient, relative_error
-from .model import VAE, LossParts
-from .optim import SGD, Adam
+The specification is the seven modules at the top of the package (read them in this order):
+:mod:`~numpy_vae.reparam`, :mod:`~numpy_vae.kl`, :mod:`~numpy_vae.likelihoods`,
+:mod:`~numpy_vae.layers`, :mod:`~numpy_vae.model`, :mod:`~numpy_vae.optim` and
+:mod:`~numpy_vae.gradcheck`, on :mod:`~numpy_vae.backend` (where ``xp`` comes from) and
+:mod:`~numpy_vae.config` (the model's hyperparameters). The rings around them, each importing
+only from the rings below it: :mod:`numpy_vae.fast` (the same math, fused and in place; what
+training runs), :mod:`numpy_vae.training`, :mod:`numpy_vae.checks`, :mod:`numpy_vae.devices`,
+:mod:`numpy_vae.experiments` and :mod:`numpy_vae.cli`.
+"""
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+from numpy_vae.backend import Backend, BackendUnavailable, get_backend
+from numpy_vae.gradcheck import check_gradients, numerical_gradient, relative_error
+from numpy_vae.model import VAE, LossParts
+from numpy_vae.optim import SGD, Adam
 
 __all__ = [
     "VAE",
@@ -18,3 +33,45 @@ __all__ = [
     "relative_error",
 ]
 __version__ = "0.1.0"
+
+#: Module paths from before the package had rings, and where each module lives now. Importing an
+#: old path gives the new module itself (the same object), so old imports keep working.
+MOVED_MODULES = {
+    "atomic": "training.atomic",
+    "benchmark": "experiments.benchmark",
+    "buffers": "fast.buffers",
+    "checkpoint": "training.checkpoint",
+    "data": "training.data",
+    "devicecheck": "devices.gpucheck",
+    "estimators": "experiments.estimators",
+    "evaluate": "training.evaluate",
+    "golden": "checks.golden",
+    "gradreport": "checks.gradreport",
+    "parallel": "fast.parallel",
+    "parameters": "fast.parameters",
+    "plots": "training.plots",
+    "runs": "training.runs",
+    "strict_backend": "devices.strict",
+    "torch_twin": "checks.torch_twin",
+    "train": "training.trainer",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``numpy_vae.<old name>`` to the module at its new path."""
+
+    def find_spec(self, name, path=None, target=None):  # noqa: ANN001, ANN201
+        old = name.removeprefix(f"{__name__}.")
+        if old != name and old in MOVED_MODULES:
+            return importlib.util.spec_from_loader(name, self)
+        return None
+
+    def create_module(self, spec):  # noqa: ANN001, ANN201
+        return importlib.import_module(f"{__name__}.{MOVED_MODULES[spec.name.split('.')[-1]]}")
+
+    def exec_module(self, module):  # noqa: ANN001, ANN201
+        pass  # the module at the new path is already executed
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())

@@ -15,7 +15,7 @@ Three backends:
     when this backend is chosen. If CuPy is missing or no GPU is visible, choosing it raises
     :class:`BackendUnavailable` with a one-line reason and the fix.
 ``"strict"``
-    A CPU test device (:mod:`numpy_vae.strict_backend`), not for users: NumPy underneath, CuPy's
+    A CPU test device (:mod:`numpy_vae.devices.strict`), not for users: NumPy underneath, CuPy's
     manners on top (implicit conversion to NumPy raises, mixing with host arrays raises, CuPy's
     generator API, every transfer counted). The test suite runs the real code on it to prove
     that nothing leaks to the host on a machine without a GPU.
@@ -125,7 +125,7 @@ def get_backend(name: str | Backend = "numpy", dtype: str | Any = "float32") -> 
     Parameters
     ----------
     name : {"numpy", "cupy", "strict"}
-        Array module; ``"strict"`` is the CPU test device of :mod:`numpy_vae.strict_backend`.
+        Array module; ``"strict"`` is the CPU test device of :mod:`numpy_vae.devices.strict`.
     dtype : {"float32", "float64"}
         Floating-point type; float32 for training, float64 for gradient checks.
 
@@ -156,7 +156,7 @@ def get_backend(name: str | Backend = "numpy", dtype: str | Any = "float32") -> 
     if name == "cupy":
         cupy, special = _import_cupy()
         return Backend(name="cupy", xp=cupy, special=special, dtype=dtype)
-    from . import strict_backend
+    from numpy_vae.devices import strict as strict_backend
 
     return Backend(name="strict", xp=strict_backend.xp, special=strict_backend.special, dtype=dtype)
 
@@ -220,7 +220,7 @@ def to_host(a: Any) -> numpy.ndarray:
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(a, cupy.ndarray):
         return cupy.asnumpy(a)
-    strict = sys.modules.get(f"{__package__}.strict_backend")
+    strict = sys.modules.get(f"{__package__}.devices.strict")
     if strict is not None and isinstance(a, strict.DeviceArray):
         return strict.to_host(a)
     return numpy.asarray(a)
@@ -231,7 +231,7 @@ def array_module(a: Any) -> Any:
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(a, cupy.ndarray):
         return cupy
-    strict = sys.modules.get(f"{__package__}.strict_backend")
+    strict = sys.modules.get(f"{__package__}.devices.strict")
     if strict is not None and isinstance(a, strict.DeviceArray):
         return strict.xp
     return numpy

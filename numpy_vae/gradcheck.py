@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy
 
-from .backend import to_host
+from numpy_vae.backend import to_host
 
 Array = Any
 

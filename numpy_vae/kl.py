@@ -42,10 +42,9 @@ def kl_standard_normal(mu: Array, logvar: Array, xp: ModuleType) -> tuple[Array,
     """
     var = xp.exp(logvar)
     kl = 0.5 * (mu * mu + var - logvar - 1)
-    d_logvar = var
-    d_logvar -= 1
-    d_logvar *= 0.5
-    return kl, mu, d_logvar
+    d_mu = mu
+    d_logvar = 0.5 * (var - 1)
+    return kl, d_mu, d_logvar
 
 
 def free_bits(kl: Array, free_nats: float, xp: ModuleType) -> tuple[Array, Array]:

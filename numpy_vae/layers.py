@@ -6,12 +6,10 @@ Each layer has ``forward(x)``, which keeps what the backward pass needs, and
 and a Linear weight is ``(out_features, in_features)``, so parameters copy one-to-one into
 ``torch.nn.Linear`` and ``torch.nn.Sequential`` (same names, same layout).
 
-Gradients are *written* (not accumulated) by every backward call.
+Gradients are *written* (not accumulated) by every backward call, into the arrays ``d_p`` that
+the layer made at construction: an optimizer that holds those arrays sees each new gradient.
 
-Both methods take an optional ``out``: an array to write the result into instead of a new one.
-For the elementwise layers ``out`` may be the input itself (the computation is then in place).
-:class:`Sequential` uses this when it is given :class:`~numpy_vae.buffers.Buffers`: the model's
-training step then allocates nothing (see :mod:`numpy_vae.buffers` for why that matters).
+The fast path (:mod:`numpy_vae.fast.layers`) computes the same in place, into reused buffers.
 """
 
 from __future__ import annotations
@@ -22,8 +20,7 @@ from typing import Any
 
 import numpy
 
-from .backend import Backend
-from .buffers import Buffers
+from numpy_vae.backend import Backend
 
 Array = Any
 
@@ -36,15 +33,11 @@ class Layer:
     """
 
     param_names: tuple[str, ...] = ()
-    #: Whether backward reads this layer's own output (then nothing may overwrite it in place).
-    keeps_output: bool = False
 
-    def forward(self, x: Array, out: Array | None = None) -> Array:
+    def forward(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
-    ) -> Array | None:
+    def backward(self, d_out: Array) -> Array:
         raise NotImplementedError
 
     def parameters(self) -> dict[str, Array]:
@@ -87,20 +80,13 @@ class Linear(Layer):
         self.d_bias = self.xp.zeros_like(self.bias)
         self._x = None
 
-    def forward(self, x: Array, out: Array | None = None) -> Array:
-        """``x`` (B, in_features) -> ``x W^T + b`` (B, out_features), into ``out`` if given.
-
-        ``x`` is kept (not copied) for the backward pass.
-        """
+    def forward(self, x: Array) -> Array:
+        """``x`` (B, in_features) -> ``x W^T + b`` (B, out_features); keeps ``x``."""
         self._x = x
-        y = self.xp.matmul(x, self.weight.T, out=out)
-        y += self.bias
-        return y
+        return x @ self.weight.T + self.bias
 
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
-    ) -> Array | None:
-        """dL/dW = d_out^T x,  dL/db = sum_batch d_out,  dL/dx = d_out W (into ``out``).
+    def backward(self, d_out: Array) -> Array:
+        """dL/dW = d_out^T x,  dL/db = sum_batch d_out,  dL/dx = d_out W.
 
         Derivation: entry by entry the layer is ``y[b, i] = sum_k x[b, k] W[i, k] + bias[i]``,
         with ``d_out[b, i] = dL/dy[b, i]``. ``W[i, k]`` touches ``y[b, i]`` of every example b
@@ -109,14 +95,10 @@ class Linear(Layer):
         ``x[b, k]`` touches ``y[b, i]`` for every i with slope ``W[i, k]``:
         ``dL/dx[b, k] = sum_i d_out[b, i] W[i, k]``, the (b, k) entry of ``d_out W``. Each sum is
         over what the forward pass fanned out to (the batch for parameters, the outputs for x).
-
-        The input gradient is skipped when ``need_input_grad`` is false (the first layer of the
-        encoder: nothing upstream of the data is trained), which saves a third of the layer's
-        backward matrix products.
         """
-        self.xp.matmul(d_out.T, self._x, out=self.d_weight)
-        d_out.sum(axis=0, out=self.d_bias)
-        return self.xp.matmul(d_out, self.weight, out=out) if need_input_grad else None
+        self.d_weight[...] = d_out.T @ self._x
+        self.d_bias[...] = d_out.sum(axis=0)
+        return d_out @ self.weight
 
 
 class ReLU(Layer):
@@ -125,22 +107,19 @@ class ReLU(Layer):
     def __init__(self, backend: Backend) -> None:
         self.xp = backend.xp
         self._mask = None
-        self._buffers = Buffers(backend.xp)  # the mask is internal, so it can always be reused
 
-    def forward(self, x: Array, out: Array | None = None) -> Array:
-        """``x * 1[x > 0]``, keeping the mask; ``out`` may be ``x`` (then in place)."""
-        self._mask = self.xp.greater(x, 0, out=self._buffers.get("mask", x.shape, bool))
-        return self.xp.multiply(x, self._mask, out=out)
+    def forward(self, x: Array) -> Array:
+        """``x * 1[x > 0]``, keeping the mask."""
+        self._mask = x > 0
+        return x * self._mask
 
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
-    ) -> Array:
-        """dL/dx = d_out * 1[x > 0]; ``out`` may be ``d_out`` (then in place).
+    def backward(self, d_out: Array) -> Array:
+        """dL/dx = d_out * 1[x > 0].
 
         Each output depends on its own input only, so the Jacobian is diagonal and the chain
         rule is an elementwise product with the local slope: 1 where ``x > 0``, 0 elsewhere.
         """
-        return self.xp.multiply(d_out, self._mask, out=out)
+        return d_out * self._mask
 
 
 class LeakyReLU(Layer):
@@ -151,63 +130,53 @@ class LeakyReLU(Layer):
         self.slope = slope
         self._positive = None
 
-    def forward(self, x: Array, out: Array | None = None) -> Array:
+    def forward(self, x: Array) -> Array:
         self._positive = x > 0
-        return _into(out, self.xp.where(self._positive, x, self.slope * x))
+        return self.xp.where(self._positive, x, self.slope * x)
 
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
-    ) -> Array:
+    def backward(self, d_out: Array) -> Array:
         """dL/dx = d_out * (1 if x > 0 else slope): elementwise, like ReLU's."""
-        return _into(out, self.xp.where(self._positive, d_out, self.slope * d_out))
+        return self.xp.where(self._positive, d_out, self.slope * d_out)
 
 
 class Tanh(Layer):
     """``y = tanh(x)``."""
 
-    keeps_output = True
-
     def __init__(self, backend: Backend) -> None:
         self.xp = backend.xp
         self._y = None
 
-    def forward(self, x: Array, out: Array | None = None) -> Array:
-        self._y = self.xp.tanh(x, out=out)
+    def forward(self, x: Array) -> Array:
+        self._y = self.xp.tanh(x)
         return self._y
 
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
-    ) -> Array:
+    def backward(self, d_out: Array) -> Array:
         """dL/dx = d_out * (1 - y^2), with y = tanh(x).
 
         ``tanh = sinh / cosh`` and the quotient rule give ``(cosh^2 - sinh^2) / cosh^2
         = 1 - tanh^2``: the slope is a function of the output, so the output is what is kept.
         """
-        return self.xp.multiply(d_out, 1 - self._y * self._y, out=out)
+        return d_out * (1 - self._y * self._y)
 
 
 class Sigmoid(Layer):
     """``y = 1 / (1 + exp(-x))``, computed without overflow by ``special.expit``."""
-
-    keeps_output = True
 
     def __init__(self, backend: Backend) -> None:
         self.xp = backend.xp
         self.special = backend.special
         self._y = None
 
-    def forward(self, x: Array, out: Array | None = None) -> Array:
-        self._y = self.special.expit(x, out=out)
+    def forward(self, x: Array) -> Array:
+        self._y = self.special.expit(x)
         return self._y
 
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
-    ) -> Array:
+    def backward(self, d_out: Array) -> Array:
         """dL/dx = d_out * y (1 - y), with y = sigmoid(x).
 
         ``d/dx (1 + e^-x)^-1 = e^-x / (1 + e^-x)^2 = y * e^-x / (1 + e^-x) = y (1 - y)``.
         """
-        return self.xp.multiply(d_out, self._y * (1 - self._y), out=out)
+        return d_out * (self._y * (1 - self._y))
 
 
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
@@ -230,47 +199,16 @@ class Sequential(Layer):
     def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers = list(layers)
 
-    def forward(self, x: Array, buffers: Buffers | None = None) -> Array:
-        """Apply the layers in order.
-
-        With ``buffers``, every Linear layer writes into an array of ``buffers`` and every
-        activation works in place on its input, except where that input is the caller's ``x``
-        or is kept by the layer that made it (Tanh and Sigmoid keep their output for their
-        backward). The result then lives in ``buffers`` and is overwritten by the next call.
-        """
-        for i, layer in enumerate(self.layers):
-            out = None
-            if buffers is not None:
-                if isinstance(layer, Linear):
-                    out = buffers.get(f"{i}", (x.shape[0], layer.out_features), x.dtype)
-                elif i > 0 and not self.layers[i - 1].keeps_output:
-                    out = x
-                else:
-                    out = buffers.get(f"{i}", x.shape, x.dtype)
-            x = layer.forward(x, out=out)
+    def forward(self, x: Array) -> Array:
+        """Apply the layers in order."""
+        for layer in self.layers:
+            x = layer.forward(x)
         return x
 
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, buffers: Buffers | None = None
-    ) -> Array | None:
-        """Chain rule: each layer's input gradient is the previous layer's ``d_out``.
-
-        With ``buffers``, as in :meth:`forward`: the gradients flowing back live in ``buffers``
-        and activations multiply them in place (never the caller's ``d_out``).
-        """
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            layer = self.layers[i]
-            need = need_input_grad or i > 0
-            out = None
-            if buffers is not None and need:
-                if isinstance(layer, Linear):
-                    out = buffers.get(f"d{i}", (d_out.shape[0], layer.in_features), d_out.dtype)
-                elif i < last:
-                    out = d_out
-                else:
-                    out = buffers.get(f"d{i}", d_out.shape, d_out.dtype)
-            d_out = layer.backward(d_out, need_input_grad=need, out=out)
+    def backward(self, d_out: Array) -> Array:
+        """Chain rule: each layer's input gradient is the ``d_out`` of the layer before it."""
+        for layer in reversed(self.layers):
+            d_out = layer.backward(d_out)
         return d_out
 
     def named_layers(self) -> Iterator[tuple[str, Layer]]:
@@ -292,11 +230,3 @@ class Sequential(Layer):
             for prefix, layer in self.named_layers()
             for name, array in layer.gradients().items()
         }
-
-
-def _into(out: Array | None, result: Array) -> Array:
-    """``result``, copied into ``out`` if one is given."""
-    if out is None:
-        return result
-    out[...] = result
-    return out

@@ -1,7 +1,16 @@
-"""Negative log-likelihoods of the decoder, value and gradient from one function each.
+"""The decoder's distribution p(x | z): negative log-likelihoods with their gradients.
 
-Both functions return the per-example negative log-likelihood, shape ``(B,)``, and the gradient
-of its *sum over the batch* with respect to the decoder output, shape ``(B, D)``.
+Two functions give the value and gradient in textbook form, and two small objects wrap them for
+the model, each with the same three methods:
+
+- ``nll(out, x)``: per-example negative log-likelihood, shape ``(B,)``, and the gradient of its
+  *sum over the batch* with respect to the decoder output ``out``, shape ``(B, D)``;
+- ``log_prob(out, x)``: ``log p(x | z)`` per example (the value alone);
+- ``mean(out)``: the mean of p(x | z), what a figure shows.
+
+The fast path computes the Bernoulli value and gradient from one exp and one log
+(:func:`numpy_vae.fast.likelihoods.bernoulli_nll_fused`), held to :func:`bernoulli_nll` by the
+tests.
 """
 
 from __future__ import annotations
@@ -10,18 +19,11 @@ import math
 from types import ModuleType
 from typing import Any
 
-from .buffers import Buffers
-
 Array = Any
 
 
 def bernoulli_nll(
-    logits: Array,
-    x: Array,
-    xp: ModuleType,
-    out: Array | None = None,
-    buffers: Buffers | None = None,
-    grad: bool = True,
+    logits: Array, x: Array, xp: ModuleType, grad: bool = True
 ) -> tuple[Array, Array | None]:
     r"""Bernoulli negative log-likelihood on decoder logits, stable for any logit.
 
@@ -47,26 +49,10 @@ def bernoulli_nll(
 
     Working on logits never forms :math:`\log(\sigma(\ell))`, which is ``log(0) = -inf`` once
     :math:`\sigma(\ell)` rounds to 0 or 1 (near :math:`|\ell| > 17` in float32).
-    (``torch.nn.functional.binary_cross_entropy`` avoids the ``-inf`` differently: it clamps each
-    log at -100, so on saturated outputs it differs from this exact value; on logits it equals
-    ``binary_cross_entropy_with_logits``.)
-
-    **How it is computed.** Value and gradient share one exponential and one logarithm. With
-    :math:`e = \exp(-|\ell|) \in (0, 1]` (never overflows) and :math:`u = 1 + e`,
-
-    .. math::
-        \operatorname{softplus}(\ell) - x\ell
-            = \ell\,(\mathbb 1[\ell \ge 0] - x) + \log(1 + e),\qquad
-        \sigma(\ell) = \frac{f}{u},\quad f = \begin{cases}1 & \ell \ge 0\\
-            e & \ell < 0\end{cases} = \max(e, \mathbb 1[\ell \ge 0]).
-
-    Every term of the first sum is :math:`\ge 0`, so nothing cancels. :math:`\log(1 + e)` is
-    ``log1p(e)``, but NumPy's ``log1p`` is several times slower than its ``log``; ``log(u)``
-    alone loses ``e`` when it is tiny, so it is corrected: :math:`u - 1` is exact (Sterbenz)
-    and :math:`\delta = e - (u - 1)` is exactly the rounding error of :math:`1 + e`, hence
-    :math:`\log(1 + e) = \log(u + \delta) = \log u + \delta / u` to within
-    :math:`(\delta/u)^2`, far below one ulp. The result agrees with
-    ``max(l, 0) + log1p(exp(-|l|))`` to a few ulps in float32 and float64.
+    ``softplus(l) = logaddexp(0, l)`` is evaluated as ``max(l, 0) + log1p(exp(-|l|))``, which
+    never overflows. (``torch.nn.functional.binary_cross_entropy`` avoids the ``-inf``
+    differently: it clamps each log at -100, so on saturated outputs it differs from this exact
+    value; on logits it equals ``binary_cross_entropy_with_logits``.)
 
     Parameters
     ----------
@@ -76,11 +62,6 @@ def bernoulli_nll(
         Targets in [0, 1] (binary or grey-level pixel intensities).
     xp : module
         Array module.
-    out : array, shape (B, D), optional
-        Where to write the gradient; may be ``logits`` itself (which is then overwritten: the
-        model passes its decoder output, which nothing else holds). Default: a new array.
-    buffers : Buffers, optional
-        Where to take the four temporaries (B, D) from instead of allocating them.
     grad : bool
         Compute the gradient; evaluation (e.g. importance-weighted log-likelihoods) needs only
         the value.
@@ -90,34 +71,12 @@ def bernoulli_nll(
     nll : array, shape (B,)
         Per-example negative log-likelihood (nats).
     d_logits : array, shape (B, D), or None
-        Gradient of ``nll.sum()`` with respect to ``logits`` (``out`` if given); None when
-        ``grad`` is false.
+        Gradient of ``nll.sum()`` with respect to ``logits``; None when ``grad`` is false.
     """
-    shape, dtype = logits.shape, logits.dtype
-
-    def take(name: str, kind: Any = dtype) -> Array | None:  # None: numpy allocates
-        return None if buffers is None else buffers.get(name, shape, kind)
-
-    positive = xp.greater_equal(logits, 0, out=take("positive", bool))
-    e = xp.abs(logits, out=take("e"))
-    xp.negative(e, out=e)
-    xp.exp(e, out=e)  # e = exp(-|l|)
-    u = xp.add(e, 1, out=take("u"))
-    value = xp.subtract(positive, x, out=take("value"), dtype=dtype)
-    value *= logits  # l (1[l >= 0] - x) = max(l, 0) - x l
-    scratch = xp.log(u, out=take("scratch"))
-    value += scratch
-    xp.subtract(u, 1, out=scratch)
-    xp.subtract(e, scratch, out=scratch)  # delta = e - (u - 1), the rounding error of 1 + e
-    scratch /= u
-    value += scratch  # + log(u) + delta / u = log1p(e)
-    nll = value.sum(axis=1)
+    nll = (xp.logaddexp(0, logits) - x * logits).sum(axis=1)
     if not grad:
         return nll, None
-    # The gradient last: out may be the logits, which are no longer needed.
-    d_logits = xp.maximum(e, positive, out=out)  # f: 1 where l >= 0, e elsewhere
-    d_logits /= u
-    d_logits -= x
+    d_logits = _expit(logits, xp) - x
     return nll, d_logits
 
 
@@ -153,9 +112,87 @@ def gaussian_nll(mean: Array, x: Array, sigma: float, xp: ModuleType) -> tuple[A
     d_mean : array, shape (B, D)
         Gradient of ``nll.sum()`` with respect to ``mean``.
     """
-    diff = mean - x
     inv_var = 1.0 / (sigma * sigma)
     const = 0.5 * x.shape[1] * math.log(2 * math.pi * sigma * sigma)
-    nll = 0.5 * inv_var * (diff * diff).sum(axis=1) + const
-    diff *= inv_var
-    return nll, diff
+    nll = 0.5 * inv_var * ((mean - x) * (mean - x)).sum(axis=1) + const
+    d_mean = (mean - x) * inv_var
+    return nll, d_mean
+
+
+class Bernoulli:
+    """p(x | z) = prod_d Bernoulli(x_d | sigmoid(l_d)); the decoder outputs the logits ``l``.
+
+    Parameters
+    ----------
+    xp : module
+        Array module.
+    """
+
+    name = "bernoulli"
+
+    def __init__(self, xp: ModuleType) -> None:
+        self.xp = xp
+
+    def nll(self, logits: Array, x: Array) -> tuple[Array, Array]:
+        """:func:`bernoulli_nll`: ``(B,)`` values and the ``(B, D)`` gradient ``sigmoid(l) - x``."""
+        return bernoulli_nll(logits, x, self.xp)
+
+    def log_prob(self, logits: Array, x: Array) -> Array:
+        """``log p(x | z)`` per example, ``(B,)``."""
+        return -bernoulli_nll(logits, x, self.xp, grad=False)[0]
+
+    def mean(self, logits: Array) -> Array:
+        """Pixel probabilities ``sigmoid(l)``, ``(B, D)``."""
+        return _expit(logits, self.xp)
+
+
+class Gaussian:
+    """p(x | z) = N(x | m, sigma^2 I) with a fixed ``sigma``; the decoder outputs the mean ``m``.
+
+    The mean is not squashed: the Gaussian is a density on all of R, and the gradient stays
+    ``(m - x) / sigma^2``.
+
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation, > 0.
+    xp : module
+        Array module.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, sigma: float, xp: ModuleType) -> None:
+        self.sigma = float(sigma)
+        self.xp = xp
+
+    def nll(self, mean: Array, x: Array) -> tuple[Array, Array]:
+        """:func:`gaussian_nll`: ``(B,)`` values and the ``(B, D)`` gradient ``(m - x)/sigma^2``."""
+        return gaussian_nll(mean, x, self.sigma, self.xp)
+
+    def log_prob(self, mean: Array, x: Array) -> Array:
+        """``log p(x | z)`` per example, ``(B,)``."""
+        return -gaussian_nll(mean, x, self.sigma, self.xp)[0]
+
+    def mean(self, mean: Array) -> Array:
+        """The decoder output itself."""
+        return mean
+
+
+#: The likelihoods by the name a configuration gives (``ModelConfig.likelihood``).
+LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian}
+
+
+def make_likelihood(name: str, gaussian_sigma: float, xp: ModuleType) -> Bernoulli | Gaussian:
+    """The likelihood object called ``name`` (a key of :data:`LIKELIHOODS`)."""
+    if name == "gaussian":
+        return Gaussian(gaussian_sigma, xp)
+    if name == "bernoulli":
+        return Bernoulli(xp)
+    raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+
+
+def _expit(logits: Array, xp: ModuleType) -> Array:
+    """``1 / (1 + exp(-l))`` without overflow: ``exp(-|l|)`` is at most 1."""
+    e = xp.exp(-xp.abs(logits))
+    return xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))

@@ -10,30 +10,28 @@
 The ``mu`` and ``logvar`` heads are one Linear layer of width ``2 * latent_dim`` (rows
 ``[:latent_dim]`` give ``mu``, the rest ``logvar``): one matrix product instead of two.
 
-The training step (:meth:`VAE.loss`, or :meth:`VAE.forward` then :meth:`VAE.backward`) keeps its
-large intermediate arrays in :class:`~numpy_vae.buffers.Buffers` owned by the model, so that an
-epoch allocates nothing after its first step; everything it returns is fresh. :meth:`VAE.encode`,
-:meth:`VAE.decode`, :meth:`VAE.reconstruct` and :meth:`VAE.sample` use no buffers at all.
+This is the specification: every step in textbook form, every array fresh.
+:class:`numpy_vae.fast.FastVAE` is the same model with its training step fused and in place (what
+training uses); the tests hold the two together.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy
 
-from .backend import Backend, get_backend
-from .buffers import Buffers
-from .kl import free_bits, kl_standard_normal
-from .layers import Linear, Sequential, make_activation
-from .likelihoods import bernoulli_nll, gaussian_nll
-from .parameters import FlatParameters
-from .reparam import reparameterize, reparameterize_backward
+from numpy_vae.backend import Backend, get_backend
+from numpy_vae.config import ModelConfig
+from numpy_vae.kl import free_bits, kl_standard_normal
+from numpy_vae.layers import Linear, Sequential, make_activation
+from numpy_vae.likelihoods import LIKELIHOODS, make_likelihood
+from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 Array = Any
-LIKELIHOODS = ("bernoulli", "gaussian")
+__all__ = ["LIKELIHOODS", "VAE", "LossParts"]
 
 
 @dataclass
@@ -62,6 +60,17 @@ class LossParts:
         return self.recon + self.kl
 
 
+@dataclass
+class _Saved:
+    """What :meth:`VAE.backward` needs from the last :meth:`VAE.forward`."""
+
+    d_out: Array  # gradient of the reconstruction term w.r.t. the decoder output
+    reparam: tuple  # (eps, sigma) of the sample z
+    d_mu_kl: Array  # dKL/dmu
+    d_logvar_kl: Array  # dKL/dlogvar
+    w: Any  # KL weight: a number, or (free bits) one per latent dimension
+
+
 class VAE:
     """A VAE with MLP encoder and decoder, diagonal-Gaussian posterior and N(0, I) prior.
 
@@ -69,24 +78,12 @@ class VAE:
     ----------
     input_dim : int
         Size of a flattened input (784 for MNIST).
-    hidden_dims : sequence of int
-        Encoder hidden widths; the decoder mirrors them in reverse. Default ``(400,)``.
-    latent_dim : int
-        Size of z. Default 20.
-    activation : {"relu", "leaky_relu", "tanh", "sigmoid"}
-        Hidden activation.
-    likelihood : {"bernoulli", "gaussian"}
-        Decoder distribution. Bernoulli: the decoder outputs logits. Gaussian: the decoder
-        outputs the mean (no squashing) and the standard deviation is ``gaussian_sigma``.
-    gaussian_sigma : float
-        Fixed standard deviation of the Gaussian likelihood.
-    n_classes : int
-        0 for the plain VAE; > 0 for a conditional VAE whose encoder sees ``[x, onehot(y)]`` and
-        decoder sees ``[z, onehot(y)]``.
-    beta : float
-        Weight of the KL term (beta-VAE), >= 0.
-    free_bits : float
-        Free-bits allowance in nats per latent dimension (0 disables), see :func:`free_bits`.
+    *hyperparameters, config, **named
+        The model's hyperparameters (:class:`numpy_vae.config.ModelConfig`: ``hidden_dims``,
+        ``latent_dim``, ``activation``, ``likelihood``, ``gaussian_sigma``, ``n_classes``,
+        ``beta``, ``free_bits``), given as a ``config``, or by name, or in that order after
+        ``input_dim``: ``VAE(784, (400,), 20)`` is ``VAE(784, hidden_dims=(400,),
+        latent_dim=20)``. Omitted ones take their defaults; ranges are checked there.
     backend : Backend or str
         Array module and dtype, default NumPy float32.
     seed : int
@@ -96,104 +93,83 @@ class VAE:
     def __init__(
         self,
         input_dim: int = 784,
-        hidden_dims: tuple[int, ...] | list[int] = (400,),
-        latent_dim: int = 20,
-        activation: str = "relu",
-        likelihood: str = "bernoulli",
-        gaussian_sigma: float = 1.0,
-        n_classes: int = 0,
-        beta: float = 1.0,
-        free_bits: float = 0.0,
+        *hyperparameters: Any,
+        config: ModelConfig | None = None,
         backend: Backend | str | None = None,
         seed: int = 0,
+        **named: Any,
     ) -> None:
-        hidden_dims = tuple(hidden_dims)
+        if config is None:
+            config = ModelConfig(*hyperparameters, **named)
+        elif hyperparameters or named:
+            raise ValueError("give the hyperparameters either as config= or one by one, not both")
         _check_int("input_dim", input_dim, 1)
-        _check_int("latent_dim", latent_dim, 1)
-        _check_int("n_classes", n_classes, 0)
-        if not hidden_dims:
-            raise ValueError("hidden_dims must list at least one hidden width, e.g. (400,)")
-        for width in hidden_dims:
-            _check_int("every hidden width", width, 1)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-        if not (math.isfinite(gaussian_sigma) and gaussian_sigma > 0):
-            raise ValueError(f"gaussian_sigma must be a finite number > 0, got {gaussian_sigma}")
-        if not (math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta}")
-        if not (math.isfinite(free_bits) and free_bits >= 0):
-            raise ValueError(f"free_bits must be a finite number >= 0 (nats), got {free_bits}")
+        _check_int("seed", seed, 0)
         backend = get_backend() if backend is None else get_backend(backend)
 
-        self.backend = backend
-        self.xp = backend.xp
-        self.dtype = backend.dtype
-        self.input_dim = input_dim
-        self.hidden_dims = hidden_dims
-        self.latent_dim = latent_dim
-        self.activation = activation
-        self.likelihood = likelihood
-        self.gaussian_sigma = float(gaussian_sigma)
-        self.n_classes = n_classes
-        self.beta = float(beta)
-        self.free_bits = float(free_bits)
-        self.seed = seed
+        self.hparams = config.model_config()
+        self.backend, self.xp, self.dtype = backend, backend.xp, backend.dtype
+        self.input_dim, self.seed = int(input_dim), int(seed)
+        self.likelihood = make_likelihood(config.likelihood, config.gaussian_sigma, self.xp)
 
         init_rng = numpy.random.default_rng(seed)
-        widths = (input_dim + n_classes, *hidden_dims)
-        encoder = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            encoder += [
-                Linear(fan_in, fan_out, backend, init_rng),
-                make_activation(activation, backend),
-            ]
-        self.encoder = Sequential(encoder)
-        self.head = Linear(hidden_dims[-1], 2 * latent_dim, backend, init_rng)
-        widths = (latent_dim + n_classes, *reversed(hidden_dims))
-        decoder = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            decoder += [
-                Linear(fan_in, fan_out, backend, init_rng),
-                make_activation(activation, backend),
-            ]
-        decoder.append(Linear(hidden_dims[0], input_dim, backend, init_rng))
+        self.encoder = self._mlp((input_dim + config.n_classes, *config.hidden_dims), init_rng)
+        self.head = Linear(config.hidden_dims[-1], 2 * config.latent_dim, backend, init_rng)
+        widths = (config.latent_dim + config.n_classes, *reversed(config.hidden_dims))
+        decoder = self._mlp(widths, init_rng).layers
+        decoder.append(Linear(config.hidden_dims[0], input_dim, backend, init_rng))
         self.decoder = Sequential(decoder)
-
-        self.flat = FlatParameters(
-            {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}, backend
-        )
         self.rng = backend.rng(seed + 1)
-        self._cache: tuple | None = None  # what backward() needs from the last forward()
-        # Scratch memory of the training step, one Buffers per part of the model.
-        self._buffers = {
-            name: Buffers(backend.xp) for name in ("encoder", "head", "decoder", "loss")
-        }
+        self._saved: _Saved | None = None
+
+    def _mlp(self, widths: tuple[int, ...], rng: numpy.random.Generator) -> Sequential:
+        """Linear layers between consecutive ``widths``, each followed by the activation."""
+        layers = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [
+                Linear(fan_in, fan_out, self.backend, rng),
+                make_activation(self.hparams.activation, self.backend),
+            ]
+        return Sequential(layers)
+
+    # The hyperparameters, read where the model uses them.
+    hidden_dims = property(lambda self: self.hparams.hidden_dims)
+    latent_dim = property(lambda self: self.hparams.latent_dim)
+    activation = property(lambda self: self.hparams.activation)
+    gaussian_sigma = property(lambda self: self.hparams.gaussian_sigma)
+    n_classes = property(lambda self: self.hparams.n_classes)
+    # The loss's own two may change between calls (checked again when they do).
+    beta = property(
+        lambda self: self.hparams.beta,
+        lambda self, value: setattr(self, "hparams", replace(self.hparams, beta=value)),
+    )
+    free_bits = property(
+        lambda self: self.hparams.free_bits,
+        lambda self, value: setattr(self, "hparams", replace(self.hparams, free_bits=value)),
+    )
 
     # ------------------------------------------------------------------ parameters
     @property
     def params(self) -> dict[str, Array]:
-        """Parameter arrays by stable name (views into ``flat.data``)."""
-        return self.flat.params
+        """Parameter arrays by stable name, as ``torch.nn.Module.state_dict`` names them."""
+        return {
+            **{f"encoder.{k}": v for k, v in self.encoder.parameters().items()},
+            **{f"head.{k}": v for k, v in self.head.parameters().items()},
+            **{f"decoder.{k}": v for k, v in self.decoder.parameters().items()},
+        }
 
     @property
     def grads(self) -> dict[str, Array]:
-        """Gradient arrays by the same names (views into ``flat.grad``), set by :meth:`loss`."""
-        return self.flat.grads
+        """Gradient arrays by the same names, written by :meth:`loss` (or :meth:`backward`)."""
+        return {
+            **{f"encoder.{k}": v for k, v in self.encoder.gradients().items()},
+            **{f"head.{k}": v for k, v in self.head.gradients().items()},
+            **{f"decoder.{k}": v for k, v in self.decoder.gradients().items()},
+        }
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-serialisable), enough to rebuild this model."""
-        return {
-            "input_dim": self.input_dim,
-            "hidden_dims": list(self.hidden_dims),
-            "latent_dim": self.latent_dim,
-            "activation": self.activation,
-            "likelihood": self.likelihood,
-            "gaussian_sigma": self.gaussian_sigma,
-            "n_classes": self.n_classes,
-            "beta": self.beta,
-            "free_bits": self.free_bits,
-            "seed": self.seed,
-        }
+        return {"input_dim": self.input_dim, **self.hparams.model_json(), "seed": self.seed}
 
     # ------------------------------------------------------------------ the loss
     def loss(
@@ -210,19 +186,21 @@ class VAE:
         Parameters
         ----------
         x : array, shape (B, input_dim)
-            Floats; in [0, 1] for the Bernoulli likelihood.
+            Floats; in [0, 1] for the Bernoulli likelihood. Cast to the model's dtype.
         y : int array, shape (B,), optional
             Labels in ``[0, n_classes)``; required by (and only by) a conditional model.
         eps : array, shape (B, latent_dim), optional
             The standard normal noise of the reparameterization; drawn from ``self.rng`` if
             omitted. Pass it to make the loss a deterministic function of the parameters.
         kl_weight : float, optional
-            Weight ``w`` of the KL term; default ``self.beta``. KL annealing passes its schedule.
+            Weight ``w`` of the KL term, finite and >= 0; default ``self.beta``. KL annealing
+            passes its schedule.
         grad : bool
             Also run the backward pass, writing ``self.grads``.
         validate : bool
-            Check ``x``, ``y`` and ``eps`` (shape, dtype, finiteness, range). The training loop
-            validates the whole data set once and then skips this per batch.
+            Check ``x``, ``y`` and ``eps`` (shape, finiteness, range). The training loop
+            validates the whole data set once and then skips this per batch; the cast to the
+            model's dtype happens either way.
 
         Returns
         -------
@@ -244,52 +222,38 @@ class VAE:
     ) -> LossParts:
         """The forward half of :meth:`loss`: the loss terms, keeping what :meth:`backward` needs.
 
-        Same arguments and result as :meth:`loss` without ``grad``. ``loss(..., grad=True)`` is
-        exactly ``forward(...)`` followed by ``backward()``; the two halves are public so that a
-        profiler can time them separately. What ``backward`` reads lives in the model's
-        buffers, so no other ``forward`` or ``loss`` may come in between (``encode``, ``decode``
-        and ``sample`` may: they use no buffers).
+        Same arguments and result as :meth:`loss` without ``grad``; ``loss(..., grad=True)`` is
+        exactly ``forward(...)`` followed by ``backward()``.
         """
-        if validate:
-            x, y, eps = self._validate(x, y, eps)
+        x, y, eps, w = self._inputs(x, y, eps, kl_weight, validate)
         xp, latent = self.xp, self.latent_dim
-        n = x.shape[0]
-        if eps is None:
-            eps = self.rng.standard_normal((n, latent), dtype=self.dtype)
-        w = self.beta if kl_weight is None else float(kl_weight)
-        onehot = self._one_hot(y) if self.n_classes else None
+        onehot = self._one_hot(y)
 
-        # Forward: x -> (mu, logvar) -> z -> decoder output, in the model's buffers.
-        buffers = self._buffers
-        h = self.encoder.forward(_append(x, onehot, xp), buffers=buffers["encoder"])
-        stats = self.head.forward(h, out=buffers["head"].get("out", (n, 2 * latent), h.dtype))
+        h = self.encoder.forward(append_onehot(x, onehot, xp))
+        stats = self.head.forward(h)
         mu, logvar = stats[:, :latent], stats[:, latent:]
         z, reparam_cache = reparameterize(mu, logvar, eps, xp)
-        out = self.decoder.forward(_append(z, onehot, xp), buffers=buffers["decoder"])
+        out = self.decoder.forward(append_onehot(z, onehot, xp))
 
-        # The two terms, each with its gradient (the likelihood's is written over ``out``).
-        recon, d_out = self._nll(out, x)
+        recon, d_out = self.likelihood.nll(out, x)  # value and gradient
         kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
         if self.free_bits > 0:
             kl_objective, kl_grad_weight = free_bits(kl, self.free_bits, xp)
-            kl_grad_weight *= w
+            kl_grad_weight = w * kl_grad_weight
         else:
             kl_objective, kl_grad_weight = kl.sum(), w
+        self._saved = _Saved(d_out, reparam_cache, d_mu_kl, d_logvar_kl, kl_grad_weight)
         recon_sum = recon.sum()
-        self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
         return LossParts(
             loss=recon_sum + w * kl_objective,
             recon=recon_sum,
             kl=kl.sum(),
             kl_per_dim=kl.sum(axis=0),
-            n=n,
+            n=x.shape[0],
         )
 
     def backward(self) -> None:
         """The backward half of :meth:`loss`: write ``self.grads`` for the last :meth:`forward`.
-
-        Decoder -> z -> (mu, logvar), adding the KL gradients -> head -> encoder. The encoder's
-        first layer skips its input gradient (nothing upstream of the data is trained).
 
         What is differentiated. Per example the ELBO is
         ``E_q[log p(x|z)] - KL(q(z|x) || N(0, I))``; the loss replaces the expectation by its
@@ -299,52 +263,57 @@ class VAE:
             loss = sum_b [ nll(x_b, out_b) + w * sum_j KL(mu_bj, logvar_bj) ]
 
         Because eps does not depend on the parameters, the gradient of this estimate is an
-        unbiased estimate of the ELBO's gradient (:mod:`numpy_vae.estimators` measures how
-        noisy it is). The arrows, each one line below:
+        unbiased estimate of the ELBO's gradient (:mod:`numpy_vae.experiments.estimators`
+        measures how noisy it is). The six arrows, one line each below:
 
         1. ``d_out = dloss/dout``: ``sigmoid(out) - x`` (Bernoulli) or ``(out - x) / sigma^2``
-           (Gaussian), from :meth:`_nll` in :meth:`forward`.
-        2. ``d_z``: the decoder's backward pass (:meth:`Sequential.backward`, each Linear and
-           activation in reverse), keeping the first ``latent_dim`` columns of its input
-           gradient (the rest belong to the one-hot label of a conditional model).
+           (Gaussian), computed with the value by ``self.likelihood.nll`` in :meth:`forward`.
+        2. ``d_z``: the decoder's backward pass (each Linear and activation in reverse), keeping
+           the first ``latent_dim`` columns of its input gradient (the rest belong to the
+           one-hot label of a conditional model).
         3. ``d_mu, d_logvar``: :func:`reparameterize_backward`, ``d_z`` and
            ``d_z * eps * sigma / 2``.
         4. ``mu`` and ``logvar`` also reach the loss through the KL term. Two paths from one
            variable add (multivariate chain rule), so ``d_stats = [d_mu + w d_mu_kl |
            d_logvar + w d_logvar_kl]`` with ``d_mu_kl = mu``, ``d_logvar_kl =
            (exp(logvar) - 1) / 2`` from :func:`kl_standard_normal` (with free bits, ``w`` is
-           ``w`` times the 0/1 weight of each dimension, ``kl_grad_weight``).
+           ``w`` times the 0/1 weight of each dimension).
         5. ``d_h``: the head's backward (one Linear: ``d_stats W``), and its weight gradient.
         6. The encoder's backward pass from ``d_h`` writes the encoder's parameter gradients.
         """
-        if self._cache is None:
+        if self._saved is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")
-        stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight = self._cache
-        self._cache = None
-        xp, latent, buffers = self.xp, self.latent_dim, self._buffers
-        d_z = self.decoder.backward(d_out, buffers=buffers["decoder"])[:, :latent]
-        d_mu, d_logvar = reparameterize_backward(d_z, reparam_cache)
-        d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
-        xp.multiply(d_mu_kl, kl_grad_weight, out=d_stats[:, :latent])
-        d_stats[:, :latent] += d_mu
-        xp.multiply(d_logvar_kl, kl_grad_weight, out=d_stats[:, latent:])
-        d_stats[:, latent:] += d_logvar
-        d_h = buffers["head"].get("d_in", (stats.shape[0], self.head.in_features), stats.dtype)
-        self.head.backward(d_stats, out=d_h)
-        self.encoder.backward(d_h, need_input_grad=False, buffers=buffers["encoder"])
+        s, self._saved = self._saved, None
+        w, xp = s.w, self.xp
+        d_out = s.d_out  # 1
+        d_z = self.decoder.backward(d_out)[:, : self.latent_dim]  # 2
+        d_mu, d_logvar = reparameterize_backward(d_z, s.reparam)  # 3
+        d_stats = xp.concatenate([d_mu + w * s.d_mu_kl, d_logvar + w * s.d_logvar_kl], axis=1)  # 4
+        d_h = self.head.backward(d_stats)  # 5
+        self.encoder.backward(d_h)  # 6
 
-    def _nll(self, out: Array, x: Array) -> tuple[Array, Array]:
-        """Per-example NLL and its gradient w.r.t. ``out``, written over ``out``.
-
-        ``out`` is the decoder output, held by nothing else.
-        """
-        xp = self.xp
-        if self.likelihood == "gaussian":
-            return gaussian_nll(out, x, self.gaussian_sigma, xp)
-        nll, d_out = bernoulli_nll(out, x, xp, out=out, buffers=self._buffers["loss"])
-        if d_out is not out:  # a replacement that ignores out= (e.g. in tests)
-            out[...] = d_out
-        return nll, out
+    def _inputs(
+        self, x: Array, y: Array | None, eps: Array | None, kl_weight: float | None, validate: bool
+    ) -> tuple[Array, Array | None, Array, float]:
+        """The loss's inputs in the model's dtype, checked if ``validate``; ``eps`` drawn if
+        omitted; the KL weight (always checked: it is one number)."""
+        w = self.beta if kl_weight is None else kl_weight
+        try:  # a number, or a 0-d host array
+            w = math.nan if isinstance(w, bool | str) else float(w)
+        except (TypeError, ValueError):
+            w = math.nan
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
+        if validate:
+            x, y, eps = self._validate(x, y, eps)
+        else:
+            # No silent precision change: a batch in another float type is cast (free when it
+            # already has the model's dtype), never computed in its own.
+            x = self.xp.asarray(x, dtype=self.dtype)
+            eps = None if eps is None else self.xp.asarray(eps, dtype=self.dtype)
+        if eps is None:
+            eps = self.rng.standard_normal((x.shape[0], self.latent_dim), dtype=self.dtype)
+        return x, y, eps, float(w)
 
     # ------------------------------------------------------------------ inference
     def encode(
@@ -357,31 +326,26 @@ class VAE:
         """
         if validate:
             x, y, _ = self._validate(x, y, None)
-        stats = self.head.forward(self.encoder.forward(_append(x, self._one_hot(y), self.xp)))
+        stats = self.head.forward(self.encoder.forward(append_onehot(x, self._one_hot(y), self.xp)))
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
     def decode(self, z: Array, y: Array | None = None) -> Array:
         """Mean of p(x | z): pixel probabilities (Bernoulli) or Gaussian mean, (B, input_dim)."""
-        out = self.decoder_output(z, y)
-        if self.likelihood == "bernoulli":
-            return self.backend.special.expit(out)
-        return out
+        return self.likelihood.mean(self.decoder_output(z, y))
 
     def decoder_output(self, z: Array, y: Array | None = None, validate: bool = True) -> Array:
         """Raw decoder output for latent ``z``: logits (Bernoulli) or the mean (Gaussian)."""
         if validate:
             z = self._validate_latent(z)
             y = self._validate_labels(y, z.shape[0])
-        return self.decoder.forward(_append(z, self._one_hot(y), self.xp))
+        return self.decoder.forward(append_onehot(z, self._one_hot(y), self.xp))
 
     def log_likelihood(self, x: Array, out: Array) -> Array:
         """log p(x | z) per example, (B,), from the decoder output ``out`` for that z.
 
-        Value only, in fresh arrays: the training step's scratch buffers are left alone.
+        Value only, in fresh arrays.
         """
-        if self.likelihood == "gaussian":
-            return -gaussian_nll(out, x, self.gaussian_sigma, self.xp)[0]
-        return -bernoulli_nll(out, x, self.xp, grad=False)[0]
+        return self.likelihood.log_prob(out, x)
 
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
         """Decode the posterior mean: ``decode(mu(x))``."""
@@ -404,7 +368,7 @@ class VAE:
 
     def _validate(self, x: Array, y: Array | None, eps: Array | None) -> tuple[Array, Array, Array]:
         x, lo, hi = _as_float_batch("x", x, self.input_dim, "input_dim", self.backend)
-        if self.likelihood == "bernoulli":
+        if self.likelihood.name == "bernoulli":
             if lo < 0 or hi > 1:
                 raise ValueError(
                     f"x has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
@@ -451,7 +415,8 @@ class VAE:
         return y
 
 
-def _append(a: Array, onehot: Array | None, xp: Any) -> Array:
+def append_onehot(a: Array, onehot: Array | None, xp: Any) -> Array:
+    """``[a | onehot]`` along the features (``a`` itself when there are no labels)."""
     return a if onehot is None else xp.concatenate([a, onehot], axis=1)
 
 

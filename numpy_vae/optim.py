@@ -1,7 +1,8 @@
 """Optimizers that update parameter arrays in place from their gradient arrays.
 
-Both work on lists of arrays; the model hands them its flat parameter and gradient vectors
-(:class:`numpy_vae.parameters.FlatParameters`), so one step is a few whole-vector operations.
+Both take lists of arrays (parameters, and the gradient arrays the model writes), pairwise. The
+fast path's :class:`numpy_vae.fast.FastAdam` is the same Adam on one flat vector, rounded as
+PyTorch rounds and split over threads.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy
-
-from .backend import array_module
-from .parallel import default_threads, run_split
+from numpy_vae.backend import array_module
 
 Array = Any
 
@@ -30,7 +28,7 @@ class SGD:
     """
 
     def __init__(self, params: Sequence[Array], grads: Sequence[Array], lr: float = 1e-2) -> None:
-        _check_pairs(params, grads)
+        check_pairs(params, grads)
         if not lr > 0:
             raise ValueError(f"learning rate must be > 0, got {lr}")
         self.params, self.grads, self.lr = list(params), list(grads), lr
@@ -70,20 +68,6 @@ class Adam:
     steps :math:`(1-\beta_1^t)/\sqrt{1-\beta_2^t}` times too large, about 3.2 at t = 1, 6.5 at
     t = 10, 3.2 at t = 100 and still 1.3 at t = 1000.
 
-    ``m`` and ``v`` are rounded as PyTorch's single-tensor CPU implementation rounds them
-    (``lerp_`` and ``mul_``/``addcmul_``). The last line is evaluated in the equivalent form
-    :math:`\theta - s\, m / (\sqrt v + \hat\epsilon)` with
-    :math:`s = \eta \sqrt{1-\beta_2^t} / (1-\beta_1^t)` and
-    :math:`\hat\epsilon = \epsilon \sqrt{1-\beta_2^t}` (multiply the fraction's numerator and
-    denominator by :math:`\sqrt{1-\beta_2^t}`), which saves one pass over the
-    parameters and differs from PyTorch's order only by rounding.
-
-    A step is 12 elementwise passes over every parameter array. For the model's flat vector
-    (650k numbers) these passes cost about as much as the matrix products of the step, so the
-    vector is cut into ``threads`` contiguous slices updated in parallel (NumPy releases the GIL
-    inside each pass; see :mod:`numpy_vae.parallel`). Each element's update is independent of
-    every other, so the result is bitwise the same for any number of threads.
-
     Parameters
     ----------
     params, grads : sequence of arrays
@@ -94,13 +78,7 @@ class Adam:
         Decay rates :math:`\beta_1, \beta_2` in [0, 1).
     eps : float
         :math:`\epsilon` >= 0, added to the bias-corrected root of ``v``.
-    threads : int, optional
-        Threads for the update; default :func:`numpy_vae.parallel.default_threads` for NumPy
-        arrays and 1 for device arrays.
     """
-
-    #: Fewest elements per thread: below this a hand-over between threads costs more than it saves.
-    MIN_ELEMENTS_PER_THREAD = 1 << 16
 
     def __init__(
         self,
@@ -109,50 +87,24 @@ class Adam:
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        threads: int | None = None,
     ) -> None:
-        _check_pairs(params, grads)
-        if not lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {lr}")
-        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-        ):
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        check_pairs(params, grads)
+        check_adam_settings(lr, betas, eps)
         self.params, self.grads = list(params), list(grads)
         self.lr, self.betas, self.eps = lr, (float(betas[0]), float(betas[1])), eps
         self.step_count = 0
         self.xp = array_module(self.params[0]) if self.params else None
-        if threads is None:  # host threads only for host arrays (a GPU has its own parallelism)
-            threads = default_threads() if self.xp is numpy else 1
-        self.threads = threads
         self.m = [self.xp.zeros_like(p) for p in self.params]
         self.v = [self.xp.zeros_like(p) for p in self.params]
-        # One scratch array per parameter array keeps the step free of allocations.
-        self._scratch = [self.xp.empty_like(p) for p in self.params]
 
     def step(self) -> None:
+        """One update of every parameter from the gradient arrays' current contents."""
         self.step_count += 1
-        t = self.step_count
-        beta1, beta2 = self.betas
-        bias_correction2_sqrt = math.sqrt(1 - beta2**t)
-        scale = self.lr * bias_correction2_sqrt / (1 - beta1**t)
-        eps_hat = self.eps * bias_correction2_sqrt
-        for arrays in zip(self.params, self.grads, self.m, self.v, self._scratch, strict=True):
-            flat = [_flat_view(a) for a in arrays]
-            if any(a is None for a in flat):  # not contiguous: no slicing, one call
-                _adam_update(*arrays, beta1, beta2, scale, eps_hat, self.xp)
-                continue
-
-            def update(lo: int, hi: int, flat: list = flat) -> None:
-                p, g, m, v, a = (x[lo:hi] for x in flat)
-                _adam_update(p, g, m, v, a, beta1, beta2, scale, eps_hat, self.xp)
-
-            # 16-element boundaries keep every slice aligned for the SIMD loops.
-            run_split(update, flat[0].size, self.threads, self.MIN_ELEMENTS_PER_THREAD, align=16)
+        t, (beta1, beta2), xp = self.step_count, self.betas, self.xp
+        for p, g, m, v in zip(self.params, self.grads, self.m, self.v, strict=True):
+            m[...] = beta1 * m + (1 - beta1) * g
+            v[...] = beta2 * v + (1 - beta2) * g * g
+            p -= self.lr / (1 - beta1**t) * m / (xp.sqrt(v) / math.sqrt(1 - beta2**t) + self.eps)
 
     def state_dict(self) -> dict[str, Any]:
         """Step count and moment arrays (the arrays themselves; copy before mutating)."""
@@ -177,43 +129,17 @@ class Adam:
         self.step_count = int(state["step"])
 
 
-def _adam_update(
-    p: Array,
-    g: Array,
-    m: Array,
-    v: Array,
-    a: Array,
-    beta1: float,
-    beta2: float,
-    scale: float,
-    eps_hat: float,
-    xp: Any,
-) -> None:
-    """One Adam step on matching arrays (or matching slices of them), in 12 in-place passes;
-    ``a`` is scratch. Python floats combine with float32 arrays in float32 (NEP 50)."""
-    # m + (1 - beta1)(g - m) is beta1 m + (1 - beta1) g, rounded as torch's lerp_.
-    xp.subtract(g, m, out=a)
-    a *= 1 - beta1
-    m += a
-    # v beta2 + ((1 - beta2) g) g, as torch's mul_ then addcmul_.
-    v *= beta2
-    xp.multiply(g, 1 - beta2, out=a)
-    a *= g
-    v += a
-    # theta - scale m / (sqrt(v) + eps_hat)
-    xp.sqrt(v, out=a)
-    a += eps_hat
-    xp.divide(m, a, out=a)
-    a *= -scale
-    p += a
+def check_adam_settings(lr: float, betas: tuple[float, float], eps: float) -> None:
+    """Raise a ValueError naming the first of Adam's settings that is out of range."""
+    if not lr > 0:
+        raise ValueError(f"learning rate must be > 0, got {lr}")
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
 
 
-def _flat_view(a: Array) -> Array | None:
-    """``a`` as a 1-D view, or None if that would need a copy."""
-    return a.reshape(-1) if a.flags.c_contiguous else None
-
-
-def _check_pairs(params: Sequence[Array], grads: Sequence[Array]) -> None:
+def check_pairs(params: Sequence[Array], grads: Sequence[Array]) -> None:
     if len(params) != len(grads):
         raise ValueError(f"got {len(params)} parameter arrays but {len(grads)} gradient arrays")
     for p, g in zip(params, grads, strict=True):

@@ -31,8 +31,7 @@ def reparameterize(mu: Array, logvar: Array, eps: Array, xp: ModuleType) -> tupl
         What :func:`reparameterize_backward` needs: ``(eps, sigma)``.
     """
     sigma = xp.exp(0.5 * logvar)
-    z = sigma * eps
-    z += mu
+    z = mu + sigma * eps
     return z, (eps, sigma)
 
 
@@ -49,7 +48,7 @@ def reparameterize_backward(d_z: Array, cache: tuple) -> tuple[Array, Array]:
     ``dz/dlogvar = eps * dsigma/dlogvar = eps * sigma / 2``, since
     ``sigma = exp(logvar / 2)``; the chain rule multiplies each by ``d_z``. Why the sample is
     written this way, and what the alternative (the score-function estimator) costs in
-    variance: :mod:`numpy_vae.estimators`.
+    variance: :mod:`numpy_vae.experiments.estimators`.
 
     Parameters
     ----------
@@ -62,7 +61,6 @@ def reparameterize_backward(d_z: Array, cache: tuple) -> tuple[Array, Array]:
     d_mu, d_logvar : arrays, shape (B, L)
     """
     eps, sigma = cache
-    d_logvar = d_z * eps
-    d_logvar *= sigma
-    d_logvar *= 0.5
-    return d_z, d_logvar
+    d_mu = d_z
+    d_logvar = d_z * eps * sigma * 0.5
+    return d_mu, d_logvar

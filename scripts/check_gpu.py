@@ -1,13 +1,12 @@
 #!/usr/bin/env python
-"""Check the CuPy backend against NumPy on a machine with a GPU. See ``--help``.
+"""Check the CuPy backend against NumPy on a GPU; see --help.
 
-The checks live in ``numpy_vae.devicecheck``. Without CuPy or a GPU this prints one line saying
-what is missing and exits with status 2.
+The program is numpy_vae.cli.check_gpu.
 """
 
 import sys
 
-from numpy_vae.devicecheck import main
+from numpy_vae.cli.check_gpu import main
 
 if __name__ == "__main__":
     sys.exit(main())

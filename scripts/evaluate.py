@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Evaluate a training run's checkpoint on the test set. See ``--help``."""
+"""Evaluate a run's checkpoint on the test set; see --help.
+
+The program is numpy_vae.cli.evaluate.
+"""
 
 import sys
 
-from numpy_vae.cli import evaluate_main
+from numpy_vae.cli.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(evaluate_main())
+    sys.exit(main())

@@ -1,16 +1,17 @@
 #!/usr/bin/env python
-"""The estimator experiment: reparameterization against the score function. See ``--help``.
+"""Reparameterization against score-function gradients; see --help.
 
-The estimators and the experiment live in ``numpy_vae.estimators``.
+The program is numpy_vae.cli.gradient_variance.
 """
 
 import os
 import sys
 
-# OpenBLAS's idle threads otherwise busy-wait after every matrix product (numpy_vae/parallel.py).
+# OpenBLAS reads this only when NumPy loads it: its idle threads then spin briefly instead of
+# ~0.1 s after every product (see numpy_vae/fast/parallel.py).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 
-from numpy_vae.estimators import main  # noqa: E402
+from numpy_vae.cli.gradient_variance import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,11 +16,13 @@ from hypothesis.extra import numpy as hnp
 from test_train import small_args, synthetic_arrays
 
 import numpy_vae
-from numpy_vae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpy_vae.cli import load_dataset, train_main, train_parser
-from numpy_vae.data import DataError, parse_idx
+from numpy_vae.cli import train_main
+from numpy_vae.cli.common import load_dataset
+from numpy_vae.cli.train import train_parser
 from numpy_vae.model import VAE
-from numpy_vae.train import Dataset, TrainConfig, Trainer
+from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpy_vae.training.data import DataError, parse_idx
+from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
 
 PACKAGE = Path(numpy_vae.__file__).resolve().parent
 # Random inputs must be dealt with quickly; a slow example would point at a hang.
@@ -412,7 +414,7 @@ numbers = st.integers(-5, 5000) | st.floats(allow_nan=True, allow_infinity=True)
             "hidden_dims": st.lists(numbers, max_size=3),
             "binarize": st.sampled_from(["none", "dynamic", "threshold", "sometimes"]),
             "dtype": st.sampled_from(["float32", "float64", "float16"]),
-            "conditional": st.booleans() | st.integers(0, 2),
+            "n_classes": st.booleans() | st.integers(-1, 12),
             "skip_nonfinite": st.booleans() | st.none(),
             "seed": numbers | st.text(max_size=2),
             "activation": st.sampled_from(["relu", "tanh", "gelu", ""]),

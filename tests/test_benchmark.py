@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from numpy_vae import VAE
-from numpy_vae.benchmark import (
+from numpy_vae.experiments.benchmark import (
     GemmFloor,
     ModelSpec,
     NumpyTraining,

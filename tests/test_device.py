@@ -1,6 +1,6 @@
 """The package on a device that is not the host, proven without a GPU.
 
-The "strict" backend (numpy_vae.strict_backend) is a CPU stand-in with CuPy's manners: its
+The "strict" backend (numpy_vae.devices.strict) is a CPU stand-in with CuPy's manners: its
 arrays refuse implicit conversion to NumPy and mixing with NumPy arrays, its generator has
 CuPy's API, and every transfer is counted. The first tests prove that the stand-in bites; the
 rest run the real code on it (gradients, training, sampling, evaluation, figures, checkpoints,
@@ -20,14 +20,18 @@ import pytest
 import scipy.special
 from test_train import synthetic_arrays
 
-from numpy_vae import VAE, Adam, BackendUnavailable, devicecheck, get_backend, strict_backend
+from numpy_vae import VAE, BackendUnavailable, get_backend
 from numpy_vae import backend as backend_module
-from numpy_vae.checkpoint import load_checkpoint, save_checkpoint
 from numpy_vae.cli import evaluate_main, train_main
-from numpy_vae.evaluate import active_units, iw_log_likelihood, posterior_means
-from numpy_vae.runs import CHECKPOINT, write_figures
-from numpy_vae.strict_backend import DeviceArray, count_transfers
-from numpy_vae.train import Dataset, TrainConfig, Trainer, evaluate_elbo
+from numpy_vae.cli.check_gpu import main as check_gpu_main
+from numpy_vae.devices import gpucheck as devicecheck
+from numpy_vae.devices import strict as strict_backend
+from numpy_vae.devices.strict import DeviceArray, count_transfers
+from numpy_vae.fast import FastAdam, FastVAE
+from numpy_vae.training.checkpoint import load_checkpoint, save_checkpoint
+from numpy_vae.training.evaluate import active_units, iw_log_likelihood, posterior_means
+from numpy_vae.training.runs import CHECKPOINT, write_figures
+from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer, evaluate_elbo
 
 ROOT = Path(__file__).resolve().parents[1]
 STRICT = get_backend("strict", "float32")
@@ -183,8 +187,8 @@ def test_device_step_equals_host_step_without_transfers(kwargs):
     y = rng.integers(0, 3, 5) if kwargs else None
     results = []
     for backend in (F64, STRICT64):
-        model = VAE(7, (6,), 2, backend=backend, seed=3, **kwargs)
-        adam = Adam([model.flat.data], [model.flat.grad])
+        model = FastVAE(7, (6,), 2, backend=backend, seed=3, **kwargs)
+        adam = FastAdam([model.flat.data], [model.flat.grad])
         xd, epsd = backend.asarray(x), backend.asarray(eps)
         yd = None if y is None else backend.xp.asarray(y)
         with count_transfers() as t:
@@ -218,7 +222,7 @@ def test_sampling_and_inference_on_the_device():
     "extra",
     [
         {"binarize": "dynamic"},
-        {"conditional": True, "kl_warmup": 1.0, "free_bits": 0.1},
+        {"n_classes": 10, "kl_warmup": 1.0, "free_bits": 0.1},
         {"likelihood": "gaussian", "gaussian_sigma": 0.3, "binarize": "threshold"},
     ],
 )
@@ -262,9 +266,7 @@ def trained(tmp_path_factory):
     """A conditional model with a 2-D latent trained for two epochs on the device, and a run
     folder holding its checkpoint."""
     run_dir = tmp_path_factory.mktemp("device_run")
-    trainer = Trainer(
-        TrainConfig(backend="strict", conditional=True, epochs=2, **TINY), tiny_data()
-    )
+    trainer = Trainer(TrainConfig(backend="strict", n_classes=10, epochs=2, **TINY), tiny_data())
     trainer.train_epoch()
     trainer.train_epoch()
     save_checkpoint(run_dir / CHECKPOINT, trainer.state_dict())
@@ -442,7 +444,7 @@ def test_the_cupy_backend_code_path_on_a_cupy_shaped_stand_in(monkeypatch, capsy
     assert list(per_step) == [0, 0, 0] and transfers.to_host == 4, transfers.report()
     # Six steps, so a loose drift tolerance: the early losses still fall fast.
     argv = "--steps 6 --batch-size 16 --lockstep-steps 2 --timing-steps 1 --tolerance 20".split()
-    assert devicecheck.main(argv) == 0
+    assert check_gpu_main(argv) == 0
     out = capsys.readouterr().out
     assert "cupy 0.0-stand-in on GPU 0: Stand-in GPU" in out and "all checks passed" in out
     assert "initial parameters equal" in out and out.count(" ok") == 5

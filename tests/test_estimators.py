@@ -17,9 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import numpy_vae.estimators as estimators
+import numpy_vae.experiments.estimators as estimators
 from numpy_vae import VAE, get_backend
-from numpy_vae.estimators import (
+from numpy_vae.cli.gradient_variance import main
+from numpy_vae.experiments.estimators import (
     ESTIMATORS,
     SAMPLERS,
     Z_BOUND,
@@ -28,7 +29,6 @@ from numpy_vae.estimators import (
     check_closed_form,
     gaussian_score,
     gradient_variance,
-    main,
     quadratic_case,
     reparameterization_samples,
     score_function_samples,
@@ -205,10 +205,10 @@ def test_script_exits_1_when_an_estimator_is_wrong(monkeypatch, tmp_path, capsys
 )  # fmt: skip
 def test_bad_usage_is_one_line_and_status_2(monkeypatch, tmp_path, capsys, argv, message):
     if argv[0] == "--image":  # needs MNIST: pretend it is cached
-        pytest.importorskip("numpy_vae.data")
+        pytest.importorskip("numpy_vae.training.data")
         fake = type("M", (), {"test_images": np.zeros((5, 784), np.uint8),
                               "test_labels": np.zeros(5, np.int64)})  # fmt: skip
-        monkeypatch.setattr("numpy_vae.data.load_mnist", lambda *a, **k: fake)
+        monkeypatch.setattr("numpy_vae.training.data.load_mnist", lambda *a, **k: fake)
     try:
         status = main([*argv, "--plot", str(tmp_path / "p.png"), "--data-dir", str(tmp_path)])
     except SystemExit as exit_info:
@@ -225,13 +225,13 @@ def test_quadratic_is_a_dataclass_of_arrays():
 
 
 def test_model_from_run_copies_a_checkpoint_into_float64(tmp_path):
-    from numpy_vae.checkpoint import save_checkpoint
-    from numpy_vae.estimators import model_from_run
-    from numpy_vae.train import TrainConfig
+    from numpy_vae.experiments.estimators import model_from_run
+    from numpy_vae.training.checkpoint import save_checkpoint
+    from numpy_vae.training.trainer import TrainConfig
 
-    config = TrainConfig(hidden_dims=(5,), latent_dim=2, conditional=True)
+    config = TrainConfig(hidden_dims=(5,), latent_dim=2, n_classes=10)
     trained = VAE(8, (5,), 2, n_classes=10, seed=3)  # float32, like a training run
-    flat = trained.flat.data
+    flat = np.concatenate([p.ravel() for p in trained.params.values()])
     state = {"config": config.to_json(), "history": [{"epoch": 1}], "epoch": 1, "step": 1,
              "adam_step": 1, "adam_m": np.zeros_like(flat), "adam_v": np.zeros_like(flat),
              "params": {k: v.copy() for k, v in trained.params.items()}}  # fmt: skip

@@ -6,14 +6,15 @@ from scipy import integrate
 from scipy.special import log_expit
 
 from numpy_vae import VAE, get_backend
-from numpy_vae.evaluate import active_units, iw_log_likelihood, posterior_means
+from numpy_vae.training.evaluate import active_units, iw_log_likelihood, posterior_means
 
 F64 = get_backend("numpy", "float64")
 
 
 def tiny_model(latent=1, seed=0, **kwargs):
     model = VAE(6, (5,), latent, activation="tanh", backend=F64, seed=seed, **kwargs)
-    model.flat.data *= 2.0  # a posterior that is not the prior, a decoder that is not flat
+    for p in model.params.values():
+        p *= 2.0  # a posterior that is not the prior, a decoder that is not flat
     return model
 
 

@@ -1,5 +1,7 @@
 """The fast path's bookkeeping: reused buffers, in-place activations, float32 throughout.
 
+(``tests/test_fast_vs_reference.py`` holds its numbers to the specification's.)
+
 The gradient checks elsewhere prove the math; these tests prove that the memory reuse behind it
 never changes a number and never hands a caller an array that a later call overwrites.
 """
@@ -7,8 +9,10 @@ never changes a number and never hands a caller an array that a later call overw
 import numpy as np
 import pytest
 
-from numpy_vae import VAE, get_backend
-from numpy_vae.buffers import Buffers
+from numpy_vae import get_backend
+from numpy_vae.fast import FastVAE as VAE
+from numpy_vae.fast.buffers import Buffers
+from numpy_vae.fast.layers import FastLinear, FastSequential
 from numpy_vae.layers import LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
 
 F64 = get_backend("numpy", "float64")
@@ -91,6 +95,7 @@ def test_sequential_with_buffers_computes_exactly_what_it_computes_without(make)
     Sigmoid keep their output) nor touch the caller's input or upstream gradient."""
     rng = np.random.default_rng(0)
     net = Sequential(make(F64, rng))
+    fast = FastSequential(net)
     x = rng.standard_normal((6, 5))
     d_out = rng.standard_normal((6, net.forward(x).shape[1]))
     x_copy, d_copy = x.copy(), d_out.copy()
@@ -99,9 +104,9 @@ def test_sequential_with_buffers_computes_exactly_what_it_computes_without(make)
     grads_plain = {k: v.copy() for k, v in net.gradients().items()}
     buffers = Buffers(np)
     for _ in range(2):  # the second round reuses the buffers
-        y = net.forward(x, buffers=buffers)
+        y = fast.forward(x, buffers)
         np.testing.assert_array_equal(y, y_plain)
-        d_x = net.backward(d_out, buffers=buffers)
+        d_x = fast.backward(d_out, buffers)
         np.testing.assert_array_equal(d_x, d_plain)
         for name, g in net.gradients().items():
             np.testing.assert_array_equal(g, grads_plain[name])
@@ -130,8 +135,8 @@ def test_float32_end_to_end():
     parts = model.loss(x, eps=eps, validate=False)
     for value in (parts.loss, parts.recon, parts.kl, parts.kl_per_dim):
         assert value.dtype == np.float32
-    layers = [*model.encoder.layers, model.head, *model.decoder.layers]
-    for layer in [layer for layer in layers if isinstance(layer, Linear)]:
+    layers = [*model._fast_encoder.layers, model._fast_head, *model._fast_decoder.layers]
+    for layer in [layer for layer in layers if isinstance(layer, FastLinear)]:
         assert layer._x.dtype == np.float32
     for buffers in model._buffers.values():
         for array in buffers._arrays.values():
@@ -141,8 +146,8 @@ def test_float32_end_to_end():
 
 @pytest.mark.parametrize("mode", ["none", "threshold"])
 def test_training_batches_are_scaled_exactly_like_scale_images(mode):
-    from numpy_vae.data import binarize, scale_images
-    from numpy_vae.train import Dataset, TrainConfig, Trainer
+    from numpy_vae.training.data import binarize, scale_images
+    from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (300, 784), dtype=np.uint8)
@@ -154,3 +159,11 @@ def test_training_batches_are_scaled_exactly_like_scale_images(mode):
         expected = binarize(scale_images(images[index]), mode)
         assert x.dtype == np.float32
         np.testing.assert_array_equal(x, expected)
+
+
+def test_linear_skips_input_gradient_when_asked():
+    layer = Linear(4, 3, F64, np.random.default_rng(0))
+    fast = FastLinear(layer)
+    fast.forward(np.ones((2, 4)))
+    assert fast.backward(np.ones((2, 3)), need_input_grad=False) is None
+    np.testing.assert_allclose(layer.d_weight, np.full((3, 4), 2.0))

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from test_train import read_metrics, small_args, synthetic_arrays
 
-import numpy_vae.checkpoint
-import numpy_vae.runs
-from numpy_vae.checkpoint import load_checkpoint
+import numpy_vae.training.checkpoint
+import numpy_vae.training.runs
 from numpy_vae.cli import train_main
 from numpy_vae.model import VAE
-from numpy_vae.train import Dataset, Diverged, TrainConfig, Trainer
+from numpy_vae.training.checkpoint import load_checkpoint
+from numpy_vae.training.trainer import Dataset, Diverged, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 8
@@ -33,7 +33,7 @@ EPOCHS = 8
 # checkpoint and the metrics file.
 CHILD = r"""
 import os, signal, sys
-import numpy, numpy_vae.runs
+import numpy, numpy_vae.training.runs
 where, nth = sys.argv[1], int(sys.argv[2])
 calls = {"n": 0}
 
@@ -61,12 +61,12 @@ elif where == "before-rename":
         replace(src, dst)
     os.replace = replace_or_die
 elif where == "between-files":
-    write_metrics = numpy_vae.runs.write_metrics
+    write_metrics = numpy_vae.training.runs.write_metrics
     def metrics_or_die(path, history):
         if due():
             die()
         write_metrics(path, history)
-    numpy_vae.runs.write_metrics = metrics_or_die
+    numpy_vae.training.runs.write_metrics = metrics_or_die
 
 from numpy_vae.cli import train_main
 sys.exit(train_main(sys.argv[3:]))
@@ -225,7 +225,7 @@ def test_ctrl_c_in_a_real_process_saves_and_says_how_to_resume(data_file, refere
 
 
 def test_ctrl_c_during_a_save_keeps_that_epoch(data_file, reference, tmp_path, monkeypatch, capsys):
-    save = numpy_vae.runs.save_checkpoint
+    save = numpy_vae.training.runs.save_checkpoint
     calls = []
 
     def interrupted_save(path, state):
@@ -234,7 +234,7 @@ def test_ctrl_c_during_a_save_keeps_that_epoch(data_file, reference, tmp_path, m
             os.kill(os.getpid(), signal.SIGINT)  # arrives while the save is under way
         save(path, state)
 
-    monkeypatch.setattr(numpy_vae.runs, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(numpy_vae.training.runs, "save_checkpoint", interrupted_save)
     assert train_main(run_args(data_file, tmp_path, "run")) == 130
     assert "holds epoch 3 of 8: continue with --resume" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 3
@@ -267,7 +267,7 @@ def test_ctrl_c_while_drawing_figures_then_resume_finishes_them(data_file, tmp_p
     def interrupted(trainer, run_dir):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(numpy_vae.runs, "write_figures", interrupted)
+    monkeypatch.setattr(numpy_vae.training.runs, "write_figures", interrupted)
     assert train_main(run_args(data_file, tmp_path, "run")) == 130
     assert f"all {EPOCHS} epochs are saved" in capsys.readouterr().err
     assert not (tmp_path / "run" / "samples.png").exists()
@@ -303,14 +303,14 @@ def test_divergence_stops_naming_the_step_and_keeps_the_checkpoint(
 ):
     run_dir = tmp_path / "run"
     poison_step(monkeypatch, {13}, what)  # epoch 3, batch 3
-    real_save = numpy_vae.runs.save_checkpoint
+    real_save = numpy_vae.training.runs.save_checkpoint
     saved_bytes = {}
 
     def save_and_remember(path, state):
         real_save(path, state)
         saved_bytes[state["epoch"]] = Path(path).read_bytes()
 
-    monkeypatch.setattr(numpy_vae.runs, "save_checkpoint", save_and_remember)
+    monkeypatch.setattr(numpy_vae.training.runs, "save_checkpoint", save_and_remember)
     assert train_main(run_args(data_file, tmp_path, "run")) == 1
     err = capsys.readouterr().err.strip()
     assert "training diverged at step 13 (epoch 3, batch 3 of 5)" in err
@@ -405,7 +405,7 @@ def test_an_unwritable_run_folder_fails_before_training(data_file, tmp_path, mon
     def refuse(path, write, mode="wb"):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(numpy_vae.runs, "write_atomic", refuse)
+    monkeypatch.setattr(numpy_vae.training.runs, "write_atomic", refuse)
     assert train_main(run_args(data_file, tmp_path, "run")) == 2
     err = capsys.readouterr().err
     assert "cannot write to the run folder" in err and "--runs-dir" in err
@@ -413,9 +413,9 @@ def test_an_unwritable_run_folder_fails_before_training(data_file, tmp_path, mon
 
 
 def test_a_full_disk_is_detected_before_training(data_file, tmp_path, monkeypatch, capsys):
-    usage = numpy_vae.runs.shutil.disk_usage(tmp_path)
+    usage = numpy_vae.training.runs.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(
-        numpy_vae.runs.shutil, "disk_usage", lambda path: usage._replace(free=100_000)
+        numpy_vae.training.runs.shutil, "disk_usage", lambda path: usage._replace(free=100_000)
     )
     assert train_main(run_args(data_file, tmp_path, "run")) == 2
     assert "only 0.1 MiB free" in capsys.readouterr().err
@@ -424,7 +424,7 @@ def test_a_full_disk_is_detected_before_training(data_file, tmp_path, monkeypatc
 def test_disk_full_during_a_save_never_corrupts_the_last_checkpoint(
     data_file, tmp_path, monkeypatch, capsys
 ):
-    savez = numpy_vae.checkpoint.numpy.savez
+    savez = numpy_vae.training.checkpoint.numpy.savez
     calls = []
 
     def fills_the_disk(file, **arrays):
@@ -434,7 +434,7 @@ def test_disk_full_during_a_save_never_corrupts_the_last_checkpoint(
             raise OSError(errno.ENOSPC, "No space left on device")
         savez(file, **arrays)
 
-    monkeypatch.setattr(numpy_vae.checkpoint.numpy, "savez", fills_the_disk)
+    monkeypatch.setattr(numpy_vae.training.checkpoint.numpy, "savez", fills_the_disk)
     assert train_main(run_args(data_file, tmp_path, "run")) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot save epoch 3" in err and "No space left on device" in err and "\n" not in err
@@ -444,7 +444,7 @@ def test_disk_full_during_a_save_never_corrupts_the_last_checkpoint(
 
 
 def test_a_failed_metrics_write_says_the_epoch_is_saved(data_file, tmp_path, monkeypatch, capsys):
-    write_metrics = numpy_vae.runs.write_metrics
+    write_metrics = numpy_vae.training.runs.write_metrics
     calls = []
 
     def fails_third(path, history):
@@ -453,7 +453,7 @@ def test_a_failed_metrics_write_says_the_epoch_is_saved(data_file, tmp_path, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         write_metrics(path, history)
 
-    monkeypatch.setattr(numpy_vae.runs, "write_metrics", fails_third)
+    monkeypatch.setattr(numpy_vae.training.runs, "write_metrics", fails_third)
     assert train_main(run_args(data_file, tmp_path, "run")) == 2
     err = capsys.readouterr().err
     assert "epoch 3 is saved" in err and "--resume" in err

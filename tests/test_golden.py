@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from numpy_vae import VAE, Adam, get_backend
-from numpy_vae.golden import VARIANTS, model_config
+from numpy_vae.checks.golden import VARIANTS, model_config
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients, relative_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -163,8 +163,8 @@ def test_numpy_vae_reproduces_three_adam_steps(path):
     model = build(config, a)
     adam = config["adam"]
     opt = Adam(
-        [model.flat.data],
-        [model.flat.grad],
+        list(model.params.values()),
+        list(model.grads.values()),
         lr=adam["lr"],
         betas=tuple(adam["betas"]),
         eps=adam["eps"],

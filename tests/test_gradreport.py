@@ -9,10 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_checks_bite import doubled
 
+import numpy_vae.likelihoods as likelihoods_module
 import numpy_vae.model as model_module
 from numpy_vae import VAE, get_backend
+from numpy_vae.checks.gradreport import check_model, gradient_report
+from numpy_vae.cli.gradcheck import main
+from numpy_vae.config import ModelConfig
 from numpy_vae.gradcheck import numerical_gradient
-from numpy_vae.gradreport import check_model, gradient_report, main
 
 F64 = get_backend("numpy", "float64")
 DEFAULT_NAMES = [
@@ -44,16 +47,16 @@ def test_default_model_passes(capsys):
 # Which rows a doubled derivative must turn into FAIL rows: everything upstream of it.
 UPSTREAM_OF_Z = ["encoder.0.weight", "encoder.0.bias", "head.weight", "head.bias"]
 BROKEN = {
-    "KL d_logvar": ("kl_standard_normal", 2, UPSTREAM_OF_Z),
-    "reparameterization d_logvar": ("reparameterize_backward", 1, UPSTREAM_OF_Z),
-    "Bernoulli d_logits": ("bernoulli_nll", 1, DEFAULT_NAMES),
+    "KL d_logvar": (model_module, "kl_standard_normal", 2, UPSTREAM_OF_Z),
+    "reparameterization d_logvar": (model_module, "reparameterize_backward", 1, UPSTREAM_OF_Z),
+    "Bernoulli d_logits": (likelihoods_module, "bernoulli_nll", 1, DEFAULT_NAMES),
 }
 
 
 @pytest.mark.parametrize("broken", BROKEN)
 def test_a_broken_derivative_fails_with_exit_status_1(monkeypatch, capsys, broken):
-    name, index, affected = BROKEN[broken]
-    monkeypatch.setattr(model_module, name, doubled(getattr(model_module, name), index))
+    module, name, index, affected = BROKEN[broken]
+    monkeypatch.setattr(module, name, doubled(getattr(module, name), index))
     assert main(["--hidden", "50", "--entries", "5"]) == 1
     out = capsys.readouterr().out
     rows = table_rows(out)
@@ -74,7 +77,9 @@ def test_json_report(tmp_path, capsys):
 
 
 def test_full_check_covers_every_entry():
-    report = gradient_report(hidden_dims=(4,), latent_dim=2, batch=3, entries=None, input_dim=9)
+    report = gradient_report(
+        ModelConfig(hidden_dims=(4,), latent_dim=2), batch=3, entries=None, input_dim=9
+    )
     assert report.passed and report.full
     for row in report.rows:  # every entry is compared or counted as a kink
         assert row.checked + row.kink == int(np.prod(row.shape))
@@ -109,14 +114,17 @@ def test_bad_usage_is_one_line_and_status_2(capsys, argv, message):
 def test_every_variant_passes_and_counts_add_up(
     activation, likelihood, conditional, beta, free_bits, seed
 ):
-    report = gradient_report(
+    config = ModelConfig(
         hidden_dims=(5, 4),
         latent_dim=3,
         activation=activation,
         likelihood=likelihood,
-        conditional=conditional,
+        n_classes=10 if conditional else 0,
         beta=beta,
         free_bits=free_bits,
+    )
+    report = gradient_report(
+        config,
         batch=3,
         seed=seed,
         entries=6,

@@ -6,6 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from numpy_vae import VAE, get_backend
+from numpy_vae.fast import FastVAE
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients
 from numpy_vae.layers import Linear
 
@@ -75,10 +76,16 @@ def test_default_architecture_gradients(batch, input_dim, hidden, latent, seed, 
 def test_deeper_tanh_model_gradients(batch, widths, latent, seed, scale):
     """Two hidden layers, Tanh; weights scaled up so logits and logvar leave the linear regime."""
     model = VAE(7, widths, latent, activation="tanh", backend=F64, seed=seed)
-    model.flat.data *= scale
+    for p in model.params.values():
+        p *= scale
     x = np.random.default_rng(seed).random((batch, 7))
     errors = check_model(model, x, seed=seed)
     assert len(errors) == 2 * (2 + 1 + 3)  # encoder, head, decoder Linear layers
+
+
+def vector(arrays):
+    """Named arrays end to end, for whole-model comparisons."""
+    return np.concatenate([a.ravel() for a in arrays.values()])
 
 
 def test_every_parameter_name_is_stable_and_shaped_like_torch():
@@ -90,13 +97,15 @@ def test_every_parameter_name_is_stable_and_shaped_like_torch():
         "decoder.0.weight": (400, 20), "decoder.0.bias": (400,),
         "decoder.2.weight": (784, 400), "decoder.2.bias": (784,),
     }  # fmt: skip
-    assert model.flat.data.size == sum(p.size for p in model.params.values())
-    # Parameters and gradients are views into the flat vectors.
-    for name, p in model.params.items():
-        assert np.shares_memory(p, model.flat.data) and np.shares_memory(
-            model.grads[name], model.flat.grad
+    # The fast path: the same names, as views into one flat vector each.
+    fast = FastVAE(seed=0)
+    assert {k: tuple(v.shape) for k, v in fast.params.items()} == shapes
+    assert fast.flat.data.size == sum(p.size for p in fast.params.values())
+    for name, p in fast.params.items():
+        assert np.shares_memory(p, fast.flat.data) and np.shares_memory(
+            fast.grads[name], fast.flat.grad
         )
-    assert model.flat.data.dtype == np.float32
+    assert fast.flat.data.dtype == np.float32
 
 
 def test_loss_parts_add_up_and_match_independent_formulas():
@@ -141,7 +150,7 @@ def test_extreme_logits_and_logvar_give_finite_loss_and_gradients():
     x = (np.random.default_rng(0).random((8, 784)) > 0.5).astype(np.float32)
     parts = model.loss(x)
     assert np.isfinite(parts.loss) and parts.loss > 1e4
-    assert np.all(np.isfinite(model.flat.grad))
+    assert all(np.all(np.isfinite(g)) for g in model.grads.values())
 
 
 def test_reproducible_with_the_same_seed():
@@ -149,10 +158,10 @@ def test_reproducible_with_the_same_seed():
     a, b, c = VAE(seed=7), VAE(seed=7), VAE(seed=8)
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
-    assert not np.array_equal(a.flat.data, c.flat.data)
+    assert not np.array_equal(vector(a.params), vector(c.params))
     la, lb = a.loss(x), b.loss(x)
     assert float(la.loss) == float(lb.loss)
-    np.testing.assert_array_equal(a.flat.grad, b.flat.grad)
+    np.testing.assert_array_equal(vector(a.grads), vector(b.grads))
     np.testing.assert_array_equal(a.sample(3), b.sample(3))
 
 

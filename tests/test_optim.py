@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from numpy_vae import SGD, VAE, Adam
+from numpy_vae import SGD, Adam
+from numpy_vae.fast import FastAdam, FastVAE
 from numpy_vae.gradcheck import relative_error
 
 
@@ -54,13 +55,13 @@ def test_threaded_adam_is_bitwise_the_single_threaded_one_and_follows_the_formul
     """The update of a long vector is split over threads; every element's update depends on that
     element only, so any split gives exactly the same numbers."""
     rng = np.random.default_rng(0)
-    n = 3 * Adam.MIN_ELEMENTS_PER_THREAD + 5  # not a multiple of anything
+    n = 3 * FastAdam.MIN_ELEMENTS_PER_THREAD + 5  # not a multiple of anything
     p0 = rng.standard_normal(n)
     grads = [rng.standard_normal(n) * 10.0 ** rng.integers(-4, 2, n) for _ in range(4)]
     runs = {}
     for threads in (1, 2, 3):
         p, g = p0.astype(np.float32), np.zeros(n, np.float32)
-        opt = Adam([p], [g], lr=0.01, threads=threads)
+        opt = FastAdam([p], [g], lr=0.01, threads=threads)
         for gi in grads:
             g[...] = gi
             opt.step()
@@ -70,7 +71,7 @@ def test_threaded_adam_is_bitwise_the_single_threaded_one_and_follows_the_formul
             np.testing.assert_array_equal(a, b)
     # And in float64 the threaded step is the textbook formula to rounding.
     p, g = p0.copy(), np.zeros(n)
-    opt = Adam([p], [g], lr=0.01, threads=3)
+    opt = FastAdam([p], [g], lr=0.01, threads=3)
     trace = adam_trace(p0, grads, 0.01, 0.9, 0.999, 1e-8)
     for gi, expected in zip(grads, trace, strict=True):
         g[...] = gi
@@ -83,7 +84,7 @@ def test_adam_on_non_contiguous_arrays():
     base, g_base = rng.standard_normal((6, 8)), np.zeros((6, 8))
     p, g = base[:, ::2], g_base[:, ::2]  # views that cannot be flattened without a copy
     p0, others = p.copy(), base[:, 1::2].copy()
-    opt = Adam([p], [g], lr=0.1, threads=2)
+    opt = FastAdam([p], [g], lr=0.1, threads=2)
     grads = [rng.standard_normal(p.shape) for _ in range(3)]
     for gi, expected in zip(grads, adam_trace(p0, grads, 0.1, 0.9, 0.999, 1e-8), strict=True):
         g[...] = gi
@@ -148,9 +149,9 @@ def test_sgd_follows_the_formula():
 
 
 def test_optimizer_updates_model_parameters_in_place():
-    model = VAE(10, (6,), 2, seed=0)
+    model = FastVAE(10, (6,), 2, seed=0)
     before = {k: v.copy() for k, v in model.params.items()}
-    opt = Adam([model.flat.data], [model.flat.grad])
+    opt = FastAdam([model.flat.data], [model.flat.grad])
     model.loss(np.random.default_rng(0).random((4, 10)).astype(np.float32))
     opt.step()
     for name, p in model.params.items():
@@ -166,6 +167,9 @@ def test_optimizer_updates_model_parameters_in_place():
 )  # fmt: skip
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        Adam([np.zeros(2)], [np.zeros(2)], **kwargs)
+        FastAdam([np.zeros(2)], [np.zeros(2)], **kwargs)
+    if "threads" not in kwargs:
+        with pytest.raises(ValueError, match=message):
+            Adam([np.zeros(2)], [np.zeros(2)], **kwargs)
     with pytest.raises(ValueError, match="gradient arrays"):
         SGD([np.zeros(2)], [], lr=0.1)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from numpy_vae.parallel import default_threads, run_split, split_ranges
+from numpy_vae.fast.parallel import default_threads, run_split, split_ranges
 
 
 @pytest.mark.parametrize("n,parts,align", [(10, 3, 1), (1000, 2, 16), (5, 8, 1), (33, 2, 16)])
@@ -65,7 +65,7 @@ def test_pool_works_in_a_forked_child():
 
 def test_threads_only_when_blas_threads_do_not_spin(monkeypatch):
     """Splitting elementwise work is a loss while OpenBLAS's idle threads spin on the cores."""
-    import numpy_vae.parallel as parallel
+    import numpy_vae.fast.parallel as parallel
 
     for var in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)

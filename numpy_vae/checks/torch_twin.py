@@ -43,11 +43,12 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess by th
         '(or `pip install -e ".[torch]"`).'
     ) from err
 
-from .backend import get_backend
-from .data import binarize
-from .gradcheck import relative_error
-from .model import VAE
-from .optim import Adam
+from numpy_vae.backend import get_backend
+from numpy_vae.config import ModelConfig
+from numpy_vae.gradcheck import relative_error
+from numpy_vae.model import VAE
+from numpy_vae.optim import Adam
+from numpy_vae.training.data import binarize
 
 # Bounds on float64 agreement (relative difference of an array: max|a - b| / max(|a|, |b|)).
 # One forward/backward differs only by the order of rounding (~1e-16 per operation); 100 Adam
@@ -80,9 +81,10 @@ class TorchVAE(nn.Module):
 
     Parameters
     ----------
-    input_dim, hidden_dims, latent_dim, activation, likelihood, gaussian_sigma, n_classes, beta,
-    free_bits
+    input_dim : int
         As for :class:`numpy_vae.VAE`.
+    config : ModelConfig
+        The model's hyperparameters, as for :class:`numpy_vae.VAE`.
     dtype : torch.dtype
         Parameter and activation type, default ``torch.float64``.
     """
@@ -90,24 +92,16 @@ class TorchVAE(nn.Module):
     def __init__(
         self,
         input_dim: int = 784,
-        hidden_dims: tuple[int, ...] | list[int] = (400,),
-        latent_dim: int = 20,
-        activation: str = "relu",
-        likelihood: str = "bernoulli",
-        gaussian_sigma: float = 1.0,
-        n_classes: int = 0,
-        beta: float = 1.0,
-        free_bits: float = 0.0,
+        config: ModelConfig | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"unknown likelihood {likelihood!r}")
-        act = TORCH_ACTIVATIONS[activation]
-        hidden_dims = tuple(hidden_dims)
+        config = ModelConfig() if config is None else config
+        act = TORCH_ACTIVATIONS[config.activation]
+        hidden_dims, latent_dim, n_classes = config.hidden_dims, config.latent_dim, config.n_classes
         self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.likelihood, self.gaussian_sigma = likelihood, float(gaussian_sigma)
-        self.beta, self.free_bits = float(beta), float(free_bits)
+        self.likelihood, self.gaussian_sigma = config.likelihood, config.gaussian_sigma
+        self.beta, self.free_bits = config.beta, config.free_bits
 
         # nn.Sequential numbers every module, activations included: Linear layers sit at even
         # indices, which is how numpy-vae names them too.
@@ -180,9 +174,7 @@ def twin_of(model: VAE) -> TorchVAE:
     TorchVAE
         Owns its own tensors; later changes to ``model`` do not reach it.
     """
-    config = model.config()
-    config.pop("seed")
-    twin = TorchVAE(**config, dtype=TORCH_DTYPES[np.dtype(model.dtype).name])
+    twin = TorchVAE(model.input_dim, model.hparams, dtype=TORCH_DTYPES[np.dtype(model.dtype).name])
     load_params(twin, model.params)
     return twin
 
@@ -560,7 +552,7 @@ def compare_training(
         **model_kwargs,
     )
     twin = twin_of(model)
-    opt_np = Adam([model.flat.data], [model.flat.grad], lr=lr)
+    opt_np = Adam(list(model.params.values()), list(model.grads.values()), lr=lr)
     opt_torch = twin_adam(twin, lr=lr)
     rng = np.random.default_rng(seed + 1000)
     order = batches(len(images), batch_size, rng)

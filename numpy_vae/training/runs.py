@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy
 
-from . import plots
-from .atomic import write_atomic, write_json
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .evaluate import iw_log_likelihood
-from .train import IW_EPS, Dataset, Diverged, TrainConfig, Trainer, derived_seed
+from numpy_vae.training import plots
+from numpy_vae.training.atomic import write_atomic, write_json
+from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpy_vae.training.evaluate import iw_log_likelihood
+from numpy_vae.training.trainer import IW_EPS, Dataset, Diverged, TrainConfig, Trainer, derived_seed
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
@@ -241,8 +241,8 @@ def check_writable(run_dir: Path, trainer: Trainer) -> None:
 
 def checkpoint_bytes(trainer: Trainer) -> int:
     """About the size of this trainer's checkpoint: parameters and Adam's two moments."""
-    flat = trainer.model.flat.data
-    return 3 * int(flat.size) * flat.dtype.itemsize + 64 * 1024  # plus config and history
+    n = sum(int(p.size) for p in trainer.model.params.values())
+    return 3 * n * trainer.backend.dtype.itemsize + 64 * 1024  # plus config and history
 
 
 def evaluate_run(trainer: Trainer, iw_samples: int = 1000) -> dict[str, Any]:
@@ -409,7 +409,7 @@ def describe_variant(config: dict[str, Any]) -> str:
         parts.append(f"KL warm-up {config['kl_warmup']:g} epochs")
     if config.get("free_bits", 0):
         parts.append(f"free bits {config['free_bits']:g}")
-    if config.get("conditional"):
+    if config.get("n_classes") or config.get("conditional"):  # (older runs say "conditional")
         parts.append("conditional")
     if config.get("likelihood", "bernoulli") != "bernoulli":
         parts.append(f"{config['likelihood']} (sigma {config['gaussian_sigma']:g})")

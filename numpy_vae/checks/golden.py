@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .backend import get_backend
-from .model import VAE
-from .optim import Adam
+from numpy_vae import __version__
+from numpy_vae.backend import get_backend
+from numpy_vae.model import VAE
+from numpy_vae.optim import Adam
 
 FORMAT = "numpy-vae golden v1"
 ADAM = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "steps": 3}
@@ -169,8 +169,8 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
         arrays[f"grad/{name}"] = model.grads[name].copy()
 
     opt = Adam(
-        [model.flat.data],
-        [model.flat.grad],
+        list(model.params.values()),
+        list(model.grads.values()),
         lr=ADAM["lr"],
         betas=tuple(ADAM["betas"]),
         eps=ADAM["eps"],

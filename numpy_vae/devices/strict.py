@@ -50,9 +50,10 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 _HOST_SCALARS = (bool, int, float, complex, numpy.generic)
 # Transfers are reported at the first caller outside the boundary (this file and backend.py).
+_HERE = os.path.dirname(os.path.abspath(__file__))
 _BOUNDARY = {
-    os.path.normcase(os.path.join(os.path.dirname(os.path.abspath(__file__)), name))
-    for name in ("strict_backend.py", "backend.py")
+    os.path.normcase(os.path.abspath(path))
+    for path in (__file__, os.path.join(_HERE, os.pardir, "backend.py"))
 }
 
 

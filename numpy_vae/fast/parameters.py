@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .backend import Backend
-from .layers import Layer, Sequential
+from numpy_vae.backend import Backend
+from numpy_vae.layers import Layer, Sequential
 
 Array = Any
 

@@ -61,9 +61,6 @@ expectation, where the exact gradient is known and unbiasedness can be tested;
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +68,9 @@ from typing import Any, Protocol
 
 import numpy
 
-from .atomic import write_json
-from .backend import get_backend
-from .likelihoods import bernoulli_nll, gaussian_nll
-from .model import VAE
-from .reparam import reparameterize, reparameterize_backward
+from numpy_vae.backend import get_backend
+from numpy_vae.model import VAE
+from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 SAMPLE_COUNTS = (1, 3, 10, 30, 100, 300, 1000)
 ESTIMATORS = ("reparameterization", "score function")
@@ -256,11 +251,6 @@ class DecoderLogLikelihood:
     def _labels(self, n: int) -> numpy.ndarray | None:
         return None if self.y is None else numpy.full(n, self.y)
 
-    def _nll(self, out: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
-        if self.model.likelihood == "gaussian":
-            return gaussian_nll(out, self.x, self.model.gaussian_sigma, numpy)
-        return bernoulli_nll(out, self.x, numpy)
-
     def value(self, z: numpy.ndarray) -> numpy.ndarray:
         parts = []
         for start in range(0, len(z), self.chunk):
@@ -274,7 +264,7 @@ class DecoderLogLikelihood:
         for start in range(0, len(z), self.chunk):
             rows = z[start : start + self.chunk]
             out = self.model.decoder_output(rows, self._labels(len(rows)), validate=False)
-            _, d_out = self._nll(out)  # gradient of -log p
+            _, d_out = self.model.likelihood.nll(out, self.x)  # gradient of -log p
             d_in = self.model.decoder.backward(-d_out)
             parts.append(d_in[:, :latent])
         return numpy.concatenate(parts)
@@ -513,23 +503,14 @@ def check_closed_form(
 
 def model_from_run(run_dir: str | Path) -> VAE:
     """A float64 NumPy copy of the model in a training run's checkpoint."""
-    from .checkpoint import load_checkpoint
-    from .runs import CHECKPOINT
-    from .train import TrainConfig
+    from numpy_vae.training.checkpoint import load_checkpoint
+    from numpy_vae.training.runs import CHECKPOINT
+    from numpy_vae.training.trainer import TrainConfig
 
     state = load_checkpoint(Path(run_dir) / CHECKPOINT)
     config = TrainConfig.from_json(state["config"])
-    n_classes = 10 if config.conditional else 0
-    model = VAE(
-        input_dim=state["params"]["encoder.0.weight"].shape[1] - n_classes,
-        hidden_dims=config.hidden_dims,
-        latent_dim=config.latent_dim,
-        activation=config.activation,
-        likelihood=config.likelihood,
-        gaussian_sigma=config.gaussian_sigma,
-        n_classes=n_classes,
-        backend=get_backend("numpy", "float64"),
-    )
+    input_dim = state["params"]["encoder.0.weight"].shape[1] - config.n_classes
+    model = VAE(input_dim, config=config.model_config(), backend=get_backend("numpy", "float64"))
     for name, p in model.params.items():
         p[...] = state["params"][name]
     return model
@@ -545,7 +526,7 @@ def decoder_case(
     ``data_dir``, else uniform noise in [0, 1]. Returns the objective, ``mu``, ``logvar`` and
     a description.
     """
-    from .data import DataError, load_mnist
+    from numpy_vae.training.data import DataError, load_mnist
 
     if run_dir is None:
         model = VAE(backend=get_backend("numpy", "float64"), seed=seed)
@@ -569,86 +550,3 @@ def decoder_case(
     y = label if model.n_classes else None
     mu, logvar = (a[0] for a in model.encode(x[None, :], None if y is None else numpy.array([y])))
     return DecoderLogLikelihood(model, x, y), mu, logvar, what
-
-
-def parser() -> argparse.ArgumentParser:
-    """The command line of ``scripts/gradient_variance.py``."""
-    from .cli import DEFAULT_DATA_DIR, _Parser, _positive_int
-
-    def counts(text: str) -> list[int]:
-        try:
-            values = [int(v) for v in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected integers like 1,10,100, got {text!r}"
-            ) from None
-        if min(values) < 1:
-            raise argparse.ArgumentTypeError(f"sample counts must be positive, got {text!r}")
-        return values
-
-    p = _Parser(
-        prog="gradient_variance.py",
-        description="Estimate the gradient of E_q[log p(x|z)] with respect to mu and logvar "
-        "with the reparameterization trick and with the score function (REINFORCE), for "
-        "K = 1 to 1000 samples: print the variance of each against K, draw it (log-log), and "
-        "check both estimators on a quadratic with a closed-form expectation. Exit status 1 if "
-        "that check fails, 2 on bad usage.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--run", type=Path, metavar="RUN_DIR", help="use this training run's model")
-    p.add_argument("--image", type=int, default=0, help="MNIST test image (if MNIST is cached)")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
-    p.add_argument(
-        "--sample-counts", type=counts, default=list(SAMPLE_COUNTS), help="the values of K"
-    )
-    p.add_argument(
-        "--repeats",
-        type=_positive_int,
-        default=100,
-        help="independent K-sample estimates at the largest K",
-    )
-    p.add_argument("--latent-dim", type=_positive_int, default=4, help="L of the closed-form case")
-    p.add_argument("--seed", type=int, default=0, help="noise, the closed-form case, the model")
-    p.add_argument(
-        "--plot", type=Path, default=Path("runs/gradient_variance.png"), help="figure path"
-    )
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``scripts/gradient_variance.py``; returns the exit status."""
-    from .plots import plot_gradient_variance
-
-    p = parser()
-    args = p.parse_args(argv)
-    if args.repeats < 2:
-        print(f"{p.prog}: error: --repeats must be at least 2", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    try:
-        closed, passed, lines = check_closed_form(args.latent_dim, args.repeats, args.seed)
-        print("\n".join(lines))
-        print()
-        objective, mu, logvar, what = decoder_case(args.run, args.image, args.data_dir, args.seed)
-        study = gradient_variance(
-            objective, mu, logvar, args.sample_counts, args.repeats, args.seed
-        )
-        print(f"f(z) = log p(x|z): {what}; q = N(mu, exp(logvar)) from its encoder")
-        print(
-            f"variance of the K-sample gradient estimate (mean over the {mu.size} coordinates), "
-            f"from {study.samples:,} draws cut into blocks of K:"
-        )
-        print(study.table())
-        plot_gradient_variance(study, args.plot, what)
-        print(f"wrote {args.plot}")
-        if args.json is not None:
-            data = {"closed_form": closed.to_json(), "closed_form_passed": passed,
-                    "decoder": {**study.to_json(), "case": what}}  # fmt: skip
-            write_json(args.json, data)
-            print(f"wrote {args.json}")
-    except (ValueError, OSError) as err:
-        print(f"{p.prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"{time.perf_counter() - start:.1f} s")
-    return 0 if passed else 1

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy
 
-from .backend import to_host
-from .model import VAE
+from numpy_vae.backend import to_host
+from numpy_vae.model import VAE
 
 Array = Any
 LOG_2PI = math.log(2 * math.pi)

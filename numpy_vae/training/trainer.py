@@ -24,13 +24,15 @@ from typing import Any
 
 import numpy
 
-from .backend import BACKENDS, DTYPES, Backend, get_backend
-from .buffers import Buffers
-from .data import BINARIZE_MODES, binarize, scale_images
-from .evaluate import active_units, posterior_means
-from .layers import ACTIVATIONS
-from .model import LIKELIHOODS, VAE
-from .optim import Adam
+from numpy_vae.backend import BACKENDS, DTYPES, Backend, get_backend
+from numpy_vae.config import ModelConfig
+from numpy_vae.fast.buffers import Buffers
+from numpy_vae.fast.model import FastVAE
+from numpy_vae.fast.optim import FastAdam
+from numpy_vae.model import VAE
+from numpy_vae.optim import Adam
+from numpy_vae.training.data import BINARIZE_MODES, binarize, scale_images
+from numpy_vae.training.evaluate import active_units, posterior_means
 
 Array = Any
 
@@ -39,68 +41,53 @@ SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE, IW_EPS = range(6)
 
 
 @dataclass
-class TrainConfig:
-    """Every hyperparameter of a run; the defaults are the classic PyTorch MNIST example.
+class TrainConfig(ModelConfig):
+    """Every hyperparameter of a run: the model's (:class:`numpy_vae.config.ModelConfig`, whose
+    fields come first) and training's. The defaults are the classic PyTorch MNIST example.
 
-    Model: ``hidden_dims``, ``latent_dim``, ``activation``, ``likelihood``, ``gaussian_sigma``,
-    ``conditional``, ``beta``, ``free_bits`` (see :class:`numpy_vae.VAE`). Optimization: Adam
-    with ``lr``, ``batch_size``, ``epochs``. ``kl_warmup`` is a number of epochs over which the
-    KL weight rises linearly from 0 to ``beta``, updated every step (0: no warm-up).
-    ``binarize``: ``"none"`` trains on grey levels ``k/255`` (as the PyTorch example),
+    Optimization: Adam with ``lr``, ``batch_size``, ``epochs``. ``kl_warmup`` is a number of
+    epochs over which the KL weight rises linearly from 0 to ``beta``, updated every step (0: no
+    warm-up). ``binarize``: ``"none"`` trains on grey levels ``k/255`` (as the PyTorch example),
     ``"dynamic"`` on a fresh Bernoulli draw every epoch, ``"threshold"`` on ``k/255 > 0.5``.
     ``backend``: ``"numpy"``, ``"cupy"`` (an NVIDIA GPU) or ``"strict"`` (the CPU test device of
-    :mod:`numpy_vae.strict_backend`); ``dtype``: ``"float32"`` or ``"float64"``.
+    :mod:`numpy_vae.devices.strict`); ``dtype``: ``"float32"`` or ``"float64"``.
     ``skip_nonfinite``: skip (and count) a batch whose loss or gradient is not finite instead of
-    stopping with :class:`Diverged`.
+    stopping with :class:`Diverged`. ``reference``: train through the specification
+    (:class:`numpy_vae.VAE` and :class:`numpy_vae.Adam`) instead of the fast path (slower; the
+    same numbers to rounding).
     """
 
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    hidden_dims: tuple[int, ...] = (400,)
-    latent_dim: int = 20
-    activation: str = "relu"
-    likelihood: str = "bernoulli"
-    gaussian_sigma: float = 1.0
-    conditional: bool = False
-    beta: float = 1.0
-    free_bits: float = 0.0
     kl_warmup: float = 0.0
     binarize: str = "none"
     backend: str = "numpy"
     dtype: str = "float32"
     eval_batch_size: int = 1000
     skip_nonfinite: bool = False
+    reference: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.hidden_dims, list | tuple):
-            raise ValueError(f"hidden_dims must be a list of widths, got {self.hidden_dims!r}")
-        self.hidden_dims = tuple(self.hidden_dims)
         problems = []
-        for name in ("epochs", "batch_size", "latent_dim", "eval_batch_size"):
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            problems.append(str(err))
+        for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not self.hidden_dims or any(
-            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden_dims
-        ):
-            problems.append(f"hidden_dims must be positive integers, got {list(self.hidden_dims)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"activation must be one of {', '.join(sorted(ACTIVATIONS))}")
-        for name, low in (("lr", None), ("gaussian_sigma", None), ("beta", 0), ("free_bits", 0)):
-            value = getattr(self, name)
-            ok = (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-                and (value > 0 if low is None else value >= low)
-            )
-            if not ok:
-                bound = "> 0" if low is None else ">= 0"
-                problems.append(f"{name} must be a finite number {bound}, got {value!r}")
+        if not (
+            isinstance(self.lr, int | float)
+            and not isinstance(self.lr, bool)
+            and math.isfinite(self.lr)
+            and self.lr > 0
+        ):
+            problems.append(f"lr must be a finite number > 0, got {self.lr!r}")
         if not (
             isinstance(self.kl_warmup, int | float)
             and not isinstance(self.kl_warmup, bool)
@@ -108,8 +95,9 @@ class TrainConfig:
             and self.kl_warmup >= 0
         ):
             problems.append(f"kl_warmup must be a number of epochs >= 0, got {self.kl_warmup!r}")
-        if not isinstance(self.skip_nonfinite, bool) or not isinstance(self.conditional, bool):
-            problems.append("conditional and skip_nonfinite must be true or false")
+        for name in ("skip_nonfinite", "reference"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false")
         if not problems and self.beta == 0 and (self.free_bits > 0 or self.kl_warmup > 0):
             problems.append(
                 "free_bits and kl_warmup act on the KL term, which beta = 0 switches off; "
@@ -117,8 +105,6 @@ class TrainConfig:
             )
         if self.binarize not in BINARIZE_MODES:
             problems.append(f"binarize must be one of {', '.join(BINARIZE_MODES)}")
-        if self.likelihood not in LIKELIHOODS:
-            problems.append(f"likelihood must be one of {', '.join(LIKELIHOODS)}")
         if self.backend not in BACKENDS:
             problems.append(
                 f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"
@@ -135,6 +121,14 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        """From :meth:`to_json`'s dict; also reads runs written before ``n_classes`` replaced
+        the boolean ``conditional`` (a conditional run then had the ten digits)."""
+        d = dict(d)
+        if "conditional" in d:
+            conditional = d.pop("conditional")
+            if not isinstance(conditional, bool):
+                raise ValueError(f"conditional must be true or false, got {conditional!r}")
+            d.setdefault("n_classes", 10 if conditional else 0)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -246,25 +240,25 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: Dataset, progress: bool = False) -> None:
         self.config = config
         self.backend: Backend = get_backend(config.backend, config.dtype)
-        self.model = VAE(
-            input_dim=data.input_dim,
-            hidden_dims=config.hidden_dims,
-            latent_dim=config.latent_dim,
-            activation=config.activation,
-            likelihood=config.likelihood,
-            gaussian_sigma=config.gaussian_sigma,
-            n_classes=10 if config.conditional else 0,
-            beta=config.beta,
-            free_bits=config.free_bits,
-            backend=self.backend,
-            seed=config.seed,
-        )
-        self.optimizer = Adam([self.model.flat.data], [self.model.flat.grad], lr=config.lr)
+        model_config = config.model_config()
+        if config.reference:  # the specification: plain NumPy, one array per parameter
+            self.model = VAE(
+                data.input_dim, config=model_config, backend=self.backend, seed=config.seed
+            )
+            params, grads = self.model.params, self.model.grads
+            self.optimizer = Adam(list(params.values()), list(grads.values()), lr=config.lr)
+        else:  # the fast path: one flat vector, fused kernels, in place
+            self.model = FastVAE(
+                data.input_dim, config=model_config, backend=self.backend, seed=config.seed
+            )
+            flat = self.model.flat
+            self.optimizer = FastAdam([flat.data], [flat.grad], lr=config.lr)
+        self._grad_vector = self._gradient_vector()
         xp = self.backend.xp
         # The data set goes to the device once, as uint8; batches are converted as they are used.
         self.train_images = xp.asarray(data.train_images)
         self.test_images = xp.asarray(data.test_images)
-        if config.conditional and not data.labelled:
+        if config.n_classes and not data.labelled:
             raise ValueError("a conditional model needs labels, and the data set has none")
         self.labelled = data.labelled
         self.train_labels = xp.asarray(data.train_labels) if data.labelled else None
@@ -289,7 +283,43 @@ class Trainer:
         return binarize(x, self.config.binarize, self._rng(TEST_BINARIZE, 0), self.backend.xp)
 
     def _labels(self, labels: Array | None) -> Array | None:
-        return labels if self.config.conditional else None
+        return labels if self.config.n_classes else None
+
+    # ------------------------------------------------------------------ parameter vectors
+    def _gradient_vector(self) -> Array | None:
+        """The fast path's flat gradient vector (None on the reference path)."""
+        return None if self.config.reference else self.model.flat.grad
+
+    def _squared_gradient_norm(self) -> Array:
+        """``g . g`` over every parameter, on the device (one sdot on the fast path)."""
+        if self._grad_vector is not None:
+            return self._grad_vector @ self._grad_vector
+        return sum((g * g).sum() for g in self.model.grads.values())
+
+    def _host_params(self) -> dict[str, numpy.ndarray]:
+        """The parameters as host arrays by name (one transfer on the fast path)."""
+        if self.config.reference:
+            return {name: self.backend.to_host(p).copy() for name, p in self.model.params.items()}
+        return self.model.flat.split(self.backend.to_host(self.model.flat.data))
+
+    def _host_vector(self, arrays: list[Array]) -> numpy.ndarray:
+        """Optimizer arrays (one per optimizer slot) as one host vector."""
+        if len(arrays) == 1:
+            return self.backend.to_host(arrays[0])
+        return numpy.concatenate([self.backend.to_host(a).reshape(-1) for a in arrays])
+
+    def _split_vector(self, vector: numpy.ndarray) -> list[numpy.ndarray]:
+        """A host vector laid out like :meth:`_host_vector`'s, cut into the optimizer's slots."""
+        if not self.config.reference:
+            return [vector]
+        shapes = [tuple(p.shape) for p in self.model.params.values()]
+        sizes = [int(numpy.prod(s)) for s in shapes]
+        if vector.size != sum(sizes):
+            raise ValueError(
+                f"optimizer state has {vector.size} numbers, the model {sum(sizes)} parameters"
+            )
+        parts = numpy.split(vector, numpy.cumsum(sizes)[:-1])
+        return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
 
     # ------------------------------------------------------------------ training
     def train_epoch(self) -> dict[str, Any]:
@@ -341,8 +371,7 @@ class Trainer:
             # Non-finite iff the loss or some gradient entry is, or the squared gradient norm
             # overflows (in float32: a norm above 1.8e19, already a diverged model; Adam's
             # second moment overflows once one entry gets there, freezing that parameter).
-            grad = model.flat.grad
-            finite_check = parts.loss + grad @ grad
+            finite_check = parts.loss + self._squared_gradient_norm()
             if health is not None:
                 health[i] = finite_check
             elif not math.isfinite(float(self.backend.to_host(finite_check))):
@@ -405,7 +434,7 @@ class Trainer:
         host = self.backend.to_host
         values = {name: float(host(getattr(parts, name))) for name in ("recon", "kl")}
         bad = [f"{name} = {v}" for name, v in values.items() if not math.isfinite(v)]
-        grad = host(self.model.flat.grad)
+        grad = numpy.concatenate([host(g).reshape(-1) for g in self.model.grads.values()])
         if not numpy.isfinite(grad).all():
             names = [k for k, g in self.model.grads.items() if not numpy.isfinite(host(g)).all()]
             bad.append(f"non-finite gradient of {', '.join(names)}")
@@ -449,14 +478,15 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Host arrays and plain values: everything a resumed run needs."""
-        host = self.backend.to_host
         state: dict[str, Any] = {
             "epoch": self.epoch,
             "step": self.step,
-            "params": self.model.flat.split(host(self.model.flat.data)),  # one transfer
+            "params": self._host_params(),
             "adam_step": self.optimizer.step_count,
-            "adam_m": host(self.optimizer.m[0]),
-            "adam_v": host(self.optimizer.v[0]),
+            # Adam's moments as one vector each, laid out like the parameters in name order (for
+            # the fast path that is its flat vector; a reference run resumes on either path).
+            "adam_m": self._host_vector(self.optimizer.m),
+            "adam_v": self._host_vector(self.optimizer.v),
             "history": list(self.history),
             "config": self.config.to_json(),
         }
@@ -478,13 +508,11 @@ class Trainer:
                     f"the model needs {tuple(p.shape)}"
                 )
             p[...] = self.backend.asarray(params[name])
-        self.optimizer.load_state_dict(
-            {
-                "step": state["adam_step"],
-                "m.0": self.backend.asarray(state["adam_m"]),
-                "v.0": self.backend.asarray(state["adam_v"]),
-            }
-        )
+        moments = {"step": state["adam_step"]}
+        for key, name in (("m", "adam_m"), ("v", "adam_v")):
+            for i, part in enumerate(self._split_vector(numpy.asarray(state[name]))):
+                moments[f"{key}.{i}"] = self.backend.asarray(part)
+        self.optimizer.load_state_dict(moments)
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.history = list(state["history"])

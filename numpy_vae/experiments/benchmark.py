@@ -45,10 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_json
-from .layers import Linear, Sequential
-from .model import VAE
-from .parallel import default_threads
+from numpy_vae.fast.parallel import default_threads
+from numpy_vae.layers import Linear, Sequential
+from numpy_vae.model import VAE
 
 IMAGE_SIZE = 784
 N_TRAIN = 60_000
@@ -108,7 +107,7 @@ def load_images(
 ) -> tuple[np.ndarray, str]:
     """The training images (n, 784) uint8 and a description of where they came from."""
     if mnist:
-        from .data import load_mnist
+        from numpy_vae.training.data import load_mnist
 
         images = load_mnist(data_dir, verbose=False).train_images
         if n > len(images):
@@ -131,7 +130,7 @@ class NumpyTraining:
     """
 
     def __init__(self, spec: ModelSpec, images: np.ndarray, seed: int = 0) -> None:
-        from .train import Dataset, TrainConfig, Trainer
+        from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
 
         self.spec = spec
         config = TrainConfig(
@@ -162,7 +161,7 @@ class NumpyTraining:
         ``forward`` and ``backward``: the two halves of ``model.loss``; ``optimizer``: Adam.
         Returns the seconds spent in each phase and in the whole epoch (``total``).
         """
-        from .train import BINARIZE, EPS, SHUFFLE, kl_weight
+        from numpy_vae.training.trainer import BINARIZE, EPS, SHUFFLE, kl_weight
 
         trainer, model, optimizer = self.trainer, self.model, self.trainer.optimizer
         cfg, xp = trainer.config, trainer.backend.xp
@@ -724,46 +723,3 @@ def format_sweep(report: dict[str, Any]) -> str:
             f"| {r['numpy_over_floor']:.2f} | {r['images_per_s']:,.0f} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    import argparse
-
-    default = ModelSpec()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=default.batch_size)
-    parser.add_argument("--hidden", type=int, nargs="+", default=list(default.hidden_dims))
-    parser.add_argument("--latent", type=int, default=default.latent_dim)
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per measurement")
-    parser.add_argument("--mnist", action="store_true", help="real MNIST instead of synthetic")
-    parser.add_argument("--n", type=int, default=N_TRAIN, help="number of training images")
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--memory-epochs", type=int, default=10, help="0 skips the memory run")
-    parser.add_argument("--no-phases", action="store_true", help="skip the instrumented pass")
-    parser.add_argument("--sweep", action="store_true", help="batch-size and width sweep")
-    parser.add_argument("--json", type=Path, help="write the report here")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    spec = ModelSpec(args.batch_size, tuple(args.hidden), args.latent)
-    if args.sweep:
-        specs = sweep_specs()
-    else:
-        specs = [default] if spec == default else [default, spec]
-    report = run(
-        specs,
-        mnist=args.mnist,
-        n=args.n,
-        repeats=args.repeats,
-        torch=not args.no_torch,
-        memory_epochs=0 if args.sweep else args.memory_epochs,
-        seed=args.seed,
-        phases=not (args.no_phases or args.sweep),
-        log=lambda s: print(s, file=sys.stderr),
-    )
-    print(format_report(report))
-    if args.sweep:
-        print()
-        print(format_sweep(report))
-    if args.json:
-        write_json(args.json, report)  # atomically: never a half-written report
-    return report

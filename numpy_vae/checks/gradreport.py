@@ -28,28 +28,24 @@ that a FAIL caused by rounding is not mistaken for a wrong derivative.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy
 
-from .atomic import write_json
-from .backend import get_backend
-from .gradcheck import numerical_gradient, relative_error
-from .layers import LeakyReLU, ReLU
-from .model import VAE
+from numpy_vae.backend import get_backend
+from numpy_vae.config import ModelConfig
+from numpy_vae.gradcheck import numerical_gradient, relative_error
+from numpy_vae.layers import LeakyReLU, ReLU
+from numpy_vae.model import VAE
 
 Array = Any
 KINKED = (ReLU, LeakyReLU)
 DEFAULT_TOL = 1e-7
 DEFAULT_STEP = 1e-4
-N_CLASSES = 10  # a conditional model gets MNIST's ten digit labels, as in training
 
 
 @dataclass
@@ -174,9 +170,9 @@ class KinkProbe:
     @contextlib.contextmanager
     def active(self) -> Iterator[KinkProbe]:
         def recording(original: Any) -> Any:
-            def forward(x: Array, out: Array | None = None) -> Array:
-                self.signs.append(x > 0)  # before the layer may overwrite x in place
-                return original(x, out=out)
+            def forward(x: Array) -> Array:
+                self.signs.append(x > 0)
+                return original(x)
 
             return forward
 
@@ -288,14 +284,7 @@ def check_model(
 
 
 def gradient_report(
-    hidden_dims: Sequence[int] = (400,),
-    latent_dim: int = 20,
-    activation: str = "relu",
-    likelihood: str = "bernoulli",
-    gaussian_sigma: float = 1.0,
-    conditional: bool = False,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
+    config: ModelConfig | None = None,
     batch: int = 8,
     seed: int = 0,
     entries: int | None = 10,
@@ -303,28 +292,19 @@ def gradient_report(
     h: float = DEFAULT_STEP,
     input_dim: int = 784,
 ) -> Report:
-    """Build a float64 model and check it on random inputs (see :func:`check_model`).
+    """Build a float64 model of ``config`` (default: the default model) and check it on random
+    inputs (see :func:`check_model`).
 
-    The model's arguments mean what they mean for :class:`numpy_vae.VAE` (``conditional``:
-    ten classes). Its weights are the initial weights for ``seed``; the inputs are uniform in
-    [0, 1] (Bernoulli: grey levels, which exercise the ``x * logit`` term fully) or, for the
-    Gaussian likelihood, normal around 0.5 with some values outside [0, 1]; ``eps`` is standard
-    normal; all drawn from ``seed``. ``entries=None`` checks every entry.
+    Its weights are the initial weights for ``seed``; the inputs are uniform in [0, 1]
+    (Bernoulli: grey levels, which exercise the ``x * logit`` term fully) or, for the Gaussian
+    likelihood, normal around 0.5 with some values outside [0, 1]; labels (a conditional model)
+    uniform over the classes; ``eps`` is standard normal; all drawn from ``seed``.
+    ``entries=None`` checks every entry.
     """
     start = time.perf_counter()
-    model = VAE(
-        input_dim=input_dim,
-        hidden_dims=tuple(hidden_dims),
-        latent_dim=latent_dim,
-        activation=activation,
-        likelihood=likelihood,
-        gaussian_sigma=gaussian_sigma,
-        n_classes=N_CLASSES if conditional else 0,
-        beta=beta,
-        free_bits=free_bits,
-        backend=get_backend("numpy", "float64"),
-        seed=seed,
-    )
+    config = ModelConfig() if config is None else config
+    model = VAE(input_dim, config=config, backend=get_backend("numpy", "float64"), seed=seed)
+    likelihood, latent_dim, n_classes = config.likelihood, config.latent_dim, config.n_classes
     rng = numpy.random.default_rng(seed)
     if likelihood == "gaussian":
         x = rng.normal(0.5, 0.5, size=(batch, input_dim))
@@ -332,9 +312,9 @@ def gradient_report(
     else:
         x = rng.random((batch, input_dim))
         inputs = f"{batch} random images, pixels uniform in [0, 1] (seed {seed})"
-    y = rng.integers(0, N_CLASSES, size=batch) if conditional else None
-    if conditional:
-        inputs += ", random labels 0-9"
+    y = rng.integers(0, n_classes, size=batch) if n_classes else None
+    if n_classes:
+        inputs += f", random labels 0-{n_classes - 1}"
     eps = rng.standard_normal((batch, latent_dim))
     inputs += "; eps ~ N(0, I) drawn once and held fixed"
     with _one_blas_thread():
@@ -396,61 +376,3 @@ def _describe(config: dict[str, Any]) -> str:
     if config["free_bits"]:
         text += f", free bits {config['free_bits']:g}"
     return text + f", seed {config['seed']}, float64"
-
-
-# ------------------------------------------------------------------------------ command line
-def parser() -> argparse.ArgumentParser:
-    """The command line of ``scripts/gradcheck.py``."""
-    from .cli import _float, _Parser, _positive_int, add_model_flags
-
-    p = _Parser(
-        prog="gradcheck.py",
-        description="Check every parameter gradient of a VAE against central differences in "
-        "float64 and print one row per parameter array. Exit status 0 if all pass, 1 if one "
-        "fails, 2 on bad usage. Model flags mean what they mean for train_mnist.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_model_flags(p)
-    p.add_argument("--batch", type=_positive_int, default=8, help="examples in the batch")
-    p.add_argument("--seed", type=int, default=0, help="weights, inputs, noise and entries")
-    p.add_argument(
-        "--entries", type=_positive_int, default=10, help="entries checked per parameter array"
-    )
-    p.add_argument(
-        "--full",
-        action="store_true",
-        help="check every entry (the default model has 650k: about half an hour)",
-    )
-    p.add_argument("--tol", type=_float(0, False), default=DEFAULT_TOL, help="relative bound")
-    p.add_argument("--h", type=_float(0, False), default=DEFAULT_STEP, help="difference step")
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``scripts/gradcheck.py``; returns the exit status."""
-    p = parser()
-    args = p.parse_args(argv)
-    try:
-        report = gradient_report(
-            hidden_dims=args.hidden,
-            latent_dim=args.latent_dim,
-            activation=args.activation,
-            likelihood=args.likelihood,
-            gaussian_sigma=args.gaussian_sigma,
-            conditional=args.conditional,
-            beta=args.beta,
-            free_bits=args.free_bits,
-            batch=args.batch,
-            seed=args.seed,
-            entries=None if args.full else args.entries,
-            tol=args.tol,
-            h=args.h,
-        )
-        print(report.format())
-        if args.json is not None:
-            write_json(args.json, report.to_json())
-    except (ValueError, OSError) as err:
-        print(f"{p.prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0 if report.passed else 1

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy
 
-from .atomic import write_atomic
-from .train import TrainConfig
+from numpy_vae.training.atomic import write_atomic
+from numpy_vae.training.trainer import TrainConfig
 
 FORMAT = 1
 

@@ -50,7 +50,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .atomic import write_atomic
+from numpy_vae.training.atomic import write_atomic
 
 IMAGE_SIZE = 28 * 28
 N_TRAIN = 60_000

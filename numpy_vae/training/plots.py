@@ -15,7 +15,7 @@ import numpy
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .atomic import write_atomic
+from numpy_vae.training.atomic import write_atomic
 
 SIDE = 28  # MNIST images are 28 x 28
 

@@ -1,0 +1,202 @@
+"""What every command line shares: one-line errors, argument types, the model flags, the data.
+
+Bad input ends a program with a one-line message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy
+
+from numpy_vae.config import ModelConfig, Range
+from numpy_vae.training.data import DataError, load_mnist
+from numpy_vae.training.trainer import Dataset, TrainConfig
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_at_least(minimum: int) -> Any:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
+
+
+def finite_float(low: float, inclusive: bool) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {'>=' if inclusive else '>'} {low:g}, got {text!r}"
+            ) from None
+        ok = value >= low if inclusive else value > low
+        if not (ok and numpy.isfinite(value)):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>=' if inclusive else '>'} {low:g}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def add_model_flags(group: Any) -> Any:
+    """Add one flag per field of :class:`numpy_vae.config.ModelConfig` to an argparse parser or
+    group, and return it; ``train_mnist.py`` and ``gradcheck.py`` share them.
+
+    Generated from the fields: ``--latent-dim`` for ``latent_dim``, the field's help text, its
+    default, and an argument type that checks the field's range. ``hidden_dims`` is
+    ``--hidden 512,256``; ``n_classes`` is the switch ``--conditional`` (ten digit classes).
+    Read the values back with :func:`model_config_from_args`.
+    """
+    for f in dataclasses.fields(ModelConfig):
+        valid, cli = f.metadata["range"], f.metadata["cli"]
+        flag = cli.get("flag", "--" + f.name.replace("_", "-"))
+        if "const" in cli:  # a switch
+            group.add_argument(
+                flag,
+                dest=f.name,
+                action="store_const",
+                const=cli["const"],
+                default=f.default,
+                help=f.metadata["help"],
+            )
+        elif valid.kind == "choice":
+            group.add_argument(
+                flag,
+                dest=f.name,
+                choices=valid.choices,
+                default=f.default,
+                help=f.metadata["help"],
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=_flag_type(f.name, valid),
+                default=f.default,
+                metavar=f.name.upper() if valid.kind != "widths" else "W1,W2,...",
+                help=f.metadata["help"] + (", comma-separated" if valid.kind == "widths" else ""),
+            )
+    return group
+
+
+def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
+    """The :class:`ModelConfig` of the flags that :func:`add_model_flags` added."""
+    return ModelConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig)})
+
+
+def _flag_type(name: str, valid: Range) -> Any:
+    """An argparse type that parses a flag's text and checks it against the field's range."""
+
+    expected = valid.describe()
+    if valid.kind == "widths":
+        expected = "comma-separated widths like 400 or 512,256"
+
+    def parse(text: str) -> Any:
+        try:
+            if valid.kind == "widths":
+                value: Any = tuple(int(w) for w in text.split(","))
+            elif valid.kind == "int":
+                value = int(text)
+            else:
+                value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        try:
+            return valid.check(name, value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text}") from None
+
+    return parse
+
+
+def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
+    """MNIST from ``data_dir`` (fetched if needed), or the arrays of ``data_file``."""
+    if data_file is None:
+        mnist = load_mnist(data_dir)
+        dataset = Dataset(
+            mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels
+        )
+        return dataset, f"MNIST ({mnist.source})"
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    try:
+        loaded = numpy.load(data_file, allow_pickle=False)
+        if not isinstance(loaded, numpy.lib.npyio.NpzFile):
+            raise DataError(f"{data_file}: holds a single .npy array, not an .npz of named arrays")
+        with loaded as f:
+            missing = [k for k in keys[::2] if k not in f.files]
+            if missing:
+                raise DataError(f"{data_file}: missing arrays {', '.join(missing)}")
+            labelled = [k in f.files for k in keys[1::2]]
+            if any(labelled) and not all(labelled):
+                raise DataError(f"{data_file}: has labels for one split only; give both or none")
+            arrays = [f[k] if k in f.files else None for k in keys]
+    except DataError:
+        raise
+    except Exception as err:  # untrusted bytes: any failure to parse them means the same
+        raise DataError(f"{data_file}: cannot read it as an .npz ({err})") from err
+    try:
+        return Dataset(*arrays), str(data_file)
+    except ValueError as err:
+        raise DataError(f"{data_file}: {err}") from err
+
+
+def stored_config(path: Path) -> dict[str, Any]:
+    """The training configuration in a run's ``config.json`` (which also says where the data came
+    from)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the run's configuration ({err})") from err
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: not a run configuration")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in stored.items() if k in known}
+
+
+def fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """Destinations of the options actually written on the command line."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+            probe.add_argument(*action.option_strings, **kwargs)
+    given, _ = probe.parse_known_args(argv)
+    return set(vars(given))

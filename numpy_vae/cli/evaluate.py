@@ -1,0 +1,71 @@
+"""The command line of ``scripts/evaluate.py``: evaluate a run's checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from numpy_vae.backend import BACKENDS, BackendUnavailable, get_backend
+from numpy_vae.cli.common import DEFAULT_DATA_DIR, Parser, fail, load_dataset, nonnegative_int
+from numpy_vae.training.atomic import write_json
+from numpy_vae.training.checkpoint import load_checkpoint
+from numpy_vae.training.runs import CHECKPOINT, evaluate_run, format_evaluation, write_figures
+from numpy_vae.training.trainer import TrainConfig, Trainer
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="evaluate.py",
+        description="Evaluate a training run's checkpoint on the MNIST test set: negative ELBO, "
+        "its parts, KL per latent dimension, active units, and the importance-weighted "
+        "log-likelihood estimate (Burda et al. 2016). Writes RUN_DIR/evaluation.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", type=Path, help="a run folder written by train_mnist.py")
+    p.add_argument(
+        "--iw-samples",
+        type=nonnegative_int,
+        default=1000,
+        help="importance samples per test image for the log-likelihood estimate (0: skip)",
+    )
+    p.add_argument("--figures", action="store_true", help="also redraw the run's figures")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="evaluate on this array module instead of the run's own (checkpoints hold host "
+        "arrays and load into any backend; the noise draws then differ)",
+    )
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
+    p.add_argument("--data-file", type=Path, help="an .npz used instead of MNIST (see training)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/evaluate.py``; returns the exit status."""
+    parser = evaluate_parser()
+    args = parser.parse_args(argv)
+    try:
+        state = load_checkpoint(args.run_dir / CHECKPOINT)
+        config = TrainConfig.from_json(state["config"])
+        if args.backend is not None:
+            config.backend = args.backend
+        try:
+            get_backend(config.backend, config.dtype)  # fail now, not after loading the data
+        except BackendUnavailable as err:
+            raise BackendUnavailable(f"{err}; or evaluate on the CPU: --backend numpy") from None
+        dataset, source = load_dataset(args.data_dir, args.data_file)
+        trainer = Trainer(config, dataset)
+        trainer.load_state_dict(state)
+        start = time.perf_counter()
+        summary = {**evaluate_run(trainer, args.iw_samples), "data": source}
+        summary["seconds"] = time.perf_counter() - start
+        print(f"{args.run_dir} after epoch {trainer.epoch}: {format_evaluation(summary)}")
+        write_json(args.run_dir / "evaluation.json", summary)
+        if args.figures:
+            for path in write_figures(trainer, args.run_dir):
+                print(f"wrote {path}")
+    except (ValueError, OSError) as err:
+        return fail(parser.prog, str(err).replace("\n", " "))
+    return 0

@@ -1,0 +1,29 @@
+"""Write the golden files tests/fixtures/golden_<variant>.npz (see numpy_vae.checks.golden).
+
+    python scripts/make_golden.py                 # every variant
+    python scripts/make_golden.py --variant gaussian --out /tmp/golden
+
+The committed files are references: regenerate them only on purpose (a deliberate change of what
+the model computes), and say so in the commit message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from numpy_vae.checks.golden import VARIANTS, write_golden
+
+DEFAULT_OUT = Path("tests") / "fixtures"  # run from the repository root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    args = parser.parse_args(argv)
+    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    for variant in variants:
+        path = write_golden(variant, args.out)
+        print(f"{path}  ({path.stat().st_size / 1024:.1f} KiB)  {VARIANTS[variant].description}")
+    return 0

@@ -1,0 +1,242 @@
+"""The command line of ``scripts/train_mnist.py``: train a VAE, resume a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from numpy_vae.backend import BACKENDS, DTYPES, get_backend
+from numpy_vae.cli.common import (
+    DEFAULT_DATA_DIR,
+    Parser,
+    add_model_flags,
+    explicit_flags,
+    fail,
+    finite_float,
+    load_dataset,
+    model_config_from_args,
+    nonnegative_int,
+    positive_int,
+    stored_config,
+)
+from numpy_vae.config import MODEL_FIELDS
+from numpy_vae.training.atomic import write_json
+from numpy_vae.training.checkpoint import load_checkpoint
+from numpy_vae.training.data import BINARIZE_MODES
+from numpy_vae.training.runs import (
+    CHECKPOINT,
+    CONFIG,
+    Interrupted,
+    evaluate_run,
+    format_evaluation,
+    train_run,
+)
+from numpy_vae.training.trainer import Diverged, TrainConfig
+
+# Flags that define a run; a resumed run keeps the stored values and only --epochs may change.
+RUN_FLAGS = (
+    "batch_size",
+    "lr",
+    "seed",
+    *MODEL_FIELDS,
+    "kl_warmup",
+    "binarize",
+    "backend",
+    "dtype",
+    "reference",
+)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="train_mnist.py",
+        description="Train a VAE on MNIST with numpy-vae. Defaults reproduce the classic PyTorch "
+        "example: 784-400-20, ReLU, Bernoulli likelihood, Adam 1e-3, batch 128, 10 epochs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--name", help="run folder name under --runs-dir (default: the start time)")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint (only --epochs may change); "
+        "a run stopped before its first checkpoint starts again, one stopped after its last "
+        "epoch gets its figures",
+    )
+    run.add_argument(
+        "--epochs",
+        type=positive_int,
+        help="total epochs to train (default: 10; when resuming, the run's own total)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        help="skip (and count) a batch whose loss or gradient is not finite instead of stopping "
+        "(may also be switched on when resuming)",
+    )
+    run.add_argument(
+        "--iw-samples",
+        type=nonnegative_int,
+        default=0,
+        help="after training, estimate the test log-likelihood with this many importance "
+        "samples per image and write evaluation.json (0: skip; scripts/evaluate.py does it later)",
+    )
+
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch-size", type=positive_int, default=128, help="examples per step")
+    opt.add_argument("--lr", type=finite_float(0, False), default=1e-3, help="Adam learning rate")
+    opt.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="seeds the initial weights, shuffling, binarization and noise",
+    )
+
+    model = add_model_flags(p.add_argument_group("model"))
+    model.add_argument(
+        "--kl-warmup",
+        type=finite_float(0, True),
+        default=0.0,
+        help="epochs over which the KL weight rises linearly from 0 to beta, "
+        "updated every step (0: off)",
+    )
+
+    data = p.add_argument_group("data and arithmetic")
+    data.add_argument(
+        "--binarize",
+        choices=BINARIZE_MODES,
+        default="none",
+        help="none: grey levels k/255; dynamic: a fresh Bernoulli draw every "
+        "epoch; threshold: k/255 > 0.5",
+    )
+    data.add_argument(
+        "--backend",
+        default="numpy",
+        help="array module: numpy (CPU) or cupy (NVIDIA GPU; pip install cupy-cuda12x). "
+        "'strict' is a CPU test device that refuses implicit host transfers (slow; for tests)",
+    )
+    data.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
+    data.add_argument(
+        "--reference",
+        action="store_true",
+        help="train through the specification (numpy_vae.VAE and Adam in textbook form) instead "
+        "of the fast path: slower, the same numbers to rounding",
+    )
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where MNIST is cached (fetched on first use)",
+    )
+    data.add_argument(
+        "--data-file",
+        type=Path,
+        help="an .npz with uint8 train_images/test_images (N, D) and, optionally, integer "
+        "train_labels/test_labels in 0..9, used instead of MNIST",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/train_mnist.py``; returns the exit status."""
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    if args.backend not in BACKENDS:
+        choices = ", ".join(BACKENDS)
+        return fail(prog, f"unknown backend {args.backend!r}; choose one of {choices}")
+    given = explicit_flags(parser, argv)
+    try:
+        if args.resume is not None:
+            if "name" in given or "runs_dir" in given:
+                return fail(prog, "--resume RUN_DIR names the run folder; drop --name/--runs-dir")
+            flag_of = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+            changed = sorted(flag_of[f] for f in given & set(RUN_FLAGS))
+            if changed:
+                return fail(
+                    prog,
+                    f"{', '.join(changed)} cannot change when resuming: a resumed run keeps "
+                    "its stored configuration (only --epochs may be raised)",
+                )
+            run_dir = args.resume
+            if (run_dir / CHECKPOINT).is_file():
+                state = load_checkpoint(run_dir / CHECKPOINT)
+                stored, done = state["config"], state["epoch"]
+            elif (run_dir / CONFIG).is_file():  # stopped before its first epoch was saved
+                stored, done = stored_config(run_dir / CONFIG), 0
+                print(f"{run_dir}: no epoch was saved; starting the run again from its {CONFIG}")
+            else:
+                return fail(
+                    prog,
+                    f"{run_dir} has neither {CHECKPOINT} nor {CONFIG}: no run to resume there",
+                )
+            epochs = stored["epochs"] if args.epochs is None else args.epochs
+            if done > epochs:
+                return fail(
+                    prog,
+                    f"{run_dir} has already trained {done} epochs; --epochs is the total to "
+                    f"reach, so pass at least {done}",
+                )
+            stored = {**stored, "epochs": epochs}
+            if args.skip_nonfinite:
+                stored["skip_nonfinite"] = True
+            config = TrainConfig.from_json(stored)
+        else:
+            if "gaussian_sigma" in given and args.likelihood != "gaussian":
+                return fail(prog, "--gaussian-sigma needs --likelihood gaussian")
+            config = TrainConfig(
+                **model_config_from_args(args).model_json(),
+                epochs=10 if args.epochs is None else args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                kl_warmup=args.kl_warmup,
+                binarize=args.binarize,
+                backend=args.backend,
+                dtype=args.dtype,
+                skip_nonfinite=args.skip_nonfinite,
+                reference=args.reference,
+            )
+            name = args.name or time.strftime("%Y-%m-%d_%H-%M-%S")
+            run_dir = args.runs_dir / name
+            if (run_dir / CHECKPOINT).exists():
+                return fail(
+                    prog,
+                    f"{run_dir} already holds a run; use --resume {run_dir} or another --name",
+                )
+        get_backend(config.backend, config.dtype)  # fail now, not after loading the data
+        dataset, source = load_dataset(args.data_dir, args.data_file)
+        if config.n_classes and dataset.train_labels is None:
+            return fail(prog, f"--conditional needs labels, and {source} has none")
+        print(f"run folder: {run_dir}   data: {source}")
+        trainer = train_run(
+            config,
+            dataset,
+            run_dir,
+            resume=args.resume is not None and (run_dir / CHECKPOINT).is_file(),
+            progress=not args.no_progress and sys.stderr.isatty(),
+            extra_config={"data": source},
+        )
+        if args.iw_samples:
+            summary = {**evaluate_run(trainer, args.iw_samples), "data": source}
+            write_json(run_dir / "evaluation.json", summary)
+            print(format_evaluation(summary))
+    except (ValueError, OSError) as err:  # DataError and CheckpointError are ValueErrors
+        return fail(prog, str(err).replace("\n", " "))
+    except Diverged as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    except Interrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training started: nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    print(f"done: {run_dir}")
+    return 0

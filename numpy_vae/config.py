@@ -1,0 +1,157 @@
+"""The model's hyperparameters, declared once.
+
+:class:`ModelConfig` names every hyperparameter of the model with its default, its range and its
+help text. Everything else is derived from it: :class:`numpy_vae.VAE` validates its arguments
+here, the PyTorch twin and the gradient report take a ``ModelConfig``,
+:class:`numpy_vae.training.trainer.TrainConfig` extends it, and the command-line flags of
+``train_mnist.py`` and ``gradcheck.py`` are generated from its fields
+(:func:`numpy_vae.cli.common.add_model_flags`). Adding a hyperparameter is one field here (and
+its use in the model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy
+
+from numpy_vae.layers import ACTIVATIONS
+from numpy_vae.likelihoods import LIKELIHOODS
+
+
+@dataclass(frozen=True)
+class Range:
+    """What values a hyperparameter takes, checked in one place.
+
+    Attributes
+    ----------
+    kind : {"int", "float", "choice", "widths"}
+        An integer, a finite real number, one of ``choices``, or a tuple of positive integers.
+    low : float
+        Smallest allowed value (``int``, ``float``); ``inclusive`` says whether ``low`` itself is.
+    choices : tuple of str
+        The allowed names (``choice``).
+    """
+
+    kind: str
+    low: float = 0
+    inclusive: bool = True
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """The range in words, for error messages: ``an integer >= 1``, ``one of relu, tanh``."""
+        if self.kind == "choice":
+            return f"one of {', '.join(self.choices)}"
+        if self.kind == "widths":
+            return "a list of at least one hidden width, each a positive integer (e.g. (400,))"
+        bound = f"{'>=' if self.inclusive else '>'} {self.low:g}"
+        return f"an integer {bound}" if self.kind == "int" else f"a finite number {bound}"
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` in its canonical type (``float``, ``int``, ``tuple``), or a ValueError that
+        names the hyperparameter and its range."""
+        if self.kind == "choice":
+            ok = isinstance(value, str) and value in self.choices
+        elif self.kind == "widths":
+            ok = isinstance(value, list | tuple) and len(value) > 0
+            ok = ok and all(_is_int(w) and w >= 1 for w in value)
+            value = tuple(int(w) for w in value) if ok else value
+        elif self.kind == "int":
+            ok = _is_int(value) and (value >= self.low if self.inclusive else value > self.low)
+            value = int(value) if ok else value
+        else:
+            ok = (
+                isinstance(value, int | float | numpy.floating | numpy.integer)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and (value >= self.low if self.inclusive else value > self.low)
+            )
+            value = float(value) if ok else value
+        if ok:
+            return value
+        if self.kind == "choice":
+            raise ValueError(f"unknown {name} {value!r}; choose {self.describe()}")
+        if self.kind == "widths" and isinstance(value, list | tuple):
+            if not value:
+                raise ValueError(f"{name} must list at least one hidden width, e.g. (400,)")
+            raise ValueError(f"every hidden width must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+
+
+def hyperparameter(default: Any, valid: Range, help: str, **cli: Any) -> Any:
+    """A dataclass field with its range and help text (and, optionally, how its flag differs
+    from the default ``--name-with-dashes`` taking one value: ``cli``)."""
+    return field(default=default, metadata={"range": valid, "help": help, "cli": cli})
+
+
+@dataclass
+class ModelConfig:
+    """Every hyperparameter of the model; the defaults are the classic PyTorch MNIST example.
+
+    The input width is not a hyperparameter: it is the data's (``VAE(input_dim=...)``).
+    """
+
+    hidden_dims: tuple[int, ...] = hyperparameter(
+        (400,),
+        Range("widths"),
+        "hidden widths of the encoder (the decoder mirrors them)",
+        flag="--hidden",
+    )
+    latent_dim: int = hyperparameter(20, Range("int", 1), "size of z")
+    activation: str = hyperparameter(
+        "relu", Range("choice", choices=tuple(ACTIVATIONS)), "hidden activation"
+    )
+    likelihood: str = hyperparameter(
+        "bernoulli", Range("choice", choices=tuple(LIKELIHOODS)), "decoder distribution p(x|z)"
+    )
+    gaussian_sigma: float = hyperparameter(
+        1.0,
+        Range("float", 0, inclusive=False),
+        "fixed standard deviation of the Gaussian likelihood",
+    )
+    n_classes: int = hyperparameter(
+        0,
+        Range("int", 0),
+        "conditional VAE: the one-hot digit label is fed to encoder and decoder",
+        flag="--conditional",
+        const=10,  # the flag is a switch: the ten MNIST digits
+    )
+    beta: float = hyperparameter(1.0, Range("float", 0), "weight of the KL term (beta-VAE)")
+    free_bits: float = hyperparameter(
+        0.0, Range("float", 0), "free-bits allowance in nats per latent dimension (0: off)"
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        for f in fields(ModelConfig):
+            try:
+                value = f.metadata["range"].check(f.name, getattr(self, f.name))
+                setattr(self, f.name, value)
+            except ValueError as err:
+                problems.append(str(err))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model is a conditional VAE (``n_classes > 0``)."""
+        return self.n_classes > 0
+
+    def model_config(self) -> ModelConfig:
+        """The model's hyperparameters alone (a ``ModelConfig``, also of a subclass)."""
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+
+    def model_json(self) -> dict[str, Any]:
+        """The hyperparameters as JSON values (``hidden_dims`` as a list)."""
+        d = {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
+        d["hidden_dims"] = list(d["hidden_dims"])
+        return d
+
+
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | numpy.integer) and not isinstance(value, bool)

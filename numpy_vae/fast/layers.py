@@ -1,0 +1,201 @@
+"""The layers of :mod:`numpy_vae.layers`, computing in place and into reused buffers.
+
+Each fast layer wraps a specification layer: it reads that layer's parameters and writes that
+layer's gradient arrays (``d_weight``, ...), so the two always share their numbers, and it
+computes exactly what the specification's ``forward``/``backward`` compute, in the same order of
+operations (bitwise equal: ``tests/test_fast_vs_reference.py``). What differs is where results go:
+
+- ``forward(x, out=None)`` and ``backward(d_out, need_input_grad=True, out=None)`` take an
+  ``out`` to write into; for the elementwise layers ``out`` may be the input itself (in place).
+- :class:`FastSequential` lends every layer an array of a :class:`~numpy_vae.fast.buffers.Buffers`,
+  so the model's training step allocates nothing after its first call (see
+  :mod:`numpy_vae.fast.buffers` for why that matters).
+- The first layer of the encoder skips its input gradient (``need_input_grad=False``): nothing
+  upstream of the data is trained, which saves a third of that layer's backward products.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numpy_vae.fast.buffers import Buffers
+from numpy_vae.layers import Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
+
+Array = Any
+
+
+class FastLinear:
+    """:class:`~numpy_vae.layers.Linear` into ``out``: ``x W^T + b``; ``d_out^T x``, ``d_out W``."""
+
+    #: Whether backward reads this layer's own output (then nothing may overwrite it in place).
+    keeps_output = False
+
+    def __init__(self, layer: Linear) -> None:
+        self.layer, self.xp = layer, layer.xp
+        self.out_features, self.in_features = layer.out_features, layer.in_features
+        self._x = None
+
+    def forward(self, x: Array, out: Array | None = None) -> Array:
+        self._x = x  # kept, not copied, for the backward pass
+        y = self.xp.matmul(x, self.layer.weight.T, out=out)
+        y += self.layer.bias
+        return y
+
+    def backward(
+        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
+    ) -> Array | None:
+        layer = self.layer
+        self.xp.matmul(d_out.T, self._x, out=layer.d_weight)
+        d_out.sum(axis=0, out=layer.d_bias)
+        return self.xp.matmul(d_out, layer.weight, out=out) if need_input_grad else None
+
+
+class FastReLU:
+    """:class:`~numpy_vae.layers.ReLU` in place; its mask lives in a buffer of its own."""
+
+    keeps_output = False
+
+    def __init__(self, layer: ReLU) -> None:
+        self.xp = layer.xp
+        self._mask = None
+        self._buffers = Buffers(layer.xp)  # the mask is internal, so it can always be reused
+
+    def forward(self, x: Array, out: Array | None = None) -> Array:
+        self._mask = self.xp.greater(x, 0, out=self._buffers.get("mask", x.shape, bool))
+        return self.xp.multiply(x, self._mask, out=out)
+
+    def backward(
+        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
+    ) -> Array:
+        return self.xp.multiply(d_out, self._mask, out=out)
+
+
+class FastLeakyReLU:
+    """:class:`~numpy_vae.layers.LeakyReLU` (``where`` allocates; copied into ``out``)."""
+
+    keeps_output = False
+
+    def __init__(self, layer: LeakyReLU) -> None:
+        self.xp, self.slope = layer.xp, layer.slope
+        self._positive = None
+
+    def forward(self, x: Array, out: Array | None = None) -> Array:
+        self._positive = x > 0
+        return _into(out, self.xp.where(self._positive, x, self.slope * x))
+
+    def backward(
+        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
+    ) -> Array:
+        return _into(out, self.xp.where(self._positive, d_out, self.slope * d_out))
+
+
+class FastTanh:
+    """:class:`~numpy_vae.layers.Tanh` into ``out``; keeps its output for the backward pass."""
+
+    keeps_output = True
+
+    def __init__(self, layer: Tanh) -> None:
+        self.xp = layer.xp
+        self._y = None
+
+    def forward(self, x: Array, out: Array | None = None) -> Array:
+        self._y = self.xp.tanh(x, out=out)
+        return self._y
+
+    def backward(
+        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
+    ) -> Array:
+        return self.xp.multiply(d_out, 1 - self._y * self._y, out=out)
+
+
+class FastSigmoid:
+    """:class:`~numpy_vae.layers.Sigmoid` into ``out``; keeps its output for the backward pass."""
+
+    keeps_output = True
+
+    def __init__(self, layer: Sigmoid) -> None:
+        self.xp, self.special = layer.xp, layer.special
+        self._y = None
+
+    def forward(self, x: Array, out: Array | None = None) -> Array:
+        self._y = self.special.expit(x, out=out)
+        return self._y
+
+    def backward(
+        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
+    ) -> Array:
+        return self.xp.multiply(d_out, self._y * (1 - self._y), out=out)
+
+
+FAST_LAYERS = {
+    Linear: FastLinear,
+    ReLU: FastReLU,
+    LeakyReLU: FastLeakyReLU,
+    Tanh: FastTanh,
+    Sigmoid: FastSigmoid,
+}
+
+FastLayer = FastLinear | FastReLU | FastLeakyReLU | FastTanh | FastSigmoid
+
+
+def fast_layer(layer: Layer) -> FastLayer:
+    """The fast twin of a specification layer (sharing its parameters and gradient arrays)."""
+    try:
+        return FAST_LAYERS[type(layer)](layer)
+    except KeyError:
+        raise TypeError(f"no fast version of {type(layer).__name__}") from None
+
+
+class FastSequential:
+    """:class:`~numpy_vae.layers.Sequential` whose intermediate arrays live in :class:`Buffers`.
+
+    Every Linear layer writes into an array of ``buffers``, and every activation works in place
+    on its input, except where that input is the caller's (the first layer's ``x``, the last
+    layer's ``d_out``) or is kept by the layer that made it (Tanh and Sigmoid keep their output
+    for their backward). Results live in ``buffers`` and are overwritten by the next call.
+
+    Parameters
+    ----------
+    sequential : Sequential
+        The specification's layers; their parameters and gradient arrays are shared.
+    """
+
+    def __init__(self, sequential: Sequential) -> None:
+        self.layers = [fast_layer(layer) for layer in sequential.layers]
+
+    def forward(self, x: Array, buffers: Buffers) -> Array:
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, FastLinear):
+                out = buffers.get(f"{i}", (x.shape[0], layer.out_features), x.dtype)
+            elif i > 0 and not self.layers[i - 1].keeps_output:
+                out = x
+            else:
+                out = buffers.get(f"{i}", x.shape, x.dtype)
+            x = layer.forward(x, out=out)
+        return x
+
+    def backward(
+        self, d_out: Array, buffers: Buffers, need_input_grad: bool = True
+    ) -> Array | None:
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            layer = self.layers[i]
+            need = need_input_grad or i > 0
+            out = None
+            if need:
+                if isinstance(layer, FastLinear):
+                    out = buffers.get(f"d{i}", (d_out.shape[0], layer.in_features), d_out.dtype)
+                elif i < last:
+                    out = d_out
+                else:
+                    out = buffers.get(f"d{i}", d_out.shape, d_out.dtype)
+            d_out = layer.backward(d_out, need_input_grad=need, out=out)
+        return d_out
+
+
+def _into(out: Array | None, result: Array) -> Array:
+    """``result``, copied into ``out`` if one is given."""
+    if out is None:
+        return result
+    out[...] = result
+    return out

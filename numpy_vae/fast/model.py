@@ -1,0 +1,133 @@
+"""The VAE's training step, fused and in place: what training runs by default.
+
+:class:`FastVAE` is :class:`numpy_vae.VAE` (same layers, same parameters, same numbers) with
+``forward`` and ``backward`` rewritten for speed:
+
+- every parameter is a view into one flat vector, every gradient a view into another
+  (:class:`~numpy_vae.fast.parameters.FlatParameters`), so Adam updates the whole model in a few
+  vector passes (:class:`~numpy_vae.fast.optim.FastAdam`) and a checkpoint is one array;
+- the large intermediate arrays live in :class:`~numpy_vae.fast.buffers.Buffers` owned by the
+  model, so an epoch allocates nothing after its first step; everything returned is fresh;
+- activations work in place (:mod:`numpy_vae.fast.layers`) and the encoder's first layer skips
+  its input gradient;
+- the Bernoulli value and gradient come from one exp and one log, written over the decoder output
+  (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`);
+- the two paths into ``mu`` and ``logvar`` are summed into one buffer instead of concatenated.
+
+The order of the arithmetic is the specification's, so every step but the Bernoulli kernel is
+bitwise equal to :meth:`VAE.forward`/:meth:`VAE.backward`; the tests state the bounds.
+:meth:`encode`, :meth:`decode`, :meth:`sample` and the rest are the specification's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numpy_vae.fast.buffers import Buffers
+from numpy_vae.fast.layers import FastLinear, FastSequential
+from numpy_vae.fast.likelihoods import bernoulli_nll_fused
+from numpy_vae.fast.parameters import FlatParameters
+from numpy_vae.kl import free_bits, kl_standard_normal
+from numpy_vae.likelihoods import Bernoulli
+from numpy_vae.model import VAE, LossParts, append_onehot
+from numpy_vae.reparam import reparameterize, reparameterize_backward
+
+Array = Any
+
+
+class FastVAE(VAE):
+    """:class:`numpy_vae.VAE` with its training step fused, in place and allocation-free.
+
+    Same arguments as :class:`numpy_vae.VAE`. Adds ``flat`` (the flat parameter and gradient
+    vectors). What :meth:`backward` reads lives in the model's buffers, so no other
+    :meth:`forward` or :meth:`loss` may come in between (``encode``, ``decode`` and ``sample``
+    may: they use no buffers).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flat = FlatParameters(
+            {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}, self.backend
+        )
+        self._fast_encoder = FastSequential(self.encoder)
+        self._fast_head = FastLinear(self.head)
+        self._fast_decoder = FastSequential(self.decoder)
+        self._cache: tuple | None = None
+        # Scratch memory of the training step, one Buffers per part of the model.
+        self._buffers = {name: Buffers(self.xp) for name in ("encoder", "head", "decoder", "loss")}
+
+    @property
+    def params(self) -> dict[str, Array]:
+        """Parameter arrays by stable name (views into ``flat.data``)."""
+        return self.flat.params
+
+    @property
+    def grads(self) -> dict[str, Array]:
+        """Gradient arrays by the same names (views into ``flat.grad``), set by :meth:`loss`."""
+        return self.flat.grads
+
+    def forward(
+        self,
+        x: Array,
+        y: Array | None = None,
+        eps: Array | None = None,
+        kl_weight: float | None = None,
+        validate: bool = True,
+    ) -> LossParts:
+        """:meth:`VAE.forward`, keeping what :meth:`backward` needs in the model's buffers."""
+        x, y, eps, w = self._inputs(x, y, eps, kl_weight, validate)
+        xp, latent, buffers = self.xp, self.latent_dim, self._buffers
+        n = x.shape[0]
+        onehot = self._one_hot(y)
+
+        h = self._fast_encoder.forward(append_onehot(x, onehot, xp), buffers["encoder"])
+        stats = self._fast_head.forward(h, out=buffers["head"].get("out", (n, 2 * latent), h.dtype))
+        mu, logvar = stats[:, :latent], stats[:, latent:]
+        z, reparam_cache = reparameterize(mu, logvar, eps, xp)
+        out = self._fast_decoder.forward(append_onehot(z, onehot, xp), buffers["decoder"])
+
+        # The likelihood's gradient is written over ``out``, which nothing else holds.
+        if isinstance(self.likelihood, Bernoulli):
+            recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"])
+        else:
+            recon, d_out = self.likelihood.nll(out, x)
+        kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
+        if self.free_bits > 0:
+            kl_objective, kl_grad_weight = free_bits(kl, self.free_bits, xp)
+            kl_grad_weight *= w
+        else:
+            kl_objective, kl_grad_weight = kl.sum(), w
+        recon_sum = recon.sum()
+        self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
+        return LossParts(
+            loss=recon_sum + w * kl_objective,
+            recon=recon_sum,
+            kl=kl.sum(),
+            kl_per_dim=kl.sum(axis=0),
+            n=n,
+        )
+
+    def backward(self) -> None:
+        """:meth:`VAE.backward`'s six arrows, through the model's buffers."""
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
+        stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight = self._cache
+        self._cache = None
+        xp, latent, buffers = self.xp, self.latent_dim, self._buffers
+        d_z = self._fast_decoder.backward(d_out, buffers["decoder"])[:, :latent]
+        d_mu, d_logvar = reparameterize_backward(d_z, reparam_cache)
+        # d_stats = [d_mu + w d_mu_kl | d_logvar + w d_logvar_kl], in one buffer.
+        d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
+        xp.multiply(d_mu_kl, kl_grad_weight, out=d_stats[:, :latent])
+        d_stats[:, :latent] += d_mu
+        xp.multiply(d_logvar_kl, kl_grad_weight, out=d_stats[:, latent:])
+        d_stats[:, latent:] += d_logvar
+        d_h = buffers["head"].get("d_in", (stats.shape[0], self.head.in_features), stats.dtype)
+        self._fast_head.backward(d_stats, out=d_h)
+        self._fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
+
+    def log_likelihood(self, x: Array, out: Array) -> Array:
+        """log p(x | z) per example, (B,): the fused Bernoulli value, in fresh arrays."""
+        if isinstance(self.likelihood, Bernoulli):
+            return -bernoulli_nll_fused(out, x, self.xp, grad=False)[0]
+        return self.likelihood.log_prob(out, x)
