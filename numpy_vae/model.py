@@ -59,6 +59,19 @@ class LossParts:
     def neg_elbo(self) -> Array:
         return self.recon + self.kl
 
+    @classmethod
+    def of(cls, recon: Array, kl: Array, kl_objective: Array, w: float) -> LossParts:
+        """From the per-example reconstruction terms (B,), the elementwise KL (B, L), the KL
+        term's value and its weight ``w``."""
+        recon_sum = recon.sum()
+        return cls(
+            loss=recon_sum + w * kl_objective,
+            recon=recon_sum,
+            kl=kl.sum(),
+            kl_per_dim=kl.sum(axis=0),
+            n=kl.shape[0],
+        )
+
 
 @dataclass
 class _Saved:
@@ -237,20 +250,9 @@ class VAE:
 
         recon, d_out = self.likelihood.nll(out, x)  # value and gradient
         kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
-        if self.free_bits > 0:
-            kl_objective, kl_grad_weight = free_bits(kl, self.free_bits, xp)
-            kl_grad_weight = w * kl_grad_weight
-        else:
-            kl_objective, kl_grad_weight = kl.sum(), w
+        kl_objective, kl_grad_weight = self._kl_objective(kl, w)
         self._saved = _Saved(d_out, reparam_cache, d_mu_kl, d_logvar_kl, kl_grad_weight)
-        recon_sum = recon.sum()
-        return LossParts(
-            loss=recon_sum + w * kl_objective,
-            recon=recon_sum,
-            kl=kl.sum(),
-            kl_per_dim=kl.sum(axis=0),
-            n=x.shape[0],
-        )
+        return LossParts.of(recon, kl, kl_objective, w)
 
     def backward(self) -> None:
         """The backward half of :meth:`loss`: write ``self.grads`` for the last :meth:`forward`.
@@ -291,6 +293,14 @@ class VAE:
         d_stats = xp.concatenate([d_mu + w * s.d_mu_kl, d_logvar + w * s.d_logvar_kl], axis=1)  # 4
         d_h = self.head.backward(d_stats)  # 5
         self.encoder.backward(d_h)  # 6
+
+    def _kl_objective(self, kl: Array, w: float) -> tuple[Array, Any]:
+        """The KL term's value (summed, or free bits') and the weight of its gradient: ``w``,
+        or with free bits ``w`` times the 0/1 weight of each latent dimension."""
+        if self.free_bits > 0:
+            value, weight = free_bits(kl, self.free_bits, self.xp)
+            return value, w * weight
+        return kl.sum(), w
 
     def _inputs(
         self, x: Array, y: Array | None, eps: Array | None, kl_weight: float | None, validate: bool

@@ -23,7 +23,12 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (no usage block)."""
+    """An ArgumentParser whose errors are one line (no usage block) and whose ``--help`` shows
+    each default (unless another ``formatter_class`` is given)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -31,41 +36,13 @@ class Parser(argparse.ArgumentParser):
 
 def int_at_least(minimum: int) -> Any:
     """An argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, got {text!r}"
-            ) from None
-        if value < minimum:
-            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
-        return value
-
-    return parse
-
-
-positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    return flag_type(Range("int", minimum), what)
 
 
 def finite_float(low: float, inclusive: bool) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a finite number {'>=' if inclusive else '>'} {low:g}, got {text!r}"
-            ) from None
-        ok = value >= low if inclusive else value > low
-        if not (ok and numpy.isfinite(value)):
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>=' if inclusive else '>'} {low:g}, got {text}"
-            )
-        return value
-
-    return parse
+    """An argparse type: a finite number ``> low`` (or ``>= low``)."""
+    return flag_type(Range("float", low, inclusive))
 
 
 def add_model_flags(group: Any) -> Any:
@@ -101,7 +78,7 @@ def add_model_flags(group: Any) -> Any:
             group.add_argument(
                 flag,
                 dest=f.name,
-                type=_flag_type(f.name, valid),
+                type=flag_type(valid),
                 default=f.default,
                 metavar=f.name.upper() if valid.kind != "widths" else "W1,W2,...",
                 help=f.metadata["help"] + (", comma-separated" if valid.kind == "widths" else ""),
@@ -114,10 +91,10 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig)})
 
 
-def _flag_type(name: str, valid: Range) -> Any:
-    """An argparse type that parses a flag's text and checks it against the field's range."""
-
-    expected = valid.describe()
+def flag_type(valid: Range, expected: str | None = None) -> Any:
+    """An argparse type that parses a flag's text and checks it against a range (``expected``:
+    the range in the words of the error message, default ``valid.describe()``)."""
+    expected = expected or valid.describe()
     if valid.kind == "widths":
         expected = "comma-separated widths like 400 or 512,256"
 
@@ -132,11 +109,14 @@ def _flag_type(name: str, valid: Range) -> Any:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         try:
-            return valid.check(name, value)
+            return valid.check("value", value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {expected}, got {text}") from None
 
     return parse
+
+
+positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 
 
 def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:

@@ -14,15 +14,15 @@ from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.runs import CHECKPOINT, evaluate_run, format_evaluation, write_figures
 from numpy_vae.training.trainer import TrainConfig, Trainer
 
+DESCRIPTION = (
+    "Evaluate a training run's checkpoint on the MNIST test set: negative ELBO, "
+    "its parts, KL per latent dimension, active units, and the importance-weighted "
+    "log-likelihood estimate (Burda et al. 2016). Writes RUN_DIR/evaluation.json."
+)
+
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="evaluate.py",
-        description="Evaluate a training run's checkpoint on the MNIST test set: negative ELBO, "
-        "its parts, KL per latent dimension, active units, and the importance-weighted "
-        "log-likelihood estimate (Burda et al. 2016). Writes RUN_DIR/evaluation.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = Parser(prog="evaluate.py", description=DESCRIPTION)
     p.add_argument("run_dir", type=Path, help="a run folder written by train_mnist.py")
     p.add_argument(
         "--iw-samples",

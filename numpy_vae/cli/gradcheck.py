@@ -17,16 +17,16 @@ from numpy_vae.cli.common import (
 )
 from numpy_vae.training.atomic import write_json
 
+DESCRIPTION = (
+    "Check every parameter gradient of a VAE against central differences in "
+    "float64 and print one row per parameter array. Exit status 0 if all pass, 1 if one "
+    "fails, 2 on bad usage. Model flags mean what they mean for train_mnist.py."
+)
+
 
 def parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/gradcheck.py``."""
-    p = Parser(
-        prog="gradcheck.py",
-        description="Check every parameter gradient of a VAE against central differences in "
-        "float64 and print one row per parameter array. Exit status 0 if all pass, 1 if one "
-        "fails, 2 on bad usage. Model flags mean what they mean for train_mnist.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = Parser(prog="gradcheck.py", description=DESCRIPTION)
     add_model_flags(p)
     p.add_argument("--batch", type=positive_int, default=8, help="examples in the batch")
     p.add_argument("--seed", type=int, default=0, help="weights, inputs, noise and entries")

@@ -55,7 +55,6 @@ def train_parser() -> argparse.ArgumentParser:
         prog="train_mnist.py",
         description="Train a VAE on MNIST with numpy-vae. Defaults reproduce the classic PyTorch "
         "example: 784-400-20, ReLU, Bernoulli likelihood, Adam 1e-3, batch 128, 10 epochs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = p.add_argument_group("run")
     run.add_argument("--name", help="run folder name under --runs-dir (default: the start time)")

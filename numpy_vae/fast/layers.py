@@ -89,53 +89,45 @@ class FastLeakyReLU:
         return _into(out, self.xp.where(self._positive, d_out, self.slope * d_out))
 
 
-class FastTanh:
-    """:class:`~numpy_vae.layers.Tanh` into ``out``; keeps its output for the backward pass."""
+class FastKeepsOutput:
+    """An activation whose slope is a function of its output (Tanh, Sigmoid): ``y = f(x)`` into
+    ``out``, kept for the backward pass, and ``d_x = d_out * slope(y)``."""
 
     keeps_output = True
 
-    def __init__(self, layer: Tanh) -> None:
-        self.xp = layer.xp
+    def __init__(self, xp: Any, function: Any, slope: Any) -> None:
+        self.xp, self._function, self._slope = xp, function, slope
         self._y = None
 
     def forward(self, x: Array, out: Array | None = None) -> Array:
-        self._y = self.xp.tanh(x, out=out)
+        self._y = self._function(x, out=out)
         return self._y
 
     def backward(
         self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
     ) -> Array:
-        return self.xp.multiply(d_out, 1 - self._y * self._y, out=out)
+        return self.xp.multiply(d_out, self._slope(self._y), out=out)
 
 
-class FastSigmoid:
-    """:class:`~numpy_vae.layers.Sigmoid` into ``out``; keeps its output for the backward pass."""
+def fast_tanh(layer: Tanh) -> FastKeepsOutput:
+    """:class:`~numpy_vae.layers.Tanh`: slope ``1 - y^2``, as the specification computes it."""
+    return FastKeepsOutput(layer.xp, layer.xp.tanh, lambda y: 1 - y * y)
 
-    keeps_output = True
 
-    def __init__(self, layer: Sigmoid) -> None:
-        self.xp, self.special = layer.xp, layer.special
-        self._y = None
-
-    def forward(self, x: Array, out: Array | None = None) -> Array:
-        self._y = self.special.expit(x, out=out)
-        return self._y
-
-    def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
-    ) -> Array:
-        return self.xp.multiply(d_out, self._y * (1 - self._y), out=out)
+def fast_sigmoid(layer: Sigmoid) -> FastKeepsOutput:
+    """:class:`~numpy_vae.layers.Sigmoid`: slope ``y (1 - y)``, as the specification computes it."""
+    return FastKeepsOutput(layer.xp, layer.special.expit, lambda y: y * (1 - y))
 
 
 FAST_LAYERS = {
     Linear: FastLinear,
     ReLU: FastReLU,
     LeakyReLU: FastLeakyReLU,
-    Tanh: FastTanh,
-    Sigmoid: FastSigmoid,
+    Tanh: fast_tanh,
+    Sigmoid: fast_sigmoid,
 }
 
-FastLayer = FastLinear | FastReLU | FastLeakyReLU | FastTanh | FastSigmoid
+FastLayer = FastLinear | FastReLU | FastLeakyReLU | FastKeepsOutput
 
 
 def fast_layer(layer: Layer) -> FastLayer:

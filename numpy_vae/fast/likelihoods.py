@@ -46,30 +46,12 @@ def bernoulli_nll_fused(
     :math:`(\delta/u)^2`, far below one ulp. The result agrees with
     ``max(l, 0) + log1p(exp(-|l|))`` to a few ulps in float32 and float64.
 
-    Parameters
-    ----------
-    logits : array, shape (B, D)
-        Decoder outputs before the sigmoid.
-    x : array, shape (B, D)
-        Targets in [0, 1] (binary or grey-level pixel intensities).
-    xp : module
-        Array module.
-    out : array, shape (B, D), optional
-        Where to write the gradient; may be ``logits`` itself (which is then overwritten: the
-        model passes its decoder output, which nothing else holds). Default: a new array.
-    buffers : Buffers, optional
-        Where to take the four temporaries (B, D) from instead of allocating them.
-    grad : bool
-        Compute the gradient; evaluation (e.g. importance-weighted log-likelihoods) needs only
-        the value.
+    Takes and returns what :func:`numpy_vae.likelihoods.bernoulli_nll` does (``logits``, ``x``,
+    ``xp``, ``grad``; ``nll`` of shape (B,), ``d_logits`` of shape (B, D) or None), and:
 
-    Returns
-    -------
-    nll : array, shape (B,)
-        Per-example negative log-likelihood (nats).
-    d_logits : array, shape (B, D), or None
-        Gradient of ``nll.sum()`` with respect to ``logits`` (``out`` if given); None when
-        ``grad`` is false.
+    ``out``, an array (B, D) to write the gradient into; it may be ``logits`` itself, which is
+    then overwritten (the model passes its decoder output, which nothing else holds).
+    ``buffers``, a :class:`Buffers` to take the four (B, D) temporaries from.
     """
     shape, dtype = logits.shape, logits.dtype
 

@@ -27,7 +27,7 @@ from numpy_vae.fast.buffers import Buffers
 from numpy_vae.fast.layers import FastLinear, FastSequential
 from numpy_vae.fast.likelihoods import bernoulli_nll_fused
 from numpy_vae.fast.parameters import FlatParameters
-from numpy_vae.kl import free_bits, kl_standard_normal
+from numpy_vae.kl import kl_standard_normal
 from numpy_vae.likelihoods import Bernoulli
 from numpy_vae.model import VAE, LossParts, append_onehot
 from numpy_vae.reparam import reparameterize, reparameterize_backward
@@ -92,20 +92,9 @@ class FastVAE(VAE):
         else:
             recon, d_out = self.likelihood.nll(out, x)
         kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
-        if self.free_bits > 0:
-            kl_objective, kl_grad_weight = free_bits(kl, self.free_bits, xp)
-            kl_grad_weight *= w
-        else:
-            kl_objective, kl_grad_weight = kl.sum(), w
-        recon_sum = recon.sum()
+        kl_objective, kl_grad_weight = self._kl_objective(kl, w)
         self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
-        return LossParts(
-            loss=recon_sum + w * kl_objective,
-            recon=recon_sum,
-            kl=kl.sum(),
-            kl_per_dim=kl.sum(axis=0),
-            n=n,
-        )
+        return LossParts.of(recon, kl, kl_objective, w)
 
     def backward(self) -> None:
         """:meth:`VAE.backward`'s six arrows, through the model's buffers."""

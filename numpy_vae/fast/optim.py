@@ -51,12 +51,10 @@ class FastAdam(Adam):
         self,
         params: Sequence[Array],
         grads: Sequence[Array],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
         threads: int | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(params, grads, lr=lr, betas=betas, eps=eps)
+        super().__init__(params, grads, **settings)  # lr, betas, eps as for Adam
         if threads is not None and (
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
