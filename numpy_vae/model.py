@@ -24,7 +24,7 @@ from typing import Any
 import numpy
 
 from numpy_vae.backend import Backend, get_backend
-from numpy_vae.config import ModelConfig
+from numpy_vae.config import MODEL_FIELDS, ModelConfig
 from numpy_vae.kl import free_bits, kl_standard_normal
 from numpy_vae.layers import Linear, Sequential, make_activation
 from numpy_vae.likelihoods import LIKELIHOODS, make_likelihood
@@ -145,13 +145,14 @@ class VAE:
             ]
         return Sequential(layers)
 
-    # The hyperparameters, read where the model uses them.
-    hidden_dims = property(lambda self: self.hparams.hidden_dims)
-    latent_dim = property(lambda self: self.hparams.latent_dim)
-    activation = property(lambda self: self.hparams.activation)
-    gaussian_sigma = property(lambda self: self.hparams.gaussian_sigma)
-    n_classes = property(lambda self: self.hparams.n_classes)
-    # The loss's own two may change between calls (checked again when they do).
+    def __getattr__(self, name: str) -> Any:
+        """Every hyperparameter reads as an attribute: ``model.latent_dim`` is
+        ``model.hparams.latent_dim`` (so a new field of ``ModelConfig`` needs no edit here)."""
+        if name in MODEL_FIELDS and "hparams" in self.__dict__:
+            return getattr(self.hparams, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # The loss's own two may also change between calls (checked again when they do).
     beta = property(
         lambda self: self.hparams.beta,
         lambda self, value: setattr(self, "hparams", replace(self.hparams, beta=value)),

@@ -224,6 +224,8 @@ def test_sampling_and_inference_on_the_device():
         {"binarize": "dynamic"},
         {"n_classes": 10, "kl_warmup": 1.0, "free_bits": 0.1},
         {"likelihood": "gaussian", "gaussian_sigma": 0.3, "binarize": "threshold"},
+        {"reference": True},  # the specification trains on a device too
+        {"reference": True, "n_classes": 10, "free_bits": 0.1},
     ],
 )
 def test_training_step_moves_nothing_and_epoch_a_few_scalars(extra):

@@ -231,3 +231,40 @@ def test_bad_eps_labels_and_constructor_arguments():
             VAE(**kwargs)
     with pytest.raises(ValueError, match="unsupported dtype"):
         get_backend("numpy", "float16")
+
+
+@pytest.mark.parametrize("model_cls", [VAE, FastVAE])
+@pytest.mark.parametrize("data_dtype", [np.float16, np.float32])
+def test_no_silent_precision_change_without_validation(model_cls, data_dtype):
+    """A float64 model given float16/float32 data computes in float64 whether or not it
+    validates: the batch is cast at the boundary (planted bug: computing in the input's dtype
+    gave results of that dtype and gradients off by up to 5%)."""
+    model = model_cls(12, (8,), 3, backend=F64, seed=0)
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((5, 12)).astype(data_dtype), rng.standard_normal((5, 3)).astype(data_dtype)
+    expected = model.loss(x.astype(np.float64), eps=eps.astype(np.float64))
+    grads = {k: v.copy() for k, v in model.grads.items()}
+    for validate in (True, False):
+        parts = model.loss(x, eps=eps, validate=validate)
+        assert parts.loss.dtype == np.float64
+        assert float(parts.loss) == float(expected.loss)
+        for name, g in model.grads.items():
+            assert g.dtype == np.float64
+            np.testing.assert_array_equal(g, grads[name])
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -0.5, "1", True, [1.0]])
+def test_kl_weight_must_be_finite_and_nonnegative(weight):
+    model = VAE(12, (8,), 3, backend=F64, seed=0)
+    x = np.random.default_rng(0).random((2, 12))
+    for validate in (True, False):
+        with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0"):
+            model.loss(x, kl_weight=weight, validate=validate)
+
+
+def test_kl_weight_accepts_numbers_and_0d_arrays():
+    model = VAE(12, (8,), 3, backend=F64, seed=0)
+    x, eps = np.random.default_rng(0).random((2, 12)), np.zeros((2, 3))
+    values = [float(model.loss(x, eps=eps, kl_weight=w).loss) for w in (0.5, np.float32(0.5))]
+    values.append(float(model.loss(x, eps=eps, kl_weight=np.array(0.5)).loss))
+    assert values[0] == values[1] == values[2]

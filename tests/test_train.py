@@ -247,3 +247,28 @@ def test_one_epoch_on_real_mnist(tmp_path):
     trainer = Trainer(TrainConfig(epochs=1), dataset)
     metrics = trainer.train_epoch()
     assert metrics["test_neg_elbo"] < 130, metrics
+
+
+def test_reference_training_follows_the_fast_path_and_resumes_on_either(data_file, tmp_path):
+    """``--reference`` trains through the specification: in float64 its epochs are the fast
+    path's to rounding, and its checkpoint (Adam's moments laid out like the flat vector) loads
+    into a fast trainer and back."""
+    args = ["--dtype", "float64", "--epochs", "2"]
+    assert train_main(small_args(data_file, tmp_path, "fast", *args)) == 0
+    assert train_main(small_args(data_file, tmp_path, "ref", *args, "--reference")) == 0
+    fast, ref = read_metrics(tmp_path / "fast"), read_metrics(tmp_path / "ref")
+    for a, b in zip(fast, ref, strict=True):
+        assert b["test_neg_elbo"] == pytest.approx(a["test_neg_elbo"], rel=1e-12)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-12)
+    state = load_checkpoint(tmp_path / "ref" / "checkpoint.npz")
+    assert state["config"]["reference"] is True
+    data = Dataset(**{k: v for k, v in np.load(data_file).items()})
+    for reference in (False, True):
+        config = TrainConfig.from_json({**state["config"], "reference": reference})
+        trainer = Trainer(config, data)
+        trainer.load_state_dict(state)
+        again = trainer.state_dict()
+        for name, p in state["params"].items():
+            np.testing.assert_array_equal(again["params"][name], p)
+        np.testing.assert_array_equal(again["adam_m"], state["adam_m"])
+        np.testing.assert_array_equal(again["adam_v"], state["adam_v"])

@@ -38,7 +38,7 @@ try:
     from torch import nn
 except ImportError as err:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
-        "numpy_vae.torch_twin needs PyTorch, which is an optional dependency of numpy-vae. "
+        "numpy_vae.checks.torch_twin needs PyTorch, which is an optional dependency of numpy-vae. "
         "Install the CPU build with `pip install torch==2.13.0` "
         '(or `pip install -e ".[torch]"`).'
     ) from err

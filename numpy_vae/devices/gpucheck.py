@@ -11,7 +11,7 @@ Four checks, printed as a report:
    with the same noise (drawn on the host and copied to both), in float64. The losses then
    differ only by the rounding of different kernels: a relative difference near 1e-12.
 3. **Training drift.** One epoch of a few hundred steps with the same seed on each backend, as
-   :class:`~numpy_vae.train.Trainer` runs it, each with its own random streams: CuPy's
+   :class:`~numpy_vae.training.trainer.Trainer` runs it, each with its own random streams: CuPy's
    generator draws other numbers than NumPy's for the same seed, so the shuffles and the noise
    differ. The per-step losses then differ by sampling noise (several nats), while the epoch
    means and the test negative ELBO agree to within about a nat per example.

@@ -25,7 +25,7 @@ For one model configuration, :func:`benchmark_model` measures in the same run:
 
 Each timing is repeated and the median reported; every measurement is preceded by one untimed
 warm-up epoch. The data are synthetic MNIST-like ``uint8`` images by default (no download) or real
-MNIST (:func:`numpy_vae.data.load_mnist`).
+MNIST (:func:`numpy_vae.training.data.load_mnist`).
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def load_images(
 
 
 class NumpyTraining:
-    """The real training loop, :meth:`numpy_vae.train.Trainer.train_epoch`, on given images.
+    """The real training loop (:meth:`numpy_vae.training.trainer.Trainer.train_epoch`) on given
+    images.
 
     The epoch time is the trainer's own clock (its ``seconds`` metric), which covers the loop
     over batches and not the test-set evaluation that follows each epoch. The test set is a
@@ -369,13 +370,14 @@ def torch_epochs(
 
 
 def _subprocess(call: str, args: dict[str, Any], timeout: float) -> Any:
-    """Run ``numpy_vae.benchmark.<call>(**args)`` in a fresh interpreter; return its JSON."""
+    """Run ``numpy_vae.experiments.benchmark.<call>(**args)`` in a fresh interpreter; return its
+    JSON."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     code = (
         "import json, sys\n"
-        "from numpy_vae import benchmark\n"
+        "from numpy_vae.experiments import benchmark\n"
         f"out = benchmark.{call}(**json.loads(sys.argv[1]))\n"
         "print('@@RESULT@@' + json.dumps(out))\n"
     )

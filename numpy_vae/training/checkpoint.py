@@ -4,7 +4,7 @@ Layout (all keys plain strings; no object arrays, so ``allow_pickle=False`` read
 
 ==================  ==============================================================
 ``format``          format version (int)
-``config``          the run's :class:`numpy_vae.train.TrainConfig` as a JSON string
+``config``          the run's :class:`numpy_vae.training.trainer.TrainConfig` as a JSON string
 ``history``         the per-epoch metrics so far, a JSON list
 ``epoch``, ``step`` epochs completed, optimizer steps taken
 ``param/<name>``    every model parameter (host array, model dtype)
@@ -14,9 +14,9 @@ Layout (all keys plain strings; no object arrays, so ``allow_pickle=False`` read
 ==================  ==============================================================
 
 Random-number state is not stored (CuPy's could not be): each epoch's generators are derived
-from the configured seed and the epoch number (see :mod:`numpy_vae.train`), which the checkpoint
-does hold. Arrays are always host arrays, so a checkpoint written on the GPU loads on the CPU
-and the other way round.
+from the configured seed and the epoch number (see :mod:`numpy_vae.training.trainer`), which
+the checkpoint does hold. Arrays are always host arrays, so a checkpoint written on the GPU
+loads on the CPU and the other way round.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Nothing in the file is executed (``allow_pickle=False``), and everything is checked before
     it is returned: the format version, the configuration (it must validate as a
-    :class:`~numpy_vae.train.TrainConfig`), the counters, and every array's type, shape and
-    finiteness. Whether the parameters fit a given model is checked by
-    :meth:`numpy_vae.train.Trainer.load_state_dict`.
+    :class:`~numpy_vae.training.trainer.TrainConfig`), the counters, and every array's type,
+    shape and finiteness. Whether the parameters fit a given model is checked by
+    :meth:`numpy_vae.training.trainer.Trainer.load_state_dict`.
 
     Raises
     ------

@@ -252,8 +252,8 @@ def plot_gradient_variance(study: Any, path: str | os.PathLike[str], case: str =
     """Variance of the reparameterization and score-function gradient estimates against the
     number of samples K, log-log, one panel for mu and one for logvar.
 
-    ``study`` is a :class:`numpy_vae.estimators.VarianceStudy`. Dotted lines continue each
-    estimator's K = 1 variance with slope -1 (variance / K), where independent samples put it.
+    ``study`` is a :class:`numpy_vae.experiments.estimators.VarianceStudy`. Dotted lines continue
+    each estimator's K = 1 variance with slope -1 (variance / K), where independent samples put it.
     """
     k = numpy.asarray(study.sample_counts, dtype=float)
     fig = Figure(figsize=(10, 4.4), dpi=100)

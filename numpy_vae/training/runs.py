@@ -5,7 +5,7 @@
     runs/<name>/
         config.json          the TrainConfig, plus where the data came from
         metrics.jsonl        one JSON object per epoch (train/test negative ELBO, parts, timing)
-        checkpoint.npz       parameters, Adam state, epoch counter (see numpy_vae.checkpoint)
+        checkpoint.npz       parameters, Adam state, epoch counter (numpy_vae.training.checkpoint)
         samples.png          64 samples from the prior
         reconstructions.png  test images above their reconstructions
         curves.png           train/test negative ELBO, reconstruction and KL per epoch

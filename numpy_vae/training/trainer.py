@@ -447,9 +447,9 @@ class Trainer:
     def batch_inputs(self, index: Array, binarize_rng: Any) -> Array:
         """The training images at ``index`` as the model takes them: ``k / 255``, binarized.
 
-        Scaled in a preallocated float buffer, exactly as :func:`numpy_vae.data.scale_images`
-        scales (the cast of ``k`` is exact, the division by 255 correctly rounded); the result
-        is overwritten by the next call.
+        Scaled in a preallocated float buffer, exactly as
+        :func:`numpy_vae.training.data.scale_images` scales (the cast of ``k`` is exact, the
+        division by 255 correctly rounded); the result is overwritten by the next call.
         """
         xp, images = self.backend.xp, self.train_images
         x = self._batch_buffers.get("x", (len(index), images.shape[1]), self.backend.dtype)
