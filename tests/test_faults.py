@@ -462,3 +462,57 @@ def test_a_failed_metrics_write_says_the_epoch_is_saved(data_file, tmp_path, mon
     assert train_main(["--resume", str(tmp_path / "run"), "--epochs", "3", "--no-progress",
                        "--data-file", str(data_file)]) == 0  # fmt: skip
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
+
+
+def start_script(args, **env):
+    """``scripts/train_mnist.py`` in a child process whose output goes to pipes, with Python's
+    own buffering (no PYTHONUNBUFFERED): what a log file or ``| tee`` sees."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train_mnist.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**environment, **env},
+    )
+
+
+def test_a_piped_run_shows_each_epoch_line_as_it_ends(data_file, tmp_path):
+    """Block-buffered output keeps lines back until its 8 KiB buffer fills (about 60 epoch
+    lines) or the process exits; the first epoch's line must be readable while the run is
+    still in its first epochs (checked: it fails with the flushing removed)."""
+    proc = start_script([*run_args(data_file, tmp_path, "run"), "--epochs", "400"])
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        saved = len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+        assert "epoch   1/400" in "".join(lines)
+        # A few epochs may end while the line travels; a buffer's worth (~60) may not.
+        assert saved <= 20, f"the first epoch's line came only after {saved} epochs"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+
+
+def test_sigterm_saves_says_how_to_resume_and_the_run_resumes(data_file, reference, tmp_path):
+    proc = start_script([*run_args(data_file, tmp_path, "run"), "--epochs", "400"])
+    assert "epoch   1/400" in proc.stdout.readline() + proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "terminated (SIGTERM)" in err
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"]
+    assert saved >= 1 and f"holds epoch {saved} of 400: continue with --resume" in err
+    # The run goes on from there.
+    more = ["--resume", str(tmp_path / "run"), "--epochs", str(saved + 1), "--no-progress"]
+    assert train_main([*more, "--data-file", str(data_file)]) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == saved + 1
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", "/tmp/x", ""])
+def test_a_run_name_is_one_folder_name(data_file, tmp_path, capsys, name):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    assert train_main(small_args(data_file, runs, name, "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--name must be one folder name" in err
+    assert not any(tmp_path.rglob("*.json")) and not any(tmp_path.rglob("*.npz"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,6 +149,21 @@ def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
         return Dataset(*arrays), str(data_file)
     except ValueError as err:
         raise DataError(f"{data_file}: {err}") from err
+
+
+def line_buffered_output() -> None:
+    """Flush standard output and error at every line, also into a file or a pipe (where Python
+    would otherwise buffer them until the process ends): every line a user waits for shows."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
+
+
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` is one path component: a folder inside the folder it is joined to."""
+    separators = {"/", os.sep, os.altsep or "/", "\0"}
+    return bool(name) and name not in (".", "..") and not any(s in name for s in separators)
 
 
 def stored_config(path: Path) -> dict[str, Any]:

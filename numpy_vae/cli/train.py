@@ -16,6 +16,8 @@ from numpy_vae.cli.common import (
     explicit_flags,
     fail,
     finite_float,
+    is_folder_name,
+    line_buffered_output,
     load_dataset,
     model_config_from_args,
     nonnegative_int,
@@ -32,6 +34,7 @@ from numpy_vae.training.runs import (
     Interrupted,
     evaluate_run,
     format_evaluation,
+    sigterm_interrupts,
     train_run,
 )
 from numpy_vae.training.trainer import Diverged, TrainConfig
@@ -144,9 +147,16 @@ def train_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/train_mnist.py``; returns the exit status."""
+    line_buffered_output()
     parser = train_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
+    if args.name is not None and not is_folder_name(args.name):
+        return fail(
+            prog,
+            f"--name must be one folder name (no '/', not '.' or '..'), got {args.name!r}: the "
+            "run goes in RUNS_DIR/NAME; to put it elsewhere, use --runs-dir",
+        )
     if args.backend not in BACKENDS:
         choices = ", ".join(BACKENDS)
         return fail(prog, f"unknown backend {args.backend!r}; choose one of {choices}")
@@ -214,14 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.n_classes and dataset.train_labels is None:
             return fail(prog, f"--conditional needs labels, and {source} has none")
         print(f"run folder: {run_dir}   data: {source}")
-        trainer = train_run(
-            config,
-            dataset,
-            run_dir,
-            resume=args.resume is not None and (run_dir / CHECKPOINT).is_file(),
-            progress=not args.no_progress and sys.stderr.isatty(),
-            extra_config={"data": source},
-        )
+        with sigterm_interrupts():  # SIGTERM ends the run as Ctrl-C does
+            trainer = train_run(
+                config,
+                dataset,
+                run_dir,
+                resume=args.resume is not None and (run_dir / CHECKPOINT).is_file(),
+                progress=not args.no_progress and sys.stderr.isatty(),
+                extra_config={"data": source},
+            )
         if args.iw_samples:
             summary = {**evaluate_run(trainer, args.iw_samples), "data": source}
             write_json(run_dir / "evaluation.json", summary)
@@ -233,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Interrupted as err:
         print(f"\n{err}", file=sys.stderr)
-        return 130
+        return 143 if err.terminated else 130  # 128 + the signal's number, as a shell reports
     except KeyboardInterrupt:  # before training started: nothing to save
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -66,7 +66,7 @@ def train_run(
     run_dir: str | os.PathLike[str],
     resume: bool = False,
     progress: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
 ) -> Trainer:
     """Train (or continue training) into ``run_dir`` until ``config.epochs`` epochs are done.
@@ -82,12 +82,14 @@ def train_run(
         Load ``run_dir/checkpoint.npz`` and continue from its epoch.
     progress : bool
         Progress bar on standard error during each epoch.
-    log : callable
-        Receives the per-epoch summary lines.
+    log : callable, optional
+        Receives the per-epoch summary lines; default: print them, flushed at once (a user
+        watching a log file or a pipe sees each epoch as it ends).
     extra_config : dict, optional
         Written into ``config.json`` beside the configuration (e.g. the data source).
     """
     run_dir = Path(run_dir)
+    log = log or (lambda line: print(line, flush=True))
     trainer = Trainer(config, data, progress=progress)
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT)
@@ -127,8 +129,8 @@ def train_run(
                 saved = trainer.epoch
             log(format_epoch(metrics, config.epochs))
         write_figures(trainer, run_dir)
-    except KeyboardInterrupt:
-        raise Interrupted(run_dir, saved, config.epochs) from None
+    except KeyboardInterrupt as err:
+        raise Interrupted(run_dir, saved, config.epochs, isinstance(err, Terminated)) from None
     except Diverged as err:
         kept = f"epoch {saved}, untouched in {run_dir / CHECKPOINT}" if saved else "none yet"
         advice = f"start a new run with a smaller --lr (this one has {config.lr:g})"
@@ -149,25 +151,27 @@ class RunFolderError(OSError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C with ``epoch`` of ``total`` epochs saved in ``run_dir``."""
+    """Training stopped by Ctrl-C (or SIGTERM: ``terminated``) with ``epoch`` of ``total``
+    epochs saved in ``run_dir``."""
 
-    def __init__(self, run_dir: Path, epoch: int, total: int) -> None:
+    def __init__(self, run_dir: Path, epoch: int, total: int, terminated: bool = False) -> None:
         super().__init__(run_dir, epoch, total)
         self.run_dir, self.epoch, self.total = run_dir, epoch, total
+        self.terminated = terminated
 
     def __str__(self) -> str:
+        what = "terminated (SIGTERM)" if self.terminated else "interrupted"
         if self.epoch == 0:
             return (
-                f"interrupted before the first epoch ended; --resume {self.run_dir} starts the "
-                "run again"
+                f"{what} before the first epoch ended; --resume {self.run_dir} starts the run again"
             )
         if self.epoch == self.total:
             return (
-                f"interrupted while drawing the figures; all {self.total} epochs are saved in "
+                f"{what} while drawing the figures; all {self.total} epochs are saved in "
                 f"{self.run_dir}: --resume {self.run_dir} finishes the figures"
             )
         return (
-            f"interrupted; {self.run_dir} holds epoch {self.epoch} of {self.total}: continue "
+            f"{what}; {self.run_dir} holds epoch {self.epoch} of {self.total}: continue "
             f"with --resume {self.run_dir}"
         )
 
@@ -191,28 +195,63 @@ def _save(trainer: Trainer, run_dir: Path) -> None:
         ) from err
 
 
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C until the block ends, so that an epoch that has finished gets saved.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt by :func:`sigterm_interrupts`."""
 
-    (A half-written file could not result anyway, every write being atomic; this makes
-    Ctrl-C during a save keep the epoch instead of dropping it.) Only the main thread can
-    install signal handlers; elsewhere the block runs unprotected.
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """A signal handler that stops training as Ctrl-C does (for SIGTERM: see
+    :func:`sigterm_interrupts`)."""
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM (a batch scheduler, ``docker stop``, ``timeout``) ends training
+    as Ctrl-C does: the finished epochs are saved and the message says how to resume.
+
+    Only where SIGTERM has its default action, and only in the main thread (the only one that
+    may install handlers); elsewhere the block runs as it is.
     """
     if (
         threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):  # someone else decides what SIGINT does (or it is ignored): leave it alone
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
-    pending: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (and a SIGTERM that :func:`sigterm_interrupts` turned into one) until
+    the block ends, so that an epoch that has finished gets saved.
+
+    (A half-written file could not result anyway, every write being atomic; this makes an
+    interrupt during a save keep the epoch instead of dropping it.) Only the main thread can
+    install signal handlers; elsewhere the block runs unprotected. A signal whose handler is
+    someone else's (or which is ignored) is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: raise_interrupt}
+    deferred = [s for s, handler in ours.items() if signal.getsignal(s) is handler]
+    pending: list[Any] = []
+    previous = {s: signal.signal(s, lambda *args: pending.append(args)) for s in deferred}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if pending:
-        raise KeyboardInterrupt
+        raise (
+            Terminated if any(args[0] == signal.SIGTERM for args in pending) else KeyboardInterrupt
+        )
 
 
 def check_writable(run_dir: Path, trainer: Trainer) -> None:
