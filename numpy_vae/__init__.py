@@ -20,7 +20,7 @@ from numpy_vae.gradcheck import check_gradients, numerical_gradient, relative_er
 from numpy_vae.model import VAE, LossParts
 from numpy_vae.optim import SGD, Adam
 
-__all__ = [
+__all__ = [  # the specification's names; LAZY_NAMES below lists the rest
     "VAE",
     "SGD",
     "Adam",
@@ -33,6 +33,38 @@ __all__ = [
     "relative_error",
 ]
 __version__ = "0.1.0"
+
+#: The rest of the public API, from the rings above the specification: importable from
+#: ``numpy_vae`` and loaded on first use (so ``import numpy_vae`` stays the math alone).
+LAZY_NAMES = {
+    "ModelConfig": "numpy_vae.config",
+    "FastVAE": "numpy_vae.fast",
+    "FastAdam": "numpy_vae.fast",
+    "Dataset": "numpy_vae.training.trainer",
+    "TrainConfig": "numpy_vae.training.trainer",
+    "Trainer": "numpy_vae.training.trainer",
+    "evaluate_elbo": "numpy_vae.training.trainer",
+    "load_mnist": "numpy_vae.training.data",
+    "scale_images": "numpy_vae.training.data",
+    "binarize": "numpy_vae.training.data",
+    "iw_log_likelihood": "numpy_vae.training.evaluate",
+    "active_units": "numpy_vae.training.evaluate",
+    "save_model": "numpy_vae.training.checkpoint",
+    "load_model": "numpy_vae.training.checkpoint",
+    "train_run": "numpy_vae.training.runs",
+    "write_figures": "numpy_vae.training.runs",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in LAZY_NAMES:
+        return getattr(importlib.import_module(LAZY_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *LAZY_NAMES])
+
 
 #: Module paths from before the package had rings, and where each module lives now. Importing an
 #: old path gives the new module itself (the same object), so old imports keep working.

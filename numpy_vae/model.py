@@ -181,6 +181,37 @@ class VAE:
             **{f"decoder.{k}": v for k, v in self.decoder.gradients().items()},
         }
 
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """Every parameter by name, as host NumPy arrays (copies), in the names and layouts of
+        ``torch.nn.Module.state_dict`` (``encoder.0.weight`` is ``(out, in)``)."""
+        return {name: self.backend.to_host(p).copy() for name, p in self.params.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy parameters in by name (from :meth:`state_dict`, a checkpoint, or a PyTorch
+        twin's ``state_dict`` as NumPy arrays), cast to this model's dtype and backend.
+
+        Raises ValueError naming what does not fit: missing or unknown names, a shape, a
+        non-finite value. Nothing is copied unless everything fits.
+        """
+        missing, extra = set(self.params) - set(state), set(state) - set(self.params)
+        if missing or extra:
+            parts = [f"lacks {', '.join(sorted(missing))}"] if missing else []
+            parts += [f"has unknown {', '.join(sorted(extra))}"] if extra else []
+            raise ValueError(f"the state does not fit the model: it {'; it '.join(parts)}")
+        arrays = {}
+        for name, p in self.params.items():
+            a = numpy.asarray(self.backend.to_host(state[name]))
+            if tuple(a.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"{name} has shape {tuple(a.shape)} in the state, the model needs "
+                    f"{tuple(p.shape)}"
+                )
+            if not numpy.isfinite(a).all():
+                raise ValueError(f"{name} holds NaN or infinite values")
+            arrays[name] = a
+        for name, p in self.params.items():
+            p[...] = self.backend.asarray(arrays[name])
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-serialisable), enough to rebuild this model."""
         return {"input_dim": self.input_dim, **self.hparams.model_json(), "seed": self.seed}

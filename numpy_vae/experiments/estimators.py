@@ -502,18 +502,11 @@ def check_closed_form(
 
 
 def model_from_run(run_dir: str | Path) -> VAE:
-    """A float64 NumPy copy of the model in a training run's checkpoint."""
-    from numpy_vae.training.checkpoint import load_checkpoint
-    from numpy_vae.training.runs import CHECKPOINT
-    from numpy_vae.training.trainer import TrainConfig
+    """A float64 NumPy copy of the model in a training run's checkpoint (the experiment's
+    precision; :func:`numpy_vae.training.checkpoint.load_model` loads in any dtype)."""
+    from numpy_vae.training.checkpoint import load_model
 
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT)
-    config = TrainConfig.from_json(state["config"])
-    input_dim = state["params"]["encoder.0.weight"].shape[1] - config.n_classes
-    model = VAE(input_dim, config=config.model_config(), backend=get_backend("numpy", "float64"))
-    for name, p in model.params.items():
-        p[...] = state["params"][name]
-    return model
+    return load_model(run_dir, dtype="float64")
 
 
 def decoder_case(

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy
 
+from numpy_vae.model import VAE
 from numpy_vae.training.atomic import write_atomic
 from numpy_vae.training.trainer import TrainConfig
 
@@ -171,3 +172,80 @@ def _check_array(what: str, value: numpy.ndarray, dtype: numpy.dtype) -> None:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())[:200]
+
+
+MODEL_FORMAT = "numpy-vae model v1"
+
+
+def save_model(model: VAE, path: str | os.PathLike[str]) -> Path:
+    """Write a model (its constructor arguments, dtype and parameters) to ``path`` (``.npz``),
+    atomically; :func:`load_model` reads it back. Returns the path."""
+    path = Path(path)
+    arrays: dict[str, Any] = {
+        "format": numpy.asarray(MODEL_FORMAT),
+        "config": numpy.asarray(json.dumps(model.config())),
+        "dtype": numpy.asarray(numpy.dtype(model.dtype).name),
+    }
+    for name, value in model.state_dict().items():
+        arrays[f"param/{name}"] = value
+    write_atomic(path, lambda f: numpy.savez(f, **arrays))
+    return path
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    dtype: str | None = None,
+    backend: str = "numpy",
+    fast: bool = False,
+) -> VAE:
+    """A model from a file of :func:`save_model`, a run's ``checkpoint.npz``, or a run folder.
+
+    Parameters
+    ----------
+    path : path
+        The file, or a run folder (its ``checkpoint.npz`` is read).
+    dtype : {"float32", "float64"}, optional
+        Default: the dtype it was saved (trained) in.
+    backend : {"numpy", "cupy", "strict"}
+        Where its arrays live.
+    fast : bool
+        A :class:`numpy_vae.fast.FastVAE` (training's fast path) instead of the specification's
+        :class:`numpy_vae.VAE`; the numbers are the same to rounding.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, unreadable, or not a model or checkpoint.
+    """
+    from numpy_vae.backend import get_backend
+    from numpy_vae.fast import FastVAE
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.npz"
+    try:
+        with numpy.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot read a model from it ({_one_line(err)})") from None
+    if "format" in data and data["format"].dtype.kind == "U":  # a save_model file
+        if str(data["format"]) != MODEL_FORMAT:
+            raise CheckpointError(f"{path}: unknown model format {str(data['format'])!r}")
+        config = _json(data, "config", dict)
+        input_dim, seed = config.pop("input_dim"), config.pop("seed")
+        saved_dtype = str(data["dtype"])
+        params = {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")}
+    else:  # a training checkpoint
+        state = load_checkpoint(path)
+        train = TrainConfig.from_json(state["config"])
+        params, seed, saved_dtype = state["params"], train.seed, train.dtype
+        config = train.model_config().model_json()
+        input_dim = params["encoder.0.weight"].shape[1] - train.n_classes
+    try:
+        model = (FastVAE if fast else VAE)(
+            input_dim, **config, backend=get_backend(backend, dtype or saved_dtype), seed=seed
+        )
+        model.load_state_dict(params)
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: {_one_line(err)}") from None
+    return model
