@@ -49,10 +49,12 @@ def bernoulli_nll(
 
     Working on logits never forms :math:`\log(\sigma(\ell))`, which is ``log(0) = -inf`` once
     :math:`\sigma(\ell)` rounds to 0 or 1 (near :math:`|\ell| > 17` in float32).
-    ``softplus(l) = logaddexp(0, l)`` is evaluated as ``max(l, 0) + log1p(exp(-|l|))``, which
-    never overflows. (``torch.nn.functional.binary_cross_entropy`` avoids the ``-inf``
-    differently: it clamps each log at -100, so on saturated outputs it differs from this exact
-    value; on logits it equals ``binary_cross_entropy_with_logits``.)
+    The value is evaluated as ``max(l, 0) - x l + log1p(exp(-|l|))``: ``softplus(l) = max(l, 0)
+    + log(1 + exp(-|l|))``, whose exponential never overflows, and whose form keeps the large
+    terms apart (``softplus(l) - l`` at ``x = 1`` would cancel).
+    (``torch.nn.functional.binary_cross_entropy`` avoids the ``-inf`` differently: it clamps
+    each log at -100, so on saturated outputs it differs from this exact value; on logits it
+    equals ``binary_cross_entropy_with_logits``.)
 
     Parameters
     ----------
@@ -73,7 +75,9 @@ def bernoulli_nll(
     d_logits : array, shape (B, D), or None
         Gradient of ``nll.sum()`` with respect to ``logits``; None when ``grad`` is false.
     """
-    nll = (xp.logaddexp(0, logits) - x * logits).sum(axis=1)
+    # softplus(l) - x l = max(l, 0) - x l + log(1 + exp(-|l|)): no exp overflows, and for x = 1
+    # and a large l the two large terms of softplus(l) - l never meet.
+    nll = (xp.maximum(logits, 0) - x * logits + xp.log1p(xp.exp(-xp.abs(logits)))).sum(axis=1)
     if not grad:
         return nll, None
     d_logits = _expit(logits, xp) - x
@@ -133,6 +137,12 @@ class Bernoulli:
     def __init__(self, xp: ModuleType) -> None:
         self.xp = xp
 
+    def __eq__(self, other: object) -> bool:
+        # ``model.likelihood == "bernoulli"`` kept its meaning when the string became an object.
+        return other == self.name if isinstance(other, str) else NotImplemented
+
+    __hash__ = object.__hash__
+
     def nll(self, logits: Array, x: Array) -> tuple[Array, Array]:
         """:func:`bernoulli_nll`: ``(B,)`` values and the ``(B, D)`` gradient ``sigmoid(l) - x``."""
         return bernoulli_nll(logits, x, self.xp)
@@ -165,6 +175,11 @@ class Gaussian:
     def __init__(self, sigma: float, xp: ModuleType) -> None:
         self.sigma = float(sigma)
         self.xp = xp
+
+    def __eq__(self, other: object) -> bool:
+        return other == self.name if isinstance(other, str) else NotImplemented
+
+    __hash__ = object.__hash__
 
     def nll(self, mean: Array, x: Array) -> tuple[Array, Array]:
         """:func:`gaussian_nll`: ``(B,)`` values and the ``(B, D)`` gradient ``(m - x)/sigma^2``."""

@@ -92,7 +92,7 @@ def test_full_check_covers_every_entry():
         (["--hidden", "40,x"], "comma-separated"),
         (["--tol", "-1"], "> 0"),
         (["--likelihood", "poisson"], "invalid choice"),
-        (["--batch"], "expected one argument"),
+        (["--batch-size"], "expected one argument"),
     ],
 )
 def test_bad_usage_is_one_line_and_status_2(capsys, argv, message):

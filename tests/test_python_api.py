@@ -105,3 +105,15 @@ def test_python_m_numpy_vae_runs_a_program(capsys):
     assert "PASSED" in capsys.readouterr().out
     assert main(["nonsense"]) == 2
     assert "unknown program 'nonsense'" in capsys.readouterr().err
+
+
+def test_old_spellings_keep_working():
+    """``model.likelihood`` was a string: comparing it with one still works; FastAdam takes
+    Adam's positional learning rate."""
+    model = nv.VAE(12, (8,), 3, likelihood="gaussian")
+    assert model.likelihood == "gaussian" and model.likelihood != "bernoulli"
+    assert model.hparams.likelihood == model.likelihood.name == "gaussian"
+    p, g = np.zeros(3), np.ones(3)
+    opt = nv.FastAdam([p], [g], 0.5)
+    opt.step()
+    np.testing.assert_allclose(p, -0.5)

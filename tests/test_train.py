@@ -272,3 +272,17 @@ def test_reference_training_follows_the_fast_path_and_resumes_on_either(data_fil
             np.testing.assert_array_equal(again["params"][name], p)
         np.testing.assert_array_equal(again["adam_m"], state["adam_m"])
         np.testing.assert_array_equal(again["adam_v"], state["adam_v"])
+
+
+def test_an_old_conditional_run_without_a_checkpoint_restarts_conditional(data_file, tmp_path):
+    """Runs from before ``n_classes`` stored ``"conditional": true``; a run stopped before its
+    first checkpoint restarts from that config.json and must stay conditional."""
+    run = tmp_path / "old"
+    run.mkdir()
+    old = {**TrainConfig(hidden_dims=(16,), latent_dim=2, batch_size=64, epochs=1).to_json()}
+    del old["n_classes"], old["reference"]
+    old["conditional"] = True
+    (run / "config.json").write_text(json.dumps(old))
+    assert train_main(["--resume", str(run), "--data-file", str(data_file), "--no-progress"]) == 0
+    state = load_checkpoint(run / "checkpoint.npz")
+    assert state["config"]["n_classes"] == 10 and "conditional" not in state["config"]

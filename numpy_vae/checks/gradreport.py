@@ -330,7 +330,7 @@ def gradient_report(
         notes.append(
             f"rounding floor: the finite differences are accurate to about {floor:.1e} "
             f"(rounding of a loss of {loss:.0f} at h = {h:g}); arrays whose gradient is below "
-            f"{2 * floor / tol:.1e} cannot be held to {tol:g} (try a smaller --batch or a "
+            f"{2 * floor / tol:.1e} cannot be held to {tol:g} (try a smaller --batch-size or a "
             "looser --tol)."
         )
     return Report(

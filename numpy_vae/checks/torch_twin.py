@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess by th
     ) from err
 
 from numpy_vae.backend import get_backend
+from numpy_vae.checks.variants import VARIANTS, Variant  # noqa: F401  (re-exported)
 from numpy_vae.config import ModelConfig
 from numpy_vae.gradcheck import relative_error
 from numpy_vae.model import VAE
@@ -309,44 +310,6 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.nd
         order = rng.permutation(n)
         for start in range(0, n - batch_size + 1, batch_size):
             yield order[start : start + batch_size]
-
-
-# ---------------------------------------------------------------------------------- variants
-@dataclass(frozen=True)
-class Variant:
-    """A model configuration and KL-weight schedule that the parity harness runs.
-
-    ``warmup_fraction`` > 0 ramps the KL weight linearly from 0 at the first step to ``beta``
-    after that fraction of the steps (and holds it there).
-    """
-
-    description: str
-    model: dict[str, Any] = field(default_factory=dict)
-    warmup_fraction: float = 0.0
-
-    def kl_weight(self, step: int, steps: int) -> float:
-        """KL weight of 0-based ``step`` out of ``steps``."""
-        beta = float(self.model.get("beta", 1.0))
-        if self.warmup_fraction <= 0:
-            return beta
-        ramp = max(1, round(self.warmup_fraction * steps))
-        return beta * min(1.0, step / ramp)
-
-
-VARIANTS: dict[str, Variant] = {
-    "default": Variant("ReLU, Bernoulli, beta 1 (the PyTorch example)"),
-    "beta": Variant("beta-VAE, beta = 4", {"beta": 4.0}),
-    "warmup": Variant("KL warm-up: weight 0 -> 1 over the first half", warmup_fraction=0.5),
-    # From initialisation (784-400-20, synthetic data) the batch-mean KL per dimension is below
-    # 0.01 nats, so at 0.5 nats the first steps clamp every dimension; within a few steps the
-    # dimensions spread over about 0.03 to 3 nats, and from then on some are clamped and some are
-    # not (StepRow.clamped counts them).
-    "free_bits": Variant("free bits, lambda = 0.5 nats per dimension", {"free_bits": 0.5}),
-    "conditional": Variant("conditional VAE, 10 classes", {"n_classes": 10}),
-    "gaussian": Variant(
-        "Gaussian likelihood, sigma = 0.5", {"likelihood": "gaussian", "gaussian_sigma": 0.5}
-    ),
-}
 
 
 # ---------------------------------------------------------------------------------- harness

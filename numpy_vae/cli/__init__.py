@@ -5,7 +5,8 @@ errors with exit status 2 (:class:`~numpy_vae.cli.common.Parser`), the argument 
 flags and the data loading (:mod:`numpy_vae.cli.common`). Nothing below this ring imports it.
 """
 
+from numpy_vae.cli.common import add_model_flags
 from numpy_vae.cli.evaluate import main as evaluate_main
 from numpy_vae.cli.train import main as train_main
 
-__all__ = ["evaluate_main", "train_main"]
+__all__ = ["add_model_flags", "evaluate_main", "train_main"]

@@ -6,6 +6,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from numpy_vae.cli.common import (
+    Parser,
+    flag_type,
+    nonnegative_int,
+    positive_int,
+)
+from numpy_vae.config import Range
 from numpy_vae.experiments.benchmark import (
     N_TRAIN,
     ModelSpec,
@@ -18,24 +25,38 @@ from numpy_vae.training.atomic import write_json
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
+    """Run the benchmark, print the report (and write its JSON); returns the exit status."""
     default = ModelSpec()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=default.batch_size)
-    parser.add_argument("--hidden", type=int, nargs="+", default=list(default.hidden_dims))
-    parser.add_argument("--latent", type=int, default=default.latent_dim)
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per measurement")
+    parser = Parser(
+        prog="benchmark.py",
+        description="Time a training epoch of numpy-vae against PyTorch and the GEMM floor.",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=default.batch_size, help="examples per step"
+    )
+    parser.add_argument(
+        "--hidden",
+        type=flag_type(Range("widths"), "comma-separated widths like 400 or 512,256"),
+        default=default.hidden_dims,
+        metavar="W1,W2,...",
+        help="hidden widths of the encoder, comma-separated",
+    )
+    parser.add_argument(
+        "--latent-dim", type=positive_int, default=default.latent_dim, help="size of z"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed epochs each")
     parser.add_argument("--mnist", action="store_true", help="real MNIST instead of synthetic")
-    parser.add_argument("--n", type=int, default=N_TRAIN, help="number of training images")
+    parser.add_argument("--n", type=positive_int, default=N_TRAIN, help="training images")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--memory-epochs", type=int, default=10, help="0 skips the memory run")
+    parser.add_argument(
+        "--memory-epochs", type=nonnegative_int, default=10, help="0 skips the memory run"
+    )
     parser.add_argument("--no-phases", action="store_true", help="skip the instrumented pass")
     parser.add_argument("--sweep", action="store_true", help="batch-size and width sweep")
-    parser.add_argument("--json", type=Path, help="write the report here")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="data and weights")
     args = parser.parse_args(argv)
-    spec = ModelSpec(args.batch_size, tuple(args.hidden), args.latent)
+    spec = ModelSpec(args.batch_size, tuple(args.hidden), args.latent_dim)
     if args.sweep:
         specs = sweep_specs()
     else:

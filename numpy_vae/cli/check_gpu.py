@@ -9,7 +9,14 @@ from collections.abc import Sequence
 import numpy
 
 from numpy_vae.backend import BackendUnavailable, get_backend
-from numpy_vae.cli.common import DEFAULT_DATA_DIR, load_dataset
+from numpy_vae.cli.common import (
+    DEFAULT_DATA_DIR,
+    Parser,
+    finite_float,
+    load_dataset,
+    nonnegative_int,
+    positive_int,
+)
 from numpy_vae.devices.gpucheck import (
     GRAD_TOLERANCE,
     LOCKSTEP_TOLERANCE,
@@ -23,20 +30,25 @@ from numpy_vae.training.trainer import Dataset, TrainConfig
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="check_gpu.py",
         description="Check numpy-vae's CuPy backend against NumPy: gradient checks on the GPU, "
         "lockstep parity, training drift with each backend's own random streams, step times.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--steps", type=int, default=300, help="training steps in the drift check")
-    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
-    p.add_argument("--seed", type=int, default=0, help="the seed both backends are given")
-    p.add_argument("--lockstep-steps", type=int, default=20, help="steps of the parity check")
-    p.add_argument("--timing-steps", type=int, default=50, help="steps timed per backend")
+    p.add_argument(
+        "--steps", type=positive_int, default=300, help="training steps in the drift check"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=128, help="examples per step")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="the seed both backends are given"
+    )
+    p.add_argument(
+        "--lockstep-steps", type=positive_int, default=20, help="steps of the parity check"
+    )
+    p.add_argument("--timing-steps", type=positive_int, default=50, help="steps timed per backend")
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=finite_float(0, False),
         default=2.0,
         help="largest accepted difference of the epoch-mean and test losses (nats per example)",
     )

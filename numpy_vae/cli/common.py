@@ -23,13 +23,33 @@ from numpy_vae.training.trainer import Dataset, TrainConfig
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
+class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each default shown once, as it is typed: not for switches and unset
+    options, not where the help text already says it, widths as ``400`` or ``512,256``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        switch = action.nargs == 0  # store_true, store_const: the help says what it switches
+        if switch or "default" in text or default in (None, argparse.SUPPRESS) or not text:
+            return text
+        if isinstance(default, tuple | list):
+            default = ",".join(str(v) for v in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (no usage block) and whose ``--help`` shows
-    each default (unless another ``formatter_class`` is given)."""
+    """An ArgumentParser whose errors are one line (no usage block), whose ``--help`` shows each
+    default once (:class:`DefaultsOnce`, unless another ``formatter_class`` is given), and
+    which makes the program's output line-buffered (:func:`line_buffered_output`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsOnce)
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        line_buffered_output()  # a program's first act: every line it prints shows at once
+        return super().parse_known_args(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -175,7 +195,7 @@ def stored_config(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read the run's configuration ({err})") from err
     if not isinstance(stored, dict):
         raise ValueError(f"{path}: not a run configuration")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"conditional"}  # (older runs)
     return {k: v for k, v in stored.items() if k in known}
 
 

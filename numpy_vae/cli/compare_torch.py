@@ -14,48 +14,73 @@ script exits with status 1 if the first loss or any first gradient differs by mo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from numpy_vae.checks.variants import VARIANTS
+from numpy_vae.cli.common import (
+    DEFAULT_DATA_DIR,
+    Parser,
+    fail,
+    finite_float,
+    flag_type,
+    nonnegative_int,
+    positive_int,
+)
+from numpy_vae.config import Range
+from numpy_vae.training.atomic import write_json
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from numpy_vae.checks.torch_twin import VARIANTS
 
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
+def parser() -> argparse.ArgumentParser:
+    """The command line; it answers ``--help`` without PyTorch."""
+    p = Parser(prog="compare_torch.py", description=__doc__.splitlines()[0])
+    p.add_argument("--variant", choices=[*VARIANTS, "all"], default="default")
+    p.add_argument("--steps", type=positive_int, default=100, help="Adam steps")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument(
+        "--hidden",
+        type=flag_type(Range("widths"), "comma-separated widths like 400 or 512,256"),
+        default=(400,),
+        metavar="W1,W2,...",
+        help="hidden widths of the encoder, comma-separated",
     )
-    parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="default")
-    parser.add_argument("--steps", type=int, default=100, help="Adam steps (default 100)")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    parser.add_argument("--hidden", default="400", help="hidden widths, comma-separated")
-    parser.add_argument("--latent", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--every", type=int, default=10, help="print every k-th step (0: none)")
-    parser.add_argument("--mnist", action="store_true", help="use MNIST (numpy_vae.training.data)")
-    parser.add_argument("--data-dir", default="data", help="MNIST folder (with --mnist)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--json", type=Path, default=None, help="write all figures here")
-    return parser.parse_args(argv)
+    p.add_argument("--latent-dim", type=positive_int, default=20, help="size of z")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="examples per step")
+    p.add_argument("--lr", type=finite_float(0, False), default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="weights, data and noise")
+    p.add_argument(
+        "--every", type=nonnegative_int, default=10, help="print every k-th step (0: none)"
+    )
+    p.add_argument("--mnist", action="store_true", help="real MNIST instead of synthetic images")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
+    p.add_argument("--threads", type=positive_int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write every figure here")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    import torch
+    """Compare, print the table; 0 if every bound holds, 1 if one fails, 2 on bad usage."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        import torch
 
-    from numpy_vae.checks.torch_twin import TRAINED_BOUND, VARIANTS, StepRow, compare_training
+        from numpy_vae.checks.torch_twin import TRAINED_BOUND, StepRow, compare_training
+    except ImportError:
+        return fail(p.prog, "needs PyTorch: pip install torch==2.13.0 (the CPU build)")
     from numpy_vae.training.data import load_mnist, scale_images
 
     if args.threads:
         torch.set_num_threads(args.threads)
     data = None
     if args.mnist:
-        mnist = load_mnist(args.data_dir)
+        try:
+            mnist = load_mnist(args.data_dir)
+        except (OSError, ValueError) as err:
+            return fail(p.prog, str(err))
         data = (scale_images(mnist.train_images, dtype=np.float64), mnist.train_labels)
-    hidden = tuple(int(h) for h in args.hidden.split(","))
+    hidden = args.hidden
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
 
     def log(row: StepRow) -> None:
@@ -70,15 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for variant in variants:
         print(
-            f"{variant}: {VARIANTS[variant].description} ({args.dtype}, 784-{args.hidden}-"
-            f"{args.latent}, batch {args.batch_size}, {'MNIST' if args.mnist else 'synthetic'})"
+            f"{variant}: {VARIANTS[variant].description} ({args.dtype}, "
+            f"784-{'-'.join(map(str, args.hidden))}-"
+            f"{args.latent_dim}, batch {args.batch_size}, {'MNIST' if args.mnist else 'synthetic'})"
         )
         report = compare_training(
             variant,
             steps=args.steps,
             dtype=args.dtype,
             hidden_dims=hidden,
-            latent_dim=args.latent,
+            latent_dim=args.latent_dim,
             batch_size=args.batch_size,
             data=data,
             seed=args.seed,
@@ -112,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtype == "float64" and args.steps != 100:
         print(f"(the {TRAINED_BOUND:g} parameter bound is meant for 100 steps)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         figures = {"args": {k: str(v) for k, v in vars(args).items()}}
         figures["reports"] = [r.to_json() for r in reports]
-        args.json.write_text(json.dumps(figures, indent=1))
+        try:
+            write_json(args.json, figures)  # atomically: never a half-written report
+        except OSError as err:
+            return fail(p.prog, f"cannot write {args.json} ({err})")
         print(f"wrote {args.json}")
     return 0 if all(r.ok for r in reports) else 1

@@ -1,4 +1,9 @@
-"""The command line of ``scripts/evaluate.py``: evaluate a run's checkpoint."""
+"""The command line of ``scripts/evaluate.py``.
+
+Evaluate a training run's checkpoint on the MNIST test set: negative ELBO, its parts, KL per
+latent dimension, active units, and the importance-weighted log-likelihood estimate (Burda et
+al. 2016). Writes RUN_DIR/evaluation.json.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,9 @@ from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.runs import CHECKPOINT, evaluate_run, format_evaluation, write_figures
 from numpy_vae.training.trainer import TrainConfig, Trainer
 
-DESCRIPTION = (
-    "Evaluate a training run's checkpoint on the MNIST test set: negative ELBO, "
-    "its parts, KL per latent dimension, active units, and the importance-weighted "
-    "log-likelihood estimate (Burda et al. 2016). Writes RUN_DIR/evaluation.json."
-)
-
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="evaluate.py", description=DESCRIPTION)
+    p = Parser(prog="evaluate.py", description=__doc__.split("\n\n", 1)[1])
     p.add_argument("run_dir", type=Path, help="a run folder written by train_mnist.py")
     p.add_argument(
         "--iw-samples",

@@ -1,4 +1,9 @@
-"""The command line of ``scripts/gradcheck.py``: the whole-model gradient-check report."""
+"""The command line of ``scripts/gradcheck.py``.
+
+Check every parameter gradient of a VAE against central differences in float64 and print one row
+per parameter array. Exit status 0 if all pass, 1 if one fails, 2 on bad usage. Model flags mean
+what they mean for train_mnist.py.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +22,12 @@ from numpy_vae.cli.common import (
 )
 from numpy_vae.training.atomic import write_json
 
-DESCRIPTION = (
-    "Check every parameter gradient of a VAE against central differences in "
-    "float64 and print one row per parameter array. Exit status 0 if all pass, 1 if one "
-    "fails, 2 on bad usage. Model flags mean what they mean for train_mnist.py."
-)
-
 
 def parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/gradcheck.py``."""
-    p = Parser(prog="gradcheck.py", description=DESCRIPTION)
+    p = Parser(prog="gradcheck.py", description=__doc__.split("\n\n", 1)[1])
     add_model_flags(p)
-    p.add_argument("--batch", type=positive_int, default=8, help="examples in the batch")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="examples in the batch")
     p.add_argument("--seed", type=int, default=0, help="weights, inputs, noise and entries")
     p.add_argument(
         "--entries", type=positive_int, default=10, help="entries checked per parameter array"
@@ -51,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = gradient_report(
             model_config_from_args(args),
-            batch=args.batch,
+            batch=args.batch_size,
             seed=args.seed,
             entries=None if args.full else args.entries,
             tol=args.tol,

@@ -39,7 +39,6 @@ def parser() -> argparse.ArgumentParser:
         "K = 1 to 1000 samples: print the variance of each against K, draw it (log-log), and "
         "check both estimators on a quadratic with a closed-form expectation. Exit status 1 if "
         "that check fails, 2 on bad usage.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--run", type=Path, metavar="RUN_DIR", help="use this training run's model")
     p.add_argument("--image", type=int, default=0, help="MNIST test image (if MNIST is cached)")

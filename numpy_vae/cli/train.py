@@ -17,7 +17,6 @@ from numpy_vae.cli.common import (
     fail,
     finite_float,
     is_folder_name,
-    line_buffered_output,
     load_dataset,
     model_config_from_args,
     nonnegative_int,
@@ -49,7 +48,6 @@ RUN_FLAGS = (
     "binarize",
     "backend",
     "dtype",
-    "reference",
 )
 
 
@@ -128,7 +126,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--reference",
         action="store_true",
         help="train through the specification (numpy_vae.VAE and Adam in textbook form) instead "
-        "of the fast path: slower, the same numbers to rounding",
+        "of the fast path: slower, the same numbers to rounding (may also be switched on when "
+        "resuming)",
     )
     data.add_argument(
         "--data-dir",
@@ -147,7 +146,6 @@ def train_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/train_mnist.py``; returns the exit status."""
-    line_buffered_output()
     parser = train_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
@@ -195,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stored = {**stored, "epochs": epochs}
             if args.skip_nonfinite:
                 stored["skip_nonfinite"] = True
+            if args.reference:  # both paths write the same checkpoint: either resumes it
+                stored["reference"] = True
             config = TrainConfig.from_json(stored)
         else:
             if "gaussian_sigma" in given and args.likelihood != "gaussian":

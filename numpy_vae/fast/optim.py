@@ -1,4 +1,4 @@
-"""Adam on one flat vector: 12 in-place passes per step, rounded as PyTorch rounds, in threads.
+r"""Adam on one flat vector: 12 in-place passes per step, rounded as PyTorch rounds, in threads.
 
 :class:`FastAdam` computes :class:`numpy_vae.optim.Adam`'s update (the derivation is there) and
 is held to it by ``tests/test_fast_vs_reference.py``. Three things make it fast:
@@ -13,10 +13,10 @@ is held to it by ``tests/test_fast_vs_reference.py``. Three things make it fast:
 
 ``m`` and ``v`` are rounded as PyTorch's single-tensor CPU implementation rounds them (``lerp_``
 and ``mul_``/``addcmul_``). The last line is evaluated in the equivalent form
-:math:`\theta - s\\, m / (\\sqrt v + \\hat\\epsilon)` with
-:math:`s = \\eta \\sqrt{1-\beta_2^t} / (1-\beta_1^t)` and
-:math:`\\hat\\epsilon = \\epsilon \\sqrt{1-\beta_2^t}` (multiply the fraction's numerator and
-denominator by :math:`\\sqrt{1-\beta_2^t}`), which saves one pass over the parameters and
+:math:`\theta - s\, m / (\sqrt v + \hat\epsilon)` with
+:math:`s = \eta \sqrt{1-\beta_2^t} / (1-\beta_1^t)` and
+:math:`\hat\epsilon = \epsilon \sqrt{1-\beta_2^t}` (multiply the fraction's numerator and
+denominator by :math:`\sqrt{1-\beta_2^t}`), which saves one pass over the parameters and
 differs from PyTorch's order only by rounding.
 """
 
@@ -51,10 +51,11 @@ class FastAdam(Adam):
         self,
         params: Sequence[Array],
         grads: Sequence[Array],
+        *settings: Any,
         threads: int | None = None,
-        **settings: Any,
+        **named: Any,
     ) -> None:
-        super().__init__(params, grads, **settings)  # lr, betas, eps as for Adam
+        super().__init__(params, grads, *settings, **named)  # lr, betas, eps as for Adam
         if threads is not None and (
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):

@@ -1,0 +1,83 @@
+"""One command-line convention: the same spelling for the same thing, one-line errors with exit
+status 2, and ``--help`` that shows each default once and works without optional packages."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from numpy_vae.__main__ import PROGRAMS
+
+MODULES = sorted(set(PROGRAMS.values()))
+# What each spelling means everywhere it appears; the words after it in --help.
+SPELLINGS = {"--hidden": "W1,W2,...", "--latent-dim": "LATENT_DIM", "--batch-size": "BATCH_SIZE"}
+FORBIDDEN = ("--latent ", "--batch ", "--hidden HIDDEN [HIDDEN ...]")
+
+
+def help_text(module: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "numpy_vae", next(k for k, v in PROGRAMS.items() if v == module),
+         "--help"],
+        capture_output=True, text=True, timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help_shows_each_default_once_and_the_shared_spellings(module):
+    text = help_text(module)
+    assert "(default: None)" not in text and "(default: (" not in text, text
+    assert "default: False" not in text, text
+    for line in text.splitlines():
+        assert line.count("(default:") <= 1, line
+    for bad in FORBIDDEN:
+        assert bad not in text, f"{module}: {bad}"
+    for flag, metavar in SPELLINGS.items():
+        if flag + " " in text:
+            assert f"{flag} {metavar}" in text, f"{module}: {flag} is not spelled {metavar}"
+
+
+def test_compare_torch_answers_help_and_refuses_cleanly_without_torch():
+    block_torch = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('no torch here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from numpy_vae.cli.compare_torch import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", block_torch, *args], capture_output=True, text=True, timeout=120
+    )
+    helped = run("--help")
+    assert helped.returncode == 0 and "--variant" in helped.stdout, helped.stderr
+    refused = run("--steps", "2")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and "pip install torch" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "module,argv,message",
+    [
+        ("compare_torch", ["--steps", "0"], "--steps: must be a positive integer"),
+        ("compare_torch", ["--hidden", "400,x"], "comma-separated widths"),
+        ("compare_torch", ["--lr", "nan"], "--lr: must be a finite number > 0"),
+        ("benchmark", ["--batch-size", "-3"], "--batch-size: must be a positive integer"),
+        ("benchmark", ["--hidden", "512 256"], "comma-separated widths"),
+        ("benchmark", ["--repeats", "two"], "--repeats: expected a positive integer"),
+        ("check_gpu", ["--steps", "0"], "--steps: must be a positive integer"),
+        ("gradcheck", ["--batch-size", "0"], "--batch-size: must be a positive integer"),
+    ],
+)
+def test_bad_values_are_one_line_with_status_2(module, argv, message, capsys):
+    main = importlib.import_module(f"numpy_vae.cli.{module}").main
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
