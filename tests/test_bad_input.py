@@ -486,3 +486,14 @@ def test_resume_refuses_fewer_epochs_and_a_new_name(tmp_path, capsys):
     assert "already trained 2 epochs" in capsys.readouterr().err
     assert train_main(["--resume", run, "--name", "x", "--data-file", str(arrays_file)]) == 2
     assert "drop --name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"pixel,label\n0,1\n", b"", b"\x89PNG\r\n\x1a\n"])
+def test_a_data_file_that_is_not_an_npz_says_so(tmp_path, capsys, content):
+    """A CSV, an empty file, a picture: the message names the format, not NumPy's pickle advice."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    assert train_main(small_args(path, tmp_path, "run")) == 2
+    err = capsys.readouterr().err
+    assert "not an .npz archive" in err and "allow_pickle" not in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

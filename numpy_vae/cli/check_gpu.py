@@ -10,7 +10,6 @@ import numpy
 
 from numpy_vae.backend import BackendUnavailable, get_backend
 from numpy_vae.cli.common import (
-    DEFAULT_DATA_DIR,
     Parser,
     finite_float,
     load_dataset,
@@ -93,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     if args.mnist:
-        data, source = load_dataset(DEFAULT_DATA_DIR, None)
+        data, source = load_dataset(None)
         data = Dataset(
             data.train_images[: args.steps * args.batch_size],
             data.train_labels[: args.steps * args.batch_size],

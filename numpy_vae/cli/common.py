@@ -20,8 +20,6 @@ from numpy_vae.config import ModelConfig, Range
 from numpy_vae.training.data import DataError, load_mnist
 from numpy_vae.training.trainer import Dataset, TrainConfig
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-
 
 class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each default shown once, as it is typed: not for switches and unset
@@ -149,6 +147,17 @@ def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
         )
         return dataset, f"MNIST ({mnist.source})"
     keys = ("train_images", "train_labels", "test_images", "test_labels")
+    try:
+        with open(data_file, "rb") as f:
+            head = f.read(6)
+    except OSError as err:
+        raise DataError(f"{data_file}: cannot read it ({err.strerror or err})") from None
+    if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
+        raise DataError(
+            f"{data_file}: not an .npz archive (the zip of named arrays that numpy.savez "
+            "writes); give uint8 train_images and test_images, and optionally train_labels "
+            "and test_labels"
+        )
     try:
         loaded = numpy.load(data_file, allow_pickle=False)
         if not isinstance(loaded, numpy.lib.npyio.NpzFile):

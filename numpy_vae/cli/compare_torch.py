@@ -20,7 +20,6 @@ import numpy as np
 
 from numpy_vae.checks.variants import VARIANTS
 from numpy_vae.cli.common import (
-    DEFAULT_DATA_DIR,
     Parser,
     fail,
     finite_float,
@@ -30,6 +29,7 @@ from numpy_vae.cli.common import (
 )
 from numpy_vae.config import Range
 from numpy_vae.training.atomic import write_json
+from numpy_vae.training.data import default_data_dir
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
         "--every", type=nonnegative_int, default=10, help="print every k-th step (0: none)"
     )
     p.add_argument("--mnist", action="store_true", help="real MNIST instead of synthetic images")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
+    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache folder")
     p.add_argument("--threads", type=positive_int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write every figure here")
     return p

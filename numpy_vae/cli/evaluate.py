@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from numpy_vae.backend import BACKENDS, BackendUnavailable, get_backend
-from numpy_vae.cli.common import DEFAULT_DATA_DIR, Parser, fail, load_dataset, nonnegative_int
+from numpy_vae.cli.common import Parser, fail, load_dataset, nonnegative_int
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.checkpoint import load_checkpoint
+from numpy_vae.training.data import default_data_dir
 from numpy_vae.training.runs import CHECKPOINT, evaluate_run, format_evaluation, write_figures
 from numpy_vae.training.trainer import TrainConfig, Trainer
 
@@ -36,7 +37,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
         help="evaluate on this array module instead of the run's own (checkpoints hold host "
         "arrays and load into any backend; the noise draws then differ)",
     )
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
+    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache folder")
     p.add_argument("--data-file", type=Path, help="an .npz used instead of MNIST (see training)")
     return p
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from numpy_vae.cli.common import DEFAULT_DATA_DIR, Parser, positive_int
+from numpy_vae.cli.common import Parser, positive_int
 from numpy_vae.experiments.estimators import (
     SAMPLE_COUNTS,
     check_closed_form,
@@ -16,6 +16,7 @@ from numpy_vae.experiments.estimators import (
     gradient_variance,
 )
 from numpy_vae.training.atomic import write_json
+from numpy_vae.training.data import default_data_dir, default_runs_dir
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", type=Path, metavar="RUN_DIR", help="use this training run's model")
     p.add_argument("--image", type=int, default=0, help="MNIST test image (if MNIST is cached)")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST cache folder")
+    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache folder")
     p.add_argument(
         "--sample-counts", type=counts, default=list(SAMPLE_COUNTS), help="the values of K"
     )
@@ -55,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=positive_int, default=4, help="L of the closed-form case")
     p.add_argument("--seed", type=int, default=0, help="noise, the closed-form case, the model")
     p.add_argument(
-        "--plot", type=Path, default=Path("runs/gradient_variance.png"), help="figure path"
+        "--plot",
+        type=Path,
+        help="figure path (default: gradient_variance.png in the --run folder, or in "
+        "$NUMPY_VAE_RUNS, else ./runs, for an untrained model)",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     return p
@@ -85,8 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"from {study.samples:,} draws cut into blocks of K:"
         )
         print(study.table())
-        plot_gradient_variance(study, args.plot, what)
-        print(f"wrote {args.plot}")
+        # Beside the run it studies: an untrained model's figure never overwrites a run's.
+        plot = args.plot or (args.run or default_runs_dir()) / "gradient_variance.png"
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_gradient_variance(study, plot, what)
+        print(f"wrote {plot}")
         if args.json is not None:
             data = {"closed_form": closed.to_json(), "closed_form_passed": passed,
                     "decoder": {**study.to_json(), "case": what}}  # fmt: skip

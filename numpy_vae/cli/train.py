@@ -10,7 +10,6 @@ from pathlib import Path
 
 from numpy_vae.backend import BACKENDS, DTYPES, get_backend
 from numpy_vae.cli.common import (
-    DEFAULT_DATA_DIR,
     Parser,
     add_model_flags,
     explicit_flags,
@@ -26,7 +25,7 @@ from numpy_vae.cli.common import (
 from numpy_vae.config import MODEL_FIELDS
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.checkpoint import load_checkpoint
-from numpy_vae.training.data import BINARIZE_MODES
+from numpy_vae.training.data import BINARIZE_MODES, default_data_dir, default_runs_dir
 from numpy_vae.training.runs import (
     CHECKPOINT,
     CONFIG,
@@ -59,7 +58,12 @@ def train_parser() -> argparse.ArgumentParser:
     )
     run = p.add_argument_group("run")
     run.add_argument("--name", help="run folder name under --runs-dir (default: the start time)")
-    run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders")
+    run.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=default_runs_dir(),
+        help="parent of run folders ($NUMPY_VAE_RUNS, else ./runs)",
+    )
     run.add_argument(
         "--resume",
         type=Path,
@@ -132,8 +136,8 @@ def train_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
-        help="where MNIST is cached (fetched on first use)",
+        default=default_data_dir(),
+        help="where MNIST is cached, fetched on first use ($NUMPY_VAE_DATA, else ./data)",
     )
     data.add_argument(
         "--data-file",

