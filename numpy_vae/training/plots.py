@@ -122,20 +122,31 @@ def manifold_latents(n: int) -> numpy.ndarray:
     return numpy.stack([z1.ravel(), z2.ravel()], axis=1)
 
 
-def plot_manifold(images: numpy.ndarray, n: int, path: str | os.PathLike[str]) -> None:
-    """The n x n images decoded from :func:`manifold_latents`, with z1 and z2 on the axes."""
+def manifold_figure(images: numpy.ndarray, n: int) -> Figure:
+    """The figure of :func:`plot_manifold`.
+
+    The grid's columns and rows sit at N(0, 1) quantiles, which are not evenly spaced in z, so
+    the axes are not a linear z scale: each tick marks one column (row) and is labelled with the
+    true z1 (z2) of the images there.
+    """
     grid = image_grid(images, n, n, pad=0)
     q = manifold_latents(n)[:n, 0]
     fig = Figure(figsize=(7.5, 7.5), dpi=100)
     ax = fig.add_subplot()
-    step = (q[-1] - q[0]) / (n - 1) if n > 1 else 1.0
-    extent = (q[0] - step / 2, q[-1] + step / 2, q[0] - step / 2, q[-1] + step / 2)
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=(0, n, n, 0), interpolation="nearest")
+    shown = sorted(set(numpy.linspace(0, n - 1, min(n, 7)).round().astype(int).tolist()))
+    ax.set_xticks([i + 0.5 for i in shown], [f"{q[i]:.2f}" for i in shown])
+    ax.set_yticks([r + 0.5 for r in shown], [f"{q[n - 1 - r]:.2f}" for r in shown])
     ax.set_title("Decoded 2-D latent space (grid of N(0,1) quantiles)")
-    ax.set_xlabel("z1")
-    ax.set_ylabel("z2")
+    ax.set_xlabel("z1 (the column's value)")
+    ax.set_ylabel("z2 (the row's value)")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
+
+
+def plot_manifold(images: numpy.ndarray, n: int, path: str | os.PathLike[str]) -> None:
+    """The n x n images decoded from :func:`manifold_latents`, z1 and z2 on the axes."""
+    save_figure(manifold_figure(images, n), path)
 
 
 def plot_kl_per_dim(
@@ -149,11 +160,13 @@ def plot_kl_per_dim(
     active = mean_variance > 0.01
     fig = Figure(figsize=(max(6.0, 0.35 * len(kl_per_dim) + 2), 4), dpi=100)
     ax = fig.add_subplot()
-    dims = numpy.arange(len(kl_per_dim))
-    ax.bar(dims[active], kl_per_dim[active], color="tab:blue", label="active")
-    ax.bar(dims[~active], kl_per_dim[~active], color="tab:gray", label="inactive (collapsed)")
+    dims = numpy.arange(1, len(kl_per_dim) + 1)  # z1, z2, ... as in the other figures
+    if active.any():
+        ax.bar(dims[active], kl_per_dim[active], color="tab:blue", label="active")
+    if not active.all():  # a legend entry only for what the figure shows
+        ax.bar(dims[~active], kl_per_dim[~active], color="tab:gray", label="inactive (collapsed)")
     ax.set_title(f"KL per latent dimension, test set ({int(active.sum())} of {len(dims)} active)")
-    ax.set_xlabel("latent dimension j")
+    ax.set_xlabel("latent dimension j (z_j)")
     ax.set_ylabel("KL_j (nats per example)")
     ax.set_xticks(dims)
     ax.legend()
@@ -176,8 +189,10 @@ def _labelled_rows(
     ax = fig.add_subplot()
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     cell = SIDE + pad
-    ax.set_yticks([pad + cell * r + SIDE / 2 for r in range(rows)])
-    ax.set_yticklabels(row_labels)
+    if any(row_labels):
+        ax.set_yticks([pad + cell * r + SIDE / 2 for r in range(rows)], row_labels)
+    else:
+        ax.set_yticks([])
     ax.set_xticks([])
     ax.set_xlabel(xlabel)
     ax.set_title(title)
@@ -201,9 +216,10 @@ def plot_traversal(
     values: numpy.ndarray,
     path: str | os.PathLike[str],
 ) -> None:
-    """Row r varies latent dimension ``dims[r]`` over ``values`` with the others held at 0."""
+    """Row r varies latent dimension ``dims[r]`` (0-based; labelled ``z{dims[r] + 1}``, as the
+    other figures number them) over ``values`` with the others held at 0."""
     _labelled_rows(
-        images, len(dims), len(values), [f"z{j}" for j in dims],
+        images, len(dims), len(values), [f"z{j + 1}" for j in dims],
         "Latent traversals (most informative dimensions, others at 0)",
         f"z_j from {values[0]:g} to {values[-1]:g}", path,
     )  # fmt: skip
@@ -223,26 +239,29 @@ def plot_study(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> 
     labels = [r["variant"] for r in rows]
     y = numpy.arange(len(rows))
     fig = Figure(figsize=(13, 0.45 * len(rows) + 1.8), dpi=100)
+    names = {"test_neg_elbo": "negative ELBO", "test_iw_nll": "IW NLL", "test_kl": "KL"}
     panels = (
-        ("test -ELBO and IW NLL (nats)", ("test_neg_elbo", "test_iw_nll")),
+        ("test negative ELBO and IW NLL (nats)", ("test_neg_elbo", "test_iw_nll")),
         ("KL (nats)", ("test_kl",)),
         ("active units", ("active_units",)),
     )
     for i, (title, keys) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
-        height = 0.8 / len(keys)
-        for k, key in enumerate(keys):
+        for key in keys:
             values = [numpy.nan if r[key] is None else r[key] for r in rows]
-            ax.barh(y + k * height, values, height=height, label=key.replace("test_", ""))
-        ax.set_yticks(y + 0.4 - height / 2)
-        ax.set_yticklabels(labels if i == 0 else [])
+            if len(keys) > 1:
+                # Points, not bars: the differences are a few nats out of about 100, and a bar
+                # would have to start at 0 to be read truthfully.
+                ax.plot(values, y, "o", label=names.get(key, key), markersize=7)
+            else:
+                ax.barh(y, values, height=0.8, label=names.get(key, key))
+        ax.set_yticks(y, labels if i == 0 else [])
         ax.invert_yaxis()
         ax.set_title(title)
         ax.set_xlabel(title.split(" (")[-1].rstrip(")") if "(" in title else "count")
         if len(keys) > 1:
             ax.legend(loc="lower right")
-            finite = [v for r in rows for v in (r[k] for k in keys) if v is not None]
-            ax.set_xlim(min(finite) - 5, max(finite) + 3)
+            ax.margins(x=0.15, y=0.1)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)

@@ -439,32 +439,55 @@ def summarize_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+#: Settings left out of a run's label: those that do not change what it computes, and the
+#: number of epochs (a column of its own in the study table).
+UNLABELLED = {
+    "eval_batch_size",
+    "skip_nonfinite",
+    "reference",
+    "backend",
+    "gaussian_sigma",
+    "epochs",
+}
+
+
 def describe_variant(config: dict[str, Any]) -> str:
-    """A short label of what sets a run apart from the classic VAE."""
+    """A short label of everything that sets a run apart from the classic VAE (the defaults of
+    :class:`TrainConfig`), so that runs which differ in any setting get different labels."""
+    if "conditional" in config:  # (older runs)
+        config = {**config, "n_classes": 10 if config["conditional"] else 0}
+    defaults = TrainConfig().to_json()
+    phrases = {
+        "beta": lambda v: f"beta = {v:g}",
+        "kl_warmup": lambda v: f"KL warm-up {v:g} epochs",
+        "free_bits": lambda v: f"free bits {v:g}",
+        "n_classes": lambda v: "conditional" if v == 10 else f"conditional ({v} classes)",
+        "likelihood": lambda v: f"{v} (sigma {config.get('gaussian_sigma', 1.0):g})",
+        "binarize": lambda v: f"binarized ({v})",
+        "hidden_dims": lambda v: "hidden " + ",".join(str(w) for w in v),
+        "latent_dim": lambda v: f"latent dim {v}",
+        "batch_size": lambda v: f"batch {v}",
+    }
     parts = []
-    if config.get("beta", 1.0) != 1.0:
-        parts.append(f"beta = {config['beta']:g}")
-    if config.get("kl_warmup", 0):
-        parts.append(f"KL warm-up {config['kl_warmup']:g} epochs")
-    if config.get("free_bits", 0):
-        parts.append(f"free bits {config['free_bits']:g}")
-    if config.get("n_classes") or config.get("conditional"):  # (older runs say "conditional")
-        parts.append("conditional")
-    if config.get("likelihood", "bernoulli") != "bernoulli":
-        parts.append(f"{config['likelihood']} (sigma {config['gaussian_sigma']:g})")
+    for key, default in defaults.items():
+        if key in UNLABELLED or key not in config or config[key] == default:
+            continue
+        value = config[key]
+        parts.append(phrases[key](value) if key in phrases else f"{key} {value}")
     return ", ".join(parts) or "plain VAE"
 
 
 def format_study_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`summarize_runs` rows."""
     lines = [
-        "| variant | test -ELBO | IW NLL | recon | KL | active units |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | epochs | test -ELBO | IW NLL | recon | KL | active units |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         iw = "n/a" if r["test_iw_nll"] is None else f"{r['test_iw_nll']:.2f} (K={r['iw_samples']})"
         lines.append(
-            f"| {r['variant']} | {r['test_neg_elbo']:.2f} | {iw} | {r['test_recon']:.2f} | "
+            f"| {r['variant']} | {r['epochs']} | {r['test_neg_elbo']:.2f} | {iw} | "
+            f"{r['test_recon']:.2f} | "
             f"{r['test_kl']:.2f} | {r['active_units']}/{r['latent_dim']} |"
         )
     return "\n".join(lines)
