@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 K=${K:-1000}
-run() { python scripts/train_mnist.py --no-progress --iw-samples "$K" --name "$@"; }
+# --log-interval: a progress line (elapsed, ETA) every 200 batches and every 200 test images of
+# the IW estimate, since the output is not a terminal when the script is logged.
+run() { python scripts/train_mnist.py --log-interval 200 --iw-samples "$K" --name "$@"; }
 run study-plain
 run study-beta4 --beta 4
 run study-beta0.5 --beta 0.5

@@ -8,6 +8,7 @@ al. 2016). Writes RUN_DIR/evaluation.json.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,17 @@ def evaluate_parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the log-likelihood estimate (0: skip)",
     )
     p.add_argument("--figures", action="store_true", help="also redraw the run's figures")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal)"
+    )
+    p.add_argument(
+        "--log-interval",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="off a terminal, print a progress line with elapsed time and ETA every N test "
+        "images of the importance-weighted estimate (0: none)",
+    )
     p.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -59,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer = Trainer(config, dataset)
         trainer.load_state_dict(state)
         start = time.perf_counter()
-        summary = {**evaluate_run(trainer, args.iw_samples), "data": source}
+        bar = not args.no_progress and sys.stderr.isatty()
+        evaluation = evaluate_run(trainer, args.iw_samples, bar, args.log_interval)
+        summary = {**evaluation, "data": source}
         summary["seconds"] = time.perf_counter() - start
         print(f"{args.run_dir} after epoch {trainer.epoch}: {format_evaluation(summary)}")
         write_json(args.run_dir / "evaluation.json", summary)

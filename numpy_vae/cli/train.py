@@ -58,12 +58,8 @@ def train_parser() -> argparse.ArgumentParser:
     )
     run = p.add_argument_group("run")
     run.add_argument("--name", help="run folder name under --runs-dir (default: the start time)")
-    run.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=default_runs_dir(),
-        help="parent of run folders ($NUMPY_VAE_RUNS, else ./runs)",
-    )
+    runs_help = "parent of run folders ($NUMPY_VAE_RUNS, else ./runs)"
+    run.add_argument("--runs-dir", type=Path, default=default_runs_dir(), help=runs_help)
     run.add_argument(
         "--resume",
         type=Path,
@@ -77,7 +73,17 @@ def train_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="total epochs to train (default: 10; when resuming, the run's own total)",
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal)"
+    )
+    run.add_argument(
+        "--log-interval",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="off a terminal (a log file, a pipe), print a progress line with elapsed time and "
+        "ETA every N batches, and every N test images of the --iw-samples estimate (0: none)",
+    )
     run.add_argument(
         "--skip-nonfinite",
         action="store_true",
@@ -228,17 +234,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.n_classes and dataset.train_labels is None:
             return fail(prog, f"--conditional needs labels, and {source} has none")
         print(f"run folder: {run_dir}   data: {source}")
+        bar = not args.no_progress and sys.stderr.isatty()
         with sigterm_interrupts():  # SIGTERM ends the run as Ctrl-C does
             trainer = train_run(
                 config,
                 dataset,
                 run_dir,
                 resume=args.resume is not None and (run_dir / CHECKPOINT).is_file(),
-                progress=not args.no_progress and sys.stderr.isatty(),
+                progress=bar,
                 extra_config={"data": source},
+                log_interval=args.log_interval,
             )
         if args.iw_samples:
-            summary = {**evaluate_run(trainer, args.iw_samples), "data": source}
+            evaluation = evaluate_run(trainer, args.iw_samples, bar, args.log_interval)
+            summary = {**evaluation, "data": source}
             write_json(run_dir / "evaluation.json", summary)
             print(format_evaluation(summary))
     except (ValueError, OSError) as err:  # DataError and CheckpointError are ValueErrors

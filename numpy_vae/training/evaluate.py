@@ -22,6 +22,7 @@ import numpy
 
 from numpy_vae.backend import to_host
 from numpy_vae.model import VAE
+from numpy_vae.training.progress import Progress
 
 Array = Any
 LOG_2PI = math.log(2 * math.pi)
@@ -35,6 +36,7 @@ def iw_log_likelihood(
     rng: Any = None,
     max_rows: int = 8192,
     encode_batch: int = 1000,
+    progress: Progress | None = None,
 ) -> numpy.ndarray:
     """Importance-weighted estimate of log p(x) for each example, with ``k`` samples.
 
@@ -58,6 +60,9 @@ def iw_log_likelihood(
         Decoder rows per pass.
     encode_batch : int
         Examples per encoder pass.
+    progress : Progress, optional
+        Told how many examples are done after every decoder pass (it reads nothing from the
+        device).
 
     Returns
     -------
@@ -103,6 +108,10 @@ def iw_log_likelihood(
             top = log_w.max(axis=1, keepdims=True)
             lse = top[:, 0] + xp.log(xp.exp(log_w - top).sum(axis=1))
             out[start + rows.start : start + rows.stop] = lse - math.log(k)
+            if progress is not None:
+                progress.update(start + rows.stop)
+    if progress is not None:
+        progress.close()
     return model.backend.to_host(out)
 
 

@@ -40,6 +40,7 @@ from numpy_vae.training import plots
 from numpy_vae.training.atomic import write_atomic, write_json
 from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpy_vae.training.evaluate import iw_log_likelihood
+from numpy_vae.training.progress import Progress
 from numpy_vae.training.trainer import IW_EPS, Dataset, Diverged, TrainConfig, Trainer, derived_seed
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
@@ -68,6 +69,7 @@ def train_run(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    log_interval: int = 0,
 ) -> Trainer:
     """Train (or continue training) into ``run_dir`` until ``config.epochs`` epochs are done.
 
@@ -87,10 +89,12 @@ def train_run(
         watching a log file or a pipe sees each epoch as it ends).
     extra_config : dict, optional
         Written into ``config.json`` beside the configuration (e.g. the data source).
+    log_interval : int
+        Without the bar, a plain progress line every this many batches (0: none).
     """
     run_dir = Path(run_dir)
     log = log or (lambda line: print(line, flush=True))
-    trainer = Trainer(config, data, progress=progress)
+    trainer = Trainer(config, data, progress=progress, log_interval=log_interval)
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT)
         try:
@@ -284,9 +288,13 @@ def checkpoint_bytes(trainer: Trainer) -> int:
     return 3 * n * trainer.backend.dtype.itemsize + 64 * 1024  # plus config and history
 
 
-def evaluate_run(trainer: Trainer, iw_samples: int = 1000) -> dict[str, Any]:
+def evaluate_run(
+    trainer: Trainer, iw_samples: int = 1000, progress: bool = False, log_interval: int = 0
+) -> dict[str, Any]:
     """Test-set evaluation of a trained model: negative ELBO and its parts, KL per dimension,
-    active units and, when ``iw_samples > 0``, the importance-weighted negative log-likelihood."""
+    active units and, when ``iw_samples > 0``, the importance-weighted negative log-likelihood
+    (minutes at K = 1000: with a bar on standard error if ``progress``, else a plain line
+    every ``log_interval`` test images if that is > 0)."""
     test = trainer.evaluate()
     summary: dict[str, Any] = {
         "epoch": trainer.epoch,
@@ -299,7 +307,14 @@ def evaluate_run(trainer: Trainer, iw_samples: int = 1000) -> dict[str, Any]:
     if iw_samples > 0:
         labels = trainer.test_labels if trainer.config.conditional else None
         rng = trainer.backend.rng(derived_seed(trainer.config.seed, IW_EPS, trainer.epoch))
-        log_px = iw_log_likelihood(trainer.model, trainer.test_x, labels, k=iw_samples, rng=rng)
+        shown = None
+        if progress or log_interval:
+            n = int(trainer.test_x.shape[0])
+            label = f"IW estimate (K = {iw_samples}), test images"
+            shown = Progress(n, label, bar=progress, log_interval=log_interval)
+        log_px = iw_log_likelihood(
+            trainer.model, trainer.test_x, labels, k=iw_samples, rng=rng, progress=shown
+        )
         summary["iw_samples"] = iw_samples
         summary["test_iw_nll"] = float(-log_px.mean())
     return summary

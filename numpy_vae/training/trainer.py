@@ -17,9 +17,8 @@ initial parameters, which are drawn on the host.
 from __future__ import annotations
 
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy
@@ -33,6 +32,7 @@ from numpy_vae.model import VAE
 from numpy_vae.optim import Adam
 from numpy_vae.training.data import BINARIZE_MODES, binarize, scale_images
 from numpy_vae.training.evaluate import active_units, posterior_means
+from numpy_vae.training.progress import Progress
 
 Array = Any
 
@@ -235,9 +235,13 @@ class Trainer:
     data : Dataset
     progress : bool
         Draw a progress bar on standard error while an epoch runs.
+    log_interval : int
+        Without the bar, print a plain progress line every this many batches (0: none).
     """
 
-    def __init__(self, config: TrainConfig, data: Dataset, progress: bool = False) -> None:
+    def __init__(
+        self, config: TrainConfig, data: Dataset, progress: bool = False, log_interval: int = 0
+    ) -> None:
         self.config = config
         self.backend: Backend = get_backend(config.backend, config.dtype)
         model_config = config.model_config()
@@ -265,7 +269,7 @@ class Trainer:
         self.test_labels = xp.asarray(data.test_labels) if data.labelled else None
         self.test_x = self._fixed_test_inputs()
         self._batch_buffers = Buffers(xp)  # see batch_inputs
-        self.progress = progress
+        self.progress, self.log_interval = progress, log_interval
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.history: list[dict[str, Any]] = []
@@ -356,7 +360,10 @@ class Trainer:
         health = None if check_now else xp.zeros(steps, dtype=numpy.float64)
         skipped, used = 0, 0
         y = self._labels(self.train_labels)
-        bar = _ProgressBar(steps, f"epoch {epoch}") if self.progress else None
+        bar = None
+        if self.progress or self.log_interval:
+            label = f"epoch {epoch}/{cfg.epochs}"
+            bar = Progress(steps, label, bar=self.progress, log_interval=self.log_interval)
         start = time.perf_counter()
         for i, begin in enumerate(range(0, n, cfg.batch_size)):
             index = order[begin : begin + cfg.batch_size]
@@ -558,31 +565,3 @@ def evaluate_elbo(
         "kl": float(host[2]),
         "kl_per_dim": host[3:],
     }
-
-
-@dataclass
-class _ProgressBar:
-    """A one-line progress bar on standard error, redrawn at most ten times a second."""
-
-    total: int
-    label: str
-    width: int = 30
-    _last: float = field(default=0.0)
-    _start: float = field(default_factory=time.perf_counter)
-
-    def update(self, done: int, loss: Any) -> None:
-        now = time.perf_counter()
-        if now - self._last < 0.1 and done < self.total:
-            return
-        self._last = now
-        filled = self.width * done // self.total
-        rate = done / max(now - self._start, 1e-9)
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-            f"loss {loss():.2f} {rate:.0f} it/s"
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\r" + " " * (self.width + 60) + "\r")
-        sys.stderr.flush()
