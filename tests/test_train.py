@@ -290,3 +290,12 @@ def test_an_old_conditional_run_without_a_checkpoint_restarts_conditional(data_f
     assert train_main(["--resume", str(run), "--data-file", str(data_file), "--no-progress"]) == 0
     state = load_checkpoint(run / "checkpoint.npz")
     assert state["config"]["n_classes"] == 10 and "conditional" not in state["config"]
+
+
+def test_figures_every_keeps_a_sample_snapshot_per_chosen_epoch(data_file, tmp_path):
+    args = small_args(data_file, tmp_path, "snap", "--epochs", "4", "--figures-every", "2")
+    assert train_main(args) == 0
+    run = tmp_path / "snap"
+    snapshots = sorted(p.name for p in run.glob("samples_epoch_*.png"))
+    assert snapshots == ["samples_epoch_2.png", "samples_epoch_4.png"]
+    assert all((run / s).read_bytes().startswith(PNG_MAGIC) for s in snapshots)

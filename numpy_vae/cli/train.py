@@ -77,6 +77,14 @@ def train_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal)"
     )
     run.add_argument(
+        "--figures-every",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="every N epochs also draw RUN/samples_epoch_<epoch>.png, the same 64 prior draws "
+        "each time (0: only the final figures)",
+    )
+    run.add_argument(
         "--log-interval",
         type=nonnegative_int,
         default=0,
@@ -244,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=bar,
                 extra_config={"data": source},
                 log_interval=args.log_interval,
+                figures_every=args.figures_every,
             )
         if args.iw_samples:
             evaluation = evaluate_run(trainer, args.iw_samples, bar, args.log_interval)

@@ -70,6 +70,7 @@ def train_run(
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
     log_interval: int = 0,
+    figures_every: int = 0,
 ) -> Trainer:
     """Train (or continue training) into ``run_dir`` until ``config.epochs`` epochs are done.
 
@@ -91,6 +92,9 @@ def train_run(
         Written into ``config.json`` beside the configuration (e.g. the data source).
     log_interval : int
         Without the bar, a plain progress line every this many batches (0: none).
+    figures_every : int
+        Every this many epochs, also draw ``samples_epoch_<N>.png`` (0: none), as the PyTorch
+        example keeps a sample figure per epoch.
     """
     run_dir = Path(run_dir)
     log = log or (lambda line: print(line, flush=True))
@@ -132,6 +136,9 @@ def train_run(
                 _save(trainer, run_dir)
                 saved = trainer.epoch
             log(format_epoch(metrics, config.epochs))
+            if figures_every and trainer.epoch % figures_every == 0:
+                title = f"Samples from the prior after epoch {trainer.epoch}"
+                write_samples(trainer, run_dir / f"samples_epoch_{trainer.epoch}.png", title)
         write_figures(trainer, run_dir)
     except KeyboardInterrupt as err:
         raise Interrupted(run_dir, saved, config.epochs, isinstance(err, Terminated)) from None
@@ -331,22 +338,28 @@ def format_evaluation(summary: dict[str, Any]) -> str:
     return line
 
 
+def write_samples(trainer: Trainer, path: Path, title: str = "Samples from the prior") -> Path:
+    """64 decoded prior samples; the same draws of z in every figure of a run (seeded by the
+    run's seed), so that snapshots of different epochs compare."""
+    model, backend, cfg = trainer.model, trainer.backend, trainer.config
+    rng = numpy.random.default_rng(cfg.seed)
+    z = backend.asarray(rng.standard_normal((64, model.latent_dim)))
+    y = backend.xp.asarray(numpy.arange(64) % 10) if cfg.conditional else None
+    title += " (digit = index mod 10)" if cfg.conditional else ""
+    images = numpy.clip(backend.to_host(model.decode(z, y)), 0.0, 1.0)
+    plots.plot_samples(images, path, title)
+    return path
+
+
 def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw the figures of a run into ``run_dir``; returns the paths written."""
     run_dir = Path(run_dir)
     model, backend, cfg = trainer.model, trainer.backend, trainer.config
     host = backend.to_host
-    rng = numpy.random.default_rng(cfg.seed)  # the same prior draws in every figure of a run
-    written = []
+    written = [write_samples(trainer, run_dir / "samples.png")]
 
     def shown(images: Any) -> numpy.ndarray:
         return numpy.clip(host(images), 0.0, 1.0)
-
-    z = backend.asarray(rng.standard_normal((64, model.latent_dim)))
-    y = backend.xp.asarray(numpy.arange(64) % 10) if cfg.conditional else None
-    title = "Samples from the prior" + (" (digit = index mod 10)" if cfg.conditional else "")
-    plots.plot_samples(shown(model.decode(z, y)), run_dir / "samples.png", title)
-    written.append(run_dir / "samples.png")
 
     x = trainer.test_x[:32]
     y = trainer.test_labels[:32] if cfg.conditional else None
