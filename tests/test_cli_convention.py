@@ -81,3 +81,17 @@ def test_bad_values_are_one_line_with_status_2(module, argv, message, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_every_console_script_points_at_a_program():
+    import configparser
+    from pathlib import Path
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    scripts = setup["options.entry_points"]["console_scripts"].strip().splitlines()
+    targets = dict(line.replace(" ", "").split("=") for line in scripts)
+    assert {"numpy-vae", "numpy-vae-train", "numpy-vae-evaluate"} <= set(targets)
+    for name, target in targets.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name

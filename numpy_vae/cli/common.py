@@ -105,6 +105,21 @@ def add_model_flags(group: Any) -> Any:
     return group
 
 
+def add_progress_flags(group: Any, steps: str) -> None:
+    """``--no-progress`` and ``--log-interval N`` (a plain progress line every N ``steps``)."""
+    group.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal)"
+    )
+    group.add_argument(
+        "--log-interval",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="off a terminal (a log file, a pipe), print a progress line with elapsed time and "
+        f"ETA every N {steps} (0: none)",
+    )
+
+
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The :class:`ModelConfig` of the flags that :func:`add_model_flags` added."""
     return ModelConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig)})

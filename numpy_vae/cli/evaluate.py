@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from numpy_vae.backend import BACKENDS, BackendUnavailable, get_backend
-from numpy_vae.cli.common import Parser, fail, load_dataset, nonnegative_int
+from numpy_vae.cli.common import Parser, add_progress_flags, fail, load_dataset, nonnegative_int
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.data import default_data_dir
@@ -32,17 +32,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the log-likelihood estimate (0: skip)",
     )
     p.add_argument("--figures", action="store_true", help="also redraw the run's figures")
-    p.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal)"
-    )
-    p.add_argument(
-        "--log-interval",
-        type=nonnegative_int,
-        default=0,
-        metavar="N",
-        help="off a terminal, print a progress line with elapsed time and ETA every N test "
-        "images of the importance-weighted estimate (0: none)",
-    )
+    add_progress_flags(p, "test images of the importance-weighted estimate")
     p.add_argument(
         "--backend",
         choices=BACKENDS,

@@ -12,6 +12,7 @@ from numpy_vae.backend import BACKENDS, DTYPES, get_backend
 from numpy_vae.cli.common import (
     Parser,
     add_model_flags,
+    add_progress_flags,
     explicit_flags,
     fail,
     finite_float,
@@ -74,9 +75,6 @@ def train_parser() -> argparse.ArgumentParser:
         help="total epochs to train (default: 10; when resuming, the run's own total)",
     )
     run.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal)"
-    )
-    run.add_argument(
         "--figures-every",
         type=nonnegative_int,
         default=0,
@@ -84,14 +82,7 @@ def train_parser() -> argparse.ArgumentParser:
         help="every N epochs also draw RUN/samples_epoch_<epoch>.png, the same 64 prior draws "
         "each time (0: only the final figures)",
     )
-    run.add_argument(
-        "--log-interval",
-        type=nonnegative_int,
-        default=0,
-        metavar="N",
-        help="off a terminal (a log file, a pipe), print a progress line with elapsed time and "
-        "ETA every N batches, and every N test images of the --iw-samples estimate (0: none)",
-    )
+    add_progress_flags(run, "batches, and every N test images of the --iw-samples estimate")
     run.add_argument(
         "--skip-nonfinite",
         action="store_true",
