@@ -86,3 +86,13 @@ def test_a_logged_training_run_prints_progress_lines(tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.search(r"epoch 1/1 4/10  loss [\d.]+  [\d.]+ s, ETA", err), err
     assert re.search(r"IW estimate \(K = 5\), test images 100/100", err), err
+
+
+def test_the_estimator_experiment_reports_progress(tmp_path, capsys):
+    from numpy_vae.cli.gradient_variance import main
+
+    argv = ["--repeats", "4", "--sample-counts", "1,10", "--latent-dim", "2", "--log-interval",
+            "10", "--plot", str(tmp_path / "p.png"), "--data-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"decoder passes, rows of z 80/80", err), err

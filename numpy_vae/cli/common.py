@@ -43,6 +43,9 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsOnce)
+        invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        if invoked.startswith("numpy-vae-"):  # an installed command: its messages use its name
+            kwargs["prog"] = invoked
         super().__init__(*args, **kwargs)
 
     def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:

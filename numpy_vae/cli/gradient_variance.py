@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from numpy_vae.cli.common import Parser, positive_int
+from numpy_vae.cli.common import Parser, add_progress_flags, positive_int
 from numpy_vae.experiments.estimators import (
     SAMPLE_COUNTS,
     check_closed_form,
@@ -17,6 +17,7 @@ from numpy_vae.experiments.estimators import (
 )
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.data import default_data_dir, default_runs_dir
+from numpy_vae.training.progress import Progress
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
         "$NUMPY_VAE_RUNS, else ./runs, for an untrained model)",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    add_progress_flags(p, "rows of z through the decoder")
     return p
 
 
@@ -80,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(lines))
         print()
         objective, mu, logvar, what = decoder_case(args.run, args.image, args.data_dir, args.seed)
+        # Each estimator passes every draw through the decoder once (values or gradients).
+        rows = 2 * args.repeats * max(args.sample_counts)
+        bar = not args.no_progress and sys.stderr.isatty()
+        if bar or args.log_interval:
+            label = "decoder passes, rows of z"
+            objective.progress = Progress(rows, label, bar=bar, log_interval=args.log_interval)
         study = gradient_variance(
             objective, mu, logvar, args.sample_counts, args.repeats, args.seed
         )
@@ -88,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"variance of the K-sample gradient estimate (mean over the {mu.size} coordinates), "
             f"from {study.samples:,} draws cut into blocks of K:"
         )
+        if objective.progress is not None:
+            objective.progress.close()
         print(study.table())
         # Beside the run it studies: an untrained model's figure never overwrites a run's.
         plot = args.plot or (args.run or default_runs_dir()) / "gradient_variance.png"

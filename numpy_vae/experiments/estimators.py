@@ -71,6 +71,7 @@ import numpy
 from numpy_vae.backend import get_backend
 from numpy_vae.model import VAE
 from numpy_vae.reparam import reparameterize, reparameterize_backward
+from numpy_vae.training.progress import Progress
 
 SAMPLE_COUNTS = (1, 3, 10, 30, 100, 300, 1000)
 ESTIMATORS = ("reparameterization", "score function")
@@ -247,6 +248,14 @@ class DecoderLogLikelihood:
         self.x = numpy.asarray(x, dtype=model.dtype).reshape(1, -1)
         self.y = y
         self.chunk = chunk
+        #: Told the rows of z done so far, over all calls (set it to show progress).
+        self.progress: Progress | None = None
+        self.rows_done = 0
+
+    def _done(self, rows: int) -> None:
+        self.rows_done += rows
+        if self.progress is not None:
+            self.progress.update(self.rows_done)
 
     def _labels(self, n: int) -> numpy.ndarray | None:
         return None if self.y is None else numpy.full(n, self.y)
@@ -257,6 +266,7 @@ class DecoderLogLikelihood:
             rows = z[start : start + self.chunk]
             out = self.model.decoder_output(rows, self._labels(len(rows)), validate=False)
             parts.append(self.model.log_likelihood(self.x, out))
+            self._done(len(rows))
         return numpy.concatenate(parts)
 
     def gradient(self, z: numpy.ndarray) -> numpy.ndarray:
@@ -267,6 +277,7 @@ class DecoderLogLikelihood:
             _, d_out = self.model.likelihood.nll(out, self.x)  # gradient of -log p
             d_in = self.model.decoder.backward(-d_out)
             parts.append(d_in[:, :latent])
+            self._done(len(rows))
         return numpy.concatenate(parts)
 
 
