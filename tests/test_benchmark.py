@@ -108,3 +108,17 @@ def test_peak_memory_is_measured_in_a_fresh_process():
     out = run_memory(spec, mnist=False, n=300, epochs=1)
     assert 10 < out["rss_after_imports_mib"] <= out["peak_rss_mib"] < 1000
     assert len(out["seconds"]) == 1
+
+
+def test_the_jax_peer_trains_and_is_reported():
+    """Where JAX is installed (it is not a dependency): the jitted step runs, and the report
+    gives its epoch time and ratio."""
+    pytest.importorskip("jax")
+    from numpy_vae.experiments.benchmark import ModelSpec, format_report, run
+
+    spec = ModelSpec(batch_size=64, hidden_dims=(32,), latent_dim=4)
+    report = run([spec], n=640, repeats=1, torch=False, memory_epochs=0, phases=False,
+                 log=lambda s: None, jax=True)  # fmt: skip
+    result = report["results"][0]
+    assert result["jax_epoch_s"] > 0 and result["numpy_over_jax"] > 0
+    assert "numpy-vae / jax" in format_report(report)

@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=positive_int, default=N_TRAIN, help="training images")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument(
+        "--jax", action="store_true", help="also time a jitted JAX step (needs pip install jax)"
+    )
+    parser.add_argument(
         "--memory-epochs", type=nonnegative_int, default=10, help="0 skips the memory run"
     )
     parser.add_argument("--no-phases", action="store_true", help="skip the instrumented pass")
@@ -71,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         phases=not (args.no_phases or args.sweep),
         log=lambda s: print(s, file=sys.stderr),
+        jax=args.jax,
     )
     print(format_report(report))
     if args.sweep:

@@ -417,6 +417,126 @@ def _torch_worker(specs: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# JAX, in a subprocess (optional: ``--jax``; JAX is not a dependency)
+# --------------------------------------------------------------------------------------------
+
+
+def jax_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jax") is not None
+
+
+class JaxTraining:
+    """The same model, loss and Adam (PyTorch's update) as one ``jax.jit``-compiled step, the
+    images on the device as float32 and each batch gathered inside the compiled step: the
+    fastest plain JAX a user would write, without extra libraries."""
+
+    def __init__(self, spec: ModelSpec, data: Any, seed: int = 0) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self.spec, self.data, self.jnp = spec, data, jnp
+        rng = np.random.default_rng(seed)
+
+        def linear(fan_in: int, fan_out: int) -> dict[str, Any]:
+            bound = 1 / np.sqrt(fan_in)
+            w = rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32)
+            b = rng.uniform(-bound, bound, fan_out).astype(np.float32)
+            return {"w": jnp.asarray(w), "b": jnp.asarray(b)}
+
+        enc = (IMAGE_SIZE, *spec.hidden_dims)
+        dec = (spec.latent_dim, *reversed(spec.hidden_dims))
+        self.params = {
+            "encoder": [linear(a, b) for a, b in zip(enc[:-1], enc[1:], strict=True)],
+            "head": linear(spec.hidden_dims[-1], 2 * spec.latent_dim),
+            "decoder": [linear(a, b) for a, b in zip(dec[:-1], dec[1:], strict=True)]
+            + [linear(spec.hidden_dims[0], IMAGE_SIZE)],
+        }
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, self.params)
+        self.m, self.v, self.t = zeros, zeros, 0
+        latent, lr, (b1, b2), eps = spec.latent_dim, spec.lr, (0.9, 0.999), 1e-8
+
+        def loss(params: Any, x: Any, noise: Any) -> Any:
+            h = x
+            for layer in params["encoder"]:
+                h = jax.nn.relu(h @ layer["w"].T + layer["b"])
+            stats = h @ params["head"]["w"].T + params["head"]["b"]
+            mu, logvar = stats[:, :latent], stats[:, latent:]
+            h = mu + jnp.exp(0.5 * logvar) * noise
+            for layer in params["decoder"][:-1]:
+                h = jax.nn.relu(h @ layer["w"].T + layer["b"])
+            logits = h @ params["decoder"][-1]["w"].T + params["decoder"][-1]["b"]
+            recon = jnp.sum(jnp.logaddexp(0, logits) - x * logits)
+            return recon + 0.5 * jnp.sum(mu * mu + jnp.exp(logvar) - logvar - 1)
+
+        def step(params: Any, m: Any, v: Any, t: Any, data: Any, index: Any, key: Any) -> Any:
+            x = data[index]
+            noise = jax.random.normal(key, (x.shape[0], latent), dtype=x.dtype)
+            grads = jax.grad(loss)(params, x, noise)
+            m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
+            v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
+            scale = lr / (1 - b1**t)
+            root = jnp.sqrt(1 - b2**t)
+            params = jax.tree_util.tree_map(
+                lambda p, m, v: p - scale * m / (jnp.sqrt(v) / root + eps), params, m, v
+            )
+            return params, m, v
+
+        self._step = jax.jit(step)
+        self._key = jax.random.PRNGKey(seed)
+        self._jax = jax
+
+    def epoch(self) -> float:
+        """Train one epoch; return the seconds (the last update waited for)."""
+        jax, jnp = self._jax, self.jnp
+        n, size = self.data.shape[0], self.spec.batch_size
+        order = np.random.default_rng(self.t).permutation(n)
+        start = time.perf_counter()
+        params, m, v = self.params, self.m, self.v
+        for begin in range(0, n, size):
+            self.t += 1
+            self._key, key = jax.random.split(self._key)
+            index = jnp.asarray(order[begin : begin + size])
+            params, m, v = self._step(params, m, v, self.t, self.data, index, key)
+        jax.block_until_ready(params)
+        self.params, self.m, self.v = params, m, v
+        return time.perf_counter() - start
+
+
+def jax_epochs(
+    specs: Sequence[ModelSpec], mnist: bool, n: int, repeats: int, seed: int = 0
+) -> list[list[float]]:
+    """Seconds of ``repeats`` JAX epochs of each spec, after a warm-up epoch that compiles."""
+    import jax.numpy as jnp
+
+    images, _ = load_images(mnist, n, seed)
+    data = jnp.asarray(images, dtype=jnp.float32) / 255
+    del images
+    seconds = []
+    for spec in specs:
+        training = JaxTraining(spec, data, seed)
+        training.epoch()  # warm-up: compiles the step for both batch sizes
+        seconds.append([training.epoch() for _ in range(repeats)])
+    return seconds
+
+
+def run_jax(
+    specs: Sequence[ModelSpec], mnist: bool, n: int, repeats: int, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`jax_epochs` in a subprocess."""
+    args = {"specs": [asdict(s) for s in specs], "mnist": mnist, "n": n, "repeats": repeats}
+    return _subprocess("_jax_worker", {**args, "seed": seed}, timeout=3600)
+
+
+def _jax_worker(specs: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    import jax
+
+    results = jax_epochs([_spec(s) for s in specs], **kwargs)
+    return {"version": jax.__version__, "devices": [str(d) for d in jax.devices()], "runs": results}
+
+
+# --------------------------------------------------------------------------------------------
 # Peak memory, in a subprocess
 # --------------------------------------------------------------------------------------------
 
@@ -593,8 +713,10 @@ def run(
     seed: int = 0,
     phases: bool = True,
     log: Callable[[str], None] = print,
+    jax: bool = False,
 ) -> dict[str, Any]:
-    """Benchmark every spec; return the JSON-ready report."""
+    """Benchmark every spec; return the JSON-ready report (``jax``: also time a jitted JAX
+    step of the same model, where JAX is installed)."""
     images, source = load_images(mnist, n, seed)
     blas = blas_info()
     cpu_before = cpu_snapshot()
@@ -609,6 +731,18 @@ def run(
         torch_meta = {"version": out["version"], "threads": out["threads"]}
         for result, seconds in zip(results, out["runs"], strict=True):
             result.torch_seconds = seconds
+    jax_meta: dict[str, Any] = {}
+    if jax and jax_available():
+        log("jax (subprocess) ...")
+        out = run_jax(specs, mnist, n, repeats, seed)
+        jax_meta = {"version": out["version"], "devices": out["devices"]}
+        for result, seconds in zip(results, out["runs"], strict=True):
+            jax_median = statistics.median(seconds)
+            result.extra.update(
+                jax_epoch_s=jax_median,
+                jax_epochs_s=seconds,
+                numpy_over_jax=result.numpy / jax_median,
+            )
     if memory_epochs:
         for result in results:
             log(f"peak memory of {memory_epochs} epochs (subprocess): {result.spec.name} ...")
@@ -624,6 +758,7 @@ def run(
         "blas": {**blas, "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
         "elementwise_threads": default_threads(),
         "torch": torch_meta or None,
+        "jax": jax_meta or None,
         "numpy_version": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -678,6 +813,15 @@ def format_report(report: dict[str, Any]) -> str:
             f"{r['images_per_s']:>9.0f}{r['gemm_gflops_per_s']:>9.0f}"
             f"{_fmt(r['peak_rss_mib'], '.0f'):>10}"
         )
+    if report.get("jax"):
+        lines.append("")
+        lines.append(f"jax {report['jax']['version']} ({', '.join(report['jax']['devices'])}), "
+                     "one jitted step per batch:")  # fmt: skip
+        for r in report["results"]:
+            lines.append(
+                f"  {spec_name(r):<24}jax {r['jax_epoch_s']:.3f} s per epoch, "
+                f"numpy-vae / jax {r['numpy_over_jax']:.2f}"
+            )
     for r in report["results"]:
         p = r["phases_s"]
         if not p:
