@@ -95,3 +95,16 @@ def test_every_console_script_points_at_a_program():
     for name, target in targets.items():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), name
+
+
+@pytest.mark.parametrize("argv0,expected", [("/usr/bin/numpy-vae-train", "18"), ("app.py", None)])
+def test_installed_commands_quiet_the_blas_threads_and_a_library_import_does_not(argv0, expected):
+    code = (
+        "import os, sys\n"
+        f"sys.argv = [{argv0!r}]\n"
+        "os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None)\n"
+        "import numpy_vae\n"
+        "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == str(expected), out.stderr
