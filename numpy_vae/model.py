@@ -382,12 +382,12 @@ class VAE:
             y = self._validate_labels(y, z.shape[0])
         return self.decoder.forward(append_onehot(z, self._one_hot(y), self.xp))
 
-    def log_likelihood(self, x: Array, out: Array) -> Array:
-        """log p(x | z) per example, (B,), from the decoder output ``out`` for that z.
+    def log_likelihood(self, x: Array, decoded: Array) -> Array:
+        """log p(x | z) per example, (B,), from the decoder output ``decoded`` for that z.
 
         Value only, in fresh arrays.
         """
-        return self.likelihood.log_prob(out, x)
+        return self.likelihood.log_prob(decoded, x)
 
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
         """Decode the posterior mean: ``decode(mu(x))``."""

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from numpy_vae.cli.common import (
     Parser,
-    flag_type,
+    hidden_widths,
     nonnegative_int,
     positive_int,
 )
-from numpy_vae.config import Range
 from numpy_vae.experiments.benchmark import (
     N_TRAIN,
     ModelSpec,
@@ -36,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--hidden",
-        type=flag_type(Range("widths"), "comma-separated widths like 400 or 512,256"),
+        type=hidden_widths,
         default=default.hidden_dims,
         metavar="W1,W2,...",
         help="hidden widths of the encoder, comma-separated",

@@ -154,6 +154,8 @@ def flag_type(valid: Range, expected: str | None = None) -> Any:
 
 
 positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
+#: ``--hidden 512,256``: comma-separated positive widths.
+hidden_widths = flag_type(Range("widths"))
 
 
 def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:

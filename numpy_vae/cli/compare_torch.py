@@ -23,11 +23,10 @@ from numpy_vae.cli.common import (
     Parser,
     fail,
     finite_float,
-    flag_type,
+    hidden_widths,
     nonnegative_int,
     positive_int,
 )
-from numpy_vae.config import Range
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.data import default_data_dir
 
@@ -40,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument(
         "--hidden",
-        type=flag_type(Range("widths"), "comma-separated widths like 400 or 512,256"),
+        type=hidden_widths,
         default=(400,),
         metavar="W1,W2,...",
         help="hidden widths of the encoder, comma-separated",

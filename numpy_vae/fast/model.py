@@ -115,8 +115,8 @@ class FastVAE(VAE):
         self._fast_head.backward(d_stats, out=d_h)
         self._fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
 
-    def log_likelihood(self, x: Array, out: Array) -> Array:
+    def log_likelihood(self, x: Array, decoded: Array) -> Array:
         """log p(x | z) per example, (B,): the fused Bernoulli value, in fresh arrays."""
         if isinstance(self.likelihood, Bernoulli):
-            return -bernoulli_nll_fused(out, x, self.xp, grad=False)[0]
-        return self.likelihood.log_prob(out, x)
+            return -bernoulli_nll_fused(decoded, x, self.xp, grad=False)[0]
+        return self.likelihood.log_prob(decoded, x)

@@ -41,7 +41,15 @@ from numpy_vae.training.atomic import write_atomic, write_json
 from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpy_vae.training.evaluate import iw_log_likelihood
 from numpy_vae.training.progress import Progress
-from numpy_vae.training.trainer import IW_EPS, Dataset, Diverged, TrainConfig, Trainer, derived_seed
+from numpy_vae.training.trainer import (
+    IW_EPS,
+    Dataset,
+    Diverged,
+    TrainConfig,
+    Trainer,
+    derived_seed,
+    upgraded_config,
+)
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
@@ -338,6 +346,12 @@ def format_evaluation(summary: dict[str, Any]) -> str:
     return line
 
 
+def on_host_for_display(trainer: Trainer, images: Any) -> numpy.ndarray:
+    """Decoder means as a figure shows them: host arrays clipped to [0, 1] (a Gaussian
+    decoder's mean is not squashed)."""
+    return numpy.clip(trainer.backend.to_host(images), 0.0, 1.0)
+
+
 def write_samples(trainer: Trainer, path: Path, title: str = "Samples from the prior") -> Path:
     """64 decoded prior samples; the same draws of z in every figure of a run (seeded by the
     run's seed), so that snapshots of different epochs compare."""
@@ -346,8 +360,7 @@ def write_samples(trainer: Trainer, path: Path, title: str = "Samples from the p
     z = backend.asarray(rng.standard_normal((64, model.latent_dim)))
     y = backend.xp.asarray(numpy.arange(64) % 10) if cfg.conditional else None
     title += " (digit = index mod 10)" if cfg.conditional else ""
-    images = numpy.clip(backend.to_host(model.decode(z, y)), 0.0, 1.0)
-    plots.plot_samples(images, path, title)
+    plots.plot_samples(on_host_for_display(trainer, model.decode(z, y)), path, title)
     return path
 
 
@@ -355,11 +368,10 @@ def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Pat
     """Draw the figures of a run into ``run_dir``; returns the paths written."""
     run_dir = Path(run_dir)
     model, backend, cfg = trainer.model, trainer.backend, trainer.config
-    host = backend.to_host
     written = [write_samples(trainer, run_dir / "samples.png")]
 
     def shown(images: Any) -> numpy.ndarray:
-        return numpy.clip(host(images), 0.0, 1.0)
+        return on_host_for_display(trainer, images)
 
     x = trainer.test_x[:32]
     y = trainer.test_labels[:32] if cfg.conditional else None
@@ -376,8 +388,8 @@ def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Pat
     if model.latent_dim == 2:
         y = trainer.test_labels if cfg.conditional else None
         mu, _ = model.encode(trainer.test_x, y)
-        labels = None if trainer.test_labels is None else host(trainer.test_labels)
-        plots.plot_latent_means(host(mu), labels, run_dir / "latent_means.png")
+        labels = None if trainer.test_labels is None else backend.to_host(trainer.test_labels)
+        plots.plot_latent_means(backend.to_host(mu), labels, run_dir / "latent_means.png")
         n = 20
         z = backend.asarray(plots.manifold_latents(n))
         y = backend.xp.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
@@ -482,8 +494,7 @@ UNLABELLED = {
 def describe_variant(config: dict[str, Any]) -> str:
     """A short label of everything that sets a run apart from the classic VAE (the defaults of
     :class:`TrainConfig`), so that runs which differ in any setting get different labels."""
-    if "conditional" in config:  # (older runs)
-        config = {**config, "n_classes": 10 if config["conditional"] else 0}
+    config = upgraded_config(config)
     defaults = TrainConfig().to_json()
     phrases = {
         "beta": lambda v: f"beta = {v:g}",

@@ -123,17 +123,24 @@ class TrainConfig(ModelConfig):
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
         """From :meth:`to_json`'s dict; also reads runs written before ``n_classes`` replaced
         the boolean ``conditional`` (a conditional run then had the ten digits)."""
-        d = dict(d)
-        if "conditional" in d:
-            conditional = d.pop("conditional")
-            if not isinstance(conditional, bool):
-                raise ValueError(f"conditional must be true or false, got {conditional!r}")
-            d.setdefault("n_classes", 10 if conditional else 0)
+        d = upgraded_config(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def upgraded_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration in today's keys: runs written before ``n_classes`` replaced the
+    boolean ``conditional`` (a conditional run then had the ten digits) get ``n_classes``."""
+    d = dict(d)
+    if "conditional" in d:
+        conditional = d.pop("conditional")
+        if not isinstance(conditional, bool):
+            raise ValueError(f"conditional must be true or false, got {conditional!r}")
+        d.setdefault("n_classes", 10 if conditional else 0)
+    return d
 
 
 @dataclass
@@ -257,7 +264,8 @@ class Trainer:
             )
             flat = self.model.flat
             self.optimizer = FastAdam([flat.data], [flat.grad], lr=config.lr)
-        self._grad_vector = self._gradient_vector()
+        # The fast path's flat gradient vector, for a one-sdot norm (None on the reference path).
+        self._grad_vector = None if config.reference else self.model.flat.grad
         xp = self.backend.xp
         # The data set goes to the device once, as uint8; batches are converted as they are used.
         self.train_images = xp.asarray(data.train_images)
@@ -290,10 +298,6 @@ class Trainer:
         return labels if self.config.n_classes else None
 
     # ------------------------------------------------------------------ parameter vectors
-    def _gradient_vector(self) -> Array | None:
-        """The fast path's flat gradient vector (None on the reference path)."""
-        return None if self.config.reference else self.model.flat.grad
-
     def _squared_gradient_norm(self) -> Array:
         """``g . g`` over every parameter, on the device (one sdot on the fast path)."""
         if self._grad_vector is not None:
@@ -303,7 +307,7 @@ class Trainer:
     def _host_params(self) -> dict[str, numpy.ndarray]:
         """The parameters as host arrays by name (one transfer on the fast path)."""
         if self.config.reference:
-            return {name: self.backend.to_host(p).copy() for name, p in self.model.params.items()}
+            return self.model.state_dict()
         return self.model.flat.split(self.backend.to_host(self.model.flat.data))
 
     def _host_vector(self, arrays: list[Array]) -> numpy.ndarray:
