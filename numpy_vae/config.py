@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy
 
+from numpy_vae.bounds import ESTIMATORS, OBJECTIVES
 from numpy_vae.layers import ACTIVATIONS
 from numpy_vae.likelihoods import LIKELIHOODS
 
@@ -122,6 +123,19 @@ class ModelConfig:
     free_bits: float = hyperparameter(
         0.0, Range("float", 0), "free-bits allowance in nats per latent dimension (0: off)"
     )
+    objective: str = hyperparameter(
+        "elbo",
+        Range("choice", choices=OBJECTIVES),
+        "what training maximises: elbo (one z, analytic KL), vae (the k-sample VAE bound, "
+        "(1/K) sum_k log w_k) or iwae (the importance-weighted bound, log (1/K) sum_k w_k)",
+    )
+    k: int = hyperparameter(1, Range("int", 1), "samples of z per example (vae and iwae)")
+    estimator: str = hyperparameter(
+        "reparam",
+        Range("choice", choices=ESTIMATORS),
+        "encoder gradient of the iwae bound: reparam (plain), stl (sticking the landing) or "
+        "dreg (doubly reparameterized)",
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -131,8 +145,31 @@ class ModelConfig:
                 setattr(self, f.name, value)
             except ValueError as err:
                 problems.append(str(err))
+        if not problems:
+            problems = self._objective_problems()
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _objective_problems(self) -> list[str]:
+        """What does not fit together among the objective's settings."""
+        problems = []
+        if self.objective == "elbo" and self.k != 1:
+            problems.append(
+                "k > 1 needs a multi-sample objective: objective='vae' or 'iwae' (the elbo "
+                "objective uses one z and the analytic KL)"
+            )
+        if self.estimator != "reparam" and self.objective != "iwae":
+            problems.append(
+                f"estimator {self.estimator!r} is an encoder gradient of the iwae bound; "
+                "use objective='iwae', or estimator='reparam'"
+            )
+        if self.objective != "elbo" and (self.beta != 1 or self.free_bits != 0):
+            problems.append(
+                "beta and free_bits act on the analytic KL term of the elbo objective; the "
+                f"{self.objective} objective samples the KL inside log w (leave beta=1, "
+                "free_bits=0)"
+            )
+        return problems
 
     @property
     def conditional(self) -> bool:

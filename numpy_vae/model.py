@@ -24,6 +24,13 @@ from typing import Any
 import numpy
 
 from numpy_vae.backend import Backend, get_backend
+from numpy_vae.bounds import (
+    bound,
+    encoder_gradient,
+    log_posterior,
+    log_prior,
+    sample_weights,
+)
 from numpy_vae.config import MODEL_FIELDS, ModelConfig
 from numpy_vae.kl import free_bits, kl_standard_normal
 from numpy_vae.layers import Linear, Sequential, make_activation
@@ -31,7 +38,7 @@ from numpy_vae.likelihoods import LIKELIHOODS, make_likelihood
 from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 Array = Any
-__all__ = ["LIKELIHOODS", "VAE", "LossParts"]
+__all__ = ["LIKELIHOODS", "VAE", "ImportanceSamples", "LossParts"]
 
 
 @dataclass
@@ -71,6 +78,45 @@ class LossParts:
             kl_per_dim=kl.sum(axis=0),
             n=kl.shape[0],
         )
+
+
+@dataclass
+class ImportanceSamples:
+    """K samples of z per example and their log-densities (:meth:`VAE.samples`).
+
+    Attributes
+    ----------
+    mu, logvar : (B, L) the posterior's parameters
+    eps, z : (B, K, L) the noise and the samples ``z_k = mu + sigma eps_k``
+    decoded : (B * K, D) the decoder output of every sample, example-major (row ``b K + k`` is
+        sample k of example b)
+    log_px, log_pz, log_qz : (B, K) ``log p(x|z_k)``, ``log p(z_k)``, ``log q(z_k|x)``
+    """
+
+    mu: Array
+    logvar: Array
+    eps: Array
+    z: Array
+    decoded: Array
+    log_px: Array
+    log_pz: Array
+    log_qz: Array
+
+    @property
+    def log_w(self) -> Array:
+        """``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``, (B, K)."""
+        return self.log_px + self.log_pz - self.log_qz
+
+
+@dataclass
+class _SampledSaved:
+    """What :meth:`VAE.backward` needs from a multi-sample forward (objectives vae, iwae)."""
+
+    d_out: Array  # c_k * d(-log p(x|z_k))/d(decoder output), rows example-major
+    c: Array  # (B, K) d bound / d log w_k: the IWAE weights w~, or 1/K
+    z: Array
+    eps: Array
+    sigma: Array
 
 
 @dataclass
@@ -271,6 +317,8 @@ class VAE:
         exactly ``forward(...)`` followed by ``backward()``.
         """
         x, y, eps, w = self._inputs(x, y, eps, kl_weight, validate)
+        if self.objective != "elbo":
+            return self._forward_samples(x, y, eps)
         xp, latent = self.xp, self.latent_dim
         onehot = self._one_hot(y)
 
@@ -318,6 +366,8 @@ class VAE:
         if self._saved is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")
         s, self._saved = self._saved, None
+        if isinstance(s, _SampledSaved):
+            return self._backward_samples(s)
         w, xp = s.w, self.xp
         d_out = s.d_out  # 1
         d_z = self.decoder.backward(d_out)[:, : self.latent_dim]  # 2
@@ -325,6 +375,104 @@ class VAE:
         d_stats = xp.concatenate([d_mu + w * s.d_mu_kl, d_logvar + w * s.d_logvar_kl], axis=1)  # 4
         d_h = self.head.backward(d_stats)  # 5
         self.encoder.backward(d_h)  # 6
+
+    # ------------------------------------------------------------------ multi-sample bounds
+    def samples(
+        self, x: Array, y: Array | None = None, eps: Array | None = None, validate: bool = True
+    ) -> ImportanceSamples:
+        """K samples of z per example and the log-densities of the importance weights.
+
+        Parameters
+        ----------
+        x, y : as in :meth:`loss`
+        eps : array, shape (B, K, L), optional
+            The noise of each sample; drawn from ``self.rng`` with ``K = self.k`` if omitted.
+
+        The forward pass of the ``vae`` and ``iwae`` objectives (:mod:`numpy_vae.bounds` has the
+        math); values only, in fresh arrays.
+        """
+        if validate:
+            x, y, eps = self._validate(x, y, eps, samples=True)
+        else:
+            x = self.xp.asarray(x, dtype=self.dtype)
+            eps = None if eps is None else self.xp.asarray(eps, dtype=self.dtype)
+        if eps is None:
+            eps = self.rng.standard_normal((x.shape[0], self.k, self.latent_dim), dtype=self.dtype)
+        return self._samples(x, y, eps)[0]
+
+    def _samples(
+        self, x: Array, y: Array | None, eps: Array, grad: bool = False
+    ) -> tuple[ImportanceSamples, Array | None]:
+        """:meth:`samples` on checked inputs; with ``grad``, also the likelihood's gradient of
+        ``-log p(x|z_k)`` in the decoder output, (B * K, D)."""
+        xp, latent = self.xp, self.latent_dim
+        n, k = eps.shape[0], eps.shape[1]
+        onehot = self._one_hot(y)
+        h = self.encoder.forward(append_onehot(x, onehot, xp))
+        stats = self.head.forward(h)
+        mu, logvar = stats[:, :latent], stats[:, latent:]
+        z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, K, L)
+        # Example-major rows: sample k of example b is row b K + k, beside its own x and label.
+        rows = append_onehot(z.reshape(n * k, latent), _repeat_rows(onehot, k, xp), xp)
+        decoded = self.decoder.forward(rows)
+        x_rows = _repeat_rows(x, k, xp)
+        if grad:
+            nll, d_nll = self.likelihood.nll(decoded, x_rows)
+        else:
+            nll, d_nll = -self.likelihood.log_prob(decoded, x_rows), None
+        log_px = -nll.reshape(n, k)
+        samples = ImportanceSamples(
+            mu, logvar, eps, z, decoded, log_px, log_prior(z), log_posterior(eps, logvar)
+        )
+        return samples, d_nll
+
+    def _forward_samples(self, x: Array, y: Array | None, eps: Array) -> LossParts:
+        """:meth:`forward` for the ``vae`` and ``iwae`` objectives: ``loss = -sum_b bound_b``."""
+        xp = self.xp
+        s, d_nll = self._samples(x, y, eps, grad=True)
+        n, k = s.log_w.shape
+        log_w = s.log_w
+        c = sample_weights(self.objective, log_w, xp)
+        # The gradient of -log p(x|z_k) in the decoder output, each sample's row times its weight.
+        d_out = c.reshape(n * k, 1) * d_nll
+        sigma = xp.exp(0.5 * s.logvar)
+        self._saved = _SampledSaved(d_out, c, s.z, s.eps, sigma)
+        # Reported beside the bound: the mean reconstruction term and the analytic KL (so that
+        # recon + kl is the ELBO as the elbo objective reports it, and collapse shows).
+        kl, _, _ = kl_standard_normal(s.mu, s.logvar, xp)
+        recon = -s.log_px.mean(axis=1)
+        return LossParts(
+            loss=-bound(self.objective, log_w, xp).sum(),
+            recon=recon.sum(),
+            kl=kl.sum(),
+            kl_per_dim=kl.sum(axis=0),
+            n=n,
+        )
+
+    def _backward_samples(self, s: _SampledSaved) -> None:
+        """:meth:`backward` for the ``vae`` and ``iwae`` objectives (:mod:`numpy_vae.bounds`).
+
+        1. ``d_out = c_k d(-log p(x|z_k))/d out``, from :meth:`_forward_samples`.
+        2. The decoder's backward pass: decoder gradients ``-sum_k c_k grad log p(x|z_k)``, and
+           ``-c_k d log p(x|z_k)/dz`` per sample; adding the prior's ``-c_k d log p(z)/dz =
+           c_k z_k`` gives ``-c_k g_k``.
+        3. The estimator's ``dL/dmu``, ``dL/dlogvar`` of the bound L, negated for the loss.
+        4. The head's and encoder's backward passes, as for the ELBO.
+        """
+        xp, latent = self.xp, self.latent_dim
+        n, k = s.c.shape
+        d_rows = self.decoder.backward(s.d_out)[:, :latent].reshape(n, k, latent)  # 2
+        wg = -(d_rows + s.c[:, :, None] * s.z)  # c_k g_k
+        d_mu, d_logvar = encoder_gradient(self.estimator, wg, s.c, s.eps, s.sigma)  # 3
+        d_h = self.head.backward(-xp.concatenate([d_mu, d_logvar], axis=1))  # 4
+        self.encoder.backward(d_h)
+
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        """The shape of ``eps`` for a batch of ``n``: ``(n, L)``, or ``(n, K, L)`` for the
+        ``vae`` and ``iwae`` objectives."""
+        if self.objective == "elbo":
+            return (n, self.latent_dim)
+        return (n, self.k, self.latent_dim)
 
     def _kl_objective(self, kl: Array, w: float) -> tuple[Array, Any]:
         """The KL term's value (summed, or free bits') and the weight of its gradient: ``w``,
@@ -346,15 +494,21 @@ class VAE:
             w = math.nan
         if not (math.isfinite(w) and w >= 0):
             raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
+        if self.objective != "elbo" and w != 1:
+            raise ValueError(
+                f"kl_weight {w:g} is a weight of the elbo objective's analytic KL; the "
+                f"{self.objective} objective has no separate KL term (KL warm-up and beta do "
+                "not apply)"
+            )
         if validate:
-            x, y, eps = self._validate(x, y, eps)
+            x, y, eps = self._validate(x, y, eps, samples=self.objective != "elbo")
         else:
             # No silent precision change: a batch in another float type is cast (free when it
             # already has the model's dtype), never computed in its own.
             x = self.xp.asarray(x, dtype=self.dtype)
             eps = None if eps is None else self.xp.asarray(eps, dtype=self.dtype)
         if eps is None:
-            eps = self.rng.standard_normal((x.shape[0], self.latent_dim), dtype=self.dtype)
+            eps = self.rng.standard_normal(self.noise_shape(x.shape[0]), dtype=self.dtype)
         return x, y, eps, float(w)
 
     # ------------------------------------------------------------------ inference
@@ -408,7 +562,9 @@ class VAE:
         onehot[self.xp.arange(y.shape[0]), y] = 1
         return onehot
 
-    def _validate(self, x: Array, y: Array | None, eps: Array | None) -> tuple[Array, Array, Array]:
+    def _validate(
+        self, x: Array, y: Array | None, eps: Array | None, samples: bool = False
+    ) -> tuple[Array, Array, Array]:
         x, lo, hi = _as_float_batch("x", x, self.input_dim, "input_dim", self.backend)
         if self.likelihood.name == "bernoulli":
             if lo < 0 or hi > 1:
@@ -418,13 +574,33 @@ class VAE:
                     "likelihood='gaussian'"
                 )
         y = self._validate_labels(y, x.shape[0])
-        if eps is not None:
+        if eps is not None and samples:
+            eps = self._validate_sample_noise(eps, x.shape[0])
+        elif eps is not None:
             eps = _as_float_batch("eps", eps, self.latent_dim, "latent_dim", self.backend)[0]
             if eps.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"eps has {eps.shape[0]} rows but x has {x.shape[0]}: one noise row per example"
                 )
         return x, y, eps
+
+    def _validate_sample_noise(self, eps: Array, n: int) -> Array:
+        """``eps`` of a multi-sample objective: (n, K, latent_dim), any K >= 1."""
+        eps = _as_array("eps", eps, self.xp)
+        if eps.ndim != 3 or eps.shape[0] != n or eps.shape[2] != self.latent_dim:
+            raise ValueError(
+                f"eps must have shape ({n}, K, {self.latent_dim}) for the {self.objective} "
+                f"objective (K samples per example, e.g. K = k = {self.k}); got "
+                f"{tuple(eps.shape)}"
+            )
+        flat = _as_float_batch(
+            "eps",
+            eps.reshape(n, -1),
+            eps.shape[1] * self.latent_dim,
+            "K * latent_dim",
+            self.backend,
+        )[0]
+        return flat.reshape(eps.shape)
 
     def _validate_latent(self, z: Array) -> Array:
         return _as_float_batch("z", z, self.latent_dim, "latent_dim", self.backend)[0]
@@ -455,6 +631,11 @@ class VAE:
                     f"labels must lie in [0, {self.n_classes}), got values in [{lo}, {hi}]"
                 )
         return y
+
+
+def _repeat_rows(a: Array | None, k: int, xp: Any) -> Array | None:
+    """Each row of ``a`` ``k`` times in a row (row b goes to rows b k .. b k + k - 1)."""
+    return a if a is None or k == 1 else xp.repeat(a, k, axis=0)
 
 
 def append_onehot(a: Array, onehot: Array | None, xp: Any) -> Array:

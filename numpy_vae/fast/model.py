@@ -74,7 +74,13 @@ class FastVAE(VAE):
         kl_weight: float | None = None,
         validate: bool = True,
     ) -> LossParts:
-        """:meth:`VAE.forward`, keeping what :meth:`backward` needs in the model's buffers."""
+        """:meth:`VAE.forward`, keeping what :meth:`backward` needs in the model's buffers.
+
+        The ``vae`` and ``iwae`` objectives run the specification's own step (on the same
+        layers, so its gradients land in ``flat.grad``): no profile has asked for a fused one.
+        """
+        if self.objective != "elbo":
+            return super().forward(x, y, eps, kl_weight, validate)
         x, y, eps, w = self._inputs(x, y, eps, kl_weight, validate)
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
         n = x.shape[0]
@@ -98,6 +104,8 @@ class FastVAE(VAE):
 
     def backward(self) -> None:
         """:meth:`VAE.backward`'s six arrows, through the model's buffers."""
+        if self.objective != "elbo":
+            return super().backward()
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")
         stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight = self._cache
