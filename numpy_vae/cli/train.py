@@ -36,7 +36,13 @@ from numpy_vae.training.runs import (
     sigterm_interrupts,
     train_run,
 )
-from numpy_vae.training.trainer import Diverged, TrainConfig
+from numpy_vae.training.trainer import (
+    BURDA2016,
+    INITS,
+    LR_SCHEDULES,
+    Diverged,
+    TrainConfig,
+)
 
 # Flags that define a run; a resumed run keeps the stored values and only --epochs may change.
 RUN_FLAGS = (
@@ -48,7 +54,14 @@ RUN_FLAGS = (
     "binarize",
     "backend",
     "dtype",
+    "init",
+    "lr_schedule",
+    "adam_eps",
+    "protocol",
 )
+
+#: The presets of ``--protocol``: TrainConfig fields (a flag given beside the preset wins).
+PROTOCOLS = {"burda2016": BURDA2016}
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -97,9 +110,38 @@ def train_parser() -> argparse.ArgumentParser:
         "samples per image and write evaluation.json (0: skip; scripts/evaluate.py does it later)",
     )
 
+    run.add_argument(
+        "--protocol",
+        choices=tuple(PROTOCOLS),
+        help="a published setting's defaults: burda2016 is Burda et al. 2016's one-stochastic-"
+        "layer MNIST model and schedule (784-200-200-50 tanh, dynamic binarization, batch 20, "
+        "Glorot init, Adam eps 1e-4, lr 1e-3 * 10^(-i/7) for 3^i epochs, 3,280 epochs); choose "
+        "the row with --objective and --k, and truncate with --epochs (stages end at epochs "
+        "1, 4, 13, 40, 121, ...); flags given beside it win",
+    )
+
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch-size", type=positive_int, default=128, help="examples per step")
     opt.add_argument("--lr", type=finite_float(0, False), default=1e-3, help="Adam learning rate")
+    opt.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="constant",
+        help="constant, or burda2016: lr * 10^(-i/7) for 3^i epochs, i = 0..7",
+    )
+    opt.add_argument(
+        "--adam-eps",
+        type=finite_float(0, False),
+        default=1e-8,
+        help="Adam's epsilon (PyTorch's default; Burda et al. use 1e-4)",
+    )
+    opt.add_argument(
+        "--init",
+        choices=INITS,
+        default="torch",
+        help="initial parameters: torch (torch.nn.Linear's uniform) or burda2016 (Glorot "
+        "weights, zero biases, output bias the logit of the mean training pixel)",
+    )
     opt.add_argument(
         "--seed",
         type=nonnegative_int,
@@ -157,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/train_mnist.py``; returns the exit status."""
     parser = train_parser()
     args = parser.parse_args(argv)
+    if args.protocol is not None:  # the preset's values become the defaults; flags still win
+        parser.set_defaults(**PROTOCOLS[args.protocol])
+        args = parser.parse_args(argv)
     prog = parser.prog
     if args.name is not None and not is_folder_name(args.name):
         return fail(
@@ -192,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     prog,
                     f"{run_dir} has neither {CHECKPOINT} nor {CONFIG}: no run to resume there",
                 )
-            epochs = stored["epochs"] if args.epochs is None else args.epochs
+            epochs = stored["epochs"] if "epochs" not in given else args.epochs
             if done > epochs:
                 return fail(
                     prog,
@@ -211,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = TrainConfig(
                 **model_config_from_args(args).model_json(),
                 epochs=10 if args.epochs is None else args.epochs,
+                init=args.init,
+                lr_schedule=args.lr_schedule,
+                adam_eps=args.adam_eps,
                 batch_size=args.batch_size,
                 lr=args.lr,
                 seed=args.seed,

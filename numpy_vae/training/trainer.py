@@ -37,7 +37,12 @@ from numpy_vae.training.progress import Progress
 Array = Any
 
 # Independent random streams; the numbers only have to differ.
-SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE, IW_EPS = range(6)
+SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE, IW_EPS, INIT = range(7)
+
+#: How the parameters start: ``torch`` (``torch.nn.Linear``'s uniform) or ``burda2016``.
+INITS = ("torch", "burda2016")
+#: The learning-rate schedules: ``constant``, or ``burda2016`` (stages of 3^i epochs).
+LR_SCHEDULES = ("constant", "burda2016")
 
 
 @dataclass
@@ -55,6 +60,12 @@ class TrainConfig(ModelConfig):
     stopping with :class:`Diverged`. ``reference``: train through the specification
     (:class:`numpy_vae.VAE` and :class:`numpy_vae.Adam`) instead of the fast path (slower; the
     same numbers to rounding).
+
+    The Burda et al. (2016) protocol's settings (:data:`BURDA2016` sets them all): ``init``
+    ``"burda2016"`` (Glorot-uniform weights, zero biases, the decoder's output bias the logit of
+    the training set's mean pixel, clipped to [0.001, 0.999]; see :func:`burda_initialization`),
+    ``lr_schedule`` ``"burda2016"`` (``lr * 10^(-i/7)`` for 3^i epochs, i = 0..7:
+    :func:`learning_rate`), and Adam's ``adam_eps``.
     """
 
     epochs: int = 10
@@ -68,6 +79,9 @@ class TrainConfig(ModelConfig):
     eval_batch_size: int = 1000
     skip_nonfinite: bool = False
     reference: bool = False
+    init: str = "torch"
+    lr_schedule: str = "constant"
+    adam_eps: float = 1e-8
 
     def __post_init__(self) -> None:
         problems = []
@@ -103,6 +117,22 @@ class TrainConfig(ModelConfig):
                 "free_bits and kl_warmup act on the KL term, which beta = 0 switches off; "
                 "set beta > 0 or drop them"
             )
+        if not problems and self.objective != "elbo" and self.kl_warmup > 0:
+            problems.append(
+                f"kl_warmup weights the elbo objective's analytic KL; the {self.objective} "
+                "objective has no separate KL term"
+            )
+        if self.init not in INITS:
+            problems.append(f"init must be one of {', '.join(INITS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
+        if not (
+            isinstance(self.adam_eps, int | float)
+            and not isinstance(self.adam_eps, bool)
+            and math.isfinite(self.adam_eps)
+            and self.adam_eps > 0
+        ):
+            problems.append(f"adam_eps must be a finite number > 0, got {self.adam_eps!r}")
         if self.binarize not in BINARIZE_MODES:
             problems.append(f"binarize must be one of {', '.join(BINARIZE_MODES)}")
         if self.backend not in BACKENDS:
@@ -224,6 +254,72 @@ def derived_seed(seed: int, stream: int, epoch: int) -> int:
     return int(numpy.random.SeedSequence([seed, stream, epoch]).generate_state(1)[0])
 
 
+#: The Burda et al. (2016) MNIST protocol, one stochastic layer: what ``--protocol burda2016``
+#: sets (any flag given beside it wins). 3,280 epochs: the stages 1 + 3 + ... + 3^7.
+BURDA2016 = {
+    "hidden_dims": (200, 200),
+    "latent_dim": 50,
+    "activation": "tanh",
+    "binarize": "dynamic",
+    "batch_size": 20,
+    "lr": 1e-3,
+    "adam_eps": 1e-4,
+    "init": "burda2016",
+    "lr_schedule": "burda2016",
+    "epochs": 3280,
+}
+
+
+def stage_ends(stages: int = 8) -> list[int]:
+    """The epoch at which each stage of the Burda schedule ends: 1, 4, 13, 40, ..., 3280."""
+    return [sum(3**j for j in range(i + 1)) for i in range(stages)]
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """Adam's learning rate in ``epoch`` (1-based). ``burda2016``: stage i (0-based) spans 3^i
+    epochs with ``lr * 10^(-i/7)``; past the last stage, the last rate.
+
+    The paper's schedule; the official code rounds it (``1e-4 * round(10 ** (1 - i/7), 1)``,
+    0.4% at most from this one).
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    ends = stage_ends()
+    stage = next((i for i, end in enumerate(ends) if epoch <= end), len(ends) - 1)
+    return config.lr * 10 ** (-stage / 7)
+
+
+def burda_initialization(model: VAE, train_images: numpy.ndarray, seed: int) -> None:
+    """Burda et al.'s initial parameters, in place.
+
+    Every weight Glorot-uniform, ``U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))``, every
+    bias 0; the decoder's output bias ``logit(clip(mean pixel, 0.001, 0.999))`` of the training
+    images (grey levels k/255), so the untrained decoder already draws the average digit. Their
+    encoder has two heads, ``mu`` and ``log sigma``, each Linear(h, L); here one Linear(h, 2L)
+    gives ``mu`` and ``logvar = 2 log sigma``, so the ``mu`` rows take Glorot's draw for (h, L)
+    and the ``logvar`` rows twice such a draw: the initial q is the same function.
+    """
+    rng = numpy.random.default_rng(seed)
+    host = {}
+    for name, p in model.params.items():
+        shape = tuple(p.shape)
+        if name.endswith(".bias"):
+            host[name] = numpy.zeros(shape)
+            continue
+        fan_out, fan_in = shape
+        if name == "head.weight":
+            fan_out //= 2  # each of the two heads
+        a = math.sqrt(6.0 / (fan_in + fan_out))
+        host[name] = rng.uniform(-a, a, size=shape)
+        if name == "head.weight":
+            host[name][fan_out:] *= 2  # logvar = 2 log sigma
+    mean = (train_images.astype(numpy.float64) / 255).mean(axis=0)
+    clipped = numpy.clip(mean, 0.001, 0.999)
+    last_bias = [n for n in model.params if n.startswith("decoder.") and n.endswith(".bias")][-1]
+    host[last_bias] = numpy.log(clipped / (1 - clipped))
+    model.load_state_dict(host)
+
+
 def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """KL weight at a batch position (0-based, counted over all epochs): linear from 0 to beta
     over ``kl_warmup`` epochs."""
@@ -257,13 +353,17 @@ class Trainer:
                 data.input_dim, config=model_config, backend=self.backend, seed=config.seed
             )
             params, grads = self.model.params, self.model.grads
-            self.optimizer = Adam(list(params.values()), list(grads.values()), lr=config.lr)
+            self.optimizer = Adam(
+                list(params.values()), list(grads.values()), lr=config.lr, eps=config.adam_eps
+            )
         else:  # the fast path: one flat vector, fused kernels, in place
             self.model = FastVAE(
                 data.input_dim, config=model_config, backend=self.backend, seed=config.seed
             )
             flat = self.model.flat
-            self.optimizer = FastAdam([flat.data], [flat.grad], lr=config.lr)
+            self.optimizer = FastAdam([flat.data], [flat.grad], lr=config.lr, eps=config.adam_eps)
+        if config.init == "burda2016":
+            burda_initialization(self.model, data.train_images, derived_seed(config.seed, INIT, 0))
         # The fast path's flat gradient vector, for a one-sdot norm (None on the reference path).
         self._grad_vector = None if config.reference else self.model.flat.grad
         xp = self.backend.xp
@@ -355,6 +455,7 @@ class Trainer:
             self._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
         )
         n, steps = self.train_images.shape[0], self.steps_per_epoch
+        self.optimizer.lr = learning_rate(cfg, epoch)
         order = self.backend.permutation(shuffle_rng, n)  # on the device
         totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
         # On the host every step's health is checked at once. On a device that would cost a
@@ -372,7 +473,7 @@ class Trainer:
         for i, begin in enumerate(range(0, n, cfg.batch_size)):
             index = order[begin : begin + cfg.batch_size]
             x = self.batch_inputs(index, binarize_rng)
-            eps = eps_rng.standard_normal((x.shape[0], cfg.latent_dim), dtype=model.dtype)
+            eps = eps_rng.standard_normal(model.noise_shape(x.shape[0]), dtype=model.dtype)
             # The schedule follows the batch's place in training, so skipped batches do not
             # stretch it (without skips this is the optimizer's step count).
             weight = kl_weight(cfg, (epoch - 1) * steps + i, steps)
@@ -427,6 +528,8 @@ class Trainer:
             "train_neg_elbo": recon + kl,
             "train_recon": recon,
             "train_kl": kl,
+            "lr": self.optimizer.lr,
+            "test_loss": test["loss"],
             "test_neg_elbo": test["neg_elbo"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
@@ -548,24 +651,26 @@ def evaluate_elbo(
 
     Returns
     -------
-    dict with ``neg_elbo``, ``recon``, ``kl`` (floats, per example) and ``kl_per_dim`` (host array
-    (L,), per example).
+    dict with ``neg_elbo``, ``recon``, ``kl``, ``loss`` (floats, per example; ``loss`` is the
+    objective the model trains, e.g. the negative IWAE bound with its K samples) and
+    ``kl_per_dim`` (host array (L,), per example).
     """
     xp = model.xp
     n = x.shape[0]
-    totals = xp.zeros(3, dtype=numpy.float64)
+    totals = xp.zeros(4, dtype=numpy.float64)
     kl_per_dim = xp.zeros(model.latent_dim, dtype=numpy.float64)
     for begin in range(0, n, batch_size):
         xb = x[begin : begin + batch_size]
         yb = None if y is None else y[begin : begin + batch_size]
-        eps = rng.standard_normal((xb.shape[0], model.latent_dim), dtype=model.dtype)
+        eps = rng.standard_normal(model.noise_shape(xb.shape[0]), dtype=model.dtype)
         parts = model.loss(xb, yb, eps=eps, grad=False, validate=False)
-        totals += xp.stack([parts.neg_elbo, parts.recon, parts.kl])
+        totals += xp.stack([parts.neg_elbo, parts.recon, parts.kl, parts.loss])
         kl_per_dim += parts.kl_per_dim
     host = model.backend.to_host(xp.concatenate([totals, kl_per_dim])) / n  # one transfer
     return {
         "neg_elbo": float(host[0]),
         "recon": float(host[1]),
         "kl": float(host[2]),
-        "kl_per_dim": host[3:],
+        "loss": float(host[3]),
+        "kl_per_dim": host[4:],
     }
