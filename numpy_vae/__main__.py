@@ -14,6 +14,7 @@ PROGRAMS = {
     "benchmark": "benchmark",
     "compare-torch": "compare_torch",
     "check-gpu": "check_gpu",
+    "burda-study": "burda_study",
     "make-golden": "make_golden",
     "summarize-runs": "summarize_runs",
 }
