@@ -543,6 +543,16 @@ class VAE:
         """
         return self.likelihood.log_prob(decoded, x)
 
+    def sample_log_likelihood(self, x: Array, z: Array, y: Array | None = None) -> Array:
+        """``log p(x_b | z_bk)`` for K samples of each example, (B, K), from ``x`` (B, D) and
+        ``z`` (B, K, L): each example's row decoded against each of its samples. Value only;
+        inputs are trusted (checked at the boundary by the caller)."""
+        n, k, latent = z.shape
+        decoded = self.decoder_output(
+            z.reshape(n * k, latent), _repeat_rows(y, k, self.xp), validate=False
+        )
+        return self.log_likelihood(_repeat_rows(x, k, self.xp), decoded).reshape(n, k)
+
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
         """Decode the posterior mean: ``decode(mu(x))``."""
         mu, _ = self.encode(x, y)

@@ -275,3 +275,62 @@ def test_the_adam_bound_bites():
     assert fast_optim.FastAdam is FastAdam
     with pytest.raises(AssertionError):
         run_adam_pair(Planted, 1000, 50, np.float64, "stopping", eps=1e-3)
+
+
+# ---------------------------------------------------------------------- the k-sample evaluation
+def sample_log_likelihood_pair(dtype, seed=0, n=3, k=7, conditional=False):
+    backend = get_backend("numpy", dtype)
+    kw = dict(activation="tanh", backend=backend, seed=seed, n_classes=4 if conditional else 0)
+    spec, fast = VAE(30, (9, 8), 4, **kw), FastVAE(30, (9, 8), 4, **kw)
+    rng = np.random.default_rng(seed)
+    for layer in (spec.decoder.layers[-1], fast.decoder.layers[-1]):
+        layer.bias[...] = np.linspace(-12, 12, 30)  # saturated logits on both sides
+    x = (rng.random((n, 30)) > 0.5).astype(dtype)
+    z = (3 * rng.standard_normal((n, k, 4))).astype(dtype)
+    y = rng.integers(0, 4, n) if conditional else None
+    return spec, fast, x, z, y
+
+
+def sample_log_likelihood_bound(model, x, z, y):
+    """(D + H + 16) u times the sum of the magnitudes the two orders round (every product
+    x_d W_dj h_j and W_dj h_j, every x_d b_d and b_d, every softplus(l_d): the fast kernel
+    forms sum_d x_d l_d and sum_d l_d as dots over H, and max(l, 0) as (l + |l|) / 2), plus
+    (D + 64) u for its products of 64 factors in [1, 2] (each rounds 63 times)."""
+    n, k, latent = z.shape
+    rows = z.reshape(n * k, latent).astype(np.float64)
+    if y is not None:
+        rows = np.concatenate([rows, np.eye(4)[np.repeat(y, k)]], axis=1)
+    h = rows
+    for layer in model.decoder.layers[:-1]:
+        h = layer.forward(h.astype(model.dtype)).astype(np.float64)
+    last = model.decoder.layers[-1]
+    w, b = last.weight.astype(np.float64), last.bias.astype(np.float64)
+    logits = h @ w.T + b
+    x_rows = np.repeat(x.astype(np.float64), k, axis=0)
+    magnitude = (np.abs(x_rows) @ np.abs(w) * np.abs(h)).sum(axis=1)
+    magnitude += (np.abs(h) @ np.abs(w).T).sum(axis=1) + np.abs(b).sum()
+    magnitude += np.abs(x_rows) @ np.abs(b) + np.logaddexp(0, logits).sum(axis=1)
+    u = np.finfo(model.dtype).eps / 2
+    d, hidden = w.shape
+    return ((d + hidden + 16) * u * magnitude + (d + 64) * u).reshape(n, k)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sample_log_likelihood_matches_the_specification(dtype, conditional):
+    spec, fast, x, z, y = sample_log_likelihood_pair(dtype, conditional=conditional)
+    want = spec.sample_log_likelihood(x, z, y).astype(np.float64)
+    got = fast.sample_log_likelihood(x, z, y).astype(np.float64)
+    assert np.all(np.abs(got - want) <= sample_log_likelihood_bound(spec, x, z, y))
+
+
+def test_sample_log_likelihood_bound_bites():
+    """Planted: the ``x . b`` term of ``sum_d x_d l_d`` forgotten (what the kernel would return
+    without its line ``xl += x @ b``)."""
+    spec, fast, x, z, y = sample_log_likelihood_pair("float64")
+    real = fast.sample_log_likelihood(x, z, y)
+    planted = real - (x @ fast.decoder.layers[-1].bias)[:, None]
+    want = spec.sample_log_likelihood(x, z, y)
+    bound = sample_log_likelihood_bound(spec, x, z, y)
+    assert np.all(np.abs(real - want) <= bound)
+    assert not np.all(np.abs(planted - want) <= bound)

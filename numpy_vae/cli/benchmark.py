@@ -57,7 +57,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true", help="batch-size and width sweep")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="data and weights")
+    iwae = parser.add_argument_group("the Burda et al. 2016 model (--iwae)")
+    iwae.add_argument(
+        "--iwae",
+        action="store_true",
+        help="instead: the IWAE step of the Burda model at batch 20 for each --k against "
+        "PyTorch, and the IW evaluation against its GEMM floor",
+    )
+    iwae.add_argument(
+        "--k", type=positive_int, nargs="+", default=[1, 5, 50], help="samples per example"
+    )
+    iwae.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds")
+    iwae.add_argument("--steps", type=positive_int, default=200, help="timed steps per K")
+    iwae.add_argument("--threads", type=positive_int, default=1, help="BLAS threads")
+    iwae.add_argument(
+        "--eval-images",
+        type=nonnegative_int,
+        default=20,
+        help="test images of the timed k=5000 evaluation (0: skip; projected to 10,000)",
+    )
+    iwae.add_argument("--eval-k", type=positive_int, default=5000, help="samples per image")
     args = parser.parse_args(argv)
+    if args.iwae:
+        from numpy_vae.experiments import iwae_speed
+
+        report = iwae_speed.run(
+            args.k,
+            rounds=args.rounds,
+            steps=args.steps,
+            threads=args.threads,
+            torch=not args.no_torch,
+            eval_images=args.eval_images,
+            eval_k=args.eval_k,
+            log=lambda s: print(s, file=sys.stderr),
+        )
+        print(iwae_speed.format_report(report))
+        if args.json:
+            write_json(args.json, report)
+        return 0
     spec = ModelSpec(args.batch_size, tuple(args.hidden), args.latent_dim)
     if args.sweep:
         specs = sweep_specs()

@@ -93,11 +93,8 @@ def iw_log_likelihood(
                 c = min(chunk, k - s)
                 eps = rng.standard_normal((m, c, latent), dtype=model.dtype)
                 z = mu[rows, None, :] + sigma[rows, None, :] * eps
-                z_flat = z.reshape(m * c, latent)
-                y_rep = None if yb is None else xp.repeat(yb[rows], c)
-                decoded = model.decoder_output(z_flat, y_rep, validate=False)
-                x_rep = xp.repeat(xb[rows], c, axis=0)
-                log_px_z = model.log_likelihood(x_rep, decoded).reshape(m, c)
+                y_rows = None if yb is None else yb[rows]
+                log_px_z = model.sample_log_likelihood(xb[rows], z, y_rows)
                 log_pz = -0.5 * (z * z).sum(axis=2, dtype=numpy.float64) - 0.5 * latent * LOG_2PI
                 log_qz = (
                     -0.5 * (eps * eps).sum(axis=2, dtype=numpy.float64)

@@ -1,0 +1,238 @@
+"""Speed of the Burda et al. (2016) model: the training step at batch 20 for K = 1, 5, 50
+against PyTorch, and the k = 5000 test evaluation against its matrix-multiply floor.
+
+Every measurement runs in a fresh interpreter with the BLAS thread count set before NumPy or
+PyTorch loads (one thread by default: at batch 20 two single-threaded runs side by side use two
+cores better than one two-threaded run). NumPy and PyTorch alternate round by round, so that a
+change in the machine's load falls on both; the figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCH = 20
+HIDDEN = (200, 200)
+LATENT = 50
+PIXELS = 784
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    """Binary stand-ins for MNIST digits (speed does not depend on the pixels' values)."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, PIXELS)) < 0.13).astype(np.float32)
+
+
+def numpy_steps(ks: list[int], steps: int, seed: int = 0) -> dict[str, float]:
+    """Seconds per training step (FastVAE + FastAdam, float32) of the IWAE objective at each K
+    (K = 1 is the VAE with a sampled KL)."""
+    from numpy_vae.fast import FastAdam, FastVAE
+
+    x_all = _images(BATCH * 50, seed)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in ks:
+        model = FastVAE(PIXELS, HIDDEN, LATENT, activation="tanh", objective="iwae", k=k, seed=seed)
+        opt = FastAdam([model.flat.data], [model.flat.grad], lr=1e-3, eps=1e-4)
+        eps = rng.standard_normal((50, *model.noise_shape(BATCH)), dtype=np.float32)
+
+        def step(i: int, model: Any = model, opt: Any = opt, eps: Any = eps) -> None:
+            j = i % 50
+            model.loss(x_all[j * BATCH : (j + 1) * BATCH], eps=eps[j], validate=False)
+            opt.step()
+
+        for i in range(10):  # warm-up: buffers allocated, caches filled
+            step(i)
+        start = time.perf_counter()
+        for i in range(steps):
+            step(i)
+        out[str(k)] = (time.perf_counter() - start) / steps
+    return out
+
+
+def torch_steps(ks: list[int], steps: int, seed: int = 0) -> dict[str, float]:
+    """The same step written the plain PyTorch way: autograd of ``-sum_b logsumexp_k log w_bk``
+    (``torch.logsumexp``), ``binary_cross_entropy_with_logits``, ``torch.optim.Adam``."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(seed)
+    x_all = torch.from_numpy(_images(BATCH * 50, seed))
+    log_2pi = math.log(2 * math.pi)
+    out = {}
+    for k in ks:
+        encoder = nn.Sequential(
+            nn.Linear(PIXELS, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 100)
+        )
+        decoder = nn.Sequential(
+            nn.Linear(LATENT, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 784)
+        )
+        params = [*encoder.parameters(), *decoder.parameters()]
+        opt = torch.optim.Adam(params, lr=1e-3, eps=1e-4)
+        eps_all = torch.randn(50, BATCH, k, LATENT)
+
+        def step(
+            i: int,
+            k: int = k,
+            encoder: Any = encoder,
+            decoder: Any = decoder,
+            opt: Any = opt,
+            eps_all: Any = eps_all,
+        ) -> None:
+            j = i % 50
+            x, eps = x_all[j * BATCH : (j + 1) * BATCH], eps_all[j]
+            stats = encoder(x)
+            mu, logvar = stats[:, :LATENT], stats[:, LATENT:]
+            z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+            logits = decoder(z.reshape(-1, LATENT))
+            x_rows = x.repeat_interleave(k, dim=0)
+            log_px = -F.binary_cross_entropy_with_logits(logits, x_rows, reduction="none")
+            log_px = log_px.sum(1).reshape(BATCH, k)
+            log_pz = -0.5 * (z * z + log_2pi).sum(-1)
+            log_qz = -0.5 * (eps * eps + logvar[:, None] + log_2pi).sum(-1)
+            loss = -(torch.logsumexp(log_px + log_pz - log_qz, dim=1) - math.log(k)).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        for i in range(10):
+            step(i)
+        start = time.perf_counter()
+        for i in range(steps):
+            step(i)
+        out[str(k)] = (time.perf_counter() - start) / steps
+    return out
+
+
+def evaluation(images: int, k: int, seed: int = 0) -> dict[str, float]:
+    """Seconds of the IW estimate (``iw_log_likelihood``, the fast model) on ``images`` test
+    images with ``k`` samples each, and of its matrix-multiply floor: the decoder's three
+    products for the same ``images * k`` samples, in the estimate's own chunks of rows."""
+    from numpy_vae.fast import FastVAE
+    from numpy_vae.training.evaluate import iw_log_likelihood
+
+    model = FastVAE(PIXELS, HIDDEN, LATENT, activation="tanh", seed=seed)
+    x = _images(images, seed + 1)
+    rng = np.random.default_rng(seed)
+    iw_log_likelihood(model, x[:2], k=k, rng=rng)  # warm-up
+    start = time.perf_counter()
+    iw_log_likelihood(model, x, k=k, rng=rng)
+    seconds = time.perf_counter() - start
+
+    rows = 8192  # iw_log_likelihood's max_rows
+    layers = [layer for layer in model.decoder.layers if hasattr(layer, "weight")]
+    h = [rng.standard_normal((rows, layer.in_features), dtype=np.float32) for layer in layers]
+    weights = [layer.weight for layer in layers]
+    for a, w in zip(h, weights, strict=True):  # warm-up
+        a @ w.T
+    passes = max(1, math.ceil(images * k / rows))
+    start = time.perf_counter()
+    for _ in range(passes):
+        for a, w in zip(h, weights, strict=True):
+            a @ w.T
+    floor = (time.perf_counter() - start) * images * k / (passes * rows)
+    return {"images": images, "k": k, "seconds": seconds, "gemm_floor_seconds": floor}
+
+
+def _in_subprocess(call: str, args: dict[str, Any], threads: int, timeout: float = 3600) -> Any:
+    """``call(**args)`` of this module in a fresh interpreter with ``threads`` BLAS threads."""
+    package_root = str(Path(__file__).resolve().parent.parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(threads)
+    # PyTorch is loaded only for its own run, and told the thread count there.
+    threading = "import torch; torch.set_num_threads(int(sys.argv[2]))\n"
+    code = (
+        "import json, sys\n"
+        + (threading if call == "torch_steps" else "")
+        + "from numpy_vae.experiments import iwae_speed\n"
+        + f"print('@@RESULT@@' + json.dumps(iwae_speed.{call}(**json.loads(sys.argv[1]))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args), str(threads)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{call} failed:\n{proc.stderr[-3000:]}")
+    line = [s for s in proc.stdout.splitlines() if s.startswith("@@RESULT@@")][-1]
+    return json.loads(line[len("@@RESULT@@") :])
+
+
+def run(
+    ks: list[int],
+    rounds: int = 3,
+    steps: int = 200,
+    threads: int = 1,
+    torch: bool = True,
+    eval_images: int = 20,
+    eval_k: int = 5000,
+    log: Any = None,
+) -> dict[str, Any]:
+    """The whole report: step times per K (both libraries, alternating), then the evaluation."""
+    log = log or (lambda s: None)
+    numpy_runs, torch_runs = [], []
+    for r in range(rounds):
+        log(f"round {r + 1}/{rounds}: numpy-vae")
+        numpy_runs.append(_in_subprocess("numpy_steps", {"ks": ks, "steps": steps}, threads))
+        if torch:
+            log(f"round {r + 1}/{rounds}: PyTorch")
+            torch_runs.append(_in_subprocess("torch_steps", {"ks": ks, "steps": steps}, threads))
+    rows = []
+    for k in ks:
+        ours = float(np.median([run[str(k)] for run in numpy_runs]))
+        theirs = float(np.median([run[str(k)] for run in torch_runs])) if torch else None
+        rows.append(
+            {
+                "k": k,
+                "numpy_ms": 1e3 * ours,
+                "torch_ms": None if theirs is None else 1e3 * theirs,
+                "ratio": None if theirs is None else ours / theirs,
+                "numpy_rounds_ms": [1e3 * run[str(k)] for run in numpy_runs],
+                "torch_rounds_ms": [1e3 * run[str(k)] for run in torch_runs],
+            }
+        )
+    report: dict[str, Any] = {"batch": BATCH, "threads": threads, "steps": rows}
+    if eval_images:
+        log(f"evaluation: {eval_images} images, k = {eval_k}")
+        e = _in_subprocess("evaluation", {"images": eval_images, "k": eval_k}, threads)
+        scale = 10000 / eval_images
+        e["projected_test_set_seconds"] = e["seconds"] * scale
+        e["projected_floor_seconds"] = e["gemm_floor_seconds"] * scale
+        e["ratio_to_floor"] = e["seconds"] / e["gemm_floor_seconds"]
+        report["evaluation"] = e
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"Burda model 784-200-200-50 (tanh), IWAE step at batch {report['batch']}, "
+        f"{report['threads']} thread(s), median over rounds",
+        f"{'K':>4} {'numpy-vae ms':>13} {'PyTorch ms':>11} {'ratio':>6}",
+    ]
+    for r in report["steps"]:
+        torch_ms = "-" if r["torch_ms"] is None else f"{r['torch_ms']:.2f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"{r['k']:>4} {r['numpy_ms']:>13.2f} {torch_ms:>11} {ratio:>6}")
+    e = report.get("evaluation")
+    if e:
+        lines.append(
+            f"IW evaluation, k = {e['k']}: {e['seconds']:.2f} s for {e['images']} images "
+            f"(GEMM floor {e['gemm_floor_seconds']:.2f} s, ratio {e['ratio_to_floor']:.2f}); "
+            f"the 10,000 test images: {e['projected_test_set_seconds'] / 60:.1f} min "
+            f"(floor {e['projected_floor_seconds'] / 60:.1f} min)"
+        )
+    return "\n".join(lines)
