@@ -24,7 +24,7 @@ from numpy_vae.cli.common import (
 )
 from numpy_vae.experiments.burda import ROWS, collect, markdown_table, run_row
 from numpy_vae.training.data import default_data_dir, default_runs_dir
-from numpy_vae.training.runs import Interrupted, sigterm_interrupts
+from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
 from numpy_vae.training.trainer import Diverged
 
 
@@ -108,4 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as err:
         print(f"\n{err}", file=sys.stderr)
         return 143 if err.terminated else 130
+    except (KeyboardInterrupt, Terminated) as err:  # during a stage-end measurement
+        print(
+            "\nstopped while measuring a stage's end (nothing of it was written); the same "
+            "command continues from the last checkpoint and measures it again",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(err, Terminated) else 130
     return 0

@@ -56,13 +56,17 @@ TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise ident
 
 
 def format_epoch(m: dict[str, Any], epochs: int) -> str:
-    """The one-line summary printed after each epoch."""
-    return (
+    """The one-line summary printed after each epoch: the negative ELBO and its parts, and
+    the objective trained on where it is another number (beta, free bits, warm-up, a
+    multi-sample bound)."""
+    line = (
         f"epoch {m['epoch']:>3}/{epochs}  "
         f"train {m['train_neg_elbo']:8.3f} (recon {m['train_recon']:.3f}, KL {m['train_kl']:.3f})  "
         f"test {m['test_neg_elbo']:8.3f} (recon {m['test_recon']:.3f}, KL {m['test_kl']:.3f})  "
-        f"{m['seconds']:.1f} s  {m['images_per_second']:,.0f} img/s"
     )
+    if "test_loss" in m and m["test_loss"] != m["test_neg_elbo"]:
+        line += f"objective train {m['train_loss']:.3f} test {m['test_loss']:.3f}  "
+    return line + f"{m['seconds']:.1f} s  {m['images_per_second']:,.0f} img/s"
 
 
 def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
