@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from numpy_vae import VAE, Adam, get_backend
-from numpy_vae.checks.golden import VARIANTS, model_config
+from numpy_vae.checks.golden import VARIANTS, _preactivations, model_config
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients, relative_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,6 +29,7 @@ REQUIRED_VARIANTS = {
     "conditional",
     "gaussian",
     "deep_tanh",
+    "iwae",
 }
 MODEL_KEYS = {
     "input_dim",
@@ -40,6 +41,9 @@ MODEL_KEYS = {
     "n_classes",
     "beta",
     "free_bits",
+    "objective",
+    "k",
+    "estimator",
     "leaky_relu_slope",
 }
 BOUND = 1e-12  # relative difference, max|a - b| / max(|a|, |b|), for every recomputed array
@@ -99,20 +103,24 @@ def test_file_holds_everything_the_readme_lists(path):
     shapes = expected_shapes(mc)
     assert config["param_names"] == list(shapes)
     n, d, latent, steps = len(arrays["x"]), mc["input_dim"], mc["latent_dim"], 3
+    # One noise row per example, or K of them (B, K, L) for a multi-sample objective.
+    noise = (n, latent) if mc["objective"] == "elbo" else (n, mc["k"], latent)
     expected = {
         "config": (),
         "x": (n, d),
-        "eps": (n, latent),
+        "eps": noise,
         "kl_weight": (),
         "loss": (),
         "recon": (),
         "kl": (),
         "kl_per_dim": (latent,),
-        "adam3_eps": (steps, n, latent),
+        "adam3_eps": (steps, *noise),
         "adam3_loss": (steps,),
     }
     if mc["n_classes"]:
         expected["y"] = (n,)
+    if mc["objective"] != "elbo":
+        expected["log_w"] = (n, mc["k"])
     for prefix in ("param/", "grad/", "adam3/"):
         expected.update({prefix + name: shape for name, shape in shapes.items()})
     assert set(arrays) == set(expected)
@@ -134,10 +142,21 @@ def test_file_holds_everything_the_readme_lists(path):
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_stored_loss_follows_the_documented_formula(path):
-    """loss = recon + w * KL, or with free bits recon + w * B * sum_j max(lambda, KL_j / B)."""
+    """loss = recon + w * KL, or with free bits recon + w * B * sum_j max(lambda, KL_j / B); for
+    the IWAE file loss = -sum_b (logsumexp_k log_w[b, k] - log K)."""
     config, a = load(path)
     n, w, lam = len(a["x"]), float(a["kl_weight"]), config["model"]["free_bits"]
     assert a["kl"] == pytest.approx(a["kl_per_dim"].sum(), rel=1e-14)
+    if config["model"]["objective"] == "iwae":
+        log_w, k = a["log_w"], config["model"]["k"]
+        m = log_w.max(axis=1)
+        bound = m + np.log(np.exp(log_w - m[:, None]).sum(axis=1)) - np.log(k)
+        assert a["loss"] == pytest.approx(-bound.sum(), rel=1e-14)
+        assert a["adam3_loss"][0] == a["loss"] and w == 1
+        # The weights are far from uniform, so the file tells the IWAE bound from the k-sample
+        # VAE bound (-sum mean_k log_w) and from a wrong K.
+        assert a["loss"] < -log_w.mean(axis=1).sum() - 0.1
+        return
     kl_objective = n * np.maximum(lam, a["kl_per_dim"] / n).sum() if lam > 0 else a["kl"]
     assert a["loss"] == pytest.approx(a["recon"] + w * kl_objective, rel=1e-14)
     assert a["adam3_loss"][0] == a["loss"]
@@ -155,6 +174,9 @@ def test_numpy_vae_reproduces_loss_and_gradients(path):
         assert relative_error(getattr(parts, key), a[key]) <= BOUND, key
     errors = {name: relative_error(g, a[f"grad/{name}"]) for name, g in model.grads.items()}
     assert max(errors.values()) <= BOUND, errors
+    if "log_w" in a:
+        log_w = model.samples(a["x"], a.get("y"), eps=a["eps"]).log_w
+        assert relative_error(log_w, a["log_w"]) <= BOUND
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
@@ -191,3 +213,17 @@ def test_stored_gradients_agree_with_finite_differences(path):
         {name: a[f"grad/{name}"] for name in config["param_names"]},
     )
     assert_gradients_close(errors, 1e-7)
+
+
+def test_the_kink_check_sees_every_sample_of_every_example():
+    """With eps (B, K, L) the kink check's decoder pre-activations are B * K rows, example-major
+    (row b K + k is sample k of example b), each what a single-sample pass on eps[:, k] gives."""
+    model = VAE(**model_config("iwae"), backend=F64, seed=3)  # input 12, hidden (8,), K 3
+    rng = np.random.default_rng(3)
+    x, eps = rng.random((5, 12)), rng.standard_normal((5, 3, 3))
+    many = _preactivations(model, x, None, eps)
+    assert [p.shape for p in many] == [(5, 8), (15, 8)]
+    for k in range(3):
+        one = _preactivations(model, x, None, eps[:, k])
+        np.testing.assert_array_equal(many[0], one[0])  # the encoder sees x alone
+        np.testing.assert_allclose(many[1].reshape(5, 3, 8)[:, k], one[1], rtol=1e-15)

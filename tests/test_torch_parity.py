@@ -6,7 +6,10 @@ every gradient after one forward/backward from identical weights <= 1e-12; every
 ~1e-13: only the order of rounding differs.
 
 The default model is the classic 784-400-20; the other variants train a 784-128-20 model (still
-MNIST-shaped input and batch 128) to keep this file within about half a minute on two cores.
+MNIST-shaped input and batch 128) to keep this file within about half a minute on two cores. The
+multi-sample variants (vae_k, iwae, iwae_stl, iwae_dreg: K = 3, eps of shape (B, K, L)) are
+checked for one step at 784-400-20 and batch 128 like the others, and trained for a short run
+(784-32-20, batch 32); ``scripts/compare_torch.py --variant all`` trains them at full size.
 """
 
 import json
@@ -35,6 +38,8 @@ F64 = get_backend("numpy", "float64")
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = sorted(FIXTURES.glob("golden_*.npz"))
 TRAINING_HIDDEN = {"default": (400,)}  # every other variant: (128,)
+ELBO_VARIANTS = [v for v, spec in tt.VARIANTS.items() if "objective" not in spec.model]
+SAMPLED_VARIANTS = [v for v in tt.VARIANTS if v not in ELBO_VARIANTS]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -48,12 +53,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def mnist_shaped_batch(variant, seed=0):
+def mnist_shaped_batch(variant, seed=0, noise_shape=(128, 20)):
+    """128 synthetic images (and labels if the variant is conditional), and eps of
+    ``noise_shape``: ``model.noise_shape(128)``, (128, K, 20) for a multi-sample objective."""
     grey, binary, labels = tt.synthetic_mnist(n=128, seed=seed)
     spec = tt.VARIANTS[variant].model
     x = grey if spec.get("likelihood") == "gaussian" else binary
     y = labels if spec.get("n_classes") else None
-    eps = np.random.default_rng(seed + 1).standard_normal((128, 20))
+    eps = np.random.default_rng(seed + 1).standard_normal(noise_shape)
     return x, y, eps
 
 
@@ -65,7 +72,7 @@ def model_of(variant, hidden=(400,), **overrides):
 def test_one_forward_backward_matches_autograd(variant):
     model = model_of(variant)
     twin = tt.twin_of(model)
-    x, y, eps = mnist_shaped_batch(variant)
+    x, y, eps = mnist_shaped_batch(variant, noise_shape=model.noise_shape(128))
     # The warm-up variant's first steps run at small KL weights: check one of those.
     w = 0.25 if variant == "warmup" else None
     diffs = tt.compare_once(model, twin, x, y, eps, kl_weight=w)
@@ -84,7 +91,7 @@ def test_free_bits_one_step_with_some_dimensions_clamped():
     assert max(diffs.values()) <= tt.ONE_STEP_BOUND, diffs
 
 
-@pytest.mark.parametrize("variant", tt.VARIANTS)
+@pytest.mark.parametrize("variant", ELBO_VARIANTS)
 def test_hundred_adam_steps_match_torch_optim(variant):
     report = tt.compare_training(
         variant, steps=100, hidden_dims=TRAINING_HIDDEN.get(variant, (128,))
@@ -98,6 +105,41 @@ def test_hundred_adam_steps_match_torch_optim(variant):
         assert clamped[0] == 20 and any(0 < c < 20 for c in clamped)
     if variant == "warmup":
         assert report.rows[0].kl_weight == 0.0 and report.rows[-1].kl_weight == 1.0
+
+
+@pytest.mark.parametrize("variant", SAMPLED_VARIANTS)
+def test_short_training_on_the_multi_sample_bounds_matches_torch_optim(variant):
+    """30 Adam steps on K = 3 samples per example, held to the same float64 bounds."""
+    report = tt.compare_training(variant, steps=30, hidden_dims=(32,), batch_size=32)
+    assert report.ok, "\n".join(report.failures)
+    assert report.config["k"] == 3 and report.config["objective"] != "elbo"
+    assert report.rows[-1].loss < 0.8 * report.rows[0].loss  # it trained
+
+
+def test_the_estimators_differ_in_the_encoder_and_agree_in_the_decoder():
+    """Parity per estimator is not vacuous: the twin's reparam, STL and DReG gradients differ
+    (so a side that ignored ``estimator`` would fail parity), except in the decoder, which takes
+    the plain IWAE gradient under every estimator."""
+    plain_twin = tt.twin_of(model_of("iwae", hidden=(32,)))
+    grads, diffs = {}, {}
+    for estimator in ("reparam", "stl", "dreg"):
+        model = model_of("iwae", hidden=(32,), estimator=estimator)
+        x, y, eps = mnist_shaped_batch("iwae", noise_shape=model.noise_shape(128))
+        twin = tt.twin_of(model)
+        tt.twin_loss_backward(twin, x, y, eps)
+        grads[estimator] = tt.twin_grads(twin)
+        # numpy-vae with this estimator against the twin with the plain one.
+        diffs[estimator] = tt.compare_once(model, plain_twin, x, y, eps)
+    for a, b in (("reparam", "stl"), ("reparam", "dreg"), ("stl", "dreg")):
+        for name in grads[a]:
+            diff = relative_error(grads[a][name], grads[b][name])
+            if name.startswith("decoder."):
+                assert diff <= 1e-13, (a, b, name, diff)
+            else:
+                assert diff > 1e-3, (a, b, name, diff)
+    for estimator in ("stl", "dreg"):
+        assert diffs[estimator]["grad/head.weight"] > 1e-3, diffs[estimator]
+        assert diffs[estimator]["loss"] <= tt.ONE_STEP_BOUND  # the same bound, another gradient
 
 
 def test_float32_runs_and_agrees_to_single_precision_after_one_step():
@@ -141,11 +183,12 @@ def test_torch_twin_reproduces_the_golden_files(path):
 
 
 # ------------------------------------------------------------------ the twin is a real check
-def test_twin_computes_without_numpy_vae(monkeypatch):
+@pytest.mark.parametrize("variant", ["conditional", "iwae_dreg"])
+def test_twin_computes_without_numpy_vae(monkeypatch, variant):
     """Once built, the twin runs with every numpy-vae computation disabled: it is autograd's."""
-    model = model_of("conditional", hidden=(16,))
+    model = model_of(variant, hidden=(16,))
     twin = tt.twin_of(model)
-    x, y, eps = mnist_shaped_batch("conditional")
+    x, y, eps = mnist_shaped_batch(variant, noise_shape=model.noise_shape(128))
 
     def refuse(*args, **kwargs):
         raise AssertionError("the twin called into numpy-vae")
@@ -157,6 +200,12 @@ def test_twin_computes_without_numpy_vae(monkeypatch):
         "free_bits",
         "reparameterize",
         "reparameterize_backward",
+        # The multi-sample bounds (numpy_vae.bounds, as the model imports them).
+        "bound",
+        "encoder_gradient",
+        "log_posterior",
+        "log_prior",
+        "sample_weights",
     ):
         monkeypatch.setattr(model_module, name, refuse)
     for cls in (model_module.VAE, model_module.Linear, model_module.Sequential):
@@ -166,7 +215,9 @@ def test_twin_computes_without_numpy_vae(monkeypatch):
 
     parts = twin.loss(*(tt.to_tensor(a, torch.float64) for a in (x, y, eps)))
     assert parts.loss.grad_fn is not None  # an autograd graph, not a number handed over
-    parts.loss.backward()
+    if variant == "iwae_dreg":  # the encoder's own surrogate, an autograd graph too
+        assert parts.encoder_loss.grad_fn is not None
+    twin.backward(parts)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in twin.parameters())
     # Built from torch.nn parts only.
     modules = {type(m).__module__.split(".")[0] for m in twin.modules() if m is not twin}

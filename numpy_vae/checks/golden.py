@@ -18,15 +18,23 @@ key                           shape           meaning
 ``param/<name>``              layer shape     initial parameters; weights are (out, in)
 ``x``                         (B, D)          the batch
 ``y``                         (B,) int64      labels, conditional variant only
-``eps``                       (B, L)          reparameterization noise of the single pass
+``eps``                       (B, L)          reparameterization noise of the single pass;
+                              (B, K, L)       K samples per example (``iwae`` variant)
 ``kl_weight``                 ()              weight ``w`` of the KL term
 ``loss``, ``recon``, ``kl``   ()              sums over the batch (see ``VAE.loss``)
 ``kl_per_dim``                (L,)            KL of each latent dimension, summed over batch
+``log_w``                     (B, K)          ``log w_k`` of the single pass (``iwae`` only)
 ``grad/<name>``               layer shape     gradient of ``loss``
 ``adam3_eps``                 (3, B, L)       noise of each of 3 Adam steps; ``[0]`` is ``eps``
+                              (3, B, K, L)    (``iwae`` variant)
 ``adam3_loss``                (3,)            ``loss`` before each step's update
 ``adam3/<name>``              layer shape     parameters after the 3 steps
 ============================  ==============  ================================================
+
+The ``iwae`` variant's ``loss`` is the negative IWAE bound, ``-sum_b (logsumexp_k log_w[b, k] -
+log K)``, differentiated plainly (the reparameterized estimator, no quantity held fixed);
+``recon`` and ``kl`` are reported beside it as :meth:`VAE.loss` reports them (``-sum_b mean_k
+log p(x_b|z_bk)`` and the closed-form KL), and ``kl_weight`` is 1.
 """
 
 from __future__ import annotations
@@ -79,6 +87,14 @@ VARIANTS: dict[str, GoldenVariant] = {
     ),
     "leaky_relu": GoldenVariant("LeakyReLU (slope 0.01)", {"activation": "leaky_relu"}, seed=8),
     "sigmoid": GoldenVariant("sigmoid hidden activation", {"activation": "sigmoid"}, seed=9),
+    # K = 3 samples per example: eps is (B, K, L) and the decoder runs on B * K rows. Seed 12
+    # keeps every pre-activation at least 1e-3 from the ReLU kink in all three Adam steps (seed
+    # 10 does not) and spreads the normalized weights w~ over about 0.2 to 0.55: near-uniform
+    # weights (1/3) would make the IWAE bound's gradient nearly the k-sample VAE bound's, and
+    # the file could not tell the two apart.
+    "iwae": GoldenVariant(
+        "IWAE bound, K 3, plain reparameterized gradient", {"objective": "iwae", "k": 3}, seed=12
+    ),
 }
 
 # Central differences at step h (five-point: up to 2h) must not straddle a kink; the golden
@@ -122,7 +138,7 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     config = model_config(variant)
     model = VAE(**config, backend=get_backend("numpy", "float64"), seed=spec.seed)
     rng = np.random.default_rng(1000 + spec.seed)
-    n, d, latent = BATCH, config["input_dim"], config["latent_dim"]
+    n, d = BATCH, config["input_dim"]
     if config["likelihood"] == "gaussian":
         x = rng.normal(0.5, 0.5, size=(n, d))  # real-valued targets, some outside [0, 1]
     else:
@@ -132,7 +148,9 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
         if config["n_classes"]
         else None
     )
-    steps_eps = rng.standard_normal((ADAM["steps"], n, latent))
+    # (3, B, L), or (3, B, K, L) for a multi-sample objective; drawn after x and y, so the
+    # single-sample files' arrays are those they had before the objectives existed.
+    steps_eps = rng.standard_normal((ADAM["steps"], *model.noise_shape(n)))
     kl_weight = config["beta"] if spec.kl_weight is None else float(spec.kl_weight)
 
     arrays: dict[str, np.ndarray] = {}
@@ -165,6 +183,9 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     arrays["recon"] = np.array(float(parts.recon))
     arrays["kl"] = np.array(float(parts.kl))
     arrays["kl_per_dim"] = parts.kl_per_dim.copy()
+    if config["objective"] != "elbo":
+        # The importance weights' logs, for a port to check its log w before its loss.
+        arrays["log_w"] = model.samples(x, y, eps=steps_eps[0]).log_w.copy()
     for name in names:
         arrays[f"grad/{name}"] = model.grads[name].copy()
 
@@ -222,10 +243,14 @@ def _check_kinks(
 def _preactivations(model: VAE, x: np.ndarray, y: Any, eps: np.ndarray) -> list[np.ndarray]:
     """Inputs of every hidden ReLU/LeakyReLU, recomputed from ``model.params`` alone.
 
+    ``eps`` is (B, L), or (B, K, L) for K samples per example: the decoder then runs on all
+    B * K rows, example-major, each beside its example's label.
     (Written out here rather than read from the layers' caches, which are internals.)
     """
     p, n_hidden = model.params, len(model.hidden_dims)
     onehot = np.eye(model.n_classes)[y] if model.n_classes else np.zeros((len(x), 0))
+    eps = eps if eps.ndim == 3 else eps[:, None, :]  # one sample per example: K = 1
+    n, k, latent = eps.shape
 
     def act(a: np.ndarray) -> np.ndarray:
         return np.maximum(a, 0) if model.activation == "relu" else np.where(a > 0, a, 0.01 * a)
@@ -235,8 +260,9 @@ def _preactivations(model: VAE, x: np.ndarray, y: Any, eps: np.ndarray) -> list[
         pres.append(h @ p[f"encoder.{2 * i}.weight"].T + p[f"encoder.{2 * i}.bias"])
         h = act(pres[-1])
     stats = h @ p["head.weight"].T + p["head.bias"]
-    mu, logvar = stats[:, : model.latent_dim], stats[:, model.latent_dim :]
-    h = np.concatenate([mu + np.exp(0.5 * logvar) * eps, onehot], axis=1)
+    mu, logvar = stats[:, :latent], stats[:, latent:]
+    z = mu[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps  # (B, K, L)
+    h = np.concatenate([z.reshape(n * k, latent), np.repeat(onehot, k, axis=0)], axis=1)
     for i in range(n_hidden):
         pres.append(h @ p[f"decoder.{2 * i}.weight"].T + p[f"decoder.{2 * i}.bias"])
         h = act(pres[-1])

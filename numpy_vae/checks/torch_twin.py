@@ -3,8 +3,13 @@
 The twin is what anyone would write in PyTorch: ``torch.nn.Linear`` layers in ``nn.Sequential``
 containers, ``F.binary_cross_entropy_with_logits(reduction="sum")``, the closed-form KL
 ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar))``, ``torch.clamp`` for free bits, ``loss.backward()``
-and ``torch.optim.Adam``. It shares no code with numpy-vae's forward or backward pass: a
-:class:`numpy_vae.VAE` is read only for its configuration and its initial weights.
+and ``torch.optim.Adam``. The multi-sample objectives (``vae``, ``iwae``) are written as in
+Tucker et al.'s code: ``torch.distributions.Normal(...).log_prob`` for ``log p(z)`` and
+``log q(z|x)``, ``torch.logsumexp`` for the IWAE bound, ``detach()`` for what an estimator holds
+fixed (STL, DReG), and ``torch.autograd.grad`` on separate parameter lists where the decoder and
+the encoder differentiate different surrogates (DReG). It shares no code with numpy-vae's forward
+or backward pass: a :class:`numpy_vae.VAE` is read only for its configuration and its initial
+weights.
 
 ::
 
@@ -36,6 +41,7 @@ try:
     import torch
     import torch.nn.functional as F
     from torch import nn
+    from torch.distributions import Normal
 except ImportError as err:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "numpy_vae.checks.torch_twin needs PyTorch, which is an optional dependency of numpy-vae. "
@@ -53,7 +59,9 @@ from numpy_vae.training.data import binarize
 
 # Bounds on float64 agreement (relative difference of an array: max|a - b| / max(|a|, |b|)).
 # One forward/backward differs only by the order of rounding (~1e-16 per operation); 100 Adam
-# steps let those differences feed back through the weights, still far below 1e-10.
+# steps let those differences feed back through the weights, still far below 1e-10. The IWAE
+# bound's softmax weights see log w's rounding (about 1e-13 nats at log w ~ -550): its gradients
+# agree to about 3e-14, still 30 times inside the bound.
 ONE_STEP_BOUND = 1e-12
 TRAINED_BOUND = 1e-10
 
@@ -69,12 +77,18 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # ---------------------------------------------------------------------------------- the twin
 @dataclass
 class TorchLoss:
-    """One forward pass of the twin, summed over the batch (0-d tensors, ``kl_per_dim`` (L,))."""
+    """One forward pass of the twin, summed over the batch (0-d tensors, ``kl_per_dim`` (L,)).
+
+    ``encoder_loss`` is the surrogate whose gradient the encoder and head take when it is not
+    ``loss``'s (DReG); ``None`` when every parameter differentiates ``loss``.
+    :meth:`TorchVAE.backward` reads it.
+    """
 
     loss: torch.Tensor
     recon: torch.Tensor
     kl: torch.Tensor
     kl_per_dim: torch.Tensor
+    encoder_loss: torch.Tensor | None = None
 
 
 class TorchVAE(nn.Module):
@@ -103,6 +117,7 @@ class TorchVAE(nn.Module):
         self.latent_dim, self.n_classes = latent_dim, n_classes
         self.likelihood, self.gaussian_sigma = config.likelihood, config.gaussian_sigma
         self.beta, self.free_bits = config.beta, config.free_bits
+        self.objective, self.k, self.estimator = config.objective, config.k, config.estimator
 
         # nn.Sequential numbers every module, activations included: Linear layers sit at even
         # indices, which is how numpy-vae names them too.
@@ -137,7 +152,17 @@ class TorchVAE(nn.Module):
         eps: torch.Tensor,
         kl_weight: float | None = None,
     ) -> TorchLoss:
-        """Negative ELBO summed over the batch; ``loss`` is what ``backward()`` differentiates."""
+        """Negative ELBO (or negative bound) summed over the batch.
+
+        ``eps`` is (B, L) for the ``elbo`` objective, (B, K, L) for ``vae`` and ``iwae``.
+        :meth:`backward` differentiates the result.
+        """
+        if self.objective != "elbo":
+            if kl_weight is not None and float(kl_weight) != 1:
+                raise ValueError(
+                    f"the {self.objective} objective has no KL weight, got {kl_weight}"
+                )
+            return self.sampled_loss(x, y, eps)
         out, mu, logvar = self(x, y, eps)
         if self.likelihood == "bernoulli":
             recon = F.binary_cross_entropy_with_logits(out, x, reduction="sum")
@@ -160,6 +185,80 @@ class TorchVAE(nn.Module):
             kl=kl_elem.sum(),
             kl_per_dim=kl_elem.sum(dim=0),
         )
+
+    def sampled_loss(self, x: torch.Tensor, y: torch.Tensor | None, eps: torch.Tensor) -> TorchLoss:
+        """The negative ``vae`` or ``iwae`` bound summed over the batch, for ``eps`` (B, K, L).
+
+        ``log w_k = log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mu, sigma^2)`` with
+        ``z_k = mu + sigma * eps_k``; the VAE bound is ``mean_k log w_k``, the IWAE bound
+        ``logsumexp_k log w_k - log K``. ``recon`` and ``kl`` are reported as numpy-vae reports
+        them: ``-mean_k log p(x|z_k)`` and the closed-form KL, each summed over the batch.
+        """
+        n, k, latent = eps.shape
+        onehot = F.one_hot(y, self.n_classes).to(x.dtype) if self.n_classes else None
+        enc_in = x if onehot is None else torch.cat([x, onehot], dim=1)
+        mu, logvar = self.head(self.encoder(enc_in)).split(self.latent_dim, dim=1)
+        std = torch.exp(0.5 * logvar)
+        z = mu.unsqueeze(1) + std.unsqueeze(1) * eps  # (B, K, L)
+        # Decoder rows example-major (row b * K + k), each beside its own example's label.
+        dec_in = z.reshape(n * k, latent)
+        if onehot is not None:
+            dec_in = torch.cat([dec_in, onehot.repeat_interleave(k, dim=0)], dim=1)
+        out = self.decoder(dec_in)
+        x_rows = x.repeat_interleave(k, dim=0)
+        if self.likelihood == "bernoulli":
+            log_px = -F.binary_cross_entropy_with_logits(out, x_rows, reduction="none").sum(-1)
+        else:
+            log_px = Normal(out, self.gaussian_sigma).log_prob(x_rows).sum(-1)
+        log_px = log_px.view(n, k)
+        log_pz = Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)
+        log_qz = Normal(mu.unsqueeze(1), std.unsqueeze(1)).log_prob(z).sum(-1)
+        log_w = log_px + log_pz - log_qz
+        if self.objective == "vae":
+            bound = log_w.mean(dim=1)
+        else:
+            bound = torch.logsumexp(log_w, dim=1) - math.log(k)
+
+        loss, encoder_loss = -bound.sum(), None
+        if self.estimator != "reparam":
+            # q's density with its parameters held: the score term is dropped, the path (z)
+            # still moves with mu and sigma.
+            log_q_held = Normal(mu.detach().unsqueeze(1), std.detach().unsqueeze(1)).log_prob(z)
+            log_w_held = log_px + log_pz - log_q_held.sum(-1)  # same values as log_w
+            if self.estimator == "stl":
+                # Every parameter may take this one: the decoder sees log p(x|z_k) alone, and
+                # through it this surrogate and the bound have the same gradient.
+                loss = -(torch.logsumexp(log_w_held, dim=1) - math.log(k)).sum()
+            else:
+                # DReG: the squared normalized weights held fixed. Its decoder gradient would be
+                # sum_k w~_k^2 grad log p(x|z_k), not the bound's, so only the encoder takes it.
+                w2 = torch.softmax(log_w, dim=1).detach() ** 2
+                encoder_loss = -(w2 * log_w_held).sum()
+        kl_elem = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+        return TorchLoss(
+            loss=loss,
+            recon=-log_px.mean(dim=1).sum(),
+            kl=kl_elem.sum(),
+            kl_per_dim=kl_elem.sum(dim=0),
+            encoder_loss=encoder_loss,
+        )
+
+    def backward(self, parts: TorchLoss) -> None:
+        """Write ``p.grad`` of every parameter from one :meth:`loss` (gradients zeroed first).
+
+        ``parts.loss.backward()``; or, for DReG, the decoder's gradient from ``loss`` (the plain
+        IWAE bound) and the encoder's and head's from ``encoder_loss``, by
+        ``torch.autograd.grad`` on the two parameter lists.
+        """
+        if parts.encoder_loss is None:
+            parts.loss.backward()
+            return
+        decoder = list(self.decoder.parameters())
+        encoder = [*self.encoder.parameters(), *self.head.parameters()]
+        decoder_grads = torch.autograd.grad(parts.loss, decoder, retain_graph=True)
+        encoder_grads = torch.autograd.grad(parts.encoder_loss, encoder)
+        for p, g in zip(decoder + encoder, decoder_grads + encoder_grads, strict=True):
+            p.grad = g
 
 
 def twin_of(model: VAE) -> TorchVAE:
@@ -212,12 +311,15 @@ def twin_loss_backward(
     Parameters
     ----------
     twin : TorchVAE
-    x : array (B, D); y : int array (B,) or None; eps : array (B, L)
-        The batch, labels and reparameterization noise (copied into tensors).
+    x : array (B, D); y : int array (B,) or None
+        The batch and labels (copied into tensors).
+    eps : array (B, L), or (B, K, L) for the ``vae`` and ``iwae`` objectives
+        The reparameterization noise.
     kl_weight : float, optional
         Weight of the KL term, default ``twin.beta``.
     grad : bool
-        Zero the gradients, then run ``backward()`` so that ``p.grad`` holds this batch's.
+        Zero the gradients, then run :meth:`TorchVAE.backward` so that ``p.grad`` holds this
+        batch's.
 
     Returns
     -------
@@ -229,7 +331,7 @@ def twin_loss_backward(
     with torch.set_grad_enabled(grad):
         parts = twin.loss(to_tensor(x, dtype), to_tensor(y), to_tensor(eps, dtype), kl_weight)
         if grad:
-            parts.loss.backward()
+            twin.backward(parts)
     return {
         "loss": parts.loss.item(),
         "recon": parts.recon.item(),
@@ -413,7 +515,9 @@ def compare_once(
     model : numpy_vae.VAE
     twin : TorchVAE
         Holding the same weights as ``model`` (see :func:`twin_of`).
-    x : array (B, D); y : int array (B,) or None; eps : array (B, L)
+    x : array (B, D); y : int array (B,) or None
+    eps : array of shape ``model.noise_shape(B)``
+        (B, L), or (B, K, L) for the ``vae`` and ``iwae`` objectives.
     kl_weight : float, optional
         Default: the models' ``beta``.
 
@@ -463,7 +567,8 @@ def compare_training(
     """Train numpy-vae and its torch twin side by side on identical batches and noise.
 
     Both start from numpy-vae's initial weights; each step both see the same batch, the same
-    ``eps`` (drawn on the NumPy side) and the same KL weight, then take one Adam step.
+    ``eps`` (drawn on the NumPy side, of shape ``model.noise_shape(batch_size)``: (B, K, L) for
+    the multi-sample objectives) and the same KL weight, then take one Adam step.
 
     Parameters
     ----------
@@ -527,7 +632,7 @@ def compare_training(
     for step in range(steps):
         idx = next(order)
         x, y = images[idx], (labels[idx] if conditional else None)
-        eps = rng.standard_normal((len(idx), latent_dim)).astype(np_dtype)
+        eps = rng.standard_normal(model.noise_shape(len(idx))).astype(np_dtype)
         w = spec.kl_weight(step, steps)
 
         t0 = time.perf_counter()

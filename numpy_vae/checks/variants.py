@@ -44,4 +44,20 @@ VARIANTS: dict[str, Variant] = {
     "gaussian": Variant(
         "Gaussian likelihood, sigma = 0.5", {"likelihood": "gaussian", "gaussian_sigma": 0.5}
     ),
+    # The multi-sample objectives (numpy_vae.bounds), K = 3 samples of z per example, eps of
+    # shape (B, K, L). Their KL is sampled inside log w: beta 1, no warm-up, no free bits.
+    "vae_k": Variant("k-sample VAE bound, K = 3: mean_k log w_k", {"objective": "vae", "k": 3}),
+    "iwae": Variant(
+        "IWAE bound, K = 3, plain reparameterized gradient: logsumexp_k log w_k - log K",
+        {"objective": "iwae", "k": 3},
+    ),
+    "iwae_stl": Variant(
+        "IWAE bound, K = 3, STL encoder gradient (q's density parameters held)",
+        {"objective": "iwae", "k": 3, "estimator": "stl"},
+    ),
+    "iwae_dreg": Variant(
+        "IWAE bound, K = 3, DReG encoder gradient (w~^2 and q's parameters held; the decoder "
+        "takes the plain IWAE gradient)",
+        {"objective": "iwae", "k": 3, "estimator": "dreg"},
+    ),
 }
