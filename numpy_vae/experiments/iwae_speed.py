@@ -32,9 +32,10 @@ def _images(n: int, seed: int) -> np.ndarray:
     return (rng.random((n, PIXELS)) < 0.13).astype(np.float32)
 
 
-def numpy_steps(ks: list[int], steps: int, seed: int = 0) -> dict[str, float]:
+def numpy_steps(ks: list[int], steps: int, threads: int = 1, seed: int = 0) -> dict[str, float]:
     """Seconds per training step (FastVAE + FastAdam, float32) of the IWAE objective at each K
-    (K = 1 is the VAE with a sampled KL)."""
+    (K = 1 is the VAE with a sampled KL), with Adam's update in ``threads`` threads (as
+    PyTorch's, which follows ``torch.set_num_threads``)."""
     from numpy_vae.fast import FastAdam, FastVAE
 
     x_all = _images(BATCH * 50, seed)
@@ -42,7 +43,7 @@ def numpy_steps(ks: list[int], steps: int, seed: int = 0) -> dict[str, float]:
     out = {}
     for k in ks:
         model = FastVAE(PIXELS, HIDDEN, LATENT, activation="tanh", objective="iwae", k=k, seed=seed)
-        opt = FastAdam([model.flat.data], [model.flat.grad], lr=1e-3, eps=1e-4)
+        opt = FastAdam([model.flat.data], [model.flat.grad], lr=1e-3, eps=1e-4, threads=threads)
         eps = rng.standard_normal((50, *model.noise_shape(BATCH)), dtype=np.float32)
 
         def step(i: int, model: Any = model, opt: Any = opt, eps: Any = eps) -> None:
@@ -187,10 +188,11 @@ def run(
     numpy_runs, torch_runs = [], []
     for r in range(rounds):
         log(f"round {r + 1}/{rounds}: numpy-vae")
-        numpy_runs.append(_in_subprocess("numpy_steps", {"ks": ks, "steps": steps}, threads))
+        args = {"ks": ks, "steps": steps}
+        numpy_runs.append(_in_subprocess("numpy_steps", {**args, "threads": threads}, threads))
         if torch:
             log(f"round {r + 1}/{rounds}: PyTorch")
-            torch_runs.append(_in_subprocess("torch_steps", {"ks": ks, "steps": steps}, threads))
+            torch_runs.append(_in_subprocess("torch_steps", args, threads))
     rows = []
     for k in ks:
         ours = float(np.median([run[str(k)] for run in numpy_runs]))
