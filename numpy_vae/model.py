@@ -47,7 +47,10 @@ class LossParts:
 
     Attributes
     ----------
-    loss : the differentiated objective, ``recon + w * kl_objective``
+    loss : the objective, what training minimises: ``recon + w * kl_objective`` for the
+        ``elbo`` objective, minus the bound (summed) for ``vae`` and ``iwae``. The gradients
+        are its gradient, except that with the STL and DReG estimators the encoder's are those
+        estimators' (:mod:`numpy_vae.bounds`)
     recon : reconstruction term, sum of -log p(x|z)
     kl : KL(q(z|x) || p(z)), the true KL (before free bits or the weight ``w``)
     kl_per_dim : array (L,), the KL of each latent dimension summed over the batch
@@ -131,7 +134,8 @@ class _Saved:
 
 
 class VAE:
-    """A VAE with MLP encoder and decoder, diagonal-Gaussian posterior and N(0, I) prior.
+    """A VAE with MLP encoder and decoder, diagonal-Gaussian posterior and N(0, I) prior,
+    trained on the ELBO or on a multi-sample bound (:mod:`numpy_vae.bounds`).
 
     Parameters
     ----------
@@ -140,7 +144,8 @@ class VAE:
     *hyperparameters, config, **named
         The model's hyperparameters (:class:`numpy_vae.config.ModelConfig`: ``hidden_dims``,
         ``latent_dim``, ``activation``, ``likelihood``, ``gaussian_sigma``, ``n_classes``,
-        ``beta``, ``free_bits``), given as a ``config``, or by name, or in that order after
+        ``beta``, ``free_bits``, ``objective``, ``k``, ``estimator``), given as a ``config``,
+        or by name, or in that order after
         ``input_dim``: ``VAE(784, (400,), 20)`` is ``VAE(784, hidden_dims=(400,),
         latent_dim=20)``. Omitted ones take their defaults; ranges are checked there.
     backend : Backend or str
@@ -280,7 +285,8 @@ class VAE:
             Floats; in [0, 1] for the Bernoulli likelihood. Cast to the model's dtype.
         y : int array, shape (B,), optional
             Labels in ``[0, n_classes)``; required by (and only by) a conditional model.
-        eps : array, shape (B, latent_dim), optional
+        eps : array, shape (B, latent_dim), or (B, K, latent_dim) for the ``vae`` and ``iwae``
+            objectives (any K; ``noise_shape`` gives the default), optional
             The standard normal noise of the reparameterization; drawn from ``self.rng`` if
             omitted. Pass it to make the loss a deterministic function of the parameters.
         kl_weight : float, optional
