@@ -167,10 +167,16 @@ class FastSequential:
         return x
 
     def backward(
-        self, d_out: Array, buffers: Buffers, need_input_grad: bool = True
+        self,
+        d_out: Array,
+        buffers: Buffers,
+        need_input_grad: bool = True,
+        start: int | None = None,
     ) -> Array | None:
+        """Backward through the layers, from the last (or from layer ``start``, with ``d_out``
+        the gradient of that layer's output, held by the caller or by ``buffers``)."""
         last = len(self.layers) - 1
-        for i in range(last, -1, -1):
+        for i in range(last if start is None else start, -1, -1):
             layer = self.layers[i]
             need = need_input_grad or i > 0
             out = None

@@ -145,8 +145,8 @@ class FastVAE(VAE):
     # ------------------------------------------------------------------ multi-sample bounds
     def _forward_samples(self, x: Array, y: Array | None, eps: Array) -> LossParts:
         """The specification's multi-sample forward (:meth:`VAE._forward_samples`) with the
-        decoder's B K rows in buffers and the fused Bernoulli kernel: at batch 20 with K = 50
-        the textbook likelihood was 56% of the step (the profile in issue 15's note)."""
+        decoder's B K rows in buffers and the Bernoulli likelihood in :meth:`_bernoulli_rows`:
+        at batch 20 with K = 50 the textbook likelihood was 56% of the step (issue 15's note)."""
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
         n, k = eps.shape[0], eps.shape[1]
         onehot = self._one_hot(y)
@@ -157,18 +157,18 @@ class FastVAE(VAE):
         z = mu[:, None, :] + sigma[:, None, :] * eps
         rows = append_onehot(z.reshape(n * k, latent), _repeat_rows(onehot, k, xp), xp)
         out = self._fast_decoder.forward(rows, buffers["decoder"])
-        x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
-        x_rows[...] = x[:, None, :]  # each example beside each of its samples, example-major
-        x_rows = x_rows.reshape(n * k, x.shape[1])
         if isinstance(self.likelihood, Bernoulli):
-            nll, d_out = bernoulli_nll_fused(out, x_rows, xp, out=out, buffers=buffers["loss"])
+            nll, xw = self._bernoulli_rows(out, x, n, k)  # out now holds sigmoid(l)
         else:
-            nll, d_out = self.likelihood.nll(out, x_rows)
+            x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
+            x_rows[...] = x[:, None, :]  # each example beside each of its samples
+            nll, out = self.likelihood.nll(out, x_rows.reshape(n * k, x.shape[1]))
+            xw = None
         log_px = -nll.reshape(n, k)
         log_w = log_px + log_prior(z) - log_posterior(eps, logvar)
         c = sample_weights(self.objective, log_w, xp)
-        d_out *= c.reshape(n * k, 1)
-        self._cache = (stats, d_out, c, z, eps, sigma)
+        out *= c.reshape(n * k, 1)  # Bernoulli: c_k sigmoid(l), the x part comes in backward
+        self._cache = (stats, out, c, z, eps, sigma, x, xw)
         kl, _, _ = kl_standard_normal(mu, logvar, xp)
         return LossParts(
             loss=-bound(self.objective, log_w, xp).sum(),
@@ -178,13 +178,65 @@ class FastVAE(VAE):
             n=n,
         )
 
+    def _bernoulli_rows(self, logits: Array, x: Array, n: int, k: int) -> tuple[Array, Array]:
+        """The Bernoulli ``-log p(x_b | z_bk)`` of every decoder row, (B K,), with ``x`` never
+        repeated K times; ``logits`` is overwritten with ``sigmoid(l)``. Also returns ``x W``
+        (B, H) of the last layer, for :meth:`_backward_samples`.
+
+        ``-log p = sum_d softplus(l_d) - sum_d x_d l_d``. With the last layer ``l = W h + b``:
+        ``sum_d x_d l_d = (x W) . h + x . b``, an H-wide dot per sample; ``sum_d softplus(l_d)
+        = (sum_d l_d + sum_d |l_d|) / 2 + sum_d log(1 + e_d)`` with ``e = exp(-|l|)`` and
+        ``sum_d l_d = h . (sum_d W_d) + sum_d b_d``, and the logs taken of 64-factor products
+        (:func:`_sum_of_logs`). The gradient's part ``sigmoid(l) = max(e, 1[l >= 0]) / (1 + e)``
+        shares ``e``; its ``- x`` part is applied in :meth:`_backward_samples` per example.
+        Passes over the (B K, D) logits: one abs, one exp, four elementwise and two sums, where
+        the specification's value and gradient take about twenty.
+        """
+        xp, shape, buffers = self.xp, logits.shape, self._buffers["loss"]
+        h = self._fast_decoder.layers[-1]._x  # the last hidden activation, (B K, H)
+        last = self.decoder.layers[-1]
+        w, b = last.weight, last.bias
+        xw = x @ w
+        xl = (xw[:, None, :] * h.reshape(n, k, -1)).sum(axis=2) + (x @ b)[:, None]
+        sum_l = h @ w.sum(axis=0) + b.sum()
+        e = xp.abs(logits, out=buffers.get("e", shape, logits.dtype))
+        sum_abs = e.sum(axis=1)
+        xp.negative(e, out=e)
+        xp.exp(e, out=e)
+        u = xp.add(e, 1, out=buffers.get("u", shape, logits.dtype))
+        softplus = 0.5 * (sum_l + sum_abs) + _sum_of_logs(u, xp)
+        positive = xp.greater_equal(logits, 0, out=buffers.get("positive", shape, bool))
+        xp.maximum(e, positive, out=logits)
+        logits /= u
+        return softplus - xl.reshape(n * k), xw
+
     def _backward_samples(self) -> None:
-        """:meth:`VAE._backward_samples` through the model's buffers."""
-        stats, d_out, c, z, eps, sigma = self._cache
+        """:meth:`VAE._backward_samples` through the model's buffers.
+
+        For the Bernoulli likelihood the decoder's output gradient is ``c_k (sigmoid(l) - x_b)``
+        and only its first part is a (B K, D) array; the last layer's products take the
+        ``- c_k x_b`` part per example: ``dW -= x^T (sum_k c_k h_k)``, ``db -= sum_b (sum_k
+        c_bk) x_b``, ``dh_k -= c_k (x W)``.
+        """
+        stats, d_out, c, z, eps, sigma, x, xw = self._cache
         self._cache = None
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
         n, k = c.shape
-        d_rows = self._fast_decoder.backward(d_out, buffers["decoder"])[:, :latent]
+        if xw is None:
+            d_rows = self._fast_decoder.backward(d_out, buffers["decoder"])
+        else:
+            layers = self._fast_decoder.layers
+            last, i = layers[-1], len(layers) - 1
+            h = last._x
+            d_h = buffers["decoder"].get(f"d{i}", h.shape, h.dtype)
+            last.backward(d_out, out=d_h)
+            layer = last.layer
+            h_bar = (c[:, :, None] * h.reshape(n, k, -1)).sum(axis=1)  # sum_k c_k h_k, (B, H)
+            layer.d_weight -= x.T @ h_bar
+            layer.d_bias -= c.sum(axis=1) @ x
+            d_h.reshape(n, k, -1)[...] -= c[:, :, None] * xw[:, None, :]
+            d_rows = self._fast_decoder.backward(d_h, buffers["decoder"], start=i - 1)
+        d_rows = d_rows[:, :latent]
         wg = -(d_rows.reshape(n, k, latent) + c[:, :, None] * z)  # c_k g_k
         d_mu, d_logvar = encoder_gradient(self.estimator, wg, c, eps, sigma)
         d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
