@@ -209,7 +209,7 @@ def check_model(
     model : VAE
         On a float64 backend; its parameters are perturbed in place and restored.
     x : array, shape (B, input_dim)
-    eps : array, shape (B, latent_dim)
+    eps : array, shape (B, latent_dim), or (B, K, latent_dim) for a multi-sample bound
         The reparameterization noise, fixed for every evaluation.
     y : int array, shape (B,), optional
         Labels of a conditional model.
@@ -303,8 +303,14 @@ def gradient_report(
     """
     start = time.perf_counter()
     config = ModelConfig() if config is None else config
+    if config.estimator != "reparam":
+        raise ValueError(
+            f"the {config.estimator} estimator is not the gradient of the bound (it holds some "
+            "quantities fixed), so differences of the loss cannot check it; "
+            "tests/test_bounds.py checks it against differences of its surrogate"
+        )
     model = VAE(input_dim, config=config, backend=get_backend("numpy", "float64"), seed=seed)
-    likelihood, latent_dim, n_classes = config.likelihood, config.latent_dim, config.n_classes
+    likelihood, n_classes = config.likelihood, config.n_classes
     rng = numpy.random.default_rng(seed)
     if likelihood == "gaussian":
         x = rng.normal(0.5, 0.5, size=(batch, input_dim))
@@ -315,8 +321,10 @@ def gradient_report(
     y = rng.integers(0, n_classes, size=batch) if n_classes else None
     if n_classes:
         inputs += f", random labels 0-{n_classes - 1}"
-    eps = rng.standard_normal((batch, latent_dim))
+    eps = rng.standard_normal(model.noise_shape(batch))
     inputs += "; eps ~ N(0, I) drawn once and held fixed"
+    if config.objective != "elbo":
+        inputs += f" ({config.k} samples per image, the {config.objective} bound)"
     with _one_blas_thread():
         rows, loss = check_model(model, x, eps, y, entries=entries, seed=seed, tol=tol, h=h)
     floor = rounding_floor(loss, h)
