@@ -510,6 +510,12 @@ def describe_variant(config: dict[str, Any]) -> str:
         "hidden_dims": lambda v: "hidden " + ",".join(str(w) for w in v),
         "latent_dim": lambda v: f"latent dim {v}",
         "batch_size": lambda v: f"batch {v}",
+        "objective": lambda v: {"vae": "k-sample VAE bound", "iwae": "IWAE bound"}.get(v, v),
+        "k": lambda v: f"K = {v}",
+        "estimator": lambda v: {"stl": "STL", "dreg": "DReG"}.get(v, v) + " estimator",
+        "adam_eps": lambda v: f"Adam eps {v:g}",
+        "lr_schedule": lambda v: f"{v} learning-rate stages",
+        "init": lambda v: f"{v} initialization",
     }
     parts = []
     for key, default in defaults.items():
