@@ -1,4 +1,5 @@
-"""The command line of ``scripts/gradient_variance.py``: the estimator experiment."""
+"""The command line of ``scripts/gradient_variance.py``: the estimator experiment, and with
+``--snr`` the signal-to-noise study of the IWAE gradient (:mod:`numpy_vae.experiments.snr`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,29 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from numpy_vae.cli.common import Parser, add_progress_flags, positive_int
+from numpy_vae.bounds import ESTIMATORS
+from numpy_vae.cli.common import (
+    Parser,
+    add_progress_flags,
+    explicit_flags,
+    finite_float,
+    int_at_least,
+    positive_int,
+)
 from numpy_vae.experiments.estimators import (
     SAMPLE_COUNTS,
     check_closed_form,
     decoder_case,
     gradient_variance,
+)
+from numpy_vae.experiments.snr import (
+    GaussianCase,
+    NetworkCase,
+    SNRStudy,
+    check_signs,
+    network_case,
+    plot_snr,
+    snr_study,
 )
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.data import default_data_dir, default_runs_dir
@@ -22,6 +40,15 @@ from numpy_vae.training.progress import Progress
 
 def parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/gradient_variance.py``."""
+
+    def estimators(text: str) -> list[str]:
+        values = text.split(",")
+        unknown = [v for v in values if v not in ESTIMATORS]
+        if unknown or len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(
+                f"expected distinct names from {','.join(ESTIMATORS)}, got {text!r}"
+            )
+        return values
 
     def counts(text: str) -> list[int]:
         try:
@@ -40,7 +67,11 @@ def parser() -> argparse.ArgumentParser:
         "with the reparameterization trick and with the score function (REINFORCE), for "
         "K = 1 to 1000 samples: print the variance of each against K, draw it (log-log), and "
         "check both estimators on a quadratic with a closed-form expectation. Exit status 1 if "
-        "that check fails, 2 on bad usage.",
+        "that check fails, 2 on bad usage. With --snr: the signal-to-noise ratio of the IWAE "
+        "gradient of the inference and generative networks against K, for the plain, STL and "
+        "DReG estimators (Rainforth et al. 2018, Tucker et al. 2018), on a linear-Gaussian "
+        "model in closed form and on a trained VAE (--run, or a small one trained first); exit "
+        "status 1 if the closed form's slopes do not have the signs of the theory.",
     )
     p.add_argument("--run", type=Path, metavar="RUN_DIR", help="use this training run's model")
     p.add_argument("--image", type=int, default=0, help="MNIST test image (if MNIST is cached)")
@@ -63,8 +94,63 @@ def parser() -> argparse.ArgumentParser:
         "$NUMPY_VAE_RUNS, else ./runs, for an untrained model)",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
-    add_progress_flags(p, "rows of z through the decoder")
+    add_progress_flags(p, "rows of z through the decoder (with --snr: draws of eps times K)")
+    snr = p.add_argument_group("the SNR study (--snr)")
+    snr.add_argument(
+        "--snr",
+        action="store_true",
+        help="the SNR study instead of the variance study (figure default: snr.png where "
+        "gradient_variance.png would go)",
+    )
+    snr.add_argument(
+        "--estimators",
+        type=estimators,
+        default=["reparam", "dreg", "stl"],
+        help="encoder gradient estimators, comma-separated",
+    )
+    snr.add_argument(
+        "--draws", type=int_at_least(2), default=100, help="draws of eps per K, trained model"
+    )
+    snr.add_argument(
+        "--batch-size", type=positive_int, default=4, help="minibatch of the trained model"
+    )
+    snr.add_argument(
+        "--max-params",
+        type=positive_int,
+        default=2000,
+        help="parameters per network whose draws are kept (a uniform sample), trained model",
+    )
+    snr.add_argument(
+        "--train-epochs",
+        type=positive_int,
+        default=5,
+        help="epochs of the small model trained when there is no --run",
+    )
+    snr.add_argument(
+        "--gaussian-draws",
+        type=int_at_least(2),
+        default=1000,
+        help="draws of eps per K, linear-Gaussian model",
+    )
+    snr.add_argument(
+        "--gaussian-batch",
+        type=positive_int,
+        default=64,
+        help="minibatch of the linear-Gaussian model (of its 1024 points)",
+    )
+    snr.add_argument(
+        "--perturbation",
+        type=finite_float(0, inclusive=True),
+        default=0.02,
+        help="standard deviation of the noise added to the linear-Gaussian model's optimum",
+    )
     return p
+
+
+#: The destinations of the flags that belong to one of the two studies only.
+VARIANCE_ONLY = ("repeats", "image", "latent_dim")
+SNR_ONLY = ("estimators", "draws", "batch_size", "max_params", "train_epochs",
+            "gaussian_draws", "gaussian_batch", "perturbation")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = parser()
     args = p.parse_args(argv)
+    given = explicit_flags(p, argv)
+    wrong = sorted(given & set(SNR_ONLY if not args.snr else VARIANCE_ONLY))
+    if wrong:
+        flags = ", ".join("--" + d.replace("_", "-") for d in wrong)
+        study = "variance study (without --snr)" if args.snr else "SNR study (--snr)"
+        print(f"{p.prog}: error: {flags} belong(s) to the {study}", file=sys.stderr)
+        return 2
+    if args.snr:
+        return snr_main(p, args)
     if args.repeats < 2:
         print(f"{p.prog}: error: --repeats must be at least 2", file=sys.stderr)
         return 2
@@ -114,3 +209,89 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"{time.perf_counter() - start:.1f} s")
     return 0 if passed else 1
+
+
+def snr_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The ``--snr`` study: both cases, their tables and slopes, the figure, the JSON."""
+    if len(args.sample_counts) < 2:
+        print(f"{p.prog}: error: --snr needs at least two sample counts", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    bar = not args.no_progress and sys.stderr.isatty()
+
+    def run(case: GaussianCase | NetworkCase, draws: int, what: str) -> SNRStudy:
+        total = draws * sum(args.sample_counts)  # snr_study counts draws times K
+        progress = None
+        if bar or args.log_interval:
+            progress = Progress(total, what, bar=bar, log_interval=args.log_interval)
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            if progress is not None:
+                progress.update(done[0])
+
+        study = snr_study(case, args.sample_counts, draws, args.estimators, args.seed, done=tick)
+        if progress is not None:
+            progress.close()
+        return study
+
+    try:
+        gaussian = GaussianCase.rainforth(
+            batch=args.gaussian_batch, perturbation=args.perturbation, seed=args.seed
+        )
+        closed = run(gaussian, args.gaussian_draws, "linear-Gaussian, draws x K")
+        print(f"SNR of the IWAE gradient: {closed.case}")
+        print(closed.table())
+        print(_cost(closed, f"{gaussian.dim} noise values each, vectorized over the draws"))
+        passed, lines = check_signs(closed)
+        print("\n".join(lines))
+        print()
+        if args.run is None:
+            print(
+                f"training a small model ({args.train_epochs} epochs; --run RUN_DIR to study a run)"
+            )
+        case = network_case(
+            args.run, args.data_dir, args.batch_size, args.seed, args.max_params,
+            args.train_epochs, log=print,
+        )  # fmt: skip
+        network = run(case, args.draws, "trained model, draws x K")
+        print(f"SNR of the IWAE gradient: {case.description}")
+        print(
+            f"(each network's SNR over {network.curves['generative'].parameters} decoder and "
+            f"{min(network.curves[f'inference/{e}'].parameters for e in args.estimators)} "
+            "encoder parameters, a uniform sample of each)"
+        )
+        print(network.table())
+        print(_cost(network, f"one model step per draw and estimator ({len(args.estimators)})"))
+        print("signs (for information: a trained model need not be where the limits hold):")
+        print("\n".join(check_signs(network)[1][:-1]))
+        plot = args.plot or (args.run or default_runs_dir()) / "snr.png"
+        plot_snr([("(a) linear-Gaussian model, closed form", closed),
+                  ("(b) " + ("the run's VAE" if args.run else "a small trained VAE"), network)],
+                 plot)  # fmt: skip
+        print(f"wrote {plot}")
+        if args.json is not None:
+            data = {"gaussian": closed.to_json(), "gaussian_passed": passed,
+                    "network": network.to_json()}  # fmt: skip
+            write_json(args.json, data)
+            print(f"wrote {args.json}")
+    except (ValueError, OSError) as err:
+        print(f"{p.prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"{time.perf_counter() - start:.1f} s")
+    return 0 if passed else 1
+
+
+def _cost(study: SNRStudy, how: str) -> str:
+    """What a study cost: in all, and per sample of z (draws x minibatch x K) at the smallest
+    and the largest K, where a fixed cost per call and the arithmetic per sample dominate."""
+    per = [
+        t / (study.draws * study.batch * k) * 1e6
+        for t, k in zip(study.seconds_per_k, study.sample_counts, strict=True)
+    ]
+    k = study.sample_counts
+    return (
+        f"took {study.seconds:.1f} s; per sample of z ({how}): {per[0]:.3g} us at K = {k[0]}, "
+        f"{per[-1]:.3g} us at K = {k[-1]}"
+    )
