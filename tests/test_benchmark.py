@@ -122,3 +122,23 @@ def test_the_jax_peer_trains_and_is_reported():
     result = report["results"][0]
     assert result["jax_epoch_s"] > 0 and result["numpy_over_jax"] > 0
     assert "numpy-vae / jax" in format_report(report)
+
+
+def test_the_iwae_benchmark_reports_each_k_and_the_evaluation_floor():
+    """A tiny run of ``benchmark.py --iwae``: every K timed on both sides, ratios consistent,
+    the evaluation beside its floor (figures, not asserted speeds)."""
+    from numpy_vae.experiments import iwae_speed
+    from numpy_vae.experiments.benchmark import torch_available
+
+    torch = torch_available()
+    report = iwae_speed.run([1, 3], rounds=1, steps=2, torch=torch, eval_images=1, eval_k=30)
+    assert [r["k"] for r in report["steps"]] == [1, 3]
+    for r in report["steps"]:
+        assert r["numpy_ms"] > 0
+        if torch:
+            assert r["ratio"] == pytest.approx(r["numpy_ms"] / r["torch_ms"])
+    e = report["evaluation"]
+    assert e["seconds"] > 0 and e["gemm_floor_seconds"] > 0
+    assert e["ratio_to_floor"] == pytest.approx(e["seconds"] / e["gemm_floor_seconds"])
+    text = iwae_speed.format_report(report)
+    assert "IWAE step at batch 20" in text and "GEMM floor" in text

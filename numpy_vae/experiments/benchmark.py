@@ -369,17 +369,24 @@ def torch_epochs(
     return seconds
 
 
-def _subprocess(call: str, args: dict[str, Any], timeout: float) -> Any:
-    """Run ``numpy_vae.experiments.benchmark.<call>(**args)`` in a fresh interpreter; return its
-    JSON."""
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
+def _subprocess(
+    call: str,
+    args: dict[str, Any],
+    timeout: float,
+    module: str = "numpy_vae.experiments.benchmark",
+    env: dict[str, str] | None = None,
+    prelude: str = "",
+) -> Any:
+    """Run ``<module>.<call>(**args)`` in a fresh interpreter (after the lines ``prelude``, with
+    ``env`` added to the environment); return its JSON."""
+    package_root = str(Path(__file__).resolve().parent.parent.parent)
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     code = (
-        "import json, sys\n"
-        "from numpy_vae.experiments import benchmark\n"
-        f"out = benchmark.{call}(**json.loads(sys.argv[1]))\n"
-        "print('@@RESULT@@' + json.dumps(out))\n"
+        "import importlib, json, sys\n"
+        + prelude
+        + f"out = importlib.import_module({module!r}).{call}(**json.loads(sys.argv[1]))\n"
+        + "print('@@RESULT@@' + json.dumps(out))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(args)],

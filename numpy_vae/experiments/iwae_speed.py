@@ -9,13 +9,8 @@ change in the machine's load falls on both; the figures are medians over rounds.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,13 +46,19 @@ def numpy_steps(ks: list[int], steps: int, threads: int = 1, seed: int = 0) -> d
             model.loss(x_all[j * BATCH : (j + 1) * BATCH], eps=eps[j], validate=False)
             opt.step()
 
-        for i in range(10):  # warm-up: buffers allocated, caches filled
-            step(i)
-        start = time.perf_counter()
-        for i in range(steps):
-            step(i)
-        out[str(k)] = (time.perf_counter() - start) / steps
+        out[str(k)] = _seconds_per_step(step, steps)
     return out
+
+
+def _seconds_per_step(step: Any, steps: int) -> float:
+    """Mean seconds of ``step(i)`` over ``steps`` calls, after ten untimed ones (buffers
+    allocated, caches filled)."""
+    for i in range(10):
+        step(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return (time.perf_counter() - start) / steps
 
 
 def torch_steps(ks: list[int], steps: int, seed: int = 0) -> dict[str, float]:
@@ -106,12 +107,7 @@ def torch_steps(ks: list[int], steps: int, seed: int = 0) -> dict[str, float]:
             loss.backward()
             opt.step()
 
-        for i in range(10):
-            step(i)
-        start = time.perf_counter()
-        for i in range(steps):
-            step(i)
-        out[str(k)] = (time.perf_counter() - start) / steps
+        out[str(k)] = _seconds_per_step(step, steps)
     return out
 
 
@@ -146,31 +142,20 @@ def evaluation(images: int, k: int, seed: int = 0) -> dict[str, float]:
 
 
 def _in_subprocess(call: str, args: dict[str, Any], threads: int, timeout: float = 3600) -> Any:
-    """``call(**args)`` of this module in a fresh interpreter with ``threads`` BLAS threads."""
-    package_root = str(Path(__file__).resolve().parent.parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(threads)
-    # PyTorch is loaded only for its own run, and told the thread count there.
-    threading = "import torch; torch.set_num_threads(int(sys.argv[2]))\n"
-    code = (
-        "import json, sys\n"
-        + (threading if call == "torch_steps" else "")
-        + "from numpy_vae.experiments import iwae_speed\n"
-        + f"print('@@RESULT@@' + json.dumps(iwae_speed.{call}(**json.loads(sys.argv[1]))))\n"
+    """``call(**args)`` of this module in a fresh interpreter with ``threads`` BLAS threads
+    (PyTorch is loaded only for its own run, and told the thread count there)."""
+    from numpy_vae.experiments.benchmark import _subprocess
+
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    prelude = f"import torch; torch.set_num_threads({threads})\n" if call == "torch_steps" else ""
+    return _subprocess(
+        call,
+        args,
+        timeout,
+        module=__name__,
+        env=dict.fromkeys(names, str(threads)),
+        prelude=prelude,
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(args), str(threads)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{call} failed:\n{proc.stderr[-3000:]}")
-    line = [s for s in proc.stdout.splitlines() if s.startswith("@@RESULT@@")][-1]
-    return json.loads(line[len("@@RESULT@@") :])
 
 
 def run(

@@ -95,13 +95,9 @@ class TrainConfig(ModelConfig):
                 problems.append(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not (
-            isinstance(self.lr, int | float)
-            and not isinstance(self.lr, bool)
-            and math.isfinite(self.lr)
-            and self.lr > 0
-        ):
-            problems.append(f"lr must be a finite number > 0, got {self.lr!r}")
+        for name in ("lr", "adam_eps"):
+            if not _is_positive_number(getattr(self, name)):
+                problems.append(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
         if not (
             isinstance(self.kl_warmup, int | float)
             and not isinstance(self.kl_warmup, bool)
@@ -126,13 +122,6 @@ class TrainConfig(ModelConfig):
             problems.append(f"init must be one of {', '.join(INITS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
-        if not (
-            isinstance(self.adam_eps, int | float)
-            and not isinstance(self.adam_eps, bool)
-            and math.isfinite(self.adam_eps)
-            and self.adam_eps > 0
-        ):
-            problems.append(f"adam_eps must be a finite number > 0, got {self.adam_eps!r}")
         if self.binarize not in BINARIZE_MODES:
             problems.append(f"binarize must be one of {', '.join(BINARIZE_MODES)}")
         if self.backend not in BACKENDS:
@@ -159,6 +148,16 @@ class TrainConfig(ModelConfig):
         if unknown:
             raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def _is_positive_number(value: Any) -> bool:
+    """A finite real number > 0 (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def upgraded_config(d: dict[str, Any]) -> dict[str, Any]:
