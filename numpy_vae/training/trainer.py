@@ -634,7 +634,8 @@ class Trainer:
 def evaluate_elbo(
     model: VAE, x: Array, y: Array | None, rng: Any, batch_size: int = 1000
 ) -> dict[str, Any]:
-    """Negative ELBO, reconstruction and KL per example over a data set, with one z per example.
+    """Negative ELBO, reconstruction and KL per example over a data set, with one z per example
+    (or the K of a multi-sample objective, and its bound).
 
     Parameters
     ----------
@@ -646,7 +647,7 @@ def evaluate_elbo(
     rng : generator
         Draws the reparameterization noise (``standard_normal(size, dtype=...)``).
     batch_size : int
-        Rows per forward pass; bounds memory.
+        Decoder rows per forward pass (examples times their K samples); bounds memory.
 
     Returns
     -------
@@ -658,6 +659,8 @@ def evaluate_elbo(
     n = x.shape[0]
     totals = xp.zeros(4, dtype=numpy.float64)
     kl_per_dim = xp.zeros(model.latent_dim, dtype=numpy.float64)
+    # K samples per example make K decoder rows: as many rows per pass as for the ELBO.
+    batch_size = max(1, batch_size // math.prod(model.noise_shape(1)[1:-1]))
     for begin in range(0, n, batch_size):
         xb = x[begin : begin + batch_size]
         yb = None if y is None else y[begin : begin + batch_size]
