@@ -16,6 +16,12 @@
 
 The order of the arithmetic is the specification's, so every step but the Bernoulli kernel is
 bitwise equal to :meth:`VAE.forward`/:meth:`VAE.backward`; the tests state the bounds.
+
+The multi-sample objectives (``vae``, ``iwae``) have their own step, :meth:`_forward_samples`
+and :meth:`_backward_samples`: the K decoder rows per example in buffers, and a Bernoulli
+likelihood that never repeats x K times (:meth:`_bernoulli_rows`); it is not bitwise the
+specification's (other groupings of the same sums), and the tests state that bound too. The
+k = 5000 evaluation's :meth:`sample_log_likelihood` uses the same rearrangement.
 :meth:`encode`, :meth:`decode`, :meth:`sample` and the rest are the specification's own.
 """
 
