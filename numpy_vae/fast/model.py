@@ -38,7 +38,7 @@ from numpy_vae.bounds import (
 )
 from numpy_vae.fast.buffers import Buffers
 from numpy_vae.fast.layers import FastLinear, FastSequential
-from numpy_vae.fast.likelihoods import bernoulli_nll_fused
+from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
 from numpy_vae.fast.parameters import FlatParameters
 from numpy_vae.kl import kl_standard_normal
 from numpy_vae.likelihoods import Bernoulli
@@ -46,19 +46,6 @@ from numpy_vae.model import VAE, LossParts, _repeat_rows, append_onehot
 from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 Array = Any
-
-
-def _sum_of_logs(u: Array, xp: Any, group: int = 64) -> Array:
-    """``sum_d log(u_d)`` per row for ``u`` in [1, 2]: the log of products of ``group``
-    entries (at most 2^64, far inside float32's range), so the row's 784 logarithms become 13.
-    Each product rounds ``group - 1`` times, a relative error of at most ``(group - 1) u``:
-    an absolute error of that much in each group's log."""
-    rows, d = u.shape
-    whole = (d // group) * group
-    total = xp.log(u[:, :whole].reshape(rows, -1, group).prod(axis=2)).sum(axis=1)
-    if whole < d:
-        total += xp.log(u[:, whole:].prod(axis=1))
-    return total
 
 
 class FastVAE(VAE):
@@ -185,36 +172,14 @@ class FastVAE(VAE):
         )
 
     def _bernoulli_rows(self, logits: Array, x: Array, n: int, k: int) -> tuple[Array, Array]:
-        """The Bernoulli ``-log p(x_b | z_bk)`` of every decoder row, (B K,), with ``x`` never
-        repeated K times; ``logits`` is overwritten with ``sigmoid(l)``. Also returns ``x W``
-        (B, H) of the last layer, for :meth:`_backward_samples`.
-
-        ``-log p = sum_d softplus(l_d) - sum_d x_d l_d``. With the last layer ``l = W h + b``:
-        ``sum_d x_d l_d = (x W) . h + x . b``, an H-wide dot per sample; ``sum_d softplus(l_d)
-        = (sum_d l_d + sum_d |l_d|) / 2 + sum_d log(1 + e_d)`` with ``e = exp(-|l|)`` and
-        ``sum_d l_d = h . (sum_d W_d) + sum_d b_d``, and the logs taken of 64-factor products
-        (:func:`_sum_of_logs`). The gradient's part ``sigmoid(l) = max(e, 1[l >= 0]) / (1 + e)``
-        shares ``e``; its ``- x`` part is applied in :meth:`_backward_samples` per example.
-        Passes over the (B K, D) logits: one abs, one exp, four elementwise and two sums, where
-        the specification's value and gradient take about twenty.
-        """
-        xp, shape, buffers = self.xp, logits.shape, self._buffers["loss"]
-        h = self._fast_decoder.layers[-1]._x  # the last hidden activation, (B K, H)
-        last = self.decoder.layers[-1]
-        w, b = last.weight, last.bias
-        xw = x @ w
-        xl = (xw[:, None, :] * h.reshape(n, k, -1)).sum(axis=2) + (x @ b)[:, None]
-        sum_l = h @ w.sum(axis=0) + b.sum()
-        e = xp.abs(logits, out=buffers.get("e", shape, logits.dtype))
-        sum_abs = e.sum(axis=1)
-        xp.negative(e, out=e)
-        xp.exp(e, out=e)
-        u = xp.add(e, 1, out=buffers.get("u", shape, logits.dtype))
-        softplus = 0.5 * (sum_l + sum_abs) + _sum_of_logs(u, xp)
-        positive = xp.greater_equal(logits, 0, out=buffers.get("positive", shape, bool))
-        xp.maximum(e, positive, out=logits)
-        logits /= u
-        return softplus - xl.reshape(n * k), xw
+        """:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll` on the decoder's last layer
+        and its input: ``-log p(x_b | z_bk)`` of every row, (B K,), with ``logits`` overwritten
+        by ``sigmoid(l)``, and ``x W`` (B, H) for :meth:`_backward_samples`."""
+        last = self._fast_decoder.layers[-1]  # its input is the last hidden activation
+        return bernoulli_rows_nll(
+            logits, last._x, x, last.layer.weight, last.layer.bias, k, self.xp,
+            buffers=self._buffers["loss"],
+        )  # fmt: skip
 
     def _backward_samples(self) -> None:
         """:meth:`VAE._backward_samples` through the model's buffers.
@@ -259,10 +224,9 @@ class FastVAE(VAE):
         The Bernoulli ``log p(x|z) = sum_d x_d l_d - sum_d softplus(l_d)``, and with the last
         layer ``l = W h + b``, ``sum_d x_d l_d = (x W) . h + x . b``: one (B, D) x (D, H) product
         per example and an H-wide dot per sample, instead of repeating x K times and
-        multiplying 784 pixels per sample. The softplus sum is the specification's
-        ``max(l, 0) + log(1 + exp(-|l|))``, rearranged so that the passes over the (B K, D)
-        logits are one abs, one exp and the sums (see the comments). This is what the k = 5000
-        evaluation spends its time on besides the decoder's matrix products.
+        multiplying 784 pixels per sample: the training step's kernel,
+        :func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll`, without its gradient. This is
+        what the k = 5000 evaluation spends its time on besides the decoder's matrix products.
         """
         if not isinstance(self.likelihood, Bernoulli):
             return super().sample_log_likelihood(x, z, y)
@@ -272,23 +236,10 @@ class FastVAE(VAE):
         for layer in self.decoder.layers[:-1]:
             h = layer.forward(h)
         last = self.decoder.layers[-1]
-        w, b = last.weight, last.bias
-        logits = h @ w.T  # (B K, D), a fresh array to work in
-        logits += b
-        xl = ((x @ w)[:, None, :] * h.reshape(n, k, -1)).sum(axis=2)
-        xl += (x @ b)[:, None]
-        # sum_d softplus(l_d) = sum_d max(l_d, 0) + sum_d log(1 + exp(-|l_d|)), and
-        # max(l, 0) = (l + |l|) / 2, whose sum over d needs no pass over l: sum_d l_d = h . (sum_d
-        # W_d) + sum_d b_d, one more H-wide dot per sample.
-        a = xp.abs(logits, out=logits)
-        sum_abs = a.sum(axis=1)
-        sum_l = h @ w.sum(axis=0) + b.sum()
-        xp.negative(a, out=a)
-        xp.exp(a, out=a)
-        a += 1  # u = 1 + exp(-|l|), in [1, 2]
-        log_u = _sum_of_logs(a, xp)
-        softplus = 0.5 * (sum_l + sum_abs) + log_u
-        return xl - softplus.reshape(n, k)
+        logits = h @ last.weight.T  # (B K, D), a fresh array for the kernel to work in
+        logits += last.bias
+        nll, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, xp, grad=False)
+        return -nll.reshape(n, k)
 
     def log_likelihood(self, x: Array, decoded: Array) -> Array:
         """log p(x | z) per example, (B,): the fused Bernoulli value, in fresh arrays."""
