@@ -70,6 +70,21 @@ class LossParts:
         return self.recon + self.kl
 
     @classmethod
+    def of_bound(cls, bound_value: Array, log_px: Array, kl: Array) -> LossParts:
+        """For a multi-sample bound: from the bound of each example (B,), ``log p(x|z_k)``
+        (B, K) and the elementwise analytic KL (B, L). ``loss`` is minus the summed bound;
+        ``recon`` the mean over the K samples of ``-log p(x|z_k)`` and ``kl`` the analytic KL,
+        reported beside it (so that ``recon + kl`` is the ELBO as the elbo objective reports
+        it, and collapse shows)."""
+        return cls(
+            loss=-bound_value.sum(),
+            recon=-log_px.mean(axis=1).sum(),
+            kl=kl.sum(),
+            kl_per_dim=kl.sum(axis=0),
+            n=kl.shape[0],
+        )
+
+    @classmethod
     def of(cls, recon: Array, kl: Array, kl_objective: Array, w: float) -> LossParts:
         """From the per-example reconstruction terms (B,), the elementwise KL (B, L), the KL
         term's value and its weight ``w``."""
@@ -90,6 +105,7 @@ class ImportanceSamples:
     Attributes
     ----------
     mu, logvar : (B, L) the posterior's parameters
+    sigma : (B, L) ``exp(logvar / 2)``
     eps, z : (B, K, L) the noise and the samples ``z_k = mu + sigma eps_k``
     decoded : (B * K, D) the decoder output of every sample, example-major (row ``b K + k`` is
         sample k of example b)
@@ -98,6 +114,7 @@ class ImportanceSamples:
 
     mu: Array
     logvar: Array
+    sigma: Array
     eps: Array
     z: Array
     decoded: Array
@@ -417,7 +434,8 @@ class VAE:
         h = self.encoder.forward(append_onehot(x, onehot, xp))
         stats = self.head.forward(h)
         mu, logvar = stats[:, :latent], stats[:, latent:]
-        z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, K, L)
+        sigma = xp.exp(0.5 * logvar)
+        z = mu[:, None, :] + sigma[:, None, :] * eps  # (B, K, L)
         # Example-major rows: sample k of example b is row b K + k, beside its own x and label.
         rows = append_onehot(z.reshape(n * k, latent), _repeat_rows(onehot, k, xp), xp)
         decoded = self.decoder.forward(rows)
@@ -428,7 +446,7 @@ class VAE:
             nll, d_nll = -self.likelihood.log_prob(decoded, x_rows), None
         log_px = -nll.reshape(n, k)
         samples = ImportanceSamples(
-            mu, logvar, eps, z, decoded, log_px, log_prior(z), log_posterior(eps, logvar)
+            mu, logvar, sigma, eps, z, decoded, log_px, log_prior(z), log_posterior(eps, logvar)
         )
         return samples, d_nll
 
@@ -436,24 +454,14 @@ class VAE:
         """:meth:`forward` for the ``vae`` and ``iwae`` objectives: ``loss = -sum_b bound_b``."""
         xp = self.xp
         s, d_nll = self._samples(x, y, eps, grad=True)
-        n, k = s.log_w.shape
-        log_w = s.log_w
+        log_w = s.log_w  # a property: computed once here
+        n, k = log_w.shape
         c = sample_weights(self.objective, log_w, xp)
         # The gradient of -log p(x|z_k) in the decoder output, each sample's row times its weight.
         d_out = c.reshape(n * k, 1) * d_nll
-        sigma = xp.exp(0.5 * s.logvar)
-        self._saved = _SampledSaved(d_out, c, s.z, s.eps, sigma)
-        # Reported beside the bound: the mean reconstruction term and the analytic KL (so that
-        # recon + kl is the ELBO as the elbo objective reports it, and collapse shows).
+        self._saved = _SampledSaved(d_out, c, s.z, s.eps, s.sigma)
         kl, _, _ = kl_standard_normal(s.mu, s.logvar, xp)
-        recon = -s.log_px.mean(axis=1)
-        return LossParts(
-            loss=-bound(self.objective, log_w, xp).sum(),
-            recon=recon.sum(),
-            kl=kl.sum(),
-            kl_per_dim=kl.sum(axis=0),
-            n=n,
-        )
+        return LossParts.of_bound(bound(self.objective, log_w, xp), s.log_px, kl)
 
     def _backward_samples(self, s: _SampledSaved) -> None:
         """:meth:`backward` for the ``vae`` and ``iwae`` objectives (:mod:`numpy_vae.bounds`).

@@ -163,13 +163,7 @@ class FastVAE(VAE):
         out *= c.reshape(n * k, 1)  # Bernoulli: c_k sigmoid(l), the x part comes in backward
         self._cache = (stats, out, c, z, eps, sigma, x, xw)
         kl, _, _ = kl_standard_normal(mu, logvar, xp)
-        return LossParts(
-            loss=-bound(self.objective, log_w, xp).sum(),
-            recon=-log_px.mean(axis=1).sum(),
-            kl=kl.sum(),
-            kl_per_dim=kl.sum(axis=0),
-            n=n,
-        )
+        return LossParts.of_bound(bound(self.objective, log_w, xp), log_px, kl)
 
     def _bernoulli_rows(self, logits: Array, x: Array, n: int, k: int) -> tuple[Array, Array]:
         """:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll` on the decoder's last layer
