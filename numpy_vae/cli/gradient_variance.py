@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from numpy_vae.bounds import ESTIMATORS
 from numpy_vae.cli.common import (
     Parser,
     add_progress_flags,
     explicit_flags,
+    fail,
     finite_float,
     int_at_least,
     positive_int,
@@ -164,15 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wrong:
         flags = ", ".join("--" + d.replace("_", "-") for d in wrong)
         study = "variance study (without --snr)" if args.snr else "SNR study (--snr)"
-        print(f"{p.prog}: error: {flags} belong(s) to the {study}", file=sys.stderr)
-        return 2
+        return fail(p.prog, f"{flags} belong(s) to the {study}")
     if args.snr:
         return snr_main(p, args)
     if args.repeats < 2:
-        print(f"{p.prog}: error: --repeats must be at least 2", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    try:
+        return fail(p.prog, "--repeats must be at least 2")
+
+    def variance_study() -> bool:
         closed, passed, lines = check_closed_form(args.latent_dim, args.repeats, args.seed)
         print("\n".join(lines))
         print()
@@ -200,23 +200,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot_gradient_variance(study, plot, what)
         print(f"wrote {plot}")
         if args.json is not None:
-            data = {"closed_form": closed.to_json(), "closed_form_passed": passed,
-                    "decoder": {**study.to_json(), "case": what}}  # fmt: skip
-            write_json(args.json, data)
-            print(f"wrote {args.json}")
-    except (ValueError, OSError) as err:
-        print(f"{p.prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"{time.perf_counter() - start:.1f} s")
-    return 0 if passed else 1
+            _write_json(args.json, {"closed_form": closed.to_json(), "closed_form_passed": passed,
+                                    "decoder": {**study.to_json(), "case": what}})  # fmt: skip
+        return passed
+
+    return _timed(p, variance_study)
 
 
 def snr_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The ``--snr`` study: both cases, their tables and slopes, the figure, the JSON."""
     if len(args.sample_counts) < 2:
-        print(f"{p.prog}: error: --snr needs at least two sample counts", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
+        return fail(p.prog, "--snr needs at least two sample counts")
     bar = not args.no_progress and sys.stderr.isatty()
 
     def run(case: GaussianCase | NetworkCase, draws: int, what: str) -> SNRStudy:
@@ -236,7 +230,7 @@ def snr_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             progress.close()
         return study
 
-    try:
+    def snr() -> bool:
         gaussian = GaussianCase.rainforth(
             batch=args.gaussian_batch, perturbation=args.perturbation, seed=args.seed
         )
@@ -272,15 +266,28 @@ def snr_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                  plot)  # fmt: skip
         print(f"wrote {plot}")
         if args.json is not None:
-            data = {"gaussian": closed.to_json(), "gaussian_passed": passed,
-                    "network": network.to_json()}  # fmt: skip
-            write_json(args.json, data)
-            print(f"wrote {args.json}")
+            _write_json(args.json, {"gaussian": closed.to_json(), "gaussian_passed": passed,
+                                    "network": network.to_json()})  # fmt: skip
+        return passed
+
+    return _timed(p, snr)
+
+
+def _timed(p: argparse.ArgumentParser, study: Callable[[], bool]) -> int:
+    """Run a study: its time, and the exit status (0, or 1 when its closed-form check failed;
+    2 with a one-line error for bad input or a file that cannot be read or written)."""
+    start = time.perf_counter()
+    try:
+        passed = study()
     except (ValueError, OSError) as err:
-        print(f"{p.prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return fail(p.prog, str(err).splitlines()[0])
     print(f"{time.perf_counter() - start:.1f} s")
     return 0 if passed else 1
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    write_json(path, data)  # atomically: never a half-written file
+    print(f"wrote {path}")
 
 
 def _cost(study: SNRStudy, how: str) -> str:
