@@ -122,8 +122,14 @@ def measure_stage(
     """What the paper reports, at the end of one stage: test NLL (IW, ``iw_k`` samples), the
     bound trained on (test and train), active units, and the time spent."""
     last = trainer.history[-1]
-    index = test_subset(int(trainer.test_x.shape[0]), test_images)
-    x = trainer.test_x[trainer.backend.xp.asarray(index)]
+    n_test = int(trainer.test_x.shape[0])
+    index = test_subset(n_test, test_images)
+    # The whole test set as it is; a subset gathered once.
+    x = (
+        trainer.test_x
+        if len(index) == n_test
+        else trainer.test_x[trainer.backend.xp.asarray(index)]
+    )
     shown = None
     if progress or log_interval:
         shown = Progress(
