@@ -21,6 +21,9 @@ from numpy_vae.bounds import ESTIMATORS, OBJECTIVES
 from numpy_vae.layers import ACTIVATIONS
 from numpy_vae.likelihoods import LIKELIHOODS
 
+#: The decoders: ``mlp`` (pixels independent given z) and ``made`` (:mod:`numpy_vae.made`).
+DECODERS = ("mlp", "made")
+
 
 @dataclass(frozen=True)
 class Range:
@@ -28,8 +31,9 @@ class Range:
 
     Attributes
     ----------
-    kind : {"int", "float", "choice", "widths"}
-        An integer, a finite real number, one of ``choices``, or a tuple of positive integers.
+    kind : {"int", "float", "choice", "widths", "bool"}
+        An integer, a finite real number, one of ``choices``, a tuple of positive integers, or
+        true/false (a switch on the command line).
     low : float
         Smallest allowed value (``int``, ``float``); ``inclusive`` says whether ``low`` itself is.
     choices : tuple of str
@@ -47,6 +51,8 @@ class Range:
             return f"one of {', '.join(self.choices)}"
         if self.kind == "widths":
             return "a list of at least one hidden width, each a positive integer (e.g. (400,))"
+        if self.kind == "bool":
+            return "true or false"
         bound = f"{'>=' if self.inclusive else '>'} {self.low:g}"
         return f"an integer {bound}" if self.kind == "int" else f"a finite number {bound}"
 
@@ -55,6 +61,9 @@ class Range:
         names the hyperparameter and its range."""
         if self.kind == "choice":
             ok = isinstance(value, str) and value in self.choices
+        elif self.kind == "bool":
+            ok = isinstance(value, bool | numpy.bool_)
+            value = bool(value) if ok else value
         elif self.kind == "widths":
             ok = isinstance(value, list | tuple) and len(value) > 0
             ok = ok and all(_is_int(w) and w >= 1 for w in value)
@@ -137,6 +146,28 @@ class ModelConfig:
         "dreg (doubly reparameterized)",
     )
 
+    decoder: str = hyperparameter(
+        "mlp",
+        Range("choice", choices=DECODERS),
+        "decoder p(x|z): mlp (pixels independent given z) or made (autoregressive over the "
+        "pixels given z, Germain et al. 2015; binary data and the Bernoulli likelihood only)",
+    )
+    made_hidden: tuple[int, ...] = hyperparameter(
+        (500,),
+        Range("widths"),
+        "hidden widths of the MADE decoder (their number is its depth)",
+        flag="--made-hidden",
+    )
+    made_direct: bool = hyperparameter(
+        False, Range("bool"), "MADE decoder: add a direct masked connection from pixels to logits"
+    )
+    made_z: bool = hyperparameter(
+        True,
+        Range("bool"),
+        "MADE decoder without z: the autoregressive model alone, whose log p(x) is exact",
+        flag="--made-without-z",
+    )
+
     def __post_init__(self) -> None:
         problems = []
         for f in fields(ModelConfig):
@@ -169,6 +200,18 @@ class ModelConfig:
                 f"{self.objective} objective samples the KL inside log w (leave beta=1, "
                 "free_bits=0)"
             )
+        if self.decoder == "made" and self.likelihood != "bernoulli":
+            problems.append(
+                "the made decoder models binary pixels: it needs likelihood='bernoulli'"
+            )
+        defaults = {f.name: f.default for f in fields(ModelConfig)}
+        changed = [
+            name
+            for name in ("made_hidden", "made_direct", "made_z")
+            if getattr(self, name) != defaults[name]
+        ]
+        if self.decoder != "made" and changed:
+            problems.append(f"{', '.join(changed)} configure the MADE decoder: set decoder='made'")
         return problems
 
     @property
@@ -184,6 +227,7 @@ class ModelConfig:
         """The hyperparameters as JSON values (``hidden_dims`` as a list)."""
         d = {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
         d["hidden_dims"] = list(d["hidden_dims"])
+        d["made_hidden"] = list(d["made_hidden"])
         return d
 
 

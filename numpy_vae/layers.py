@@ -63,27 +63,39 @@ class Linear(Layer):
     rng : numpy.random.Generator
         Host generator for the initial values (drawn on the host so that every backend starts
         from the same numbers).
+    bias : bool
+        Whether the layer has a bias (``torch.nn.Linear(..., bias=False)`` when not; the weight
+        is drawn alike).
     """
 
-    param_names = ("weight", "bias")
+    param_names: tuple[str, ...] = ("weight", "bias")
 
     def __init__(
-        self, in_features: int, out_features: int, backend: Backend, rng: numpy.random.Generator
+        self,
+        in_features: int,
+        out_features: int,
+        backend: Backend,
+        rng: numpy.random.Generator,
+        bias: bool = True,
     ) -> None:
         self.in_features = in_features
         self.out_features = out_features
         self.xp = backend.xp
         bound = 1.0 / math.sqrt(in_features)
         self.weight = backend.asarray(rng.uniform(-bound, bound, size=(out_features, in_features)))
-        self.bias = backend.asarray(rng.uniform(-bound, bound, size=out_features))
         self.d_weight = self.xp.zeros_like(self.weight)
-        self.d_bias = self.xp.zeros_like(self.bias)
+        if bias:
+            self.bias = backend.asarray(rng.uniform(-bound, bound, size=out_features))
+            self.d_bias = self.xp.zeros_like(self.bias)
+        else:
+            self.param_names = ("weight",)
         self._x = None
 
     def forward(self, x: Array) -> Array:
         """``x`` (B, in_features) -> ``x W^T + b`` (B, out_features); keeps ``x``."""
         self._x = x
-        return x @ self.weight.T + self.bias
+        y = x @ self.weight.T
+        return y + self.bias if "bias" in self.param_names else y
 
     def backward(self, d_out: Array) -> Array:
         """dL/dW = d_out^T x,  dL/db = sum_batch d_out,  dL/dx = d_out W.
@@ -97,8 +109,59 @@ class Linear(Layer):
         over what the forward pass fanned out to (the batch for parameters, the outputs for x).
         """
         self.d_weight[...] = d_out.T @ self._x
-        self.d_bias[...] = d_out.sum(axis=0)
+        if "bias" in self.param_names:
+            self.d_bias[...] = d_out.sum(axis=0)
         return d_out @ self.weight
+
+
+class MaskedLinear(Linear):
+    """Affine map through a fixed 0/1 mask: ``y = x (M * W)^T + b`` (MADE's layer).
+
+    ``M`` (out_features, in_features) says which inputs each output may see; it is not a
+    parameter. The weight starts as :class:`Linear`'s draw with the masked entries set to 0, so
+    the stored weight is the weight in use; the forward pass still multiplies by ``M``, so a
+    loaded weight with non-zero masked entries cannot break the mask.
+
+    Parameters
+    ----------
+    mask : array (out_features, in_features) of 0 and 1
+    backend, rng, bias : as for :class:`Linear`
+    """
+
+    def __init__(
+        self,
+        mask: Array,
+        backend: Backend,
+        rng: numpy.random.Generator,
+        bias: bool = True,
+    ) -> None:
+        mask = numpy.asarray(mask)
+        super().__init__(mask.shape[1], mask.shape[0], backend, rng, bias=bias)
+        self.mask = backend.asarray(mask)
+        self.weight[...] = self.mask * self.weight
+
+    def forward(self, x: Array) -> Array:
+        """``x (M * W)^T + b``; keeps ``x``."""
+        self._x = x
+        y = x @ (self.mask * self.weight).T
+        return y + self.bias if "bias" in self.param_names else y
+
+    def backward(self, d_out: Array) -> Array:
+        """dL/dW = M * (d_out^T x),  dL/db = sum_batch d_out,  dL/dx = d_out (M * W).
+
+        Derivation: the layer is :class:`Linear` with weight ``V = M * W``, so ``dL/dV = d_out^T
+        x`` and ``dL/dx = d_out V``. Each ``W[i, k]`` reaches the loss only through ``V[i, k] =
+        M[i, k] W[i, k]``, with slope ``M[i, k]``: ``dL/dW[i, k] = M[i, k] dL/dV[i, k]``. The
+        masked weight gradient is therefore not a choice but the chain rule: where ``M`` is 0 the
+        weight does not touch the output and its derivative is exactly 0. Without the mask the
+        optimizer would move weights that do nothing today, and any later change that stopped
+        multiplying by ``M`` (a fused kernel on the stored weight) would let them break the
+        autoregressive property; with it, a weight that starts at 0 stays 0 under Adam.
+        """
+        self.d_weight[...] = self.mask * (d_out.T @ self._x)
+        if "bias" in self.param_names:
+            self.d_bias[...] = d_out.sum(axis=0)
+        return d_out @ (self.mask * self.weight)
 
 
 class ReLU(Layer):
@@ -189,7 +252,30 @@ def make_activation(name: str, backend: Backend) -> Layer:
     return ACTIVATIONS[name](backend)
 
 
-class Sequential(Layer):
+class Container(Layer):
+    """A layer made of named layers: parameters are ``"<layer name>.<parameter>"``, as
+    ``torch.nn.Module`` names the parameters of its submodules."""
+
+    def named_layers(self) -> Iterator[tuple[str, Layer]]:
+        """(name, layer) for every layer that has parameters."""
+        raise NotImplementedError
+
+    def parameters(self) -> dict[str, Array]:
+        return {
+            f"{prefix}.{name}": array
+            for prefix, layer in self.named_layers()
+            for name, array in layer.parameters().items()
+        }
+
+    def gradients(self) -> dict[str, Array]:
+        return {
+            f"{prefix}.{name}": array
+            for prefix, layer in self.named_layers()
+            for name, array in layer.gradients().items()
+        }
+
+
+class Sequential(Container):
     """Layers applied in order; backward runs them in reverse.
 
     Parameter names are ``"<index>.<name>"`` with the index of the layer in the list, exactly as
@@ -216,17 +302,3 @@ class Sequential(Layer):
         for i, layer in enumerate(self.layers):
             if layer.param_names:
                 yield str(i), layer
-
-    def parameters(self) -> dict[str, Array]:
-        return {
-            f"{prefix}.{name}": array
-            for prefix, layer in self.named_layers()
-            for name, array in layer.parameters().items()
-        }
-
-    def gradients(self) -> dict[str, Array]:
-        return {
-            f"{prefix}.{name}": array
-            for prefix, layer in self.named_layers()
-            for name, array in layer.gradients().items()
-        }

@@ -35,6 +35,7 @@ from numpy_vae.config import MODEL_FIELDS, ModelConfig
 from numpy_vae.kl import free_bits, kl_standard_normal
 from numpy_vae.layers import Linear, Sequential, make_activation
 from numpy_vae.likelihoods import LIKELIHOODS, make_likelihood
+from numpy_vae.made import MADEDecoder
 from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 Array = Any
@@ -196,10 +197,22 @@ class VAE:
         init_rng = numpy.random.default_rng(seed)
         self.encoder = self._mlp((input_dim + config.n_classes, *config.hidden_dims), init_rng)
         self.head = Linear(config.hidden_dims[-1], 2 * config.latent_dim, backend, init_rng)
-        widths = (config.latent_dim + config.n_classes, *reversed(config.hidden_dims))
-        decoder = self._mlp(widths, init_rng).layers
-        decoder.append(Linear(config.hidden_dims[0], input_dim, backend, init_rng))
-        self.decoder = Sequential(decoder)
+        context_dim = config.latent_dim + config.n_classes
+        if config.decoder == "made":
+            self.decoder = MADEDecoder(
+                input_dim,
+                context_dim,
+                config.made_hidden,
+                config.activation,
+                backend,
+                init_rng,
+                direct=config.made_direct,
+                uses_z=config.made_z,
+            )
+        else:
+            decoder = self._mlp((context_dim, *reversed(config.hidden_dims)), init_rng).layers
+            decoder.append(Linear(config.hidden_dims[0], input_dim, backend, init_rng))
+            self.decoder = Sequential(decoder)
         self.rng = backend.rng(seed + 1)
         self._saved: _Saved | None = None
 
@@ -349,7 +362,7 @@ class VAE:
         stats = self.head.forward(h)
         mu, logvar = stats[:, :latent], stats[:, latent:]
         z, reparam_cache = reparameterize(mu, logvar, eps, xp)
-        out = self.decoder.forward(append_onehot(z, onehot, xp))
+        out = self._decode(append_onehot(z, onehot, xp), x)
 
         recon, d_out = self.likelihood.nll(out, x)  # value and gradient
         kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
@@ -438,8 +451,8 @@ class VAE:
         z = mu[:, None, :] + sigma[:, None, :] * eps  # (B, K, L)
         # Example-major rows: sample k of example b is row b K + k, beside its own x and label.
         rows = append_onehot(z.reshape(n * k, latent), _repeat_rows(onehot, k, xp), xp)
-        decoded = self.decoder.forward(rows)
         x_rows = _repeat_rows(x, k, xp)
+        decoded = self._decode(rows, x_rows)
         if grad:
             nll, d_nll = self.likelihood.nll(decoded, x_rows)
         else:
@@ -540,15 +553,62 @@ class VAE:
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
     def decode(self, z: Array, y: Array | None = None) -> Array:
-        """Mean of p(x | z): pixel probabilities (Bernoulli) or Gaussian mean, (B, input_dim)."""
+        """Mean of p(x | z): pixel probabilities (Bernoulli) or Gaussian mean, (B, input_dim).
+
+        The MADE decoder's mean has no closed form; it returns instead the probabilities
+        ``p(x_d = 1 | x_<d, z)`` along one pixel-by-pixel draw from ``self.rng``
+        (:meth:`numpy_vae.made.MADEDecoder.sample`), the smooth picture of that sample.
+        """
+        if self.decoder_kind == "made":
+            return self.decode_sample(z, y)[1]
         return self.likelihood.mean(self.decoder_output(z, y))
 
-    def decoder_output(self, z: Array, y: Array | None = None, validate: bool = True) -> Array:
-        """Raw decoder output for latent ``z``: logits (Bernoulli) or the mean (Gaussian)."""
+    def decode_sample(self, z: Array, y: Array | None = None) -> tuple[Array, Array]:
+        """MADE decoder: ``x ~ p(x | z)`` drawn pixel by pixel with ``self.rng``, and the
+        probability each pixel was drawn with; both (B, input_dim)."""
+        if self.decoder_kind != "made":
+            raise ValueError(
+                "decode_sample draws from the MADE decoder; this model's decoder is an mlp "
+                "(its mean is decode(z))"
+            )
+        z = self._validate_latent(z)
+        y = self._validate_labels(y, z.shape[0])
+        u = self.rng.random((z.shape[0], self.input_dim), dtype=self.dtype)
+        return self.decoder.sample(append_onehot(z, self._one_hot(y), self.xp), u)
+
+    def decoder_output(
+        self, z: Array, y: Array | None = None, validate: bool = True, x: Array | None = None
+    ) -> Array:
+        """Raw decoder output for latent ``z``: logits (Bernoulli) or the mean (Gaussian).
+
+        The MADE decoder's logits depend on the pixels too: give ``x`` (B, input_dim), binary,
+        and logit ``d`` is that of ``p(x_d | x_<d, z)`` (teacher forcing).
+        """
         if validate:
             z = self._validate_latent(z)
             y = self._validate_labels(y, z.shape[0])
-        return self.decoder.forward(append_onehot(z, self._one_hot(y), self.xp))
+            if self.decoder_kind == "made":
+                if x is None:
+                    raise ValueError(
+                        "the MADE decoder's logits depend on the pixels: pass x (its logit d "
+                        "is that of p(x_d | x_<d, z)), or draw images with decode_sample(z)"
+                    )
+                x = self._validate(x, None, None)[0]
+                if x.shape[0] != z.shape[0]:
+                    raise ValueError(f"x has {x.shape[0]} rows but z has {z.shape[0]}")
+        return self._decode(append_onehot(z, self._one_hot(y), self.xp), x)
+
+    def _decode(self, rows: Array, x: Array | None) -> Array:
+        """The decoder on ``rows = [z | one-hot y]``; the MADE decoder also reads ``x``."""
+        if self.decoder_kind == "made":
+            return self.decoder.forward(rows, x)
+        return self.decoder.forward(rows)
+
+    @property
+    def decoder_kind(self) -> str:
+        """``"mlp"`` or ``"made"`` (the ``decoder`` hyperparameter; ``self.decoder`` is the
+        decoder itself)."""
+        return self.hparams.decoder
 
     def log_likelihood(self, x: Array, decoded: Array) -> Array:
         """log p(x | z) per example, (B,), from the decoder output ``decoded`` for that z.
@@ -562,10 +622,11 @@ class VAE:
         ``z`` (B, K, L): each example's row decoded against each of its samples. Value only;
         inputs are trusted (checked at the boundary by the caller)."""
         n, k, latent = z.shape
+        x_rows = _repeat_rows(x, k, self.xp)
         decoded = self.decoder_output(
-            z.reshape(n * k, latent), _repeat_rows(y, k, self.xp), validate=False
+            z.reshape(n * k, latent), _repeat_rows(y, k, self.xp), validate=False, x=x_rows
         )
-        return self.log_likelihood(_repeat_rows(x, k, self.xp), decoded).reshape(n, k)
+        return self.log_likelihood(x_rows, decoded).reshape(n, k)
 
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
         """Decode the posterior mean: ``decode(mu(x))``."""
@@ -596,6 +657,16 @@ class VAE:
                     f"x has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
                     "pixel intensities in [0, 1]: scale them (e.g. x / 255) or use "
                     "likelihood='gaussian'"
+                )
+        if self.decoder_kind == "made":
+            # The sampler feeds its own 0/1 draws back in; grey levels would train the
+            # conditionals on inputs they never see when sampling.
+            n_grey = int(self.backend.to_host(((x != 0) & (x != 1)).sum()))
+            if n_grey:
+                raise ValueError(
+                    f"x has {n_grey} values other than 0 and 1, but the MADE decoder models "
+                    "binary pixels: binarize the data (e.g. x > 0.5, or a Bernoulli draw; "
+                    "train_mnist.py --binarize dynamic)"
                 )
         y = self._validate_labels(y, x.shape[0])
         if eps is not None and samples:

@@ -88,6 +88,13 @@ def add_model_flags(group: Any) -> Any:
                 default=f.default,
                 help=f.metadata["help"],
             )
+        elif valid.kind == "bool":  # a switch that turns the default around
+            group.add_argument(
+                flag,
+                dest=f.name,
+                action="store_false" if f.default else "store_true",
+                help=f.metadata["help"],
+            )
         elif valid.kind == "choice":
             group.add_argument(
                 flag,

@@ -23,6 +23,10 @@ likelihood that never repeats x K times (:meth:`_bernoulli_rows`); it is not bit
 specification's (other groupings of the same sums), and the tests state that bound too. The
 k = 5000 evaluation's :meth:`sample_log_likelihood` uses the same rearrangement.
 :meth:`encode`, :meth:`decode`, :meth:`sample` and the rest are the specification's own.
+
+The MADE decoder (:mod:`numpy_vae.made`) has no fast step: with it, :class:`FastVAE` runs the
+specification's forward and backward passes (the flat parameters and the fused Adam still
+apply). The issue's rule: a fast path only where a profile says it matters.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class FastVAE(VAE):
         )
         self._fast_encoder = FastSequential(self.encoder)
         self._fast_head = FastLinear(self.head)
-        self._fast_decoder = FastSequential(self.decoder)
+        self._fast_decoder = FastSequential(self.decoder) if self.decoder_kind == "mlp" else None
         self._cache: tuple | None = None
         # Scratch memory of the training step, one Buffers per part of the model.
         self._buffers = {name: Buffers(self.xp) for name in ("encoder", "head", "decoder", "loss")}
@@ -89,8 +93,11 @@ class FastVAE(VAE):
     ) -> LossParts:
         """:meth:`VAE.forward`, keeping what :meth:`backward` needs in the model's buffers.
 
-        The ``vae`` and ``iwae`` objectives: :meth:`_forward_samples`.
+        The ``vae`` and ``iwae`` objectives: :meth:`_forward_samples`. The MADE decoder: the
+        specification's :meth:`VAE.forward`.
         """
+        if self.decoder_kind == "made":
+            return VAE.forward(self, x, y, eps=eps, kl_weight=kl_weight, validate=validate)
         x, y, eps, w = self._inputs(x, y, eps, kl_weight, validate)
         if self.objective != "elbo":
             return self._forward_samples(x, y, eps)
@@ -116,6 +123,8 @@ class FastVAE(VAE):
 
     def backward(self) -> None:
         """:meth:`VAE.backward`'s six arrows, through the model's buffers."""
+        if self.decoder_kind == "made":
+            return VAE.backward(self)
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")
         if self.objective != "elbo":
@@ -140,6 +149,8 @@ class FastVAE(VAE):
         """The specification's multi-sample forward (:meth:`VAE._forward_samples`) with the
         decoder's B K rows in buffers and the Bernoulli likelihood in :meth:`_bernoulli_rows`:
         at batch 20 with K = 50 the textbook likelihood was 56% of the step (issue 15's note)."""
+        if self.decoder_kind == "made":  # reached from VAE.forward
+            return VAE._forward_samples(self, x, y, eps)
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
         n, k = eps.shape[0], eps.shape[1]
         onehot = self._one_hot(y)
@@ -175,14 +186,19 @@ class FastVAE(VAE):
             buffers=self._buffers["loss"],
         )  # fmt: skip
 
-    def _backward_samples(self) -> None:
+    def _backward_samples(self, saved: Any = None) -> None:
         """:meth:`VAE._backward_samples` through the model's buffers.
 
         For the Bernoulli likelihood the decoder's output gradient is ``c_k (sigmoid(l) - x_b)``
         and only its first part is a (B K, D) array; the last layer's products take the
         ``- c_k x_b`` part per example: ``dW -= x^T (sum_k c_k h_k)``, ``db -= sum_b (sum_k
         c_bk) x_b``, ``dh_k -= c_k (x W)``.
+
+        The MADE decoder (reached from :meth:`VAE.backward` with its ``saved``): the
+        specification's.
         """
+        if self.decoder_kind == "made":
+            return VAE._backward_samples(self, saved)
         stats, d_out, c, z, eps, sigma, x, xw = self._cache
         self._cache = None
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
@@ -222,7 +238,7 @@ class FastVAE(VAE):
         :func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll`, without its gradient. This is
         what the k = 5000 evaluation spends its time on besides the decoder's matrix products.
         """
-        if not isinstance(self.likelihood, Bernoulli):
+        if not isinstance(self.likelihood, Bernoulli) or self.decoder_kind == "made":
             return super().sample_log_likelihood(x, z, y)
         xp = self.xp
         n, k, latent = z.shape

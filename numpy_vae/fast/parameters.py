@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from numpy_vae.backend import Backend
-from numpy_vae.layers import Layer, Sequential
+from numpy_vae.layers import Container, Layer
 
 Array = Any
 
@@ -35,7 +35,7 @@ class FlatParameters:
         for module_name, module in modules.items():
             layers = (
                 [(f"{module_name}.{i}", layer) for i, layer in module.named_layers()]
-                if isinstance(module, Sequential)
+                if isinstance(module, Container)
                 else [(module_name, module)]
             )
             for prefix, layer in layers:

@@ -136,6 +136,7 @@ class TrainConfig(ModelConfig):
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
+        d["made_hidden"] = list(self.made_hidden)
         return d
 
     @classmethod
