@@ -118,6 +118,11 @@ class TrainConfig(ModelConfig):
                 f"kl_warmup weights the elbo objective's analytic KL; the {self.objective} "
                 "objective has no separate KL term"
             )
+        if not problems and self.decoder == "made" and self.binarize == "none":
+            problems.append(
+                "the made decoder models binary pixels (it is fed its own 0/1 draws when "
+                "sampling): choose binarize='dynamic' or 'threshold' (--binarize dynamic)"
+            )
         if self.init not in INITS:
             problems.append(f"init must be one of {', '.join(INITS)}")
         if self.lr_schedule not in LR_SCHEDULES:

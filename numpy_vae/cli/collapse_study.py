@@ -1,0 +1,126 @@
+"""The command line of ``scripts/collapse_study.py``: posterior collapse and its remedies.
+
+Trains the rows of the study (an MLP and a MADE decoder, the MADE with KL warm-up, free bits, a
+weaker MADE, beta < 1, and the MADE without z) on dynamically binarized MNIST with one budget,
+and measures each: test negative ELBO, KL, active units, the test NLL by the importance-weighted
+estimate and the mutual information between x and z. Stopped anywhere, the same command
+continues (each row resumes from its checkpoint; a measured row is read back). Two processes
+with different --rows use both cores. --figures draws the KL-per-dimension and sample figures
+of the measured rows; --table prints the README's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from numpy_vae.cli.common import Parser, add_progress_flags, fail, load_dataset, positive_int
+from numpy_vae.experiments.collapse import (
+    ROWS,
+    collect,
+    markdown_table,
+    plot_kl_per_dim,
+    plot_samples,
+    run_row,
+)
+from numpy_vae.training.checkpoint import load_model
+from numpy_vae.training.data import default_data_dir, default_runs_dir
+from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
+from numpy_vae.training.trainer import Diverged
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="collapse_study.py", description=__doc__.split("\n\n", 1)[1])
+    p.add_argument(
+        "--rows", default=",".join(ROWS), help=f"comma-separated rows, from {', '.join(ROWS)}"
+    )
+    p.add_argument(
+        "--epochs", type=positive_int, default=20, help="the budget of every row, in epochs"
+    )
+    p.add_argument(
+        "--iw-k", type=positive_int, default=1000, help="importance samples for the test NLL"
+    )
+    p.add_argument(
+        "--test-images",
+        type=positive_int,
+        default=1000,
+        help="test images (drawn at random once) for the IW NLL and the mutual information",
+    )
+    p.add_argument("--runs-dir", type=Path, default=default_runs_dir(), help="parent of the runs")
+    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache")
+    p.add_argument(
+        "--table", action="store_true", help="train nothing: print the measured rows' table"
+    )
+    p.add_argument(
+        "--figures",
+        type=Path,
+        metavar="DIR",
+        help="train nothing: draw kl_per_dim.png and samples.png of the measured rows into DIR",
+    )
+    add_progress_flags(p, "batches")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/collapse_study.py``; returns the exit status."""
+    p = parser()
+    args = p.parse_args(argv)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown or not rows:
+        return fail(p.prog, f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    if args.table or args.figures:
+        found = {row: r for row, r in collect(args.runs_dir).items() if row in rows}
+        if not found:
+            return fail(p.prog, f"no measured row under {args.runs_dir} (collapse_<row>/)")
+        if args.table:
+            print(markdown_table(found))
+        if args.figures:
+            try:
+                plot_kl_per_dim(args.runs_dir, list(found), args.figures / "kl_per_dim.png")
+                models = {r: load_model(args.runs_dir / f"collapse_{r}") for r in found}
+                plot_samples(models, args.figures / "samples.png")
+            except (ValueError, OSError) as err:
+                return fail(p.prog, str(err).replace("\n", " "))
+            print(f"wrote {args.figures / 'kl_per_dim.png'} and {args.figures / 'samples.png'}")
+        return 0
+    try:
+        dataset, _ = load_dataset(args.data_dir, None)
+        bar = not args.no_progress and sys.stderr.isatty()
+        with sigterm_interrupts():
+            for row in rows:
+                r = run_row(
+                    row,
+                    dataset,
+                    args.runs_dir,
+                    args.epochs,
+                    iw_k=args.iw_k,
+                    test_images=args.test_images,
+                    progress=bar,
+                    log_interval=args.log_interval,
+                )
+                print(
+                    f"{row} (epoch {r['epoch']}): test -ELBO {r['test_neg_elbo']:.2f}, NLL "
+                    f"{r['test_iw_nll']:.2f} ± {r['test_iw_nll_se']:.2f} (k = {r['iw_k']}), KL "
+                    f"{r['test_kl']:.2f}, active {r['active_units']}, MI "
+                    f"{r['mutual_information']:.2f}",
+                    flush=True,
+                )
+    except (ValueError, OSError) as err:
+        return fail(p.prog, str(err).replace("\n", " "))
+    except Diverged as err:
+        print(f"{p.prog}: {err}", file=sys.stderr)
+        return 1
+    except Interrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 143 if err.terminated else 130
+    except (KeyboardInterrupt, Terminated) as err:  # during a row's measurement
+        print(
+            "\nstopped while measuring a row (nothing of it was written); the same command "
+            "continues from the last checkpoint and measures it again",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(err, Terminated) else 130
+    return 0
