@@ -16,7 +16,7 @@ import numpy_vae
 
 PACKAGE = Path(numpy_vae.__file__).resolve().parent
 ROOT = PACKAGE.parent
-SPEC = {"reparam", "kl", "likelihoods", "layers", "model", "optim", "gradcheck", "bounds"}
+SPEC = {"reparam", "kl", "likelihoods", "layers", "model", "optim", "gradcheck", "bounds", "made"}
 RANKS = {"fast": 1, "training": 2, "checks": 3, "devices": 4, "experiments": 4, "cli": 5}
 LEAVES = {"numpy_vae.devices.strict"}
 

@@ -160,12 +160,10 @@ class KinkProbe:
     def __init__(self, model: VAE) -> None:
         self.model = model
         self.signs: list[Array] = []
-        self.layers = [
-            layer
-            for net in (model.encoder, model.decoder)
-            for layer in net.layers
-            if isinstance(layer, KINKED)
-        ]
+        # The MLPs list their layers; the MADE decoder keeps its activations apart.
+        nets = (model.encoder.layers, getattr(model.decoder, "layers", None))
+        nets = (nets[0], nets[1] if nets[1] is not None else model.decoder.activations)
+        self.layers = [layer for net in nets for layer in net if isinstance(layer, KINKED)]
 
     @contextlib.contextmanager
     def active(self) -> Iterator[KinkProbe]:
@@ -296,7 +294,8 @@ def gradient_report(
     inputs (see :func:`check_model`).
 
     Its weights are the initial weights for ``seed``; the inputs are uniform in [0, 1]
-    (Bernoulli: grey levels, which exercise the ``x * logit`` term fully) or, for the Gaussian
+    (Bernoulli: grey levels, which exercise the ``x * logit`` term fully; the MADE decoder takes
+    binary pixels, 0 or 1 with probability 1/2) or, for the Gaussian
     likelihood, normal around 0.5 with some values outside [0, 1]; labels (a conditional model)
     uniform over the classes; ``eps`` is standard normal; all drawn from ``seed``.
     ``entries=None`` checks every entry.
@@ -315,6 +314,9 @@ def gradient_report(
     if likelihood == "gaussian":
         x = rng.normal(0.5, 0.5, size=(batch, input_dim))
         inputs = f"{batch} random images, pixels ~ N(0.5, 0.5^2) (seed {seed})"
+    elif config.decoder == "made":  # binary pixels only
+        x = (rng.random((batch, input_dim)) < 0.5).astype(numpy.float64)
+        inputs = f"{batch} random binary images, pixels 0 or 1 with probability 1/2 (seed {seed})"
     else:
         x = rng.random((batch, input_dim))
         inputs = f"{batch} random images, pixels uniform in [0, 1] (seed {seed})"
@@ -378,6 +380,11 @@ def _describe(config: dict[str, Any]) -> str:
     text = f"{widths} {config['activation']}, {config['likelihood']}"
     if config["likelihood"] == "gaussian":
         text += f" (sigma {config['gaussian_sigma']:g})"
+    if config.get("decoder") == "made":
+        hidden = "-".join(str(w) for w in config["made_hidden"])
+        text += f", MADE decoder {hidden}"
+        text += " + direct" if config["made_direct"] else ""
+        text += "" if config["made_z"] else " without z"
     if config["n_classes"]:
         text += f", conditional ({config['n_classes']} classes)"
     text += f", beta {config['beta']:g}"

@@ -55,6 +55,25 @@ ROWS: dict[str, tuple[dict[str, Any], str]] = {
     "made_weak": ({**_MADE, "made_hidden": (20,)}, "weaker MADE (20 hidden units), plain ELBO"),
     "made_beta_0.5": ({**_MADE, "beta": 0.5}, "MADE, beta = 0.5"),
     "made_no_z": ({**_MADE, "made_z": False}, "MADE without z (the autoregressive model alone)"),
+    # A stronger MADE at beta = 1: wider, and the direct connection.
+    "made_wide_direct": (
+        {**_MADE, "made_hidden": (1000,), "made_direct": True},
+        "MADE 1000 hidden + direct connection, plain ELBO",
+    ),
+    # Where the MADE does collapse within the budget: KL weight 2. The MLP at the same weight
+    # is the comparison that isolates the decoder; the remedies are measured against made_b2.
+    "mlp_b2": ({"beta": 2.0}, "MLP decoder, beta = 2"),
+    "made_b2": ({**_MADE, "beta": 2.0}, "MADE, beta = 2"),
+    "made_b2_warmup": (
+        {**_MADE, "beta": 2.0, "kl_warmup": 10.0},
+        "MADE, beta = 2, KL warm-up over 10 epochs",
+    ),
+    "made_b2_fb_0.1": ({**_MADE, "beta": 2.0, "free_bits": 0.1}, "MADE, beta = 2, free bits 0.1"),
+    "made_b2_fb_0.5": ({**_MADE, "beta": 2.0, "free_bits": 0.5}, "MADE, beta = 2, free bits 0.5"),
+    "made_b2_weak": (
+        {**_MADE, "made_hidden": (20,), "beta": 2.0},
+        "weaker MADE (20 hidden units), beta = 2",
+    ),
 }
 RESULT = "collapse.json"
 LOG_2PI = math.log(2 * math.pi)
