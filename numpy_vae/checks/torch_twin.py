@@ -7,9 +7,14 @@ and ``torch.optim.Adam``. The multi-sample objectives (``vae``, ``iwae``) are wr
 Tucker et al.'s code: ``torch.distributions.Normal(...).log_prob`` for ``log p(z)`` and
 ``log q(z|x)``, ``torch.logsumexp`` for the IWAE bound, ``detach()`` for what an estimator holds
 fixed (STL, DReG), and ``torch.autograd.grad`` on separate parameter lists where the decoder and
-the encoder differentiate different surrogates (DReG). It shares no code with numpy-vae's forward
-or backward pass: a :class:`numpy_vae.VAE` is read only for its configuration and its initial
-weights.
+the encoder differentiate different surrogates (DReG). The MADE decoder (``decoder="made"``) is a
+small ``nn.Module`` of :class:`MaskedLinear` layers (``F.linear(x, weight * mask, bias)``, the
+mask a non-persistent buffer) and bias-free ``nn.Linear`` context layers for ``[z | one-hot y]``,
+fed the data itself (teacher forcing). It shares no code with numpy-vae's forward or backward
+pass: a :class:`numpy_vae.VAE` is read only for its configuration and its initial weights, and the
+MADE masks are built by :func:`numpy_vae.made.made_masks` (the masks are the architecture, not
+the math under test; ``tests/test_torch_parity.py`` checks them on their own through autograd's
+Jacobian).
 
 ::
 
@@ -21,7 +26,8 @@ weights.
     numpy_vae.Adam           ≟    torch.optim.Adam          (100 steps: to ~1e-13)
 
 Because ``state_dict`` keys equal numpy-vae's parameter names (``encoder.0.weight``, ...,
-``decoder.2.bias``), weights copy one-to-one and every comparison is by name.
+``decoder.2.bias``; for MADE ``decoder.masked.<l>.weight``, ``decoder.context.<l>.weight``,
+``decoder.direct.weight``), weights copy one-to-one and every comparison is by name.
 
 PyTorch is an optional dependency; this module is the only one in the package that imports it,
 and ``import numpy_vae`` does not import this module.
@@ -53,6 +59,7 @@ from numpy_vae.backend import get_backend
 from numpy_vae.checks.variants import VARIANTS, Variant  # noqa: F401  (re-exported)
 from numpy_vae.config import ModelConfig
 from numpy_vae.gradcheck import relative_error
+from numpy_vae.made import made_masks
 from numpy_vae.model import VAE
 from numpy_vae.optim import Adam
 from numpy_vae.training.data import binarize
@@ -91,6 +98,82 @@ class TorchLoss:
     encoder_loss: torch.Tensor | None = None
 
 
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` through a fixed 0/1 mask: ``y = x (M * W)^T + b`` (MADE's layer).
+
+    The mask is a buffer registered with ``persistent=False``: it follows ``.to()`` but is not in
+    ``state_dict``, so the layer's keys are ``weight`` and ``bias`` as for ``nn.Linear``. The
+    weight is used as ``weight * mask`` in every forward pass, so autograd's weight gradient is
+    ``M * dL/dV`` by itself (0 wherever the mask is 0).
+    """
+
+    def __init__(self, mask: np.ndarray, bias: bool = True, dtype: torch.dtype = torch.float64):
+        out_features, in_features = mask.shape
+        super().__init__(in_features, out_features, bias=bias, dtype=dtype)
+        self.register_buffer("mask", torch.tensor(mask, dtype=dtype), persistent=False)
+        with torch.no_grad():
+            self.weight.mul_(self.mask)  # a standalone twin starts with its masked weights at 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class TorchMADE(nn.Module):
+    """MADE decoder: logits of ``p(x_d = 1 | x_<d, c)`` from the context ``c`` and the pixels.
+
+    ``a_1 = MaskedLinear_1(x) + C_1 c``, ``a_l = MaskedLinear_l(h_{l-1}) + C_l c``, ``h_l =
+    act(a_l)``, ``logits = MaskedLinear_out(h_L) [+ direct(x)]``, as in :mod:`numpy_vae.made`.
+    ``C_l`` are bias-free ``nn.Linear`` layers (absent when ``uses_z`` is False).
+
+    Parameters
+    ----------
+    input_dim, context_dim : int
+        D, and the width of ``c = [z | one-hot y]``.
+    hidden_dims : tuple of int
+    act : callable returning the activation module
+    direct, uses_z : bool
+        As ``ModelConfig.made_direct`` and ``made_z``.
+    dtype : torch.dtype
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        context_dim: int,
+        hidden_dims: tuple[int, ...],
+        act: Callable[[], nn.Module],
+        direct: bool = False,
+        uses_z: bool = True,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        super().__init__()
+        # The masks come from the specification's made_masks: which connection exists is the
+        # architecture, copied like the weights; the forward and backward math is the twin's own.
+        hidden, output, direct_mask = made_masks(input_dim, hidden_dims)
+        self.masked = nn.ModuleList(
+            [MaskedLinear(m, dtype=dtype) for m in hidden] + [MaskedLinear(output, dtype=dtype)]
+        )
+        self.context = nn.ModuleList(
+            [nn.Linear(context_dim, w, bias=False, dtype=dtype) for w in hidden_dims]
+            if uses_z
+            else []
+        )
+        self.direct = MaskedLinear(direct_mask, bias=False, dtype=dtype) if direct else None
+        self.activations = nn.ModuleList([act() for _ in hidden_dims])
+
+    def forward(self, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i, act in enumerate(self.activations):
+            a = self.masked[i](h)
+            if len(self.context):
+                a = a + self.context[i](context)
+            h = act(a)
+        logits = self.masked[-1](h)
+        if self.direct is not None:
+            logits = logits + self.direct(x)
+        return logits
+
+
 class TorchVAE(nn.Module):
     """The VAE of :class:`numpy_vae.VAE`, in PyTorch, differentiated by autograd.
 
@@ -118,6 +201,7 @@ class TorchVAE(nn.Module):
         self.likelihood, self.gaussian_sigma = config.likelihood, config.gaussian_sigma
         self.beta, self.free_bits = config.beta, config.free_bits
         self.objective, self.k, self.estimator = config.objective, config.k, config.estimator
+        self.made = config.decoder == "made"
 
         # nn.Sequential numbers every module, activations included: Linear layers sit at even
         # indices, which is how numpy-vae names them too.
@@ -127,12 +211,29 @@ class TorchVAE(nn.Module):
             encoder += [nn.Linear(fan_in, fan_out, dtype=dtype), act()]
         self.encoder = nn.Sequential(*encoder)
         self.head = nn.Linear(hidden_dims[-1], 2 * latent_dim, dtype=dtype)
+        self.decoder: nn.Module
+        if self.made:
+            self.decoder = TorchMADE(
+                input_dim,
+                latent_dim + n_classes,
+                config.made_hidden,
+                act,
+                direct=config.made_direct,
+                uses_z=config.made_z,
+                dtype=dtype,
+            )
+            return
         widths = (latent_dim + n_classes, *reversed(hidden_dims))
         decoder: list[nn.Module] = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
             decoder += [nn.Linear(fan_in, fan_out, dtype=dtype), act()]
         decoder.append(nn.Linear(hidden_dims[0], input_dim, dtype=dtype))
         self.decoder = nn.Sequential(*decoder)
+
+    def decode(self, dec_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Decoder output for ``dec_in = [z | one-hot y]``; the MADE decoder also reads the
+        pixels ``x`` (teacher forcing: the data itself)."""
+        return self.decoder(dec_in, x) if self.made else self.decoder(dec_in)
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor | None, eps: torch.Tensor
@@ -143,7 +244,7 @@ class TorchVAE(nn.Module):
         mu, logvar = self.head(self.encoder(enc_in)).split(self.latent_dim, dim=1)
         z = mu + torch.exp(0.5 * logvar) * eps  # std = exp(logvar / 2)
         dec_in = z if onehot is None else torch.cat([z, onehot], dim=1)
-        return self.decoder(dec_in), mu, logvar
+        return self.decode(dec_in, x), mu, logvar
 
     def loss(
         self,
@@ -204,8 +305,8 @@ class TorchVAE(nn.Module):
         dec_in = z.reshape(n * k, latent)
         if onehot is not None:
             dec_in = torch.cat([dec_in, onehot.repeat_interleave(k, dim=0)], dim=1)
-        out = self.decoder(dec_in)
         x_rows = x.repeat_interleave(k, dim=0)
+        out = self.decode(dec_in, x_rows)
         if self.likelihood == "bernoulli":
             log_px = -F.binary_cross_entropy_with_logits(out, x_rows, reduction="none").sum(-1)
         else:
@@ -563,6 +664,7 @@ def compare_training(
     seed: int = 0,
     lr: float = 1e-3,
     log: Callable[[StepRow], None] | None = None,
+    made_hidden: tuple[int, ...] | None = None,
 ) -> ParityReport:
     """Train numpy-vae and its torch twin side by side on identical batches and noise.
 
@@ -582,13 +684,16 @@ def compare_training(
     batch_size : int
     data : (images, labels), optional
         Images (N, 784) in [0, 1] and int labels (N,); default :func:`synthetic_mnist` (binary
-        images for the Bernoulli likelihood, grey levels for the Gaussian one).
+        images for the Bernoulli likelihood, grey levels for the Gaussian one). The MADE
+        variants threshold the images at 0.5 (binary images are left as they are).
     seed : int
         Seeds the weights, the batch order and the noise.
     lr : float
         Adam learning rate (betas 0.9, 0.999, eps 1e-8 on both sides).
     log : callable, optional
         Called with each :class:`StepRow`.
+    made_hidden : tuple of int, optional
+        Widths of a MADE variant's masked hidden layers, default the variant's.
 
     Returns
     -------
@@ -600,6 +705,10 @@ def compare_training(
         raise ValueError(f"steps must be >= 1, got {steps}")
     spec = VARIANTS[variant]
     model_kwargs = dict(spec.model)
+    if made_hidden is not None:
+        if model_kwargs.get("decoder") != "made":
+            raise ValueError(f"made_hidden sizes a MADE decoder; variant {variant!r} has none")
+        model_kwargs["made_hidden"] = tuple(made_hidden)
     if data is None:
         grey, binary, labels = synthetic_mnist(seed=seed)
         images = grey if model_kwargs.get("likelihood") == "gaussian" else binary
@@ -609,6 +718,9 @@ def compare_training(
         raise ValueError("the conditional variant needs labels")
     np_dtype = np.dtype(dtype)
     images = np.asarray(images, dtype=np_dtype)
+    if model_kwargs.get("decoder") == "made":
+        # The MADE decoder models binary pixels only; given grey levels (--mnist), threshold them.
+        images = binarize(images, "threshold")
     labels = None if labels is None else np.asarray(labels, dtype=np.int64)
 
     model = VAE(

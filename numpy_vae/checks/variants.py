@@ -60,4 +60,25 @@ VARIANTS: dict[str, Variant] = {
         "takes the plain IWAE gradient)",
         {"objective": "iwae", "k": 3, "estimator": "dreg"},
     ),
+    # The MADE decoder (numpy_vae.made): autoregressive over the pixels given z, teacher-forced
+    # on binary images. Its widths are part of the variant (--hidden sets the encoder's).
+    "made": Variant(
+        "MADE decoder, one masked hidden layer of 500, z in every hidden layer", {"decoder": "made"}
+    ),
+    "made_deep": Variant(
+        "MADE decoder, masked hidden layers (500, 500) and the direct pixels -> logits connection",
+        {"decoder": "made", "made_hidden": (500, 500), "made_direct": True},
+    ),
+    "made_no_z": Variant(
+        "MADE decoder without z (the autoregressive model alone; z only in the KL)",
+        {"decoder": "made", "made_z": False},
+    ),
+    "made_iwae_dreg": Variant(
+        "MADE decoder, IWAE bound, K = 3, DReG encoder gradient",
+        {"decoder": "made", "objective": "iwae", "k": 3, "estimator": "dreg"},
+    ),
+    "made_conditional": Variant(
+        "MADE decoder, conditional VAE, 10 classes (the one-hot label beside z in the context)",
+        {"decoder": "made", "n_classes": 10},
+    ),
 }
