@@ -593,7 +593,7 @@ class VAE:
                         "the MADE decoder's logits depend on the pixels: pass x (its logit d "
                         "is that of p(x_d | x_<d, z)), or draw images with decode_sample(z)"
                     )
-                x = self._validate(x, None, None)[0]
+                x = self._validate(x, y, None)[0]
                 if x.shape[0] != z.shape[0]:
                     raise ValueError(f"x has {x.shape[0]} rows but z has {z.shape[0]}")
         return self._decode(append_onehot(z, self._one_hot(y), self.xp), x)
