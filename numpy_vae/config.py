@@ -211,7 +211,8 @@ class ModelConfig:
             if getattr(self, name) != defaults[name]
         ]
         if self.decoder != "made" and changed:
-            problems.append(f"{', '.join(changed)} configure the MADE decoder: set decoder='made'")
+            verb = "configures" if len(changed) == 1 else "configure"
+            problems.append(f"{', '.join(changed)} {verb} the MADE decoder: set decoder='made'")
         return problems
 
     @property

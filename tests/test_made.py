@@ -355,7 +355,7 @@ def test_made_decoder_refuses_grey_levels_and_needs_x_for_its_logits():
     "settings, message",
     [
         ({"decoder": "made", "likelihood": "gaussian"}, "needs likelihood='bernoulli'"),
-        ({"made_direct": True}, "made_direct configure the MADE decoder"),
+        ({"made_direct": True}, "made_direct configures the MADE decoder"),
         ({"made_z": False, "made_hidden": (20,)}, "made_hidden, made_z configure"),
         ({"decoder": "made", "made_direct": 1}, "made_direct must be true or false"),
     ],
