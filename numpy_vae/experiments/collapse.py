@@ -74,6 +74,10 @@ ROWS: dict[str, tuple[dict[str, Any], str]] = {
         {**_MADE, "made_hidden": (20,), "beta": 2.0},
         "weaker MADE (20 hidden units), beta = 2",
     ),
+    "made_b2_weak_100": (
+        {**_MADE, "made_hidden": (100,), "beta": 2.0},
+        "weaker MADE (100 hidden units), beta = 2",
+    ),
 }
 RESULT = "collapse.json"
 LOG_2PI = math.log(2 * math.pi)
