@@ -110,6 +110,11 @@ def model_config(variant: str) -> dict[str, Any]:
     model = VAE(**config, backend=get_backend("numpy", "float64"))
     out = model.config()
     out.pop("seed")
+    if out["decoder"] == "mlp":
+        # The MLP files keep the keys they had before the MADE decoder existed: its settings
+        # are constructor defaults there, and a port reading the files needs nothing new.
+        for key in ("decoder", "made_hidden", "made_direct", "made_z"):
+            out.pop(key)
     return out
 
 

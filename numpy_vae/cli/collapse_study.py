@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not rows:
         return fail(p.prog, f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if args.table or args.figures:
-        found = {row: r for row, r in collect(args.runs_dir).items() if row in rows}
+        measured = collect(args.runs_dir)
+        found = {row: measured[row] for row in rows if row in measured}  # in the order asked
         if not found:
             return fail(p.prog, f"no measured row under {args.runs_dir} (collapse_<row>/)")
         if args.table:

@@ -253,10 +253,10 @@ def plot_kl_per_dim(runs_dir: Path, rows: list[str], path: Path) -> None:
     top = max(float(k.max()) for k in kls.values())
     cols = min(4, len(rows))
     nrows = math.ceil(len(rows) / cols)
-    fig = Figure(figsize=(3.2 * cols, 2.6 * nrows), dpi=90)
-    axes = fig.subplots(nrows, cols, squeeze=False)
+    fig = Figure(figsize=(3.0 * cols + 1.2, 2.3 * nrows), dpi=90, layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False, sharex=True, sharey=True)
     image = None
-    for ax, row in zip(axes.flat, rows, strict=False):
+    for i, (ax, row) in enumerate(zip(axes.flat, rows, strict=False)):
         kl = kls[row]
         order = numpy.argsort(-kl[-1])
         image = ax.imshow(
@@ -264,11 +264,13 @@ def plot_kl_per_dim(runs_dir: Path, rows: list[str], path: Path) -> None:
             extent=(0.5, len(kl) + 0.5, -0.5, kl.shape[1] - 0.5),
         )  # fmt: skip
         ax.set_title(f"{row}: KL {kl[-1].sum():.1f}", fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("latent dim (by final KL)", fontsize=8)
+        if i % cols == 0:
+            ax.set_ylabel("dimension (by final KL)", fontsize=8)
+        if i >= len(rows) - cols:
+            ax.set_xlabel("epoch", fontsize=8)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
-    fig.colorbar(image, ax=axes, label="test KL per dimension (nats)", shrink=0.8)
+    fig.colorbar(image, ax=axes, label="test KL per dimension (nats)", shrink=0.6)
     save_figure(fig, path)
 
 
@@ -278,7 +280,7 @@ def plot_samples(models: dict[str, Any], path: Path, n: int = 10) -> None:
     from matplotlib.figure import Figure
 
     z = numpy.random.default_rng(0).standard_normal((n, BASE["latent_dim"]))
-    fig = Figure(figsize=(n * 0.9, 1.1 * len(models)), dpi=90)
+    fig = Figure(figsize=(n * 0.9, 1.0 * len(models)), dpi=90, layout="constrained")
     axes = fig.subplots(len(models), 1)
     for ax, (row, model) in zip(numpy.atleast_1d(axes), models.items(), strict=True):
         backend = model.backend
