@@ -164,7 +164,8 @@ class ModelConfig:
     made_z: bool = hyperparameter(
         True,
         Range("bool"),
-        "MADE decoder without z: the autoregressive model alone, whose log p(x) is exact",
+        "MADE decoder without z (nor the label of a conditional model): the autoregressive "
+        "model alone, whose log p(x) is exact",
         flag="--made-without-z",
     )
 

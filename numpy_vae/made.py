@@ -24,7 +24,10 @@ The decoder, for L hidden layers and context ``c = [z | one-hot y]``::
     logits = h_L (M_o * W_o)^T + b_o [+ x (M_x * W_x)^T, the optional direct connection]
 
 z enters every hidden layer through an unmasked Linear ``C_l`` (no bias: ``b_l`` is one
-already), so every conditional may use it. Training feeds the data itself as ``x`` (teacher
+already). Logit ``d`` reads z through the hidden units of degree below ``d`` only, so the first
+logit (which reads no hidden unit) ignores z, and early pixels see z through few units: about
+``(d - 1) H / (D - 1)`` of the ``H`` in the last hidden layer. A narrow MADE therefore also
+narrows z's path to the pixels. Training feeds the data itself as ``x`` (teacher
 forcing): one pass gives all D logits and the likelihood is the Bernoulli one on them
 (:class:`numpy_vae.likelihoods.Bernoulli`). Sampling cannot: pixel ``d`` needs the drawn
 pixels before it, so :meth:`MADEDecoder.sample` makes D passes.

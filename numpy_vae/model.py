@@ -582,8 +582,11 @@ class VAE:
         """Raw decoder output for latent ``z``: logits (Bernoulli) or the mean (Gaussian).
 
         The MADE decoder's logits depend on the pixels too: give ``x`` (B, input_dim), binary,
-        and logit ``d`` is that of ``p(x_d | x_<d, z)`` (teacher forcing).
+        and logit ``d`` is that of ``p(x_d | x_<d, z)`` (teacher forcing). The MLP decoder does
+        not read ``x``.
         """
+        if self.decoder_kind == "made" and x is None and not validate:
+            raise ValueError("the MADE decoder's logits depend on the pixels: pass x")
         if validate:
             z = self._validate_latent(z)
             y = self._validate_labels(y, z.shape[0])
@@ -629,12 +632,14 @@ class VAE:
         return self.log_likelihood(x_rows, decoded).reshape(n, k)
 
     def reconstruct(self, x: Array, y: Array | None = None) -> Array:
-        """Decode the posterior mean: ``decode(mu(x))``."""
+        """Decode the posterior mean: ``decode(mu(x))`` (for the MADE decoder, the probabilities
+        along one pixel-by-pixel draw from ``self.rng``: see :meth:`decode`)."""
         mu, _ = self.encode(x, y)
         return self.decode(mu, y)
 
     def sample(self, n: int, y: Array | None = None) -> Array:
-        """Decode ``n`` draws z ~ N(0, I) from ``self.rng``; returns the means, (n, input_dim)."""
+        """Decode ``n`` draws z ~ N(0, I) from ``self.rng``; returns the means, (n, input_dim)
+        (for the MADE decoder, the probabilities along one pixel-by-pixel draw: :meth:`decode`)."""
         _check_int("n", n, 1)
         z = self.rng.standard_normal((n, self.latent_dim), dtype=self.dtype)
         return self.decode(z, y)

@@ -21,11 +21,10 @@ from numpy_vae.cli.common import (
     fail,
     load_dataset,
     positive_int,
+    run_study,
 )
 from numpy_vae.experiments.burda import ROWS, collect, markdown_table, run_row
 from numpy_vae.training.data import default_data_dir, default_runs_dir
-from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
-from numpy_vae.training.trainer import Diverged
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,41 +77,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(p.prog, f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if args.stages > 8:
         return fail(p.prog, f"--stages is at most 8 (the paper's schedule), got {args.stages}")
-    try:
-        dataset, source = load_dataset(args.data_dir, None)
+
+    def study() -> None:
+        dataset, _ = load_dataset(args.data_dir, None)
         bar = not args.no_progress and sys.stderr.isatty()
-        with sigterm_interrupts():
-            for row in rows:
-                for s in run_row(
-                    row,
-                    dataset,
-                    args.runs_dir,
-                    args.stages,
-                    iw_k=args.iw_k,
-                    test_images=args.test_images,
-                    progress=bar,
-                    log_interval=args.log_interval,
-                ):
-                    print(
-                        f"{row} stage {s['stage']} (epoch {s['epoch']}): test NLL "
-                        f"{s['test_iw_nll']:.2f} ± {s['test_iw_nll_se']:.2f} (k = {s['iw_k']}, "
-                        f"{s['test_images']} images), -bound {s['test_bound']:.2f}, active "
-                        f"{s['active_units']}, {s['seconds_per_epoch']:.0f} s/epoch",
-                        flush=True,
-                    )
-    except (ValueError, OSError) as err:
-        return fail(p.prog, str(err).replace("\n", " "))
-    except Diverged as err:
-        print(f"{p.prog}: {err}", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print(f"\n{err}", file=sys.stderr)
-        return 143 if err.terminated else 130
-    except (KeyboardInterrupt, Terminated) as err:  # during a stage-end measurement
-        print(
-            "\nstopped while measuring a stage's end (nothing of it was written); the same "
-            "command continues from the last checkpoint and measures it again",
-            file=sys.stderr,
-        )
-        return 143 if isinstance(err, Terminated) else 130
-    return 0
+        for row in rows:
+            for s in run_row(
+                row,
+                dataset,
+                args.runs_dir,
+                args.stages,
+                iw_k=args.iw_k,
+                test_images=args.test_images,
+                progress=bar,
+                log_interval=args.log_interval,
+            ):
+                print(
+                    f"{row} stage {s['stage']} (epoch {s['epoch']}): test NLL "
+                    f"{s['test_iw_nll']:.2f} ± {s['test_iw_nll_se']:.2f} (k = {s['iw_k']}, "
+                    f"{s['test_images']} images), -bound {s['test_bound']:.2f}, active "
+                    f"{s['active_units']}, {s['seconds_per_epoch']:.0f} s/epoch",
+                    flush=True,
+                )
+
+    return run_study(p.prog, study, "a stage's end")

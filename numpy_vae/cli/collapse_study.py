@@ -16,7 +16,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from numpy_vae.cli.common import Parser, add_progress_flags, fail, load_dataset, positive_int
+from numpy_vae.cli.common import (
+    Parser,
+    add_progress_flags,
+    fail,
+    load_dataset,
+    positive_int,
+    run_study,
+)
 from numpy_vae.experiments.collapse import (
     ROWS,
     collect,
@@ -27,8 +34,6 @@ from numpy_vae.experiments.collapse import (
 )
 from numpy_vae.training.checkpoint import load_model
 from numpy_vae.training.data import default_data_dir, default_runs_dir
-from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
-from numpy_vae.training.trainer import Diverged
 
 
 def parser() -> argparse.ArgumentParser:
@@ -87,41 +92,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return fail(p.prog, str(err).replace("\n", " "))
             print(f"wrote {args.figures / 'kl_per_dim.png'} and {args.figures / 'samples.png'}")
         return 0
-    try:
+
+    def study() -> None:
         dataset, _ = load_dataset(args.data_dir, None)
         bar = not args.no_progress and sys.stderr.isatty()
-        with sigterm_interrupts():
-            for row in rows:
-                r = run_row(
-                    row,
-                    dataset,
-                    args.runs_dir,
-                    args.epochs,
-                    iw_k=args.iw_k,
-                    test_images=args.test_images,
-                    progress=bar,
-                    log_interval=args.log_interval,
-                )
-                print(
-                    f"{row} (epoch {r['epoch']}): test -ELBO {r['test_neg_elbo']:.2f}, NLL "
-                    f"{r['test_iw_nll']:.2f} ± {r['test_iw_nll_se']:.2f} (k = {r['iw_k']}), KL "
-                    f"{r['test_kl']:.2f}, active {r['active_units']}, MI "
-                    f"{r['mutual_information']:.2f}",
-                    flush=True,
-                )
-    except (ValueError, OSError) as err:
-        return fail(p.prog, str(err).replace("\n", " "))
-    except Diverged as err:
-        print(f"{p.prog}: {err}", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print(f"\n{err}", file=sys.stderr)
-        return 143 if err.terminated else 130
-    except (KeyboardInterrupt, Terminated) as err:  # during a row's measurement
-        print(
-            "\nstopped while measuring a row (nothing of it was written); the same command "
-            "continues from the last checkpoint and measures it again",
-            file=sys.stderr,
-        )
-        return 143 if isinstance(err, Terminated) else 130
-    return 0
+        for row in rows:
+            r = run_row(
+                row,
+                dataset,
+                args.runs_dir,
+                args.epochs,
+                iw_k=args.iw_k,
+                test_images=args.test_images,
+                progress=bar,
+                log_interval=args.log_interval,
+            )
+            print(
+                f"{row} (epoch {r['epoch']}): test -ELBO {r['test_neg_elbo']:.2f}, NLL "
+                f"{r['test_iw_nll']:.2f} ± {r['test_iw_nll_se']:.2f} (k = {r['iw_k']}), KL "
+                f"{r['test_kl']:.2f}, active {r['active_units']}, MI "
+                f"{r['mutual_information']:.2f}",
+                flush=True,
+            )
+
+    return run_study(p.prog, study, "a row")

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,7 +18,8 @@ import numpy
 
 from numpy_vae.config import ModelConfig, Range
 from numpy_vae.training.data import DataError, load_mnist
-from numpy_vae.training.trainer import Dataset, TrainConfig
+from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
+from numpy_vae.training.trainer import Dataset, Diverged, TrainConfig
 
 
 class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
@@ -238,6 +239,33 @@ def stored_config(path: Path) -> dict[str, Any]:
 def fail(prog: str, message: str) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def run_study(prog: str, body: Callable[[], None], measuring: str) -> int:
+    """Run a study's ``body`` (training runs, each measured at its end) and return the exit
+    status: 0 when it ends; 2 with a one-line error for bad input or a file problem; 1 for a
+    diverged run; 130 (143 for SIGTERM) when interrupted. An interrupted training keeps its last
+    checkpoint; an interrupted measurement of ``measuring`` writes nothing. Either way the same
+    command continues."""
+    try:
+        with sigterm_interrupts():
+            body()
+    except (ValueError, OSError) as err:
+        return fail(prog, str(err).replace("\n", " "))
+    except Diverged as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    except Interrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 143 if err.terminated else 130
+    except (KeyboardInterrupt, Terminated) as err:
+        print(
+            f"\nstopped while measuring {measuring} (nothing of it was written); the same "
+            "command continues from the last checkpoint and measures it again",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(err, Terminated) else 130
+    return 0
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:

@@ -143,7 +143,8 @@ def run_row(
     path = run_dir / RESULT
     if path.is_file():
         done = json.loads(path.read_text())
-        if done["epoch"] == config.epochs and done["iw_k"] == iw_k:
+        same = (done["epoch"], done["iw_k"], done["test_images"])
+        if same == (config.epochs, iw_k, min(test_images, len(dataset.test_images))):
             return done
     trainer = train_run(
         config,
