@@ -7,6 +7,9 @@
 
     loss = sum_batch [ -log p(x|z) ] + w · sum_batch KL(q(z|x) || N(0, I))
 
+With ``decoder="made"`` the decoder is :class:`numpy_vae.made.MADEDecoder`, which also reads
+the pixels (teacher forcing: logit ``d`` is that of ``p(x_d | x_<d, z)``).
+
 The ``mu`` and ``logvar`` heads are one Linear layer of width ``2 * latent_dim`` (rows
 ``[:latent_dim]`` give ``mu``, the rest ``logvar``): one matrix product instead of two.
 
@@ -162,7 +165,8 @@ class VAE:
     *hyperparameters, config, **named
         The model's hyperparameters (:class:`numpy_vae.config.ModelConfig`: ``hidden_dims``,
         ``latent_dim``, ``activation``, ``likelihood``, ``gaussian_sigma``, ``n_classes``,
-        ``beta``, ``free_bits``, ``objective``, ``k``, ``estimator``), given as a ``config``,
+        ``beta``, ``free_bits``, ``objective``, ``k``, ``estimator``, ``decoder``,
+        ``made_hidden``, ``made_direct``, ``made_z``), given as a ``config``,
         or by name, or in that order after
         ``input_dim``: ``VAE(784, (400,), 20)`` is ``VAE(784, hidden_dims=(400,),
         latent_dim=20)``. Omitted ones take their defaults; ranges are checked there.
