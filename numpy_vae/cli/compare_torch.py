@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  FAIL {failure}")
 
     print()
+    width = max(12, *(len(r.variant) for r in reports))  # the longest variant name sets it
     print(
-        f"{'variant':12s} {'loss (1 step)':>14s} {'grads (1 step)':>15s} "
+        f"{'variant':{width}s} {'loss (1 step)':>14s} {'grads (1 step)':>15s} "
         f"{f'params ({args.steps} steps)':>20s}  status"
     )
     for r in reports:
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dtype != "float64":
             status = "no bound (float32)"
         print(
-            f"{r.variant:12s} {r.max_one_step_loss:14.2e} {r.max_one_step_grad:15.2e} "
+            f"{r.variant:{width}s} {r.max_one_step_loss:14.2e} {r.max_one_step_grad:15.2e} "
             f"{r.max_trained_param:20.2e}  {status}"
         )
     if args.dtype == "float64" and args.steps != 100:
