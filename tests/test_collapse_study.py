@@ -65,3 +65,9 @@ def test_a_row_trains_measures_once_and_reads_back(tmp_path, monkeypatch):
     assert study_main(["--table", "--runs-dir", str(tmp_path)]) == 0
     assert study_main(["--rows", "nope", "--runs-dir", str(tmp_path)]) == 2
     assert study_main(["--table", "--runs-dir", str(tmp_path / "empty")]) == 2
+    # Another seed is another run folder; the first seed's measurements are not its.
+    assert study_main(["--table", "--seed", "1", "--runs-dir", str(tmp_path)]) == 2
+    other = run_row("made", data, tmp_path, epochs=1, iw_k=5, test_images=20, seed=1)
+    assert (tmp_path / "collapse_made_seed1" / "collapse.json").is_file()
+    assert set(collapse.collect(tmp_path, seed=1)) == {"made"}
+    assert other != collapse.collect(tmp_path)["made"]

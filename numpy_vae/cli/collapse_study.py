@@ -21,6 +21,7 @@ from numpy_vae.cli.common import (
     add_progress_flags,
     fail,
     load_dataset,
+    nonnegative_int,
     positive_int,
     run_study,
 )
@@ -30,6 +31,7 @@ from numpy_vae.experiments.collapse import (
     markdown_table,
     plot_kl_per_dim,
     plot_samples,
+    run_name,
     run_row,
 )
 from numpy_vae.training.checkpoint import load_model
@@ -52,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=1000,
         help="test images (drawn at random once) for the IW NLL and the mutual information",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="seed of every row (0: runs/collapse_<row>; N: runs/collapse_<row>_seed<N>, the "
+        "same rows repeated)",
     )
     p.add_argument("--runs-dir", type=Path, default=default_runs_dir(), help="parent of the runs")
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache")
@@ -77,16 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not rows:
         return fail(p.prog, f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if args.table or args.figures:
-        measured = collect(args.runs_dir)
+        measured = collect(args.runs_dir, args.seed)
         found = {row: measured[row] for row in rows if row in measured}  # in the order asked
         if not found:
-            return fail(p.prog, f"no measured row under {args.runs_dir} (collapse_<row>/)")
+            where = f"{args.runs_dir}/{run_name('<row>', args.seed)}/"
+            return fail(p.prog, f"no measured row under {where}")
         if args.table:
             print(markdown_table(found))
         if args.figures:
             try:
-                plot_kl_per_dim(args.runs_dir, list(found), args.figures / "kl_per_dim.png")
-                models = {r: load_model(args.runs_dir / f"collapse_{r}") for r in found}
+                plot_kl_per_dim(
+                    args.runs_dir, list(found), args.figures / "kl_per_dim.png", args.seed
+                )
+                models = {r: load_model(args.runs_dir / run_name(r, args.seed)) for r in found}
                 plot_samples(models, args.figures / "samples.png")
             except (ValueError, OSError) as err:
                 return fail(p.prog, str(err).replace("\n", " "))
@@ -104,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.epochs,
                 iw_k=args.iw_k,
                 test_images=args.test_images,
+                seed=args.seed,
                 progress=bar,
                 log_interval=args.log_interval,
             )

@@ -83,6 +83,12 @@ RESULT = "collapse.json"
 LOG_2PI = math.log(2 * math.pi)
 
 
+def run_name(row: str, seed: int = 0) -> str:
+    """The run folder of a row: ``collapse_<row>``, or ``collapse_<row>_seed<N>`` for another
+    seed (the same row repeated, to see what is the setting and what is the draw)."""
+    return f"collapse_{row}" if seed == 0 else f"collapse_{row}_seed{seed}"
+
+
 def row_config(row: str, epochs: int | None = None, seed: int = 0) -> TrainConfig:
     """The configuration of one row (``epochs`` overrides the shared budget)."""
     if row not in ROWS:
@@ -139,7 +145,7 @@ def run_row(
     """Train ``row`` (continuing from its checkpoint) and measure it; the measurement is kept
     in ``RUN/collapse.json`` and read back when the run has not trained further since."""
     config = row_config(row, epochs, seed)
-    run_dir = Path(runs_dir) / f"collapse_{row}"
+    run_dir = Path(runs_dir) / run_name(row, seed)
     path = run_dir / RESULT
     if path.is_file():
         done = json.loads(path.read_text())
@@ -153,7 +159,7 @@ def run_row(
         resume=(run_dir / CHECKPOINT).is_file(),
         progress=progress,
         log_interval=log_interval,
-        extra_config={"data": "MNIST", "study": "collapse", "row": row},
+        extra_config={"data": "MNIST", "study": "collapse", "row": row, "seed": seed},
     )
     result = measure(trainer, row, iw_k, test_images)
     write_json(path, result)
@@ -200,17 +206,17 @@ def measure(trainer: Any, row: str, iw_k: int, test_images: int) -> dict[str, An
     return result
 
 
-def history(runs_dir: Path, row: str) -> list[dict[str, Any]]:
+def history(runs_dir: Path, row: str, seed: int = 0) -> list[dict[str, Any]]:
     """The per-epoch metrics of a row's run."""
-    path = Path(runs_dir) / f"collapse_{row}" / "metrics.jsonl"
+    path = Path(runs_dir) / run_name(row, seed) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def collect(runs_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every measured row under ``runs_dir``."""
+def collect(runs_dir: Path, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Every measured row of ``seed`` under ``runs_dir``."""
     found = {}
     for row in ROWS:
-        path = Path(runs_dir) / f"collapse_{row}" / RESULT
+        path = Path(runs_dir) / run_name(row, seed) / RESULT
         if path.is_file():
             found[row] = json.loads(path.read_text())
     return found
@@ -245,12 +251,15 @@ def markdown_table(found: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_kl_per_dim(runs_dir: Path, rows: list[str], path: Path) -> None:
+def plot_kl_per_dim(runs_dir: Path, rows: list[str], path: Path, seed: int = 0) -> None:
     """A panel per row: the test KL of every latent dimension (rows of the image, sorted by
     their final KL) against the epoch, in nats, on one colour scale."""
     from matplotlib.figure import Figure
 
-    kls = {row: numpy.array([h["test_kl_per_dim"] for h in history(runs_dir, row)]) for row in rows}
+    kls = {
+        row: numpy.array([h["test_kl_per_dim"] for h in history(runs_dir, row, seed)])
+        for row in rows
+    }
     top = max(float(k.max()) for k in kls.values())
     cols = min(4, len(rows))
     nrows = math.ceil(len(rows) / cols)
