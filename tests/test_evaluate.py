@@ -112,3 +112,17 @@ def test_active_units():
     model = tiny_model(latent=2)
     x = rng.random((30, 6))
     np.testing.assert_allclose(posterior_means(model, x, batch=7), model.encode(x)[0])
+
+
+def test_test_subset_is_random_once_and_the_whole_set_is_not_copied():
+    from numpy_vae.training.evaluate import test_subset
+
+    x = np.arange(50.0).reshape(25, 2)
+    index, rows = test_subset(x, 10, np)
+    assert len(set(index)) == 10 and np.all(np.diff(index) > 0)  # distinct, in order
+    assert np.array_equal(rows, x[index])
+    assert not np.array_equal(index, np.arange(10))  # not the first ten
+    assert np.array_equal(test_subset(x, 10, np)[0], index)  # the same draw every time
+    for n in (None, 25, 40):
+        index, rows = test_subset(x, n, np)
+        assert rows is x and np.array_equal(index, np.arange(25))

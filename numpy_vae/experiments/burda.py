@@ -19,10 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy
-
 from numpy_vae.training.atomic import write_json
-from numpy_vae.training.evaluate import iw_log_likelihood
+from numpy_vae.training.evaluate import iw_log_likelihood, test_subset
 from numpy_vae.training.progress import Progress
 from numpy_vae.training.runs import CHECKPOINT, train_run
 from numpy_vae.training.trainer import (
@@ -60,14 +58,6 @@ def row_config(row: str, seed: int = 0) -> TrainConfig:
         raise ValueError(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
     objective, k = ROWS[row]
     return TrainConfig(**BURDA2016, objective=objective, k=k, seed=seed)
-
-
-def test_subset(n_test: int, n: int | None, seed: int = 0) -> numpy.ndarray:
-    """The test images a stage is measured on: all of them, or ``n`` drawn at random once (a
-    random subset, not the first ``n``: MNIST's test set is ordered by writer group)."""
-    if n is None or n >= n_test:
-        return numpy.arange(n_test)
-    return numpy.sort(numpy.random.default_rng(seed).permutation(n_test)[:n])
 
 
 def run_row(
@@ -122,14 +112,7 @@ def measure_stage(
     """What the paper reports, at the end of one stage: test NLL (IW, ``iw_k`` samples), the
     bound trained on (test and train), active units, and the time spent."""
     last = trainer.history[-1]
-    n_test = int(trainer.test_x.shape[0])
-    index = test_subset(n_test, test_images)
-    # The whole test set as it is; a subset gathered once.
-    x = (
-        trainer.test_x
-        if len(index) == n_test
-        else trainer.test_x[trainer.backend.xp.asarray(index)]
-    )
+    index, x = test_subset(trainer.test_x, test_images, trainer.backend.xp)
     shown = None
     if progress or log_interval:
         shown = Progress(

@@ -30,7 +30,7 @@ from typing import Any
 import numpy
 
 from numpy_vae.training.atomic import write_json
-from numpy_vae.training.evaluate import iw_log_likelihood
+from numpy_vae.training.evaluate import iw_log_likelihood, test_subset
 from numpy_vae.training.plots import save_figure
 from numpy_vae.training.runs import CHECKPOINT, train_run
 from numpy_vae.training.trainer import IW_EPS, Dataset, TrainConfig, derived_seed
@@ -171,9 +171,7 @@ def measure(trainer: Any, row: str, iw_k: int, test_images: int) -> dict[str, An
     and the mutual information on ``test_images`` random test images (drawn once, seed 0)."""
     last = trainer.history[-1]
     model, backend = trainer.model, trainer.backend
-    n_test = int(trainer.test_x.shape[0])
-    index = numpy.sort(numpy.random.default_rng(0).permutation(n_test)[:test_images])
-    x = trainer.test_x[backend.xp.asarray(index)]
+    index, x = test_subset(trainer.test_x, test_images, backend.xp)
     rng = backend.rng(derived_seed(trainer.config.seed, IW_EPS, trainer.epoch))
     start = time.perf_counter()
     log_px = iw_log_likelihood(model, x, k=iw_k, rng=rng)
@@ -240,7 +238,8 @@ def markdown_table(found: dict[str, dict[str, Any]]) -> str:
             f"| {r['active_units']} | {r['mutual_information']:.2f} "
             f"| {r['train_seconds'] / 60:.0f} min |"
         )
-    k, n = next(iter(found.values()))["iw_k"], next(iter(found.values()))["test_images"]
+    first = next(iter(found.values()))
+    k, n = first["iw_k"], first["test_images"]
     lines.append("")
     lines.append(
         f"IW NLL: k = {k} importance samples on {n} random test images (± one standard "

@@ -112,6 +112,21 @@ def iw_log_likelihood(
     return model.backend.to_host(out)
 
 
+def test_subset(x: Array, n: int | None, xp: Any, seed: int = 0) -> tuple[numpy.ndarray, Array]:
+    """The test images a study measures on: ``n`` rows of ``x`` drawn at random once (from
+    ``seed``, kept in their order), or all of them when ``n`` is None or at least ``len(x)``.
+
+    Returns the row indices (host) and the rows: ``x`` itself for the whole set (no copy of all
+    of it), a gathered copy for a subset. Random, not the first ``n``: MNIST's test set is
+    ordered by writer group.
+    """
+    n_test = int(x.shape[0])
+    if n is None or n >= n_test:
+        return numpy.arange(n_test), x
+    index = numpy.sort(numpy.random.default_rng(seed).permutation(n_test)[:n])
+    return index, x[xp.asarray(index)]
+
+
 def posterior_means(model: VAE, x: Array, y: Array | None = None, batch: int = 1000) -> Array:
     """E_q[z | x] for every example, (N, latent_dim), an array of the model's backend."""
     x, y, _ = model._validate(x, y, None)  # once, at the boundary; the batches below trust it
