@@ -39,7 +39,7 @@ import numpy
 from numpy_vae.backend import get_backend
 from numpy_vae.config import ModelConfig
 from numpy_vae.gradcheck import numerical_gradient, relative_error
-from numpy_vae.layers import LeakyReLU, ReLU
+from numpy_vae.layers import LeakyReLU, ReLU, Sequential
 from numpy_vae.model import VAE
 
 Array = Any
@@ -161,9 +161,11 @@ class KinkProbe:
         self.model = model
         self.signs: list[Array] = []
         # The MLPs list their layers; the MADE decoder keeps its activations apart.
-        nets = (model.encoder.layers, getattr(model.decoder, "layers", None))
-        nets = (nets[0], nets[1] if nets[1] is not None else model.decoder.activations)
-        self.layers = [layer for net in nets for layer in net if isinstance(layer, KINKED)]
+        decoder = model.decoder
+        decoder_layers = decoder.layers if isinstance(decoder, Sequential) else decoder.activations
+        self.layers = [
+            layer for layer in (*model.encoder.layers, *decoder_layers) if isinstance(layer, KINKED)
+        ]
 
     @contextlib.contextmanager
     def active(self) -> Iterator[KinkProbe]:

@@ -127,8 +127,9 @@ class FastVAE(VAE):
 
     def backward(self) -> None:
         """:meth:`VAE.backward`'s six arrows, through the model's buffers."""
-        if self.decoder_kind == "made" and self.objective != "elbo":
-            return VAE.backward(self)
+        if self._saved is not None:  # the specification's forward ran (MADE, vae and iwae)
+            s, self._saved = self._saved, None
+            return VAE._backward_samples(self, s)
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")
         if self.objective != "elbo":
@@ -153,7 +154,7 @@ class FastVAE(VAE):
         """The specification's multi-sample forward (:meth:`VAE._forward_samples`) with the
         decoder's B K rows in buffers and the Bernoulli likelihood in :meth:`_bernoulli_rows`:
         at batch 20 with K = 50 the textbook likelihood was 56% of the step (issue 15's note)."""
-        if self.decoder_kind == "made":  # reached from VAE.forward
+        if self.decoder_kind == "made":  # the specification's step; backward() finds its _saved
             return VAE._forward_samples(self, x, y, eps)
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
         n, k = eps.shape[0], eps.shape[1]
@@ -190,19 +191,14 @@ class FastVAE(VAE):
             buffers=self._buffers["loss"],
         )  # fmt: skip
 
-    def _backward_samples(self, saved: Any = None) -> None:
+    def _backward_samples(self) -> None:
         """:meth:`VAE._backward_samples` through the model's buffers.
 
         For the Bernoulli likelihood the decoder's output gradient is ``c_k (sigmoid(l) - x_b)``
         and only its first part is a (B K, D) array; the last layer's products take the
         ``- c_k x_b`` part per example: ``dW -= x^T (sum_k c_k h_k)``, ``db -= sum_b (sum_k
         c_bk) x_b``, ``dh_k -= c_k (x W)``.
-
-        The MADE decoder (reached from :meth:`VAE.backward` with its ``saved``): the
-        specification's.
         """
-        if self.decoder_kind == "made":
-            return VAE._backward_samples(self, saved)
         stats, d_out, c, z, eps, sigma, x, xw = self._cache
         self._cache = None
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
