@@ -226,10 +226,12 @@ class ModelConfig:
         return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
 
     def model_json(self) -> dict[str, Any]:
-        """The hyperparameters as JSON values (``hidden_dims`` as a list)."""
-        d = {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
-        d["hidden_dims"] = list(d["hidden_dims"])
-        d["made_hidden"] = list(d["made_hidden"])
+        """The hyperparameters as JSON values (the widths, ``hidden_dims`` and ``made_hidden``,
+        as lists)."""
+        d = {}
+        for f in fields(ModelConfig):
+            value = getattr(self, f.name)
+            d[f.name] = list(value) if f.metadata["range"].kind == "widths" else value
         return d
 
 

@@ -139,10 +139,7 @@ class TrainConfig(ModelConfig):
             raise ValueError("; ".join(problems))
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden_dims"] = list(self.hidden_dims)
-        d["made_hidden"] = list(self.made_hidden)
-        return d
+        return {**asdict(self), **self.model_json()}  # the model's fields as JSON values
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
