@@ -25,7 +25,8 @@ Array = Any
 
 
 class FastLinear:
-    """:class:`~numpy_vae.layers.Linear` into ``out``: ``x W^T + b``; ``d_out^T x``, ``d_out W``."""
+    """:class:`~numpy_vae.layers.Linear` into ``out``: ``x W^T + b``; ``d_out^T x``, ``d_out W``
+    (without ``b`` for a layer that has none)."""
 
     #: Whether backward reads this layer's own output (then nothing may overwrite it in place).
     keeps_output = False
@@ -38,7 +39,8 @@ class FastLinear:
     def forward(self, x: Array, out: Array | None = None) -> Array:
         self._x = x  # kept, not copied, for the backward pass
         y = self.xp.matmul(x, self.layer.weight.T, out=out)
-        y += self.layer.bias
+        if "bias" in self.layer.param_names:
+            y += self.layer.bias
         return y
 
     def backward(
@@ -46,7 +48,8 @@ class FastLinear:
     ) -> Array | None:
         layer = self.layer
         self.xp.matmul(d_out.T, self._x, out=layer.d_weight)
-        d_out.sum(axis=0, out=layer.d_bias)
+        if "bias" in layer.param_names:
+            d_out.sum(axis=0, out=layer.d_bias)
         return self.xp.matmul(d_out, layer.weight, out=out) if need_input_grad else None
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from numpy_vae.fast.buffers import Buffers
-from numpy_vae.fast.layers import fast_layer
-from numpy_vae.layers import Linear, MaskedLinear
+from numpy_vae.fast.layers import FastLinear, fast_layer
+from numpy_vae.layers import MaskedLinear
 from numpy_vae.made import MADEDecoder
 
 Array = Any
@@ -58,24 +58,6 @@ class FastMaskedLinear:
         return xp.matmul(d_out, self._v, out=out)
 
 
-class FastContext:
-    """The context layers (:class:`~numpy_vae.layers.Linear` without bias) into buffers."""
-
-    def __init__(self, layer: Linear, name: str) -> None:
-        self.layer, self.xp, self.name = layer, layer.xp, name
-        self._x = None
-
-    def forward(self, context: Array, buffers: Buffers) -> Array:
-        self._x = context
-        out = buffers.get(self.name, (context.shape[0], self.layer.out_features), context.dtype)
-        return self.xp.matmul(context, self.layer.weight.T, out=out)
-
-    def backward(self, d_out: Array, buffers: Buffers) -> Array:
-        self.xp.matmul(d_out.T, self._x, out=self.layer.d_weight)
-        out = buffers.get(f"d{self.name}", (d_out.shape[0], self.layer.in_features), d_out.dtype)
-        return self.xp.matmul(d_out, self.layer.weight, out=out)
-
-
 class FastMADE:
     """:class:`~numpy_vae.made.MADEDecoder`'s training pass through :class:`Buffers`.
 
@@ -86,7 +68,7 @@ class FastMADE:
     def __init__(self, made: MADEDecoder) -> None:
         self.xp = made.xp
         self.masked = [FastMaskedLinear(layer, f"m{i}") for i, layer in enumerate(made.masked)]
-        self.context = [FastContext(layer, f"c{i}") for i, layer in enumerate(made.context)]
+        self.context = [FastLinear(layer) for layer in made.context]  # bias-free
         self.direct = FastMaskedLinear(made.direct, "x") if made.direct is not None else None
         self.activations = [fast_layer(layer) for layer in made.activations]
         self.context_dim = made.context_dim
@@ -96,7 +78,8 @@ class FastMADE:
         for i, activation in enumerate(self.activations):
             a = self.masked[i].forward(h, buffers)
             if self.context:
-                a += self.context[i].forward(context, buffers)
+                out = buffers.get(f"c{i}", a.shape, a.dtype)
+                a += self.context[i].forward(context, out=out)
             # In place, unless the activation keeps its output (tanh): then ``a`` is kept whole.
             out = buffers.get(f"h{i}", a.shape, a.dtype) if activation.keeps_output else a
             h = activation.forward(a, out=out)
@@ -115,6 +98,7 @@ class FastMADE:
         for i in reversed(range(len(self.activations))):
             d_a = self.activations[i].backward(d_h, out=d_h)
             if self.context:
-                d_context += self.context[i].backward(d_a, buffers)
+                out = buffers.get(f"dc{i}", d_context.shape, d_context.dtype)
+                d_context += self.context[i].backward(d_a, out=out)
             d_h = self.masked[i].backward(d_a, buffers, need_input_grad=i > 0)
         return d_context
