@@ -589,17 +589,15 @@ class VAE:
         and logit ``d`` is that of ``p(x_d | x_<d, z)`` (teacher forcing). The MLP decoder does
         not read ``x``.
         """
-        if self.decoder_kind == "made" and x is None and not validate:
-            raise ValueError("the MADE decoder's logits depend on the pixels: pass x")
+        if self.decoder_kind == "made" and x is None:
+            raise ValueError(
+                "the MADE decoder's logits depend on the pixels: pass x (its logit d is that "
+                "of p(x_d | x_<d, z)), or draw images with decode_sample(z)"
+            )
         if validate:
             z = self._validate_latent(z)
             y = self._validate_labels(y, z.shape[0])
             if self.decoder_kind == "made":
-                if x is None:
-                    raise ValueError(
-                        "the MADE decoder's logits depend on the pixels: pass x (its logit d "
-                        "is that of p(x_d | x_<d, z)), or draw images with decode_sample(z)"
-                    )
                 x = self._validate(x, y, None)[0]
                 if x.shape[0] != z.shape[0]:
                     raise ValueError(f"x has {x.shape[0]} rows but z has {z.shape[0]}")
