@@ -413,3 +413,52 @@ def test_the_multi_sample_bound_bites(monkeypatch):
     monkeypatch.setattr(fast, "_backward_samples", planted)
     _, grads = sampled_errors(spec, fast, x, y, eps)
     assert grads["decoder.4.bias"] > 8 * (30 + 30 + 9) * np.finfo("float64").eps
+
+
+def subnormals(a):
+    """How many entries of ``a`` are subnormal (nonzero, below the dtype's smallest normal)."""
+    a = np.asarray(a)
+    return int(((a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)).sum())
+
+
+def spread_weights_pair():
+    """A float32 IWAE pair whose decoder's last weights are scaled up 40 times, so that the
+    samples' log w spread over hundreds of nats and some weights fall below sqrt(tiny)."""
+    spec, fast, x, y, eps = sampled_pair("float32", SAMPLED[0], k=20)
+    for model in (spec, fast):
+        model.decoder.layers[-1].weight[...] *= 40
+    return spec, fast, x, y, eps
+
+
+def test_negligible_weights_make_no_subnormal_gradients():
+    """``flush_negligible_weights``: the specification's weights and output gradient hold
+    subnormal numbers here (the precondition: the case is exercised); the fast step's output
+    gradient and every backward array hold none, and its gradients stay within the
+    multi-sample bound (zeroed weights below 1.1e-19 move no float32 sum)."""
+    spec, fast, x, y, eps = spread_weights_pair()
+    spec.forward(x, y, eps=eps)
+    tau = np.sqrt(np.finfo(np.float32).tiny)
+    assert ((spec._saved.c > 0) & (spec._saved.c < tau)).sum() > 0
+    assert subnormals(spec._saved.d_out) > 0
+    spec._saved = None
+
+    fast.forward(x, y, eps=eps)
+    assert subnormals(fast._cache[1]) == 0  # c_k sigmoid(l), the decoder's output gradient
+    fast.backward()
+    for name, array in fast._buffers["decoder"]._arrays.items():
+        assert subnormals(array) == 0, name
+
+    n, k = eps.shape[:2]
+    loss, grads = sampled_errors(spec, fast, x, y, eps)
+    assert loss <= 8 * 30 * unit_roundoff(np.float32)
+    assert max(grads.values()) <= 8 * (n * k + 30 + 9) * unit_roundoff(np.float32), grads
+
+
+def test_the_subnormal_check_bites(monkeypatch):
+    """Planted: the fast step without the flush; its output gradient then holds subnormals."""
+    import numpy_vae.fast.model as fast_model
+
+    monkeypatch.setattr(fast_model, "flush_negligible_weights", lambda c, xp: c)
+    _, fast, x, y, eps = spread_weights_pair()
+    fast.forward(x, y, eps=eps)
+    assert subnormals(fast._cache[1]) > 0
