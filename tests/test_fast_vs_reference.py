@@ -276,6 +276,32 @@ def test_fast_adam_follows_the_textbook_adam_for_hundreds_of_steps(dtype, kind):
     assert ref.step_count == fast.step_count == 300
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_adam_gives_the_same_bits_for_any_block_size_and_thread_count(dtype):
+    """Blocks (and threads) only change which slice a pass works on: 1 thread and blocks of
+    16 or 40 numbers (a vector of 1001, so the last block is short), or 3 threads, are bitwise
+    the unblocked single-threaded update."""
+    n, steps = 1001, 20
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal(n).astype(dtype)
+    grads = list(adam_gradients(n, steps, dtype, "stopping", rng))
+    itemsize = np.dtype(dtype).itemsize
+    runs = []
+    settings = [(1 << 30, 1), (16 * itemsize, 1), (40 * itemsize, 1), (16 * itemsize, 3)]
+    for block, threads in settings:
+        p, g = p0.copy(), np.zeros(n, dtype)
+        opt = FastAdam([p], [g], lr=1e-2, threads=threads)
+        opt.BLOCK_BYTES = block
+        opt.MIN_ELEMENTS_PER_THREAD = 100  # so that three threads do split 1001 numbers
+        for grad in grads:
+            g[...] = grad
+            opt.step()
+        runs.append((p, opt.m[0], opt.v[0]))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_the_adam_bound_bites():
     """A fast Adam that forgets to bias-correct ``eps`` (``eps_hat = eps``) is caught."""
     import numpy_vae.fast.optim as fast_optim

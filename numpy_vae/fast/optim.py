@@ -1,15 +1,22 @@
 r"""Adam on one flat vector: 12 in-place passes per step, rounded as PyTorch rounds, in threads.
 
 :class:`FastAdam` computes :class:`numpy_vae.optim.Adam`'s update (the derivation is there) and
-is held to it by ``tests/test_fast_vs_reference.py``. Three things make it fast:
+is held to it by ``tests/test_fast_vs_reference.py``. Four things make it fast:
 
 - The model hands it one flat parameter vector and one flat gradient vector
   (:class:`numpy_vae.fast.parameters.FlatParameters`), so a step is a few whole-vector passes.
 - Every pass is in place, into one scratch array per parameter array: no allocations.
+- The passes run block by block (``BLOCK_BYTES`` of each array, 128k float32 numbers): all
+  twelve passes over one block, then the next, so the block's five arrays are read from the
+  core's cache rather than from memory twelve times. Measured, one thread, 425k float32
+  parameters (the Burda model): 1.17 ms unblocked, 0.77 ms in 512 KiB blocks (0.76 in 256 KiB
+  ones, but with two threads smaller blocks lose to the GIL hand-overs between passes: 1.06 ms
+  against 0.68 ms; 512 KiB loses nothing there).
 - For the default model's 650k numbers the passes cost about as much as the step's matrix
   products, so the vector is cut into ``threads`` contiguous slices updated in parallel (NumPy
   releases the GIL inside each pass; see :mod:`numpy_vae.fast.parallel`). Each element's update
-  is independent of every other, so the result is bitwise the same for any number of threads.
+  is independent of every other, so the result is bitwise the same for any number of threads
+  and any block size.
 
 ``m`` and ``v`` are rounded as PyTorch's single-tensor CPU implementation rounds them (``lerp_``
 and ``mul_``/``addcmul_``). The last line is evaluated in the equivalent form
@@ -46,6 +53,8 @@ class FastAdam(Adam):
 
     #: Fewest elements per thread: below this a hand-over between threads costs more than it saves.
     MIN_ELEMENTS_PER_THREAD = 1 << 16
+    #: Bytes of one array in a block (see the module docstring).
+    BLOCK_BYTES = 1 << 19
 
     def __init__(
         self,
@@ -79,9 +88,12 @@ class FastAdam(Adam):
                 _adam_update(*arrays, beta1, beta2, scale, eps_hat, self.xp)
                 continue
 
-            def update(lo: int, hi: int, flat: list = flat) -> None:
-                p, g, m, v, a = (x[lo:hi] for x in flat)
-                _adam_update(p, g, m, v, a, beta1, beta2, scale, eps_hat, self.xp)
+            block = max(16, self.BLOCK_BYTES // flat[0].itemsize)
+
+            def update(lo: int, hi: int, flat: list = flat, block: int = block) -> None:
+                for start in range(lo, hi, block):  # all 12 passes on one cached block
+                    p, g, m, v, a = (x[start : min(hi, start + block)] for x in flat)
+                    _adam_update(p, g, m, v, a, beta1, beta2, scale, eps_hat, self.xp)
 
             # 16-element boundaries keep every slice aligned for the SIMD loops.
             run_split(update, flat[0].size, self.threads, self.MIN_ELEMENTS_PER_THREAD, align=16)
