@@ -74,7 +74,7 @@ def bernoulli_nll_fused(
     xp.subtract(e, scratch, out=scratch)  # delta = e - (u - 1), the rounding error of 1 + e
     scratch /= u
     value += scratch  # + log(u) + delta / u = log1p(e)
-    nll = value.sum(axis=1)
+    nll = value.sum(axis=-1)
     if not grad:
         return nll, None
     # The gradient last: out may be the logits, which are no longer needed.

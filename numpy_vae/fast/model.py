@@ -19,7 +19,8 @@ bitwise equal to :meth:`VAE.forward`/:meth:`VAE.backward`; the tests state the b
 
 The multi-sample objectives (``vae``, ``iwae``) have their own step, :meth:`_forward_samples`
 and :meth:`_backward_samples`: the K decoder rows per example in buffers, and a Bernoulli
-likelihood that never repeats x K times (:meth:`_bernoulli_rows`); it is not bitwise the
+likelihood that never repeats x K times (:meth:`_bernoulli_rows`; for K below
+``FastVAE.ROWS_KERNEL_MIN_K`` the fused kernel with x broadcast is faster); it is not bitwise the
 specification's (other groupings of the same sums), and the tests state that bound too. The
 k = 5000 evaluation's :meth:`sample_log_likelihood` uses the same rearrangement.
 :meth:`encode`, :meth:`decode`, :meth:`sample` and the rest are the specification's own.
@@ -89,6 +90,14 @@ class FastVAE(VAE):
     :meth:`forward` or :meth:`loss` may come in between (``encode``, ``decode`` and ``sample``
     may: they use no buffers).
     """
+
+    #: Fewest samples per example for which the Bernoulli multi-sample step takes
+    #: :func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll` (never repeating x, at the price
+    #: of two (B, D) x (D, H) products and a column sum of W per step); below it, the ELBO's
+    #: kernel with x broadcast over the K rows. Measured, Burda model, batch 20, float32, one
+    #: thread (ms per step, rows kernel / broadcast): K = 1 1.86 / 1.63, 5 2.73 / 2.53,
+    #: 10 3.77 / 3.56, 20 6.01 / 6.08 (the same within noise), 50 12.9 / 13.6.
+    ROWS_KERNEL_MIN_K = 20
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,8 +189,9 @@ class FastVAE(VAE):
     # ------------------------------------------------------------------ multi-sample bounds
     def _forward_samples(self, x: Array, y: Array | None, eps: Array) -> LossParts:
         """The specification's multi-sample forward (:meth:`VAE._forward_samples`) with the
-        decoder's B K rows in buffers and the Bernoulli likelihood in :meth:`_bernoulli_rows`:
-        at batch 20 with K = 50 the textbook likelihood was 56% of the step (issue 15's note)."""
+        decoder's B K rows in buffers and the Bernoulli likelihood in :meth:`_bernoulli_rows`
+        (at batch 20 with K = 50 the textbook likelihood was 56% of the step, issue 15's note)
+        or, below ``ROWS_KERNEL_MIN_K`` samples, in the ELBO's fused kernel."""
         if self.decoder_kind == "made":  # the specification's step; backward() finds its _saved
             return VAE._forward_samples(self, x, y, eps)
         xp, latent, buffers = self.xp, self.latent_dim, self._buffers
@@ -194,8 +204,12 @@ class FastVAE(VAE):
         z = mu[:, None, :] + sigma[:, None, :] * eps
         rows = append_onehot(z.reshape(n * k, latent), _repeat_rows(onehot, k, xp), xp)
         out = self._fast_decoder.forward(rows, buffers["decoder"])
-        if isinstance(self.likelihood, Bernoulli):
+        if isinstance(self.likelihood, Bernoulli) and k >= self.ROWS_KERNEL_MIN_K:
             nll, xw = self._bernoulli_rows(out, x, n, k)  # out now holds sigmoid(l)
+        elif isinstance(self.likelihood, Bernoulli):
+            rows3 = out.reshape(n, k, -1)  # x broadcast against each example's K rows
+            nll, _ = bernoulli_nll_fused(rows3, x[:, None, :], xp, rows3, buffers["loss"])
+            nll, xw = nll.reshape(n * k), None  # out now holds sigmoid(l) - x
         else:
             x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
             x_rows[...] = x[:, None, :]  # each example beside each of its samples
