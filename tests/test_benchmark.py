@@ -137,6 +137,7 @@ def test_the_iwae_benchmark_reports_each_k_and_the_evaluation_floor():
         assert r["numpy_ms"] > 0
         if torch:
             assert r["ratio"] == pytest.approx(r["numpy_ms"] / r["torch_ms"])
+            assert r["torch_flush_ratio"] == pytest.approx(r["numpy_ms"] / r["torch_flush_ms"])
     e = report["evaluation"]
     assert e["seconds"] > 0 and e["gemm_floor_seconds"] > 0
     assert e["ratio_to_floor"] == pytest.approx(e["seconds"] / e["gemm_floor_seconds"])

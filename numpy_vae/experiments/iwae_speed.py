@@ -61,13 +61,22 @@ def _seconds_per_step(step: Any, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def torch_steps(ks: list[int], steps: int, seed: int = 0) -> dict[str, float]:
+def torch_steps(
+    ks: list[int], steps: int, seed: int = 0, flush_denormal: bool = False
+) -> dict[str, float]:
     """The same step written the plain PyTorch way: autograd of ``-sum_b logsumexp_k log w_bk``
-    (``torch.logsumexp``), ``binary_cross_entropy_with_logits``, ``torch.optim.Adam``."""
+    (``torch.logsumexp``), ``binary_cross_entropy_with_logits``, ``torch.optim.Adam``.
+
+    ``flush_denormal``: with ``torch.set_flush_denormal(True)`` (the CPU treats subnormal
+    numbers as 0). The plain step's gradient rows of negligible weight become subnormal, as
+    numpy-vae's did before :func:`numpy_vae.fast.model.flush_negligible_weights`, and x86
+    arithmetic on them is many times slower; this run shows what PyTorch takes without them.
+    """
     import torch
     import torch.nn.functional as F
     from torch import nn
 
+    torch.set_flush_denormal(flush_denormal)
     torch.manual_seed(seed)
     x_all = torch.from_numpy(_images(BATCH * 50, seed))
     log_2pi = math.log(2 * math.pi)
@@ -170,7 +179,7 @@ def run(
 ) -> dict[str, Any]:
     """The whole report: step times per K (both libraries, alternating), then the evaluation."""
     log = log or (lambda s: None)
-    numpy_runs, torch_runs = [], []
+    numpy_runs, torch_runs, flush_runs = [], [], []
     for r in range(rounds):
         log(f"round {r + 1}/{rounds}: numpy-vae")
         args = {"ks": ks, "steps": steps}
@@ -178,20 +187,21 @@ def run(
         if torch:
             log(f"round {r + 1}/{rounds}: PyTorch")
             torch_runs.append(_in_subprocess("torch_steps", args, threads))
+            log(f"round {r + 1}/{rounds}: PyTorch, subnormals flushed")
+            flush_args = {**args, "flush_denormal": True}
+            flush_runs.append(_in_subprocess("torch_steps", flush_args, threads))
     rows = []
     for k in ks:
         ours = float(np.median([run[str(k)] for run in numpy_runs]))
-        theirs = float(np.median([run[str(k)] for run in torch_runs])) if torch else None
-        rows.append(
-            {
-                "k": k,
-                "numpy_ms": 1e3 * ours,
-                "torch_ms": None if theirs is None else 1e3 * theirs,
-                "ratio": None if theirs is None else ours / theirs,
-                "numpy_rounds_ms": [1e3 * run[str(k)] for run in numpy_runs],
-                "torch_rounds_ms": [1e3 * run[str(k)] for run in torch_runs],
-            }
-        )
+        row = {"k": k, "numpy_ms": 1e3 * ours}
+        for name, runs in (("torch", torch_runs), ("torch_flush", flush_runs)):
+            theirs = float(np.median([run[str(k)] for run in runs])) if torch else None
+            row[f"{name}_ms"] = None if theirs is None else 1e3 * theirs
+            row[f"{name}_ratio"] = None if theirs is None else ours / theirs
+            row[f"{name}_rounds_ms"] = [1e3 * run[str(k)] for run in runs]
+        row["numpy_rounds_ms"] = [1e3 * run[str(k)] for run in numpy_runs]
+        row["ratio"] = row.pop("torch_ratio")
+        rows.append(row)
     report: dict[str, Any] = {"batch": BATCH, "threads": threads, "steps": rows}
     if eval_images:
         log(f"evaluation: {eval_images} images, k = {eval_k}")
@@ -208,12 +218,19 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"Burda model 784-200-200-50 (tanh), IWAE step at batch {report['batch']}, "
         f"{report['threads']} thread(s), median over rounds",
-        f"{'K':>4} {'numpy-vae ms':>13} {'PyTorch ms':>11} {'ratio':>6}",
+        f"{'K':>4} {'numpy-vae ms':>13} {'PyTorch ms':>11} {'ratio':>6} "
+        f"{'PyTorch, subnormals flushed':>28} {'ratio':>6}",
     ]
+
+    def figure(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
     for r in report["steps"]:
-        torch_ms = "-" if r["torch_ms"] is None else f"{r['torch_ms']:.2f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"{r['k']:>4} {r['numpy_ms']:>13.2f} {torch_ms:>11} {ratio:>6}")
+        lines.append(
+            f"{r['k']:>4} {r['numpy_ms']:>13.2f} {figure(r['torch_ms'], 2):>11} "
+            f"{figure(r['ratio'], 2):>6} {figure(r['torch_flush_ms'], 2):>28} "
+            f"{figure(r['torch_flush_ratio'], 2):>6}"
+        )
     e = report.get("evaluation")
     if e:
         lines.append(
