@@ -80,4 +80,25 @@ def test_threads_only_when_blas_threads_do_not_spin(monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     assert parallel.blas_threads_spin() is not openblas
     monkeypatch.setattr(parallel, "blas_threads_spin", lambda: False)
-    assert 1 <= parallel.default_threads() <= parallel.MAX_DEFAULT_THREADS
+    assert parallel.default_threads() == 1  # one BLAS thread asked for: one core meant
+
+
+def test_default_threads_follow_the_blas_thread_setting(monkeypatch):
+    """At most the cores, MAX_DEFAULT_THREADS and the first BLAS thread variable set."""
+    import numpy_vae.fast.parallel as parallel
+
+    monkeypatch.setattr(parallel, "blas_threads_spin", lambda: False)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    for var in parallel.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    assert parallel.blas_thread_setting() is None
+    assert parallel.default_threads() == parallel.MAX_DEFAULT_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert parallel.default_threads() == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # OpenBLAS's own variable comes first
+    assert parallel.blas_thread_setting() == 2 and parallel.default_threads() == 2
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "many")  # not a count: the next one counts
+    assert parallel.blas_thread_setting() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert parallel.blas_thread_setting() is None
+    assert parallel.default_threads() == parallel.MAX_DEFAULT_THREADS

@@ -33,12 +33,19 @@ MAX_QUIET_BLAS_TIMEOUT = 22
 _pools: dict[int, tuple[int, ThreadPoolExecutor]] = {}
 
 
+#: The variables OpenBLAS reads its thread count from, in the order it tries them.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
 def default_threads() -> int:
     """Threads for splitting elementwise work: 1 if BLAS threads spin, else the cores this
-    process may run on, at most ``MAX_DEFAULT_THREADS``.
+    process may run on, at most ``MAX_DEFAULT_THREADS`` and at most the BLAS thread count the
+    environment sets (:func:`blas_thread_setting`).
 
     More threads than that only add hand-over cost: between ufunc calls each thread needs the
-    GIL, so the serial part grows with the number of threads.
+    GIL, so the serial part grows with the number of threads. And whoever runs
+    ``OPENBLAS_NUM_THREADS=1`` (e.g. two trainings side by side on two cores) means one core
+    per process: Adam in two threads would then take the other run's core.
     """
     if blas_threads_spin():
         return 1
@@ -46,7 +53,17 @@ def default_threads() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_THREADS, cores))
+    return max(1, min(MAX_DEFAULT_THREADS, cores, blas_thread_setting() or cores))
+
+
+def blas_thread_setting() -> int | None:
+    """The BLAS thread count the environment sets, or None: as OpenBLAS reads it, the first
+    of :data:`BLAS_THREAD_VARIABLES` that holds a positive integer."""
+    for var in BLAS_THREAD_VARIABLES:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 def blas_threads_spin() -> bool:
@@ -66,11 +83,8 @@ def blas_threads_spin() -> bool:
         return True
     if "openblas" not in str(name).lower():
         return True
-    for var in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").strip():
-            if os.environ[var].strip() == "1":
-                return False
-            break  # OpenBLAS takes the first of these that is set
+    if blas_thread_setting() == 1:
+        return False
     timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip()
     return not (timeout.isdigit() and int(timeout) <= MAX_QUIET_BLAS_TIMEOUT)
 
