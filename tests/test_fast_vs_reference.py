@@ -278,16 +278,22 @@ def test_fast_adam_follows_the_textbook_adam_for_hundreds_of_steps(dtype, kind):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_adam_gives_the_same_bits_for_any_block_size_and_thread_count(dtype):
-    """Blocks (and threads) only change which slice a pass works on: 1 thread and blocks of
-    16 or 40 numbers (a vector of 1001, so the last block is short), or 3 threads, are bitwise
-    the unblocked single-threaded update."""
+    """Blocks (and threads) only change which slice a pass works on: blocks of 16 or 32
+    numbers (a vector of 1001, so the last block is short), in 1 or 3 threads, are bitwise the
+    unblocked single-threaded update."""
     n, steps = 1001, 20
     rng = np.random.default_rng(1)
     p0 = rng.standard_normal(n).astype(dtype)
     grads = list(adam_gradients(n, steps, dtype, "stopping", rng))
     itemsize = np.dtype(dtype).itemsize
     runs = []
-    settings = [(1 << 30, 1), (16 * itemsize, 1), (40 * itemsize, 1), (16 * itemsize, 3)]
+    settings = [
+        (1 << 30, 1),
+        (16 * itemsize, 1),
+        (40 * itemsize, 1),  # rounded down to 32: the last block of each range is short
+        (16 * itemsize, 3),
+        (40 * itemsize, 3),  # ranges that are not multiples of the block: bounds must clip
+    ]
     for block, threads in settings:
         p, g = p0.copy(), np.zeros(n, dtype)
         opt = FastAdam([p], [g], lr=1e-2, threads=threads)
@@ -406,9 +412,16 @@ def sampled_errors(spec, fast, x, y, eps):
     return loss, {name: relative_error(spec.grads[name], fast.grads[name]) for name in spec.grads}
 
 
-@pytest.mark.parametrize("kernel", ["rows", "broadcast"])
+# Both Bernoulli kernels for the Bernoulli variants; the Gaussian one has a single path.
+SAMPLED_KERNELS = [
+    pytest.param(variant, kernel, id="-".join(map(str, [*variant.values(), kernel])))
+    for variant in SAMPLED
+    for kernel in (["rows"] if variant.get("likelihood") == "gaussian" else ["rows", "broadcast"])
+]
+
+
 @pytest.mark.parametrize("objective", ["vae", "iwae"])
-@pytest.mark.parametrize("variant", SAMPLED, ids=lambda s: "-".join(map(str, s.values())))
+@pytest.mark.parametrize(("variant", "kernel"), SAMPLED_KERNELS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_fast_multi_sample_step_matches_the_specification(dtype, variant, objective, kernel):
     """Bound, per gradient array, relative to its largest entry: 8 (B K + D + H) u. The fast
@@ -429,8 +442,9 @@ def test_the_fast_multi_sample_step_matches_the_specification(dtype, variant, ob
 
 
 def test_the_multi_sample_bound_bites(monkeypatch):
-    """Planted: the last layer's bias gradient without its ``- sum_b x_b`` part."""
+    """Planted: the rows kernel's last-layer bias gradient without its ``- sum_b x_b`` part."""
     spec, fast, x, y, eps = sampled_pair("float64", SAMPLED[0])
+    fast.ROWS_KERNEL_MIN_K = 1
     bias = fast.decoder.layers[-1].d_bias
     real_backward = fast._backward_samples
 
@@ -442,6 +456,40 @@ def test_the_multi_sample_bound_bites(monkeypatch):
     monkeypatch.setattr(fast, "_backward_samples", planted)
     _, grads = sampled_errors(spec, fast, x, y, eps)
     assert grads["decoder.4.bias"] > 8 * (30 + 30 + 9) * np.finfo("float64").eps
+
+
+def test_the_multi_sample_bound_bites_on_the_broadcast_kernel(monkeypatch):
+    """Planted: the known public bug in the broadcast kernel, each example's pixels paired
+    with another example's samples."""
+    import numpy_vae.fast.model as fast_model
+
+    real = fast_model.bernoulli_nll_fused
+
+    def swapped(logits, x, xp, out, buffers):
+        return real(logits, x[::-1], xp, out, buffers)
+
+    monkeypatch.setattr(fast_model, "bernoulli_nll_fused", swapped)
+    spec, fast, x, y, eps = sampled_pair("float64", SAMPLED[0])
+    fast.ROWS_KERNEL_MIN_K = 10**9
+    _, grads = sampled_errors(spec, fast, x, y, eps)
+    assert max(grads.values()) > 8 * (30 + 30 + 9) * np.finfo("float64").eps
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flush_negligible_weights_zeroes_exactly_the_weights_below_sqrt_tiny(dtype):
+    """Below tau = sqrt(tiny) to 0, tau and above untouched, NaN kept (a diverged step must
+    stay visible), and float64's tau is its own (1e-100 survives there)."""
+    from numpy_vae.fast.model import flush_negligible_weights
+
+    tau = np.sqrt(np.finfo(dtype).tiny).astype(dtype)
+    below, above = np.nextafter(tau, dtype(0)), np.nextafter(tau, dtype(1))
+    c = np.array([[below, tau, above, 0.5], [np.nan, np.nan, np.nan, np.nan]], dtype=dtype)
+    out = flush_negligible_weights(c.copy(), np)
+    np.testing.assert_array_equal(out[0], [0, tau, above, 0.5])
+    assert np.isnan(out[1]).all()
+    small = np.array([[1e-100, 1.0]], dtype=dtype)
+    kept = dtype == np.float64  # float32 holds 1e-100 as 0 already; float64's tau is 1.5e-154
+    assert (flush_negligible_weights(small, np)[0, 0] != 0) == kept
 
 
 def subnormals(a):
@@ -459,12 +507,14 @@ def spread_weights_pair():
     return spec, fast, x, y, eps
 
 
-def test_negligible_weights_make_no_subnormal_gradients():
+@pytest.mark.parametrize("kernel", ["rows", "broadcast"])
+def test_negligible_weights_make_no_subnormal_gradients(kernel):
     """``flush_negligible_weights``: the specification's weights and output gradient hold
     subnormal numbers here (the precondition: the case is exercised); the fast step's output
     gradient and every backward array hold none, and its gradients stay within the
     multi-sample bound (zeroed weights below 1.1e-19 move no float32 sum)."""
     spec, fast, x, y, eps = spread_weights_pair()
+    fast.ROWS_KERNEL_MIN_K = 1 if kernel == "rows" else 10**9
     spec.forward(x, y, eps=eps)
     tau = np.sqrt(np.finfo(np.float32).tiny)
     assert ((spec._saved.c > 0) & (spec._saved.c < tau)).sum() > 0

@@ -52,9 +52,12 @@ def bernoulli_nll_fused(
     Takes and returns what :func:`numpy_vae.likelihoods.bernoulli_nll` does (``logits``, ``x``,
     ``xp``, ``grad``; ``nll`` of shape (B,), ``d_logits`` of shape (B, D) or None), and:
 
-    ``out``, an array (B, D) to write the gradient into; it may be ``logits`` itself, which is
-    then overwritten (the model passes its decoder output, which nothing else holds).
-    ``buffers``, a :class:`Buffers` to take the four (B, D) temporaries from.
+    ``out``, an array shaped like ``logits`` to write the gradient into; it may be ``logits``
+    itself, which is then overwritten (the model passes its decoder output, which nothing else
+    holds). ``buffers``, a :class:`Buffers` to take the five temporaries shaped like ``logits``
+    from. ``logits`` may also be (B, K, D) with ``x`` (B, 1, D), broadcast against each
+    example's K rows (the multi-sample step); ``nll`` is then (B, K): the sum runs over the
+    last axis.
     """
     shape, dtype = logits.shape, logits.dtype
 

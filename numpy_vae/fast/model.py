@@ -63,20 +63,29 @@ def flush_negligible_weights(c: Array, xp: Any) -> Array:
     **Why.** A normalized weight ``w~_k`` multiplies its sample's whole gradient row
     (``c_k sigmoid(l)`` at the decoder's output, then back through every layer). A sample whose
     ``log w`` lies more than about 44 nats below its example's best (float32) has a weight
-    below :math:`\tau`, and its row soon falls below ``tiny`` into subnormal numbers. x86 CPUs
-    take a slow microcode path for arithmetic on those: measured on this project's machine, a
-    (1000, 784) x (784, 200) product with half its rows subnormal took 169 ms instead of 1.7 ms,
-    and the Burda step at K = 50 (batch 20, float32, stand-in images) 41.9 ms instead of
-    13.5 ms; PyTorch's plain step slows down the same way (``scripts/benchmark.py --iwae``
-    prints it with and without ``torch.set_flush_denormal``). Keeping the weights at
-    :math:`\tau` or above leaves every other factor of a row :math:`\tau` of room before it
-    reaches ``tiny``.
+    below :math:`\tau`, and the entries of its row, products of that weight with the
+    sigmoids and the layers' weights and slopes, easily fall below ``tiny`` into subnormal
+    numbers. x86 CPUs take a slow microcode path for arithmetic on those: measured on this
+    project's machine, a (1000, 784) x (784, 200) product with half its rows subnormal took
+    169 ms instead of 1.7 ms, and the Burda step at K = 50 (batch 20, float32, stand-in images)
+    41.9 ms instead of 13.5 ms; PyTorch's plain step slows down the same way
+    (``scripts/benchmark.py --iwae`` prints it with and without ``torch.set_flush_denormal``).
 
-    **What it changes.** A zeroed sample drops out of every sum over samples: each gradient
-    entry moves by at most :math:`K \tau \max_k |\partial \log w_k|`, some 10^-19 of the
-    largest per-sample gradient in float32, far below one rounding of the sum; the weights are
-    not renormalized (they no longer sum to exactly 1, by at most :math:`K \tau`). The bound
-    itself (the loss) is computed from ``log w``, not from ``c``, and does not change.
+    **What it does not do.** A kept weight leaves the rest of its row :math:`\tau` of room
+    before ``tiny``, not more: a row with ``c_k`` near :math:`\tau` and a logit below about
+    -44 (float32), where ``sigmoid(l) < tau``, still has subnormal entries (planted
+    logits near -60 show them). The Burda model's output bias starts at the logit of the mean
+    pixel, clipped at -6.9; how low trained decoders' logits go was not measured.
+    Flushing the output gradient itself would cost two more passes over the B K x D logits.
+
+    **What it changes.** A zeroed sample drops out of every sum over samples. The loss sums
+    the bound over the B examples, so a parameter's gradient entry moves by at most
+    :math:`B K \tau \max_{b,k} |\partial \log w_{bk}|` (an example's ``mu`` and ``logvar``
+    gradients by :math:`K \tau` of its own largest), some 10^-16 of the largest per-sample
+    gradient at B = 20, K = 50 in float32; the weights are not renormalized, so they sum to 1
+    only within :math:`K \tau` (which is also all that the reparameterized ``d logvar``'s
+    ``+ 1/2``, the weights' sum times the total ``d log q`` term, is off by). The bound itself
+    (the loss) is computed from ``log w``, not from ``c``, and does not change.
     """
     c[c < xp.finfo(c.dtype).tiny ** 0.5] = 0  # (a NaN stays: c < tau is False for it)
     return c
@@ -209,7 +218,7 @@ class FastVAE(VAE):
         elif isinstance(self.likelihood, Bernoulli):
             rows3 = out.reshape(n, k, -1)  # x broadcast against each example's K rows
             nll, _ = bernoulli_nll_fused(rows3, x[:, None, :], xp, rows3, buffers["loss"])
-            nll, xw = nll.reshape(n * k), None  # out now holds sigmoid(l) - x
+            xw = None  # out now holds sigmoid(l) - x; nll is (B, K)
         else:
             x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
             x_rows[...] = x[:, None, :]  # each example beside each of its samples
@@ -218,7 +227,7 @@ class FastVAE(VAE):
         log_px = -nll.reshape(n, k)
         log_w = log_px + log_prior(z) - log_posterior(eps, logvar)
         c = flush_negligible_weights(sample_weights(self.objective, log_w, xp), xp)
-        out *= c.reshape(n * k, 1)  # Bernoulli: c_k sigmoid(l), the x part comes in backward
+        out *= c.reshape(n * k, 1)  # rows kernel: c_k sigmoid(l), the x part comes in backward
         self._cache = (stats, out, c, z, eps, sigma, x, xw)
         kl, _, _ = kl_standard_normal(mu, logvar, xp)
         return LossParts.of_bound(bound(self.objective, log_w, xp), log_px, kl)
@@ -236,10 +245,11 @@ class FastVAE(VAE):
     def _backward_samples(self) -> None:
         """:meth:`VAE._backward_samples` through the model's buffers.
 
-        For the Bernoulli likelihood the decoder's output gradient is ``c_k (sigmoid(l) - x_b)``
-        and only its first part is a (B K, D) array; the last layer's products take the
-        ``- c_k x_b`` part per example: ``dW -= x^T (sum_k c_k h_k)``, ``db -= sum_b (sum_k
-        c_bk) x_b``, ``dh_k -= c_k (x W)``.
+        For the Bernoulli likelihood the decoder's output gradient is ``c_k (sigmoid(l) - x_b)``.
+        After the rows kernel (``xw`` is set) only its first part is a (B K, D) array; the last
+        layer's products take the ``- c_k x_b`` part per example: ``dW -= x^T (sum_k c_k
+        h_k)``, ``db -= sum_b (sum_k c_bk) x_b``, ``dh_k -= c_k (x W)``. After the broadcast
+        kernel (and for other likelihoods) the whole gradient is in the array.
         """
         stats, d_out, c, z, eps, sigma, x, xw = self._cache
         self._cache = None
