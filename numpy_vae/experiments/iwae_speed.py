@@ -71,12 +71,17 @@ def torch_steps(
     numbers as 0). The plain step's gradient rows of negligible weight become subnormal, as
     numpy-vae's did before :func:`numpy_vae.fast.model.flush_negligible_weights`, and x86
     arithmetic on them is many times slower; this run shows what PyTorch takes without them.
+    The setting is the calling thread's (the CPU's MXCSR register), so it covers a one-thread
+    run; PyTorch's worker threads, with more, may not have it. On a CPU without the feature
+    nothing is timed and the result is ``{"unsupported": True}``, so that no unflushed run is
+    reported as flushed.
     """
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    torch.set_flush_denormal(flush_denormal)
+    if not torch.set_flush_denormal(flush_denormal) and flush_denormal:
+        return {"unsupported": True}
     torch.manual_seed(seed)
     x_all = torch.from_numpy(_images(BATCH * 50, seed))
     log_2pi = math.log(2 * math.pi)
@@ -189,13 +194,15 @@ def run(
             torch_runs.append(_in_subprocess("torch_steps", args, threads))
             log(f"round {r + 1}/{rounds}: PyTorch, subnormals flushed")
             flush_args = {**args, "flush_denormal": True}
-            flush_runs.append(_in_subprocess("torch_steps", flush_args, threads))
+            flushed = _in_subprocess("torch_steps", flush_args, threads)
+            if not flushed.get("unsupported"):
+                flush_runs.append(flushed)
     rows = []
     for k in ks:
         ours = float(np.median([run[str(k)] for run in numpy_runs]))
         row = {"k": k, "numpy_ms": 1e3 * ours}
         for name, runs in (("torch", torch_runs), ("torch_flush", flush_runs)):
-            theirs = float(np.median([run[str(k)] for run in runs])) if torch else None
+            theirs = float(np.median([run[str(k)] for run in runs])) if runs else None
             row[f"{name}_ms"] = None if theirs is None else 1e3 * theirs
             row[f"{name}_ratio"] = None if theirs is None else ours / theirs
             row[f"{name}_rounds_ms"] = [1e3 * run[str(k)] for run in runs]
@@ -228,8 +235,8 @@ def format_report(report: dict[str, Any]) -> str:
     for r in report["steps"]:
         lines.append(
             f"{r['k']:>4} {r['numpy_ms']:>13.2f} {figure(r['torch_ms'], 2):>11} "
-            f"{figure(r['ratio'], 2):>6} {figure(r['torch_flush_ms'], 2):>28} "
-            f"{figure(r['torch_flush_ratio'], 2):>6}"
+            f"{figure(r['ratio'], 2):>6} {figure(r.get('torch_flush_ms'), 2):>28} "
+            f"{figure(r.get('torch_flush_ratio'), 2):>6}"
         )
     e = report.get("evaluation")
     if e:
