@@ -9,10 +9,10 @@ is held to it by ``tests/test_fast_vs_reference.py``. Four things make it fast:
 - The passes run block by block (``BLOCK_BYTES`` of each array, 128k float32 numbers): all
   twelve passes over one block, then the next. Each pass touches at most three of the
   block's arrays (1.5 MiB), so they come from the core's cache rather than from memory
-  twelve times. Measured, one thread, 425k float32
-  parameters (the Burda model): 1.17 ms unblocked, 0.77 ms in 512 KiB blocks (0.76 in 256 KiB
-  ones, but with two threads smaller blocks lose to the GIL hand-overs between passes: 1.06 ms
-  against 0.68 ms; 512 KiB loses nothing there).
+  twelve times. Measured, one thread, 425k float32 parameters (the Burda model): 1.17 ms
+  unblocked, 0.77 ms in 512 KiB blocks (0.76 in 256 KiB ones, but with two threads smaller
+  blocks lose to the GIL hand-overs between passes: 1.06 ms against 0.68 ms; 512 KiB loses
+  nothing there).
 - For the default model's 650k numbers the passes cost about as much as the step's matrix
   products, so the vector is cut into ``threads`` contiguous slices updated in parallel (NumPy
   releases the GIL inside each pass; see :mod:`numpy_vae.fast.parallel`). Each element's update
