@@ -241,6 +241,24 @@ def fail(prog: str, message: str) -> int:
     return 2
 
 
+#: What a training program turns into an exit status with :func:`failure_status`.
+RUN_FAILURES = (ValueError, OSError, Diverged, Interrupted)
+
+
+def failure_status(prog: str, err: BaseException) -> int:
+    """The exit status of a training program ended by one of :data:`RUN_FAILURES`, its
+    message on standard error: 2 with a one-line error for bad input or a file problem
+    (DataError and CheckpointError are ValueErrors); 1 for a diverged run; 130, or 143 for
+    SIGTERM (128 + the signal's number, as a shell reports), for an interrupted training."""
+    if isinstance(err, Diverged):
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    if isinstance(err, Interrupted):
+        print(f"\n{err}", file=sys.stderr)
+        return 143 if err.terminated else 130
+    return fail(prog, str(err).replace("\n", " "))
+
+
 def run_study(prog: str, body: Callable[[], None], measuring: str) -> int:
     """Run a study's ``body`` (training runs, each measured at its end) and return the exit
     status: 0 when it ends; 2 with a one-line error for bad input or a file problem; 1 for a
@@ -250,14 +268,8 @@ def run_study(prog: str, body: Callable[[], None], measuring: str) -> int:
     try:
         with sigterm_interrupts():
             body()
-    except (ValueError, OSError) as err:
-        return fail(prog, str(err).replace("\n", " "))
-    except Diverged as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print(f"\n{err}", file=sys.stderr)
-        return 143 if err.terminated else 130
+    except RUN_FAILURES as err:
+        return failure_status(prog, err)
     except (KeyboardInterrupt, Terminated) as err:
         print(
             f"\nstopped while measuring {measuring} (nothing of it was written); the same "

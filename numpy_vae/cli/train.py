@@ -10,11 +10,13 @@ from pathlib import Path
 
 from numpy_vae.backend import BACKENDS, DTYPES, get_backend
 from numpy_vae.cli.common import (
+    RUN_FAILURES,
     Parser,
     add_model_flags,
     add_progress_flags,
     explicit_flags,
     fail,
+    failure_status,
     finite_float,
     is_folder_name,
     load_dataset,
@@ -30,7 +32,6 @@ from numpy_vae.training.data import BINARIZE_MODES, default_data_dir, default_ru
 from numpy_vae.training.runs import (
     CHECKPOINT,
     CONFIG,
-    Interrupted,
     evaluate_run,
     format_evaluation,
     sigterm_interrupts,
@@ -40,7 +41,6 @@ from numpy_vae.training.trainer import (
     BURDA2016,
     INITS,
     LR_SCHEDULES,
-    Diverged,
     TrainConfig,
 )
 
@@ -298,14 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = {**evaluation, "data": source}
             write_json(run_dir / "evaluation.json", summary)
             print(format_evaluation(summary))
-    except (ValueError, OSError) as err:  # DataError and CheckpointError are ValueErrors
-        return fail(prog, str(err).replace("\n", " "))
-    except Diverged as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print(f"\n{err}", file=sys.stderr)
-        return 143 if err.terminated else 130  # 128 + the signal's number, as a shell reports
+    except RUN_FAILURES as err:
+        return failure_status(prog, err)
     except KeyboardInterrupt:  # before training started: nothing to save
         print("\ninterrupted", file=sys.stderr)
         return 130
