@@ -1,18 +1,19 @@
 """numpy-vae: a variational autoencoder in NumPy with hand-derived, checked gradients.
 
-The specification is the seven modules at the top of the package (read them in this order):
+The specification is the modules at the top of the package (read them in this order):
 :mod:`~numpy_vae.reparam`, :mod:`~numpy_vae.kl`, :mod:`~numpy_vae.likelihoods`,
-:mod:`~numpy_vae.layers`, :mod:`~numpy_vae.model`, :mod:`~numpy_vae.optim` and
-:mod:`~numpy_vae.gradcheck`, on :mod:`~numpy_vae.backend` (where ``xp`` comes from) and
-:mod:`~numpy_vae.config` (the model's hyperparameters). The rings around them, each importing
+:mod:`~numpy_vae.layers`, :mod:`~numpy_vae.decoders`, :mod:`~numpy_vae.model`,
+:mod:`~numpy_vae.optim` and :mod:`~numpy_vae.gradcheck`; then the multi-sample bounds
+(:mod:`~numpy_vae.bounds`, :mod:`~numpy_vae.objectives`) and the MADE decoder
+(:mod:`~numpy_vae.made`). They stand on :mod:`~numpy_vae.backend` (where ``xp`` comes from),
+:mod:`~numpy_vae.config` (the model's hyperparameters) and :mod:`~numpy_vae.inputs` (the checks
+of everything a user passes in). The rings around them, each importing
 only from the rings below it: :mod:`numpy_vae.fast` (the same math, fused and in place; what
 training runs), :mod:`numpy_vae.training`, :mod:`numpy_vae.checks`, :mod:`numpy_vae.devices`,
 :mod:`numpy_vae.experiments` and :mod:`numpy_vae.cli`.
 """
 
 import importlib
-import importlib.abc
-import importlib.util
 import os
 import sys
 
@@ -76,46 +77,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *LAZY_NAMES])
-
-
-#: Module paths from before the package had rings, and where each module lives now. Importing an
-#: old path gives the new module itself (the same object), so old imports keep working.
-MOVED_MODULES = {
-    "atomic": "training.atomic",
-    "benchmark": "experiments.benchmark",
-    "buffers": "fast.buffers",
-    "checkpoint": "training.checkpoint",
-    "data": "training.data",
-    "devicecheck": "devices.gpucheck",
-    "estimators": "experiments.estimators",
-    "evaluate": "training.evaluate",
-    "golden": "checks.golden",
-    "gradreport": "checks.gradreport",
-    "parallel": "fast.parallel",
-    "parameters": "fast.parameters",
-    "plots": "training.plots",
-    "runs": "training.runs",
-    "strict_backend": "devices.strict",
-    "torch_twin": "checks.torch_twin",
-    "train": "training.trainer",
-}
-
-
-class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolves ``numpy_vae.<old name>`` to the module at its new path."""
-
-    def find_spec(self, name, path=None, target=None):  # noqa: ANN001, ANN201
-        old = name.removeprefix(f"{__name__}.")
-        if old != name and old in MOVED_MODULES:
-            return importlib.util.spec_from_loader(name, self)
-        return None
-
-    def create_module(self, spec):  # noqa: ANN001, ANN201
-        return importlib.import_module(f"{__name__}.{MOVED_MODULES[spec.name.split('.')[-1]]}")
-
-    def exec_module(self, module):  # noqa: ANN001, ANN201
-        pass  # the module at the new path is already executed
-
-
-if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
-    sys.meta_path.append(_MovedModuleFinder())

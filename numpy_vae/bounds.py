@@ -14,7 +14,7 @@ bound rises to log p(x) as K grows, the VAE bound does not (it is the ELBO for e
 less noise). K = 1 gives one and the same quantity: the ELBO with a *sampled* KL,
 ``log p(x|z) - [log q(z|x) - log p(z)]``.
 
-The gradient, in four steps (written out for students; :mod:`numpy_vae.model` runs them).
+The gradient, in four steps (written out for students; :mod:`numpy_vae.objectives` runs them).
 
 1. **Weights.** ``d L_iwae / d log w_k = w_k / sum_j w_j = w~_k`` (the derivative of a
    log-sum-exp is a softmax), so ``grad L_iwae = sum_k w~_k grad log w_k``: each sample's ELBO
@@ -68,25 +68,29 @@ weights ``w~_k^2``), which the tests check against finite differences of those s
 (:func:`stl_surrogate`, :func:`dreg_surrogate`).
 
 How the code gets ``w~_k g_k`` without dividing by a weight: the decoder's backward pass is
-linear in its output gradient row by row, so running it with the IWAE weights on each sample's
-row (which the decoder's parameter gradient needs anyway) returns ``w~_k d log p(x|z_k)/dz``.
-Every formula above is a weighted sum of terms linear in ``g_k``, so the functions below take
-``wg = c_k g_k`` (``c`` the decoder's weights) and the weights ``c`` themselves.
+linear in its output gradient row by row, so running it with the weights on each sample's row
+(which the decoder's parameter gradient needs anyway) returns ``w~_k d log p(x|z_k)/dz``.
+Every formula above is a weighted sum of terms linear in ``g_k``, so the estimators take
+``w_tilde_g = w~_k g_k`` and the weights ``w_tilde`` themselves (for the VAE bound, ``1/K``).
+
+The objects. The objectives that train on these bounds are in :mod:`numpy_vae.objectives`
+(:class:`~numpy_vae.objectives.KSampleVAE`, :class:`~numpy_vae.objectives.IWAE`); here are
+their forward pieces (:func:`importance_samples`) and the encoder gradient estimators, one class
+each with one method (:class:`Reparameterized`, :class:`StickingTheLanding`,
+:class:`DoublyReparameterized`). A new estimator is a new class and an entry in
+:data:`ESTIMATORS`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from numpy_vae.inputs import loss_inputs
+
 Array = Any
-
-#: The training objectives: the analytic-KL ELBO, the k-sample VAE bound, the IWAE bound.
-OBJECTIVES = ("elbo", "vae", "iwae")
-#: The encoder gradient estimators of the IWAE bound.
-ESTIMATORS = ("reparam", "stl", "dreg")
-
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -126,52 +130,119 @@ def normalized_weights(log_w: Array, xp: ModuleType) -> Array:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def sample_weights(objective: str, log_w: Array, xp: ModuleType) -> Array:
-    """``d bound / d log w_k``, (B, K): ``w~`` for the IWAE bound, ``1/K`` for the VAE bound."""
-    if objective == "iwae":
-        return normalized_weights(log_w, xp)
-    return xp.full(log_w.shape, 1.0 / log_w.shape[1], dtype=log_w.dtype)
+@dataclass
+class ImportanceSamples:
+    """K samples of z per example and the log-densities of their weights (:func:`samples`).
 
-
-def bound(objective: str, log_w: Array, xp: ModuleType) -> Array:
-    """The bound per example, (B,): :func:`log_mean_exp` (IWAE) or the mean of ``log_w`` (VAE)."""
-    if objective == "iwae":
-        return log_mean_exp(log_w, xp)
-    return log_w.mean(axis=1)
-
-
-def encoder_gradient(
-    estimator: str, wg: Array, c: Array, eps: Array, sigma: Array
-) -> tuple[Array, Array]:
-    """The bound's gradient in ``mu`` and ``logvar``, each (B, L), by one estimator.
-
-    Parameters
+    Attributes
     ----------
-    estimator : {"reparam", "stl", "dreg"}
-        See the module docstring for the formulas and which are unbiased.
-    wg : array, shape (B, K, L)
-        ``c_k g_k``: the weighted ``d/dz [log p(x|z) + log p(z)]`` at each sample.
-    c : array, shape (B, K)
-        The weights the decoder used: ``w~`` (IWAE) or ``1/K`` (VAE).
-    eps : array, shape (B, K, L)
-    sigma : array, shape (B, L)
-
-    Returns
-    -------
-    d_mu, d_logvar : arrays, shape (B, L)
-        Gradients of the bound (to be maximised); the model negates them for its loss.
+    mu, logvar, sigma : (B, L) the posterior's parameters and ``exp(logvar / 2)``
+    eps, z : (B, K, L) the noise and the samples ``z_k = mu + sigma eps_k``
+    log_px, log_pz, log_qz : (B, K) ``log p(x|z_k)``, ``log p(z_k)``, ``log q(z_k|x)``
+    d_logits : (B K, D) the gradient of ``-log p(x|z_k)`` in the decoder output, rows
+        example-major (row ``b K + k`` is sample k of example b); None unless asked for
     """
-    c = c[:, :, None]
-    sigma = sigma[:, None, :]
-    half_sigma_eps = 0.5 * sigma * eps  # dz_k/dlogvar
-    if estimator == "reparam":
-        d_mu = wg.sum(axis=1)
-        d_logvar = (wg * half_sigma_eps).sum(axis=1) + 0.5  # + the total d log q term
+
+    mu: Array
+    logvar: Array
+    sigma: Array
+    eps: Array
+    z: Array
+    log_px: Array
+    log_pz: Array
+    log_qz: Array
+    d_logits: Array | None = None
+
+    @property
+    def log_w(self) -> Array:
+        """``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``, (B, K)."""
+        return self.log_px + self.log_pz - self.log_qz
+
+
+def samples(
+    model: Any, x: Array, y: Array | None = None, eps: Array | None = None, validate: bool = True
+) -> ImportanceSamples:
+    """K samples of z per example and their log-densities; ``eps`` (B, K, L) is drawn from
+    ``model.rng`` with ``K = model.objective.k`` if omitted. Values only, in fresh arrays."""
+    x, onehot, eps = loss_inputs(model, x, y, eps, validate, k=model.objective.k)
+    return importance_samples(model, x, onehot, eps, grad=False)
+
+
+def importance_samples(
+    model: Any, x: Array, onehot: Array | None, eps: Array, grad: bool
+) -> ImportanceSamples:
+    """:func:`samples` on checked inputs; with ``grad``, also ``d_logits``."""
+    xp = model.xp
+    n, k, latent = eps.shape
+    mu, logvar = model.posterior(x, onehot)
+    sigma = xp.exp(0.5 * logvar)
+    z = mu[:, None, :] + sigma[:, None, :] * eps  # (B, K, L)
+    # Example-major rows: sample k of example b is row b K + k, beside its own x and label.
+    x_rows = repeat_rows(x, k, xp)
+    logits = model.decoder.forward(model.context(z.reshape(n * k, latent), onehot, k), x_rows)
+    if grad:
+        nll, d_logits = model.likelihood.nll(logits, x_rows)
+    else:
+        nll, d_logits = -model.likelihood.log_prob(logits, x_rows), None
+    log_px = -nll.reshape(n, k)
+    log_qz = log_posterior(eps, logvar)
+    return ImportanceSamples(mu, logvar, sigma, eps, z, log_px, log_prior(z), log_qz, d_logits)
+
+
+def repeat_rows(a: Array | None, k: int, xp: ModuleType) -> Array | None:
+    """Each row of ``a`` ``k`` times in a row (row b goes to rows b k .. b k + k - 1)."""
+    return a if a is None or k == 1 else xp.repeat(a, k, axis=0)
+
+
+class Reparameterized:
+    """The plain estimator, the bound's own gradient: ``dL/dmu = sum_k w~_k g_k``,
+    ``dL/dlogvar = sum_k w~_k g_k sigma eps_k / 2 + 1/2``."""
+
+    name = "reparam"
+
+    def encoder_gradient(
+        self, w_tilde_g: Array, w_tilde: Array, eps: Array, sigma: Array
+    ) -> tuple[Array, Array]:
+        """``dL/dmu`` and ``dL/dlogvar`` (B, L) of the bound L, from ``w_tilde_g = w~_k g_k``
+        (B, K, L), the weights ``w_tilde`` (B, K), ``eps`` (B, K, L) and ``sigma`` (B, L)."""
+        half_sigma_eps = 0.5 * sigma[:, None, :] * eps  # dz_k/dlogvar
+        d_mu = w_tilde_g.sum(axis=1)
+        d_logvar = (w_tilde_g * half_sigma_eps).sum(axis=1) + 0.5  # + the total d log q term
         return d_mu, d_logvar
-    wa = wg + c * eps / sigma  # c_k a_k = c_k (g_k + eps_k / sigma): the path derivative
-    if estimator == "dreg":
-        wa = c * wa  # the weights squared
-    return wa.sum(axis=1), (wa * half_sigma_eps).sum(axis=1)
+
+
+class StickingTheLanding(Reparameterized):
+    """STL: the path derivative alone, ``dL/dmu = sum_k w~_k a_k``,
+    ``dL/dlogvar = sum_k w~_k a_k sigma eps_k / 2``, with ``a_k = g_k + eps_k / sigma``."""
+
+    name = "stl"
+
+    def encoder_gradient(
+        self, w_tilde_g: Array, w_tilde: Array, eps: Array, sigma: Array
+    ) -> tuple[Array, Array]:
+        w_tilde, sigma = w_tilde[:, :, None], sigma[:, None, :]
+        half_sigma_eps = 0.5 * sigma * eps
+        w_tilde_a = self.reweighted(w_tilde_g + w_tilde * eps / sigma, w_tilde)  # w~_k a_k
+        return w_tilde_a.sum(axis=1), (w_tilde_a * half_sigma_eps).sum(axis=1)
+
+    def reweighted(self, w_tilde_a: Array, w_tilde: Array) -> Array:
+        """The path derivatives as the estimator weighs them: ``w~_k a_k`` itself."""
+        return w_tilde_a
+
+
+class DoublyReparameterized(StickingTheLanding):
+    """DReG: STL with the weights squared, ``dL/dmu = sum_k w~_k^2 a_k``,
+    ``dL/dlogvar = sum_k w~_k^2 a_k sigma eps_k / 2``."""
+
+    name = "dreg"
+
+    def reweighted(self, w_tilde_a: Array, w_tilde: Array) -> Array:
+        """``w~_k^2 a_k``."""
+        return w_tilde * w_tilde_a
+
+
+#: The encoder gradient estimators of a multi-sample bound (``ModelConfig.estimator``).
+ESTIMATORS = {"reparam": Reparameterized, "stl": StickingTheLanding, "dreg": DoublyReparameterized}
 
 
 # ---------------------------------------------------------------------- surrogates, for checks

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy
 
-from numpy_vae.bounds import ESTIMATORS, OBJECTIVES
+from numpy_vae.bounds import ESTIMATORS
+from numpy_vae.decoders import DECODERS
 from numpy_vae.layers import ACTIVATIONS
 from numpy_vae.likelihoods import LIKELIHOODS
-
-#: The decoders: ``mlp`` (pixels independent given z) and ``made`` (:mod:`numpy_vae.made`).
-DECODERS = ("mlp", "made")
+from numpy_vae.objectives import OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -134,21 +133,21 @@ class ModelConfig:
     )
     objective: str = hyperparameter(
         "elbo",
-        Range("choice", choices=OBJECTIVES),
+        Range("choice", choices=tuple(OBJECTIVES)),
         "what training maximises: elbo (one z, analytic KL), vae (the k-sample VAE bound, "
         "(1/K) sum_k log w_k) or iwae (the importance-weighted bound, log (1/K) sum_k w_k)",
     )
     k: int = hyperparameter(1, Range("int", 1), "samples of z per example (vae and iwae)")
     estimator: str = hyperparameter(
         "reparam",
-        Range("choice", choices=ESTIMATORS),
+        Range("choice", choices=tuple(ESTIMATORS)),
         "encoder gradient of the iwae bound: reparam (plain), stl (sticking the landing) or "
         "dreg (doubly reparameterized)",
     )
 
     decoder: str = hyperparameter(
         "mlp",
-        Range("choice", choices=DECODERS),
+        Range("choice", choices=tuple(DECODERS)),
         "decoder p(x|z): mlp (pixels independent given z) or made (autoregressive over the "
         "pixels given z, Germain et al. 2015; binary data and the Bernoulli likelihood only)",
     )

@@ -83,3 +83,15 @@ def free_bits(kl: Array, free_nats: float, xp: ModuleType) -> tuple[Array, Array
     weight = (kl_dim >= free_nats).astype(kl.dtype)
     value = batch * xp.maximum(kl_dim, free_nats).sum()
     return value, weight
+
+
+def weighted_kl(
+    kl: Array, free_nats: float, kl_weight: float, xp: ModuleType
+) -> tuple[Array, Array | float]:
+    """The loss's KL term and the weight of its gradient in each ``KL_ij``: the summed KL and
+    ``kl_weight``, or with free bits (``free_nats > 0``) :func:`free_bits`'s value and
+    ``kl_weight`` times its 0/1 weight of each latent dimension."""
+    if free_nats > 0:
+        value, weight = free_bits(kl, free_nats, xp)
+        return value, kl_weight * weight
+    return kl.sum(), kl_weight

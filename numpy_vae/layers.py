@@ -302,3 +302,12 @@ class Sequential(Container):
         for i, layer in enumerate(self.layers):
             if layer.param_names:
                 yield str(i), layer
+
+
+def mlp(widths: Sequence[int], activation: str, backend: Backend, rng: Any) -> Sequential:
+    """Linear layers between consecutive ``widths``, each followed by the activation ``activation``
+    (the encoder, and the decoder's hidden part), initialised from ``rng`` in order."""
+    layers: list[Layer] = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [Linear(fan_in, fan_out, backend, rng), make_activation(activation, backend)]
+    return Sequential(layers)

@@ -133,15 +133,16 @@ class Bernoulli:
     """
 
     name = "bernoulli"
+    #: The data must lie in [0, 1] (checked at the input boundary, :mod:`numpy_vae.inputs`).
+    bounded = True
 
     def __init__(self, xp: ModuleType) -> None:
         self.xp = xp
 
-    def __eq__(self, other: object) -> bool:
-        # ``model.likelihood == "bernoulli"`` kept its meaning when the string became an object.
-        return other == self.name if isinstance(other, str) else NotImplemented
-
-    __hash__ = object.__hash__
+    @classmethod
+    def from_config(cls, config: Any, xp: ModuleType) -> Bernoulli:
+        """The likelihood a :class:`~numpy_vae.config.ModelConfig` names (no settings)."""
+        return cls(xp)
 
     def nll(self, logits: Array, x: Array) -> tuple[Array, Array]:
         """:func:`bernoulli_nll`: ``(B,)`` values and the ``(B, D)`` gradient ``sigmoid(l) - x``."""
@@ -171,15 +172,16 @@ class Gaussian:
     """
 
     name = "gaussian"
+    bounded = False
 
     def __init__(self, sigma: float, xp: ModuleType) -> None:
         self.sigma = float(sigma)
         self.xp = xp
 
-    def __eq__(self, other: object) -> bool:
-        return other == self.name if isinstance(other, str) else NotImplemented
-
-    __hash__ = object.__hash__
+    @classmethod
+    def from_config(cls, config: Any, xp: ModuleType) -> Gaussian:
+        """The likelihood with the configuration's ``gaussian_sigma``."""
+        return cls(config.gaussian_sigma, xp)
 
     def nll(self, mean: Array, x: Array) -> tuple[Array, Array]:
         """:func:`gaussian_nll`: ``(B,)`` values and the ``(B, D)`` gradient ``(m - x)/sigma^2``."""
@@ -194,17 +196,9 @@ class Gaussian:
         return mean
 
 
-#: The likelihoods by the name a configuration gives (``ModelConfig.likelihood``).
+#: The likelihoods by the name a configuration gives (``ModelConfig.likelihood``); each is
+#: built by its ``from_config``.
 LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian}
-
-
-def make_likelihood(name: str, gaussian_sigma: float, xp: ModuleType) -> Bernoulli | Gaussian:
-    """The likelihood object called ``name`` (a key of :data:`LIKELIHOODS`)."""
-    if name == "gaussian":
-        return Gaussian(gaussian_sigma, xp)
-    if name == "bernoulli":
-        return Bernoulli(xp)
-    raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
 
 
 def _expit(logits: Array, xp: ModuleType) -> Array:

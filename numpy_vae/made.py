@@ -97,9 +97,10 @@ class MADEDecoder(Container):
     backend, rng : as for :class:`numpy_vae.layers.Linear`
     direct : bool
         Add the masked direct connection from the pixels to the logits.
-    uses_z : bool
-        Let the context into the hidden layers. Without it the decoder is the autoregressive
-        model alone (its ``log p(x)`` is exact) and the context gradient is 0.
+    made_z : bool
+        Let the context into the hidden layers (``ModelConfig.made_z``). Without it the decoder
+        is the autoregressive model alone (its ``log p(x)`` is exact) and the context gradient
+        is 0.
 
     Parameters are named as ``torch.nn.Module`` names them: ``masked.<l>.weight`` and
     ``.bias`` (the hidden layers, then the output layer), ``context.<l>.weight`` and
@@ -115,7 +116,7 @@ class MADEDecoder(Container):
         backend: Backend,
         rng: numpy.random.Generator,
         direct: bool = False,
-        uses_z: bool = True,
+        made_z: bool = True,
     ) -> None:
         self.xp, self.special = backend.xp, backend.special
         self.input_dim, self.context_dim = input_dim, context_dim
@@ -124,12 +125,31 @@ class MADEDecoder(Container):
         self.masked.append(MaskedLinear(output, backend, rng))
         self.context = (
             [Linear(context_dim, width, backend, rng, bias=False) for width in hidden_dims]
-            if uses_z
+            if made_z
             else []
         )
         self.direct = MaskedLinear(direct_mask, backend, rng, bias=False) if direct else None
         self.activations = [make_activation(activation, backend) for _ in hidden_dims]
         self.d_x: Array | None = None
+
+    name = "made"
+    binary_pixels = True  # the sampler feeds its own 0/1 draws back in
+    reads_pixels = True  # logit d reads x_<d
+
+    @classmethod
+    def from_config(
+        cls, input_dim: int, context_dim: int, config: Any, backend: Backend, rng: Any
+    ) -> MADEDecoder:
+        """The decoder of a :class:`~numpy_vae.config.ModelConfig` (``made_hidden``,
+        ``made_direct``, ``made_z``), initialised from ``rng``."""
+        return cls(input_dim, context_dim, config.made_hidden, config.activation, backend, rng,
+                   direct=config.made_direct, made_z=config.made_z)  # fmt: skip
+
+    def mean(self, context: Array, likelihood: Any, rng: Any) -> Array:
+        """The mean of p(x | z) has no closed form: the probabilities ``p(x_d = 1 | x_<d, z)``
+        along one pixel-by-pixel draw from ``rng`` (:meth:`sample`), its smooth picture."""
+        u = rng.random((context.shape[0], self.input_dim), dtype=context.dtype)
+        return self.sample(context, u)[1]
 
     def named_layers(self) -> Iterator[tuple[str, Layer]]:
         for i, layer in enumerate(self.masked):

@@ -16,7 +16,10 @@ import numpy_vae
 
 PACKAGE = Path(numpy_vae.__file__).resolve().parent
 ROOT = PACKAGE.parent
-SPEC = {"reparam", "kl", "likelihoods", "layers", "model", "optim", "gradcheck", "bounds", "made"}
+SPEC = {
+    "reparam", "kl", "likelihoods", "layers", "decoders", "model", "optim", "gradcheck",
+    "bounds", "objectives", "made", "inputs",
+}  # fmt: skip
 RANKS = {"fast": 1, "training": 2, "checks": 3, "devices": 4, "experiments": 4, "cli": 5}
 LEAVES = {"numpy_vae.devices.strict"}
 
@@ -117,17 +120,50 @@ def test_scripts_are_shims():
         assert any(line.startswith("from numpy_vae.cli.") for line in body), script.name
 
 
-def test_moved_modules_keep_their_old_import_paths():
-    import importlib
+#: The specification's line budgets: a file a student reads whole.
+MODEL_FILE_LINES, MODEL_CLASS_LINES, FORWARD_BY_LINE, SPEC_FILE_LINES = 350, 250, 150, 320
 
-    for old, new in numpy_vae.MOVED_MODULES.items():
-        if old in ("torch_twin", "benchmark"):
-            continue  # importing them needs torch or measures the machine; same mechanism
-        assert importlib.import_module(f"numpy_vae.{old}") is importlib.import_module(
-            f"numpy_vae.{new}"
-        )
-    from numpy_vae.gradreport import check_model  # noqa: F401  (the README's old path)
 
-    from numpy_vae.kl import kl_standard_normal  # noqa: F401
-    from numpy_vae.likelihoods import bernoulli_nll, gaussian_nll  # noqa: F401
-    from numpy_vae.reparam import reparameterize, reparameterize_backward  # noqa: F401
+def spec_budget_problems(package: Path) -> list[str]:
+    """What in the specification files of ``package`` is over its line budget."""
+    problems = []
+    for name in sorted(SPEC | {"backend", "config"}):
+        lines = (package / f"{name}.py").read_text().splitlines()
+        budget = MODEL_FILE_LINES if name == "model" else SPEC_FILE_LINES
+        if len(lines) > budget:
+            problems.append(f"{name}.py has {len(lines)} lines (budget {budget})")
+    tree = ast.parse((package / "model.py").read_text())
+    vae = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VAE")
+    if vae.end_lineno - vae.lineno + 1 > MODEL_CLASS_LINES:
+        problems.append(f"class VAE has {vae.end_lineno - vae.lineno + 1} lines")
+    forward = next(n for n in vae.body if getattr(n, "name", "") == "forward")
+    if forward.lineno > FORWARD_BY_LINE:
+        problems.append(f"VAE.forward starts at line {forward.lineno}")
+    return problems
+
+
+def test_the_specification_keeps_its_line_budgets():
+    assert not spec_budget_problems(PACKAGE)
+
+
+def test_the_line_budgets_bite(tmp_path):
+    """Planted: a model.py grown by 200 lines of methods, and a bloated likelihoods.py."""
+    for name in SPEC | {"backend", "config"}:
+        (tmp_path / f"{name}.py").write_text((PACKAGE / f"{name}.py").read_text())
+    model = (PACKAGE / "model.py").read_text()
+    grown = "\n".join(f"    def extra_{i}(self):\n        pass\n" for i in range(70))
+    marker = (
+        "    # ------------------------------------------------------------------ the negative ELBO"
+    )
+    (tmp_path / "model.py").write_text(model.replace(marker, grown + marker))
+    (tmp_path / "likelihoods.py").write_text("x = 1\n" * 400)
+    problems = " | ".join(spec_budget_problems(tmp_path))
+    for expected in ("model.py has", "class VAE has", "VAE.forward starts", "likelihoods.py has"):
+        assert expected in problems, problems
+
+
+def test_no_specification_file_imports_a_ring():
+    """The math files stand alone: none imports training, experiments, cli, checks or fast."""
+    for name in SPEC | {"backend", "config"}:
+        targets = package_imports(PACKAGE / f"{name}.py") - LEAVES
+        assert all(rank(t) == 0 for t in targets), (name, sorted(targets))

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import numpy_vae.bounds as bounds
 import numpy_vae.model as model_module
+import numpy_vae.objectives as objectives
 from numpy_vae import VAE, get_backend
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients
 
@@ -28,8 +29,8 @@ seeds = st.integers(0, 2**31 - 1)
 def small_model(objective, k, estimator="reparam", seed=0, input_dim=6, hidden=5, latent=3, **kw):
     return VAE(
         input_dim,
-        (hidden,),
-        latent,
+        hidden_dims=(hidden,),
+        latent_dim=latent,
         activation=kw.pop("activation", "tanh"),
         backend=F64,
         seed=seed,
@@ -94,7 +95,16 @@ def test_bound_gradients_match_finite_differences(
 @pytest.mark.parametrize("objective", ["vae", "iwae"])
 def test_every_k_of_the_issue_on_a_two_layer_model(objective, k):
     """The four K of the issue, always run (hypothesis picks among them at random)."""
-    model = VAE(7, (6, 5), 3, activation="tanh", backend=F64, seed=k, objective=objective, k=k)
+    model = VAE(
+        7,
+        hidden_dims=(6, 5),
+        latent_dim=3,
+        activation="tanh",
+        backend=F64,
+        seed=k,
+        objective=objective,
+        k=k,
+    )
     x, y, eps = inputs(model, 3, k, seed=k)
     assert_gradients_close(bound_gradient_errors(model, x, y, eps))
 
@@ -102,12 +112,12 @@ def test_every_k_of_the_issue_on_a_two_layer_model(objective, k):
 def test_the_bounds_are_ordered_and_the_iwae_bound_is_the_log_mean_weight():
     model = small_model("iwae", 50)
     x, y, eps = inputs(model, 3, 50, seed=1)
-    s = model.samples(x, eps=eps)
+    s = bounds.samples(model, x, eps=eps)
     log_w = s.log_w
     iwae = -model.loss(x, eps=eps, grad=False).loss
     expected = sum(math.log(np.mean(np.exp(row))) for row in log_w)
     assert iwae == pytest.approx(expected, rel=1e-13)
-    model.hparams = model.hparams.__class__(**{**vars(model.hparams), "objective": "vae"})
+    model.objective = objectives.KSampleVAE(50, bounds.Reparameterized())  # the same model
     vae = -model.loss(x, eps=eps, grad=False).loss
     assert vae == pytest.approx(log_w.mean(axis=1).sum(), rel=1e-13)
     assert vae < iwae  # Jensen, per example and so in the sum
@@ -151,12 +161,12 @@ def surrogate_errors(estimator, k, seed, batch=3):
     x, _, eps = inputs(model, batch, k, seed)
     model.loss(x, eps=eps)
     grads = {name: g.copy() for name, g in model.grads.items()}
-    held = model.samples(x, eps=eps)
+    held = bounds.samples(model, x, eps=eps)
     mu0, logvar0 = held.mu.copy(), held.logvar.copy()
     w2 = bounds.normalized_weights(held.log_w, np) ** 2
 
     def surrogate():  # the loss is the negative bound, so its gradient is minus the surrogate's
-        s = model.samples(x, eps=eps)
+        s = bounds.samples(model, x, eps=eps)
         log_joint = s.log_px + s.log_pz
         if estimator == "stl":
             return -bounds.stl_surrogate(log_joint, s.z, mu0, logvar0, np).sum()
@@ -264,9 +274,12 @@ def test_stl_is_unbiased_for_k_1():
 # ---------------------------------------------------------------------- planted bugs
 def planted_pairing(monkeypatch):
     """The known public bug: sample k of example b decoded against another example's x."""
-    monkeypatch.setattr(
-        model_module, "_repeat_rows", lambda a, k, xp: a if a is None else xp.tile(a, (k, 1))
-    )
+
+    def tiled(a, k, xp):
+        return a if a is None else xp.tile(a, (k, 1))
+
+    monkeypatch.setattr(bounds, "repeat_rows", tiled)  # x beside its samples
+    monkeypatch.setattr(model_module, "repeat_rows", tiled)  # the label beside its samples
 
 
 def planted_weights(monkeypatch):
@@ -276,7 +289,7 @@ def planted_weights(monkeypatch):
         e = xp.exp(log_w - log_w.max(axis=0, keepdims=True))
         return e / e.sum(axis=0, keepdims=True)
 
-    monkeypatch.setattr(bounds, "normalized_weights", across_examples)
+    monkeypatch.setattr(objectives, "normalized_weights", across_examples)
 
 
 def check_examples_are_separate(model, x, eps):
@@ -333,7 +346,7 @@ def check_log_mean_exp(dtype):
     """The bound of log weights far below exp's range, against exact host arithmetic."""
     rng = np.random.default_rng(0)
     log_w = (-1000 + 5 * rng.standard_normal((4, 50))).astype(dtype)
-    got = bounds.bound("iwae", log_w, np)
+    got = objectives.IWAE(50, bounds.Reparameterized()).bound(log_w, np)
     expected = [exact_log_mean_exp([float(a) for a in row]) for row in log_w]
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(dtype).eps)
@@ -347,7 +360,7 @@ def test_log_mean_exp_is_stable_far_below_the_range_of_exp(dtype):
 
 
 def test_a_missing_log_sum_exp_shift_fails(monkeypatch):
-    monkeypatch.setattr(bounds, "log_mean_exp", lambda a, xp: xp.log(xp.exp(a).mean(axis=1)))
+    monkeypatch.setattr(objectives, "log_mean_exp", lambda a, xp: xp.log(xp.exp(a).mean(axis=1)))
     with np.errstate(divide="ignore"), pytest.raises(AssertionError):
         check_log_mean_exp(np.float64)
 
@@ -355,11 +368,11 @@ def test_a_missing_log_sum_exp_shift_fails(monkeypatch):
 # ---------------------------------------------------------------------- the boundary
 def test_bad_settings_and_noise_are_named():
     with pytest.raises(ValueError, match="k > 1 needs a multi-sample objective"):
-        VAE(6, (5,), 3, k=5)
+        VAE(6, hidden_dims=(5,), latent_dim=3, k=5)
     with pytest.raises(ValueError, match="estimator 'dreg' is an encoder gradient"):
-        VAE(6, (5,), 3, objective="vae", estimator="dreg")
+        VAE(6, hidden_dims=(5,), latent_dim=3, objective="vae", estimator="dreg")
     with pytest.raises(ValueError, match="beta and free_bits act on the analytic KL"):
-        VAE(6, (5,), 3, objective="iwae", k=5, beta=2.0)
+        VAE(6, hidden_dims=(5,), latent_dim=3, objective="iwae", k=5, beta=2.0)
     model = small_model("iwae", 5)
     x, _, eps = inputs(model, 2, 5, seed=0)
     with pytest.raises(ValueError, match=r"eps must have shape \(2, K, 3\)"):

@@ -20,7 +20,7 @@ F64 = get_backend("numpy", "float64")
 
 
 def model_errors():
-    model = VAE(6, (5,), 3, backend=F64, seed=11)
+    model = VAE(6, hidden_dims=(5,), latent_dim=3, backend=F64, seed=11)
     rng = np.random.default_rng(0)
     x, eps = rng.random((4, 6)), rng.standard_normal((4, 3))
     model.loss(x, eps=eps)
@@ -93,7 +93,7 @@ def test_std_bug_passes_gradient_check_but_not_the_distribution_test(monkeypatch
     # Forward and backward agree with each other, so finite differences are satisfied...
     assert max(model_errors().values()) < 1e-7
     # ...but the variance of z is exp(2 logvar), not exp(logvar): the distribution test fails.
-    model = VAE(5, (4,), 2, backend=F64, seed=0)
+    model = VAE(5, hidden_dims=(4,), latent_dim=2, backend=F64, seed=0)
     model.params["head.bias"][2:] += 1.0  # logvar well away from 0, where the bug is invisible
     x = np.random.default_rng(0).random((1, 5))
     mu, logvar = model.encode(x)

@@ -187,7 +187,7 @@ def test_device_step_equals_host_step_without_transfers(kwargs):
     y = rng.integers(0, 3, 5) if kwargs else None
     results = []
     for backend in (F64, STRICT64):
-        model = FastVAE(7, (6,), 2, backend=backend, seed=3, **kwargs)
+        model = FastVAE(7, hidden_dims=(6,), latent_dim=2, backend=backend, seed=3, **kwargs)
         adam = FastAdam([model.flat.data], [model.flat.grad])
         xd, epsd = backend.asarray(x), backend.asarray(eps)
         yd = None if y is None else backend.xp.asarray(y)
@@ -201,7 +201,7 @@ def test_device_step_equals_host_step_without_transfers(kwargs):
 
 
 def test_sampling_and_inference_on_the_device():
-    model = VAE(7, (6,), 2, n_classes=3, backend=STRICT, seed=0)
+    model = VAE(7, hidden_dims=(6,), latent_dim=2, n_classes=3, backend=STRICT, seed=0)
     y = STRICT.xp.asarray(np.array([0, 1, 2, 0]))
     with count_transfers() as t:
         samples = model.sample(4, y)

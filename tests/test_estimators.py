@@ -144,7 +144,7 @@ def test_measured_variance_is_the_single_sample_variance_over_k():
     "kwargs", [{}, {"likelihood": "gaussian"}, {"n_classes": 3, "activation": "tanh"}]
 )
 def test_decoder_objective_gradient(kwargs):
-    model = VAE(6, (5,), 3, backend=F64, seed=2, **kwargs)
+    model = VAE(6, hidden_dims=(5,), latent_dim=3, backend=F64, seed=2, **kwargs)
     rng = np.random.default_rng(2)
     objective = DecoderLogLikelihood(model, rng.random(6), 1 if model.n_classes else None, chunk=2)
     z = rng.standard_normal((5, 3))
@@ -160,7 +160,7 @@ def test_decoder_objective_gradient(kwargs):
 def test_both_estimators_agree_on_a_decoder():
     """No closed form here, but both estimate the same gradient: their per-sample difference
     (same eps for both) has mean zero within its standard error."""
-    model = VAE(8, (6,), 2, backend=F64, seed=4)
+    model = VAE(8, hidden_dims=(6,), latent_dim=2, backend=F64, seed=4)
     rng = np.random.default_rng(4)
     x = rng.random(8)
     objective = DecoderLogLikelihood(model, x)
@@ -230,7 +230,9 @@ def test_model_from_run_copies_a_checkpoint_into_float64(tmp_path):
     from numpy_vae.training.trainer import TrainConfig
 
     config = TrainConfig(hidden_dims=(5,), latent_dim=2, n_classes=10)
-    trained = VAE(8, (5,), 2, n_classes=10, seed=3)  # float32, like a training run
+    trained = VAE(
+        8, hidden_dims=(5,), latent_dim=2, n_classes=10, seed=3
+    )  # float32, like a training run
     flat = np.concatenate([p.ravel() for p in trained.params.values()])
     state = {"config": config.to_json(), "history": [{"epoch": 1}], "epoch": 1, "step": 1,
              "adam_step": 1, "adam_m": np.zeros_like(flat), "adam_v": np.zeros_like(flat),

@@ -12,7 +12,9 @@ F64 = get_backend("numpy", "float64")
 
 
 def tiny_model(latent=1, seed=0, **kwargs):
-    model = VAE(6, (5,), latent, activation="tanh", backend=F64, seed=seed, **kwargs)
+    model = VAE(
+        6, hidden_dims=(5,), latent_dim=latent, activation="tanh", backend=F64, seed=seed, **kwargs
+    )
     for p in model.params.values():
         p *= 2.0  # a posterior that is not the prior, a decoder that is not flat
     return model

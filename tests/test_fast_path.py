@@ -25,7 +25,7 @@ def batch(n, seed, dim=784):
 
 def fresh_result(model, x, eps):
     """Loss and gradients from a new model with the same parameters: buffers never used before."""
-    twin = VAE(hidden_dims=model.hidden_dims, latent_dim=model.latent_dim)
+    twin = VAE(**model.config())
     twin.flat.data[...] = model.flat.data
     parts = twin.loss(x, eps=eps)
     return float(parts.loss), twin.flat.grad.copy()
@@ -135,10 +135,10 @@ def test_float32_end_to_end():
     parts = model.loss(x, eps=eps, validate=False)
     for value in (parts.loss, parts.recon, parts.kl, parts.kl_per_dim):
         assert value.dtype == np.float32
-    layers = [*model._fast_encoder.layers, model._fast_head, *model._fast_decoder.layers]
+    layers = [*model.fast_encoder.layers, model.fast_head, *model.fast_decoder.layers]
     for layer in [layer for layer in layers if isinstance(layer, FastLinear)]:
-        assert layer._x.dtype == np.float32
-    for buffers in model._buffers.values():
+        assert layer.input.dtype == np.float32
+    for buffers in model.buffers.values():
         for array in buffers._arrays.values():
             assert array.dtype in (np.float32, np.bool_)
     assert model.flat.grad.dtype == np.float32

@@ -151,7 +151,7 @@ def batch(model, seed, n=5):
     rng = np.random.default_rng(seed)
     if model.likelihood.name == "gaussian":
         x = rng.normal(0.5, 0.5, (n, model.input_dim))
-    elif model.decoder_kind == "made":  # binary pixels only
+    elif model.decoder.binary_pixels:  # binary pixels only
         x = (rng.random((n, model.input_dim)) < 0.5).astype(np.float64)
     else:
         x = rng.random((n, model.input_dim))
@@ -172,8 +172,7 @@ def assert_one_step_matches(ref, fast, x, y, eps, w=0.3):
         assert float(f.loss) == float(r.loss)
     else:
         mu, logvar = ref.encode(x, y)
-        pixels = {"x": x} if ref.decoder_kind == "made" else {}
-        logits = ref.decoder_output(mu + np.exp(0.5 * logvar) * eps, y, **pixels)
+        logits = ref.decoder_output(mu + np.exp(0.5 * logvar) * eps, y, x=x)
         recon_ref = bernoulli_nll(logits, x, np)[0].sum(keepdims=True)
         recon_fast = np.asarray(f.recon, np.float64).reshape(1)
         # The batch sum: the per-example bound, over the batch's B x D terms.
@@ -330,7 +329,10 @@ def test_the_adam_bound_bites():
 def sample_log_likelihood_pair(dtype, seed=0, n=3, k=7, conditional=False):
     backend = get_backend("numpy", dtype)
     kw = dict(activation="tanh", backend=backend, seed=seed, n_classes=4 if conditional else 0)
-    spec, fast = VAE(30, (9, 8), 4, **kw), FastVAE(30, (9, 8), 4, **kw)
+    spec, fast = (
+        VAE(30, hidden_dims=(9, 8), latent_dim=4, **kw),
+        FastVAE(30, hidden_dims=(9, 8), latent_dim=4, **kw),
+    )
     rng = np.random.default_rng(seed)
     for layer in (spec.decoder.layers[-1], fast.decoder.layers[-1]):
         layer.bias[...] = np.linspace(-12, 12, 30)  # saturated logits on both sides
@@ -398,7 +400,10 @@ def sampled_pair(dtype, variant, k=5, n=6, seed=0, objective="iwae"):
     kw = dict(variant, backend=get_backend("numpy", dtype), objective=objective, k=k, seed=seed)
     if objective == "vae":
         kw["estimator"] = "reparam"
-    spec, fast = VAE(30, (9, 8), 4, **kw), FastVAE(30, (9, 8), 4, **kw)
+    spec, fast = (
+        VAE(30, hidden_dims=(9, 8), latent_dim=4, **kw),
+        FastVAE(30, hidden_dims=(9, 8), latent_dim=4, **kw),
+    )
     rng = np.random.default_rng(seed)
     x = (rng.random((n, 30)) > 0.5).astype(dtype)
     y = rng.integers(0, 3, n) if variant.get("n_classes") else None
@@ -429,9 +434,9 @@ def test_the_fast_multi_sample_step_matches_the_specification(dtype, variant, ob
     gradient per example (``dW -= x^T sum_k c_k h_k``, ...), so each entry is the same terms
     summed in another grouping, sums of at most B K + D + H terms. The loss: 8 D u relative
     (its softplus sum is formed from 64-factor products and (sum l + sum |l|) / 2). The
-    broadcast kernel (the ELBO's, below ``ROWS_KERNEL_MIN_K`` samples) is held to the same."""
+    broadcast kernel (the ELBO's, below ``rows_kernel_min_k`` samples) is held to the same."""
     spec, fast, x, y, eps = sampled_pair(dtype, variant, objective=objective)
-    fast.ROWS_KERNEL_MIN_K = 1 if kernel == "rows" else 10**9
+    fast.objective.rows_kernel_min_k = 1 if kernel == "rows" else 10**9
     n, k = eps.shape[:2]
     u = np.finfo(dtype).eps / 2
     for _ in range(2):  # the second step runs on buffers the first one made
@@ -444,16 +449,16 @@ def test_the_fast_multi_sample_step_matches_the_specification(dtype, variant, ob
 def test_the_multi_sample_bound_bites(monkeypatch):
     """Planted: the rows kernel's last-layer bias gradient without its ``- sum_b x_b`` part."""
     spec, fast, x, y, eps = sampled_pair("float64", SAMPLED[0])
-    fast.ROWS_KERNEL_MIN_K = 1
+    fast.objective.rows_kernel_min_k = 1
     bias = fast.decoder.layers[-1].d_bias
-    real_backward = fast._backward_samples
+    real_backward = fast.objective.backward
+    x_sum = x.sum(axis=0)
 
-    def planted():
-        real_backward()
-        bias[...] += fast._planted_x_sum
+    def planted(model):
+        real_backward(model)
+        bias[...] += x_sum
 
-    fast._planted_x_sum = x.sum(axis=0)
-    monkeypatch.setattr(fast, "_backward_samples", planted)
+    monkeypatch.setattr(fast.objective, "backward", planted)
     _, grads = sampled_errors(spec, fast, x, y, eps)
     assert grads["decoder.4.bias"] > 8 * (30 + 30 + 9) * np.finfo("float64").eps
 
@@ -461,16 +466,16 @@ def test_the_multi_sample_bound_bites(monkeypatch):
 def test_the_multi_sample_bound_bites_on_the_broadcast_kernel(monkeypatch):
     """Planted: the known public bug in the broadcast kernel, each example's pixels paired
     with another example's samples."""
-    import numpy_vae.fast.model as fast_model
+    import numpy_vae.fast.objectives as fast_objectives
 
-    real = fast_model.bernoulli_nll_fused
+    real = fast_objectives.bernoulli_nll_fused
 
     def swapped(logits, x, xp, out, buffers):
         return real(logits, x[::-1], xp, out, buffers)
 
-    monkeypatch.setattr(fast_model, "bernoulli_nll_fused", swapped)
+    monkeypatch.setattr(fast_objectives, "bernoulli_nll_fused", swapped)
     spec, fast, x, y, eps = sampled_pair("float64", SAMPLED[0])
-    fast.ROWS_KERNEL_MIN_K = 10**9
+    fast.objective.rows_kernel_min_k = 10**9
     _, grads = sampled_errors(spec, fast, x, y, eps)
     assert max(grads.values()) > 8 * (30 + 30 + 9) * np.finfo("float64").eps
 
@@ -479,7 +484,7 @@ def test_the_multi_sample_bound_bites_on_the_broadcast_kernel(monkeypatch):
 def test_flush_negligible_weights_zeroes_exactly_the_weights_below_sqrt_tiny(dtype):
     """Below tau = sqrt(tiny) to 0, tau and above untouched, NaN kept (a diverged step must
     stay visible), and float64's tau is its own (1e-100 survives there)."""
-    from numpy_vae.fast.model import flush_negligible_weights
+    from numpy_vae.fast.objectives import flush_negligible_weights
 
     tau = np.sqrt(np.finfo(dtype).tiny).astype(dtype)
     below, above = np.nextafter(tau, dtype(0)), np.nextafter(tau, dtype(1))
@@ -514,17 +519,18 @@ def test_negligible_weights_make_no_subnormal_gradients(kernel):
     gradient and every backward array hold none, and its gradients stay within the
     multi-sample bound (zeroed weights below 1.1e-19 move no float32 sum)."""
     spec, fast, x, y, eps = spread_weights_pair()
-    fast.ROWS_KERNEL_MIN_K = 1 if kernel == "rows" else 10**9
-    spec.forward(x, y, eps=eps)
+    fast.objective.rows_kernel_min_k = 1 if kernel == "rows" else 10**9
+    spec.loss(x, y, eps=eps, grad=False)
+    d_logits, w_tilde = spec.objective._saved[:2]
     tau = np.sqrt(np.finfo(np.float32).tiny)
-    assert ((spec._saved.c > 0) & (spec._saved.c < tau)).sum() > 0
-    assert subnormals(spec._saved.d_out) > 0
-    spec._saved = None
+    assert ((w_tilde > 0) & (w_tilde < tau)).sum() > 0
+    assert subnormals(d_logits) > 0
+    spec.objective._saved = None
 
-    fast.forward(x, y, eps=eps)
-    assert subnormals(fast._cache[1]) == 0  # c_k sigmoid(l), the decoder's output gradient
-    fast.backward()
-    for name, array in fast._buffers["decoder"]._arrays.items():
+    fast.loss(x, y, eps=eps, grad=False)
+    assert subnormals(fast.objective._cache[1]) == 0  # w~_k sigmoid(l), the output gradient
+    fast.objective.backward(fast)
+    for name, array in fast.buffers["decoder"]._arrays.items():
         assert subnormals(array) == 0, name
 
     n, k = eps.shape[:2]
@@ -535,9 +541,9 @@ def test_negligible_weights_make_no_subnormal_gradients(kernel):
 
 def test_the_subnormal_check_bites(monkeypatch):
     """Planted: the fast step without the flush; its output gradient then holds subnormals."""
-    import numpy_vae.fast.model as fast_model
+    import numpy_vae.fast.objectives as fast_objectives
 
-    monkeypatch.setattr(fast_model, "flush_negligible_weights", lambda c, xp: c)
+    monkeypatch.setattr(fast_objectives, "flush_negligible_weights", lambda w_tilde, xp: w_tilde)
     _, fast, x, y, eps = spread_weights_pair()
-    fast.forward(x, y, eps=eps)
-    assert subnormals(fast._cache[1]) > 0
+    fast.loss(x, y, eps=eps, grad=False)
+    assert subnormals(fast.objective._cache[1]) > 0

@@ -141,7 +141,7 @@ def test_every_variant_passes_and_counts_add_up(
 
 def test_a_stencil_across_a_relu_kink_is_counted_not_compared():
     """A pre-activation 5e-5 from 0: moving its bias by h = 1e-4 crosses the kink."""
-    model = VAE(3, (2,), 1, backend=F64, seed=0)
+    model = VAE(3, hidden_dims=(2,), latent_dim=1, backend=F64, seed=0)
     rng = np.random.default_rng(0)
     x, eps = rng.random((1, 3)), rng.standard_normal((1, 1))
     p = model.params
@@ -162,7 +162,7 @@ def test_a_stencil_across_a_relu_kink_is_counted_not_compared():
 
 def test_free_bits_allowance_is_a_kink_too():
     """A dimension whose batch-mean KL sits just above lambda: its logvar bias crosses it."""
-    model = VAE(4, (3,), 2, activation="tanh", backend=F64, seed=1)
+    model = VAE(4, hidden_dims=(3,), latent_dim=2, activation="tanh", backend=F64, seed=1)
     rng = np.random.default_rng(1)
     x, eps = rng.random((2, 4)), rng.standard_normal((2, 2))
     parts = model.loss(x, eps=eps, grad=False)
@@ -173,7 +173,7 @@ def test_free_bits_allowance_is_a_kink_too():
 
 
 def test_check_model_needs_float64():
-    model = VAE(3, (2,), 1, seed=0)
+    model = VAE(3, hidden_dims=(2,), latent_dim=1, seed=0)
     with pytest.raises(ValueError, match="float64"):
         check_model(model, np.zeros((1, 3), np.float32), np.zeros((1, 1), np.float32))
 
@@ -181,7 +181,7 @@ def test_check_model_needs_float64():
 def test_an_array_with_no_entry_compared_does_not_pass():
     """A step so large that every stencil crosses a ReLU kink leaves rows with nothing compared;
     such a row must not read as a pass."""
-    model = VAE(6, (5,), 2, backend=get_backend("numpy", "float64"), seed=0)
+    model = VAE(6, hidden_dims=(5,), latent_dim=2, backend=get_backend("numpy", "float64"), seed=0)
     rng = np.random.default_rng(0)
     x, eps = rng.random((4, 6)), rng.standard_normal((4, 2))
     rows, _ = check_model(model, x, eps, entries=None, h=50.0)

@@ -92,9 +92,9 @@ def test_made_needs_two_pixels():
 
 
 # ---------------------------------------------------------------- the autoregressive property
-def made(input_dim, hidden, context_dim=3, direct=False, uses_z=True, seed=0, act="tanh"):
+def made(input_dim, hidden, context_dim=3, direct=False, made_z=True, seed=0, act="tanh"):
     rng = np.random.default_rng(seed)
-    return MADEDecoder(input_dim, context_dim, hidden, act, F64, rng, direct, uses_z)
+    return MADEDecoder(input_dim, context_dim, hidden, act, F64, rng, direct, made_z)
 
 
 @given(d=st.integers(2, 12), hidden=widths, direct=st.booleans(), seed=seeds)
@@ -168,8 +168,8 @@ def _made_gradcheck(model, x, eps):
 def test_model_with_made_decoder_gradients(batch, d, hidden, latent, direct, seed):
     """Every parameter of a VAE with the MADE decoder (tanh), against central differences."""
     model = VAE(
-        d, (5,), latent, activation="tanh", decoder="made", made_hidden=hidden,
-        made_direct=direct, backend=F64, seed=seed,
+        d, hidden_dims=(5,), latent_dim=latent, activation="tanh", decoder="made",
+        made_hidden=hidden, made_direct=direct, backend=F64, seed=seed,
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     x = (rng.random((batch, d)) < 0.5).astype(np.float64)
@@ -189,8 +189,9 @@ def test_model_with_made_decoder_gradients(batch, d, hidden, latent, direct, see
     ids=["iwae-dreg", "vae-k2", "without-z", "conditional"],
 )
 def test_made_model_gradients_other_settings(settings):
-    model = VAE(6, (5,), 2, activation="tanh", decoder="made", made_hidden=(7, 5), backend=F64,
-                seed=4, **{k: v for k, v in settings.items() if k != "n_classes"},
+    model = VAE(6, hidden_dims=(5,), latent_dim=2, activation="tanh", decoder="made",
+                made_hidden=(7, 5), backend=F64, seed=4,
+                **{k: v for k, v in settings.items() if k != "n_classes"},
                 n_classes=settings.get("n_classes", 0))  # fmt: skip
     rng = np.random.default_rng(4)
     x = (rng.random((4, 6)) < 0.5).astype(np.float64)
@@ -213,19 +214,19 @@ def test_made_model_gradients_other_settings(settings):
     d=st.integers(2, 10),
     hidden=widths,
     direct=st.booleans(),
-    uses_z=st.booleans(),
+    made_z=st.booleans(),
     act=st.sampled_from(["relu", "tanh", "leaky_relu", "sigmoid"]),
     seed=seeds,
 )
-def test_fast_made_decoder_is_bitwise_the_specification(d, hidden, direct, uses_z, act, seed):
+def test_fast_made_decoder_is_bitwise_the_specification(d, hidden, direct, made_z, act, seed):
     """FastMADE (each mask applied once, into buffers, no pixel gradient): logits, the
     context's gradient and every parameter gradient bitwise equal to MADEDecoder's, twice in a
     row (the second call reuses the buffers)."""
     from numpy_vae.fast.buffers import Buffers
     from numpy_vae.fast.made import FastMADE
 
-    spec = made(d, hidden, direct=direct, uses_z=uses_z, seed=seed, act=act)
-    twin = made(d, hidden, direct=direct, uses_z=uses_z, seed=seed, act=act)
+    spec = made(d, hidden, direct=direct, made_z=made_z, seed=seed, act=act)
+    twin = made(d, hidden, direct=direct, made_z=made_z, seed=seed, act=act)
     fast, buffers = FastMADE(twin), Buffers(np)
     rng = np.random.default_rng(seed)
     for _ in range(2):
@@ -243,8 +244,8 @@ def test_fast_model_runs_the_specification_for_the_made_multi_sample_step():
     rng = np.random.default_rng(5)
     x = (rng.random((6, 10)) < 0.5).astype(np.float64)
     kwargs = {"decoder": "made", "made_hidden": (9,), "objective": "iwae", "k": 4}
-    spec = VAE(10, (8,), 3, backend=F64, seed=2, **kwargs)
-    fast = FastVAE(10, (8,), 3, backend=F64, seed=2, **kwargs)
+    spec = VAE(10, hidden_dims=(8,), latent_dim=3, backend=F64, seed=2, **kwargs)
+    fast = FastVAE(10, hidden_dims=(8,), latent_dim=3, backend=F64, seed=2, **kwargs)
     eps = rng.standard_normal(spec.noise_shape(6))
     assert float(spec.loss(x, eps=eps).loss) == float(fast.loss(x, eps=eps).loss)
     for name, g in spec.grads.items():
@@ -285,8 +286,8 @@ def test_sampler_matches_the_exact_distribution_on_every_image():
 # ---------------------------------------------------------------- exact log p(x) without z
 def _z_blind_model(latent=2, seed=0):
     model = VAE(
-        8, (6,), latent, decoder="made", made_hidden=(10,), made_direct=True, backend=F64,
-        seed=seed,
+        8, hidden_dims=(6,), latent_dim=latent, decoder="made", made_hidden=(10,),
+        made_direct=True, backend=F64, seed=seed,
     )  # fmt: skip
     for name, p in model.params.items():
         if name.startswith("decoder.context"):
@@ -348,7 +349,7 @@ def test_z_blind_decoder_iw_estimate_rises_towards_log_px_from_below():
 
 # ---------------------------------------------------------------- the boundary
 def test_made_decoder_refuses_grey_levels_and_needs_x_for_its_logits():
-    model = VAE(6, (4,), 2, decoder="made", made_hidden=(5,), backend=F64)
+    model = VAE(6, hidden_dims=(4,), latent_dim=2, decoder="made", made_hidden=(5,), backend=F64)
     with pytest.raises(ValueError, match="binary pixels: binarize"):
         model.loss(np.full((2, 6), 0.5))
     with pytest.raises(ValueError, match="depend on the pixels: pass x"):

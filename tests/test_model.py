@@ -54,7 +54,7 @@ def check_model(model, x, y=None, seed=0, kl_weight=None, tol=1e-7):
 )
 def test_default_architecture_gradients(batch, input_dim, hidden, latent, seed, binary):
     """The classic one-hidden-layer ReLU model with Bernoulli likelihood, small widths."""
-    model = VAE(input_dim, (hidden,), latent, backend=F64, seed=seed)
+    model = VAE(input_dim, hidden_dims=(hidden,), latent_dim=latent, backend=F64, seed=seed)
     rng = np.random.default_rng(seed)
     x = rng.random((batch, input_dim))
     if binary:
@@ -75,7 +75,7 @@ def test_default_architecture_gradients(batch, input_dim, hidden, latent, seed, 
 )
 def test_deeper_tanh_model_gradients(batch, widths, latent, seed, scale):
     """Two hidden layers, Tanh; weights scaled up so logits and logvar leave the linear regime."""
-    model = VAE(7, widths, latent, activation="tanh", backend=F64, seed=seed)
+    model = VAE(7, hidden_dims=widths, latent_dim=latent, activation="tanh", backend=F64, seed=seed)
     for p in model.params.values():
         p *= scale
     x = np.random.default_rng(seed).random((batch, 7))
@@ -109,7 +109,7 @@ def test_every_parameter_name_is_stable_and_shaped_like_torch():
 
 
 def test_loss_parts_add_up_and_match_independent_formulas():
-    model = VAE(6, (5,), 3, backend=F64, seed=3)
+    model = VAE(6, hidden_dims=(5,), latent_dim=3, backend=F64, seed=3)
     rng = np.random.default_rng(0)
     x, eps = rng.random((4, 6)), rng.standard_normal((4, 3))
     parts = model.loss(x, eps=eps)
@@ -129,7 +129,7 @@ def test_loss_parts_add_up_and_match_independent_formulas():
 
 def test_model_uses_sigma_from_half_logvar(rng):
     """The z the decoder receives is mu + exp(logvar / 2) eps, and its spread is exp(logvar)."""
-    model = VAE(5, (4,), 2, backend=F64, seed=0)
+    model = VAE(5, hidden_dims=(4,), latent_dim=2, backend=F64, seed=0)
     x = rng.random((1, 5))
     mu, logvar = model.encode(x)
     n = 100_000
@@ -142,7 +142,7 @@ def test_model_uses_sigma_from_half_logvar(rng):
 
 
 def test_extreme_logits_and_logvar_give_finite_loss_and_gradients():
-    model = VAE(784, (16,), 4, seed=0)  # float32, as in training
+    model = VAE(784, hidden_dims=(16,), latent_dim=4, seed=0)  # float32, as in training
     model.params["decoder.2.bias"][::2] = 1e4
     model.params["decoder.2.bias"][1::2] = -1e4
     model.params["head.bias"][4:6] = 40.0  # logvar up to about 40: sigma = exp(20)
@@ -166,7 +166,7 @@ def test_reproducible_with_the_same_seed():
 
 
 def test_inference_methods_shapes_and_ranges():
-    model = VAE(12, (8,), 3, seed=0)
+    model = VAE(12, hidden_dims=(8,), latent_dim=3, seed=0)
     x = np.random.default_rng(0).random((5, 12)).astype(np.float32)
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (5, 3)
@@ -239,7 +239,7 @@ def test_no_silent_precision_change_without_validation(model_cls, data_dtype):
     """A float64 model given float16/float32 data computes in float64 whether or not it
     validates: the batch is cast at the boundary (planted bug: computing in the input's dtype
     gave results of that dtype and gradients off by up to 5%)."""
-    model = model_cls(12, (8,), 3, backend=F64, seed=0)
+    model = model_cls(12, hidden_dims=(8,), latent_dim=3, backend=F64, seed=0)
     rng = np.random.default_rng(0)
     x, eps = rng.random((5, 12)).astype(data_dtype), rng.standard_normal((5, 3)).astype(data_dtype)
     expected = model.loss(x.astype(np.float64), eps=eps.astype(np.float64))
@@ -255,7 +255,7 @@ def test_no_silent_precision_change_without_validation(model_cls, data_dtype):
 
 @pytest.mark.parametrize("weight", [float("nan"), float("inf"), -0.5, "1", True, [1.0]])
 def test_kl_weight_must_be_finite_and_nonnegative(weight):
-    model = VAE(12, (8,), 3, backend=F64, seed=0)
+    model = VAE(12, hidden_dims=(8,), latent_dim=3, backend=F64, seed=0)
     x = np.random.default_rng(0).random((2, 12))
     for validate in (True, False):
         with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0"):
@@ -263,7 +263,7 @@ def test_kl_weight_must_be_finite_and_nonnegative(weight):
 
 
 def test_kl_weight_accepts_numbers_and_0d_arrays():
-    model = VAE(12, (8,), 3, backend=F64, seed=0)
+    model = VAE(12, hidden_dims=(8,), latent_dim=3, backend=F64, seed=0)
     x, eps = np.random.default_rng(0).random((2, 12)), np.zeros((2, 3))
     values = [float(model.loss(x, eps=eps, kl_weight=w).loss) for w in (0.5, np.float32(0.5))]
     values.append(float(model.loss(x, eps=eps, kl_weight=np.array(0.5)).loss))

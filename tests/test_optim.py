@@ -149,7 +149,7 @@ def test_sgd_follows_the_formula():
 
 
 def test_optimizer_updates_model_parameters_in_place():
-    model = FastVAE(10, (6,), 2, seed=0)
+    model = FastVAE(10, hidden_dims=(6,), latent_dim=2, seed=0)
     before = {k: v.copy() for k, v in model.params.items()}
     opt = FastAdam([model.flat.data], [model.flat.grad])
     model.loss(np.random.default_rng(0).random((4, 10)).astype(np.float32))

@@ -62,7 +62,7 @@ def test_format_seconds():
 
 
 def test_the_iw_estimate_reports_progress_without_changing_a_number():
-    model = VAE(6, (5,), 2, backend=get_backend("numpy", "float64"), seed=0)
+    model = VAE(6, hidden_dims=(5,), latent_dim=2, backend=get_backend("numpy", "float64"), seed=0)
     x = np.random.default_rng(0).random((30, 6))
     log = io.StringIO()
     progress = Progress(30, "IW", stream=log, log_interval=10, bar=False)

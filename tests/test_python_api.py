@@ -44,14 +44,14 @@ def test_every_public_name_imports_and_is_documented():
 
 @pytest.mark.parametrize("cls", ["VAE", "FastVAE"])
 def test_state_dict_round_trip_and_refusals(cls):
-    model = getattr(nv, cls)(12, (8,), 3, seed=0)
+    model = getattr(nv, cls)(12, hidden_dims=(8,), latent_dim=3, seed=0)
     state = model.state_dict()
     assert list(state) == list(model.params) and all(
         isinstance(a, np.ndarray) for a in state.values()
     )
     state["head.bias"][0] += 1  # a copy: the model is untouched
     assert model.params["head.bias"][0] != state["head.bias"][0]
-    other = getattr(nv, cls)(12, (8,), 3, seed=1, backend="numpy")
+    other = getattr(nv, cls)(12, hidden_dims=(8,), latent_dim=3, seed=1, backend="numpy")
     other.load_state_dict(model.state_dict())
     for name, p in model.params.items():
         np.testing.assert_array_equal(other.params[name], p)
@@ -70,7 +70,15 @@ def test_state_dict_round_trip_and_refusals(cls):
 
 
 def test_save_and_load_in_the_dtype_and_backend_asked_for(tmp_path):
-    model = nv.VAE(12, (8,), 3, n_classes=4, likelihood="gaussian", gaussian_sigma=0.5, seed=2)
+    model = nv.VAE(
+        12,
+        hidden_dims=(8,),
+        latent_dim=3,
+        n_classes=4,
+        likelihood="gaussian",
+        gaussian_sigma=0.5,
+        seed=2,
+    )
     path = nv.save_model(model, tmp_path / "m.npz")
     same = nv.load_model(path)
     assert same.dtype == np.float32 and same.config() == model.config()
@@ -107,12 +115,23 @@ def test_python_m_numpy_vae_runs_a_program(capsys):
     assert "unknown program 'nonsense'" in capsys.readouterr().err
 
 
-def test_old_spellings_keep_working():
-    """``model.likelihood`` was a string: comparing it with one still works; FastAdam takes
-    Adam's positional learning rate."""
-    model = nv.VAE(12, (8,), 3, likelihood="gaussian")
-    assert model.likelihood == "gaussian" and model.likelihood != "bernoulli"
+def test_the_pieces_are_objects_and_the_config_rebuilds_the_model():
+    """The likelihood, decoder and objective are objects named by the configuration (no string
+    stands in for them); ``VAE(**model.config())`` rebuilds the model; FastAdam takes Adam's
+    positional learning rate."""
+    from numpy_vae.likelihoods import Gaussian
+
+    model = nv.VAE(12, hidden_dims=(8,), latent_dim=3, likelihood="gaussian", beta=2.0)
+    assert isinstance(model.likelihood, Gaussian) and model.likelihood != "gaussian"
     assert model.hparams.likelihood == model.likelihood.name == "gaussian"
+    assert (model.decoder.name, model.objective.name) == ("mlp", "elbo")
+    model.beta = 3.0  # the loss's weight may change between calls; the config follows it
+    twin = nv.VAE(**model.config())
+    assert twin.beta == 3.0 and twin.config() == model.config()
+    for name, p in model.params.items():
+        np.testing.assert_array_equal(twin.params[name], p)
+    with pytest.raises(ValueError, match="config must be a ModelConfig, got tuple"):
+        nv.VAE(12, (8,))  # the hyperparameters are named, never positional
     p, g = np.zeros(3), np.ones(3)
     opt = nv.FastAdam([p], [g], 0.5)
     opt.step()

@@ -19,18 +19,22 @@ def batch(seed, n=4, d=7):
 
 @given(seed=seeds, beta=st.sampled_from([0.0, 0.5, 4.0]))
 def test_beta_vae(seed, beta):
-    check_model(VAE(7, (6,), 3, beta=beta, backend=F64, seed=seed), batch(seed), seed=seed)
+    check_model(
+        VAE(7, hidden_dims=(6,), latent_dim=3, beta=beta, backend=F64, seed=seed),
+        batch(seed),
+        seed=seed,
+    )
 
 
 @given(seed=seeds, weight=st.floats(0.0, 1.0))
 def test_kl_warmup_weight(seed, weight):
-    model = VAE(7, (6,), 3, backend=F64, seed=seed)
+    model = VAE(7, hidden_dims=(6,), latent_dim=3, backend=F64, seed=seed)
     check_model(model, batch(seed), seed=seed, kl_weight=weight)
 
 
 @given(seed=seeds, n_classes=st.integers(2, 5), hidden=st.integers(2, 6))
 def test_conditional(seed, n_classes, hidden):
-    model = VAE(7, (hidden,), 2, n_classes=n_classes, backend=F64, seed=seed)
+    model = VAE(7, hidden_dims=(hidden,), latent_dim=2, n_classes=n_classes, backend=F64, seed=seed)
     y = np.random.default_rng(seed).integers(0, n_classes, 4)
     errors = check_model(model, batch(seed), y=y, seed=seed)
     assert model.params["encoder.0.weight"].shape == (hidden, 7 + n_classes)
@@ -40,7 +44,15 @@ def test_conditional(seed, n_classes, hidden):
 
 @given(seed=seeds, sigma=st.sampled_from([0.1, 0.5, 1.0]))
 def test_gaussian_likelihood(seed, sigma):
-    model = VAE(7, (6,), 3, likelihood="gaussian", gaussian_sigma=sigma, backend=F64, seed=seed)
+    model = VAE(
+        7,
+        hidden_dims=(6,),
+        latent_dim=3,
+        likelihood="gaussian",
+        gaussian_sigma=sigma,
+        backend=F64,
+        seed=seed,
+    )
     check_model(model, batch(seed), seed=seed)
 
 
@@ -51,7 +63,7 @@ def batch_mean_kl(model, x, eps):
 @given(seed=seeds, where=st.sampled_from(["below", "between", "above"]))
 def test_free_bits_around_the_threshold(seed, where):
     """Allowance set clearly below, between, or above the dimensions' batch-mean KLs."""
-    model = VAE(7, (6,), 3, backend=F64, seed=seed)
+    model = VAE(7, hidden_dims=(6,), latent_dim=3, backend=F64, seed=seed)
     x = batch(seed)
     eps = np.random.default_rng(seed).standard_normal((4, 3))
     kl_dim = np.sort(batch_mean_kl(model, x, eps))
@@ -64,7 +76,7 @@ def test_free_bits_around_the_threshold(seed, where):
 def test_free_bits_at_the_threshold_passes_the_gradient():
     """At max(lambda, KL_j) with KL_j == lambda the gradient is passed (torch.clamp's choice);
     just above lambda the dimension is clamped and its KL gradient is exactly zero."""
-    model = VAE(7, (6,), 3, backend=F64, seed=5)
+    model = VAE(7, hidden_dims=(6,), latent_dim=3, backend=F64, seed=5)
     x = batch(5)
     eps = np.random.default_rng(5).standard_normal((4, 3))
     kl_dim = batch_mean_kl(model, x, eps)
@@ -94,7 +106,7 @@ def test_free_bits_at_the_threshold_passes_the_gradient():
 
 
 def test_free_bits_objective_value():
-    model = VAE(7, (6,), 3, backend=F64, seed=1, free_bits=0.0)
+    model = VAE(7, hidden_dims=(6,), latent_dim=3, backend=F64, seed=1, free_bits=0.0)
     x = batch(1)
     eps = np.random.default_rng(1).standard_normal((4, 3))
     kl_dim = batch_mean_kl(model, x, eps)
@@ -106,14 +118,14 @@ def test_free_bits_objective_value():
 
 
 def test_gaussian_sample_figures_use_the_mean():
-    model = VAE(7, (6,), 2, likelihood="gaussian", backend=F64, seed=0)
+    model = VAE(7, hidden_dims=(6,), latent_dim=2, likelihood="gaussian", backend=F64, seed=0)
     z = np.zeros((1, 2))
     np.testing.assert_array_equal(model.decode(z), model.decoder_output(z))
 
 
 def test_check_model_would_catch_a_missing_beta():
     """The variant checks bite: a loss that ignored beta in the gradient is caught."""
-    model = VAE(7, (6,), 3, beta=4.0, backend=F64, seed=0)
+    model = VAE(7, hidden_dims=(6,), latent_dim=3, beta=4.0, backend=F64, seed=0)
     x = batch(0)
     eps = np.random.default_rng(0).standard_normal((4, 3))
     model.loss(x, eps=eps, kl_weight=1.0)  # gradient of the beta = 1 loss...

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from numpy_vae import __version__
+from numpy_vae import __version__, bounds
 from numpy_vae.backend import get_backend
 from numpy_vae.model import VAE
 from numpy_vae.optim import Adam
@@ -190,7 +190,7 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     arrays["kl_per_dim"] = parts.kl_per_dim.copy()
     if config["objective"] != "elbo":
         # The importance weights' logs, for a port to check its log w before its loss.
-        arrays["log_w"] = model.samples(x, y, eps=steps_eps[0]).log_w.copy()
+        arrays["log_w"] = bounds.samples(model, x, y, eps=steps_eps[0]).log_w.copy()
     for name in names:
         arrays[f"grad/{name}"] = model.grads[name].copy()
 
@@ -226,12 +226,12 @@ def _check_kinks(
     model: VAE, x: np.ndarray, y: Any, eps: np.ndarray, parts: Any, variant: str
 ) -> None:
     """Refuse data whose forward pass sits near a kink, where finite differences see two slopes."""
-    if model.activation in ("relu", "leaky_relu"):
+    if model.hparams.activation in ("relu", "leaky_relu"):
         smallest = min(np.abs(pre).min() for pre in _preactivations(model, x, y, eps))
         if smallest < MIN_KINK_DISTANCE:
             raise ValueError(
-                f"{variant}: a pre-activation is {smallest:.2e} from the {model.activation} kink "
-                f"(< {MIN_KINK_DISTANCE:g}); choose another seed"
+                f"{variant}: a pre-activation is {smallest:.2e} from the "
+                f"{model.hparams.activation} kink (< {MIN_KINK_DISTANCE:g}); choose another seed"
             )
     if model.free_bits > 0:
         mean_kl = parts.kl_per_dim / parts.n
@@ -252,13 +252,15 @@ def _preactivations(model: VAE, x: np.ndarray, y: Any, eps: np.ndarray) -> list[
     B * K rows, example-major, each beside its example's label.
     (Written out here rather than read from the layers' caches, which are internals.)
     """
-    p, n_hidden = model.params, len(model.hidden_dims)
+    p, n_hidden = model.params, len(model.hparams.hidden_dims)
     onehot = np.eye(model.n_classes)[y] if model.n_classes else np.zeros((len(x), 0))
     eps = eps if eps.ndim == 3 else eps[:, None, :]  # one sample per example: K = 1
     n, k, latent = eps.shape
 
     def act(a: np.ndarray) -> np.ndarray:
-        return np.maximum(a, 0) if model.activation == "relu" else np.where(a > 0, a, 0.01 * a)
+        return (
+            np.maximum(a, 0) if model.hparams.activation == "relu" else np.where(a > 0, a, 0.01 * a)
+        )
 
     pres, h = [], np.concatenate([x, onehot], axis=1)
     for i in range(n_hidden):

@@ -120,7 +120,7 @@ def lockstep(
     backend: Backend, batches: Sequence[numpy.ndarray], noise: Sequence[numpy.ndarray], seed: int
 ) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Initial flat parameters and the per-step losses of Adam steps on given host batches."""
-    model = FastVAE(784, (400,), 20, backend=backend, seed=seed)
+    model = FastVAE(784, hidden_dims=(400,), latent_dim=20, backend=backend, seed=seed)
     initial = backend.to_host(model.flat.data).copy()
     optimizer = FastAdam([model.flat.data], [model.flat.grad])
     losses = []
@@ -154,7 +154,7 @@ def train_epoch_losses(config: TrainConfig, data: Dataset) -> tuple[dict[str, An
 
 def step_seconds(backend: Backend, batch_size: int, steps: int, seed: int = 0) -> float:
     """Seconds per training step (forward, backward, Adam) of the 784-400-20 model."""
-    model = FastVAE(784, (400,), 20, backend=backend, seed=seed)
+    model = FastVAE(784, hidden_dims=(400,), latent_dim=20, backend=backend, seed=seed)
     optimizer = FastAdam([model.flat.data], [model.flat.grad])
     rng = backend.rng(seed)
     x = (rng.random((batch_size, 784), dtype=model.dtype) < 0.3).astype(model.dtype)

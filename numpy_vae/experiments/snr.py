@@ -66,7 +66,7 @@ import numpy
 
 from numpy_vae.backend import get_backend
 from numpy_vae.bounds import (
-    encoder_gradient,
+    ESTIMATORS,
     log_mean_exp,
     log_posterior,
     log_prior,
@@ -160,11 +160,11 @@ class GaussianCase:
         log w_k = log N(x; z_k, I) + log N(z_k; theta, I) - log q(z_k|x)
         g_k     = d/dz [log p(x|z) + log p(z)] at z_k = (x - z_k) + (theta - z_k)
         dL/dtheta = sum_k w~_k (z_k - theta)    (theta is in p(z) only; z_k does not move with it)
-        dL/dmu    = encoder_gradient(estimator, w~ g, w~, eps, sigma)[0]
+        dL/dmu    = ESTIMATORS[estimator]().encoder_gradient(w~ g, w~, eps, sigma)[0]
         dL/db     = dL/dmu,      dL/dA = dL/dmu x^T   (the chain rule through mu = A x + b)
 
-    ``w~ = normalized_weights(log w)`` and :func:`numpy_vae.bounds.encoder_gradient` are the
-    model's own functions; q's ``logvar`` is not a parameter here, so the estimator's
+    ``w~ = normalized_weights(log w)`` and the estimators of :data:`numpy_vae.bounds.ESTIMATORS`
+    are the model's own; q's ``logvar`` is not a parameter here, so the estimator's
     ``d_logvar`` is dropped. Why this is exact: every density is Gaussian and written out, so with
     ``eps`` fixed each estimator is an explicit function of ``(theta, A, b)`` and the lines above
     are its derivatives by the chain rule, with no network and no approximation; the only
@@ -262,8 +262,11 @@ class GaussianCase:
         wz = (w_tilde[:, :, None] * z).sum(axis=1)
         d_theta = wz - self.theta  # sum_k w~_k (z_k - theta), as sum_k w~_k = 1
         # w~_k g_k, with g_k = (x - z_k) + (theta - z_k)
-        wg = w_tilde[:, :, None] * (x[:, None, :] + self.theta - 2.0 * z)
-        d_mu = {e: encoder_gradient(e, wg, w_tilde, eps, s["sigma"])[0] for e in estimators}
+        w_tilde_g = w_tilde[:, :, None] * (x[:, None, :] + self.theta - 2.0 * z)
+        d_mu = {
+            e: ESTIMATORS[e]().encoder_gradient(w_tilde_g, w_tilde, eps, s["sigma"])[0]
+            for e in estimators
+        }
         return d_theta, d_mu
 
     def gradients(
@@ -560,10 +563,10 @@ def network_case(
             mode = json.loads((Path(run_dir) / "config.json").read_text()).get("binarize", "none")
         except (OSError, ValueError, AttributeError):
             mode = "none"
-        hidden = "-".join(str(h) for h in model.hidden_dims)
+        hidden = "-".join(str(h) for h in model.hparams.hidden_dims)
         what = (
-            f"the {model.objective} model of {run_dir} ({model.input_dim}-{hidden}-"
-            f"{model.latent_dim}, k = {model.k})"
+            f"the {model.hparams.objective} model of {run_dir} ({model.input_dim}-{hidden}-"
+            f"{model.latent_dim}, k = {model.hparams.k})"
         )
     (_, _, test, labels), source = study_images(data_dir, 0, batch, model.input_dim, seed)
     if model.n_classes and labels is None:

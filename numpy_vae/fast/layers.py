@@ -34,10 +34,10 @@ class FastLinear:
     def __init__(self, layer: Linear) -> None:
         self.layer, self.xp = layer, layer.xp
         self.out_features, self.in_features = layer.out_features, layer.in_features
-        self._x = None
+        self.input = None  # the last forward's input, kept for the backward pass
 
     def forward(self, x: Array, out: Array | None = None) -> Array:
-        self._x = x  # kept, not copied, for the backward pass
+        self.input = x  # kept, not copied
         y = self.xp.matmul(x, self.layer.weight.T, out=out)
         if "bias" in self.layer.param_names:
             y += self.layer.bias
@@ -47,7 +47,7 @@ class FastLinear:
         self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
     ) -> Array | None:
         layer = self.layer
-        self.xp.matmul(d_out.T, self._x, out=layer.d_weight)
+        self.xp.matmul(d_out.T, self.input, out=layer.d_weight)
         if "bias" in layer.param_names:
             d_out.sum(axis=0, out=layer.d_bias)
         return self.xp.matmul(d_out, layer.weight, out=out) if need_input_grad else None

@@ -21,6 +21,7 @@ from typing import Any
 import numpy
 
 from numpy_vae.backend import to_host
+from numpy_vae.inputs import check_batch
 from numpy_vae.model import VAE
 from numpy_vae.training.progress import Progress
 
@@ -73,7 +74,7 @@ def iw_log_likelihood(
         raise ValueError(f"the number of importance samples k must be a positive integer, got {k}")
     xp, latent = model.xp, model.latent_dim
     rng = model.rng if rng is None else rng
-    x, y, _ = model._validate(x, y, None)  # once, at the boundary; the passes below trust it
+    x, y = check_batch(model, x, y)  # once, at the boundary; the passes below trust it
     n = x.shape[0]
     out = xp.empty(n, dtype=numpy.float64)  # on the device; one transfer at the end
     per_pass = max(1, max_rows // k)  # examples per decoder pass
@@ -129,7 +130,7 @@ def test_subset(x: Array, n: int | None, xp: Any, seed: int = 0) -> tuple[numpy.
 
 def posterior_means(model: VAE, x: Array, y: Array | None = None, batch: int = 1000) -> Array:
     """E_q[z | x] for every example, (N, latent_dim), an array of the model's backend."""
-    x, y, _ = model._validate(x, y, None)  # once, at the boundary; the batches below trust it
+    x, y = check_batch(model, x, y)  # once, at the boundary; the batches below trust it
     parts = []
     for start in range(0, x.shape[0], batch):
         yb = None if y is None else y[start : start + batch]

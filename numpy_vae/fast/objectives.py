@@ -1,0 +1,176 @@
+"""The multi-sample objectives' training step through the model's buffers.
+
+:class:`FastMultiSample` is a :class:`numpy_vae.objectives.MultiSampleBound` (the k-sample VAE
+bound or the IWAE bound, whose ``weights``, ``bound`` and encoder estimator it uses) with the
+forward and backward of :meth:`~numpy_vae.objectives.MultiSampleBound.forward` rewritten for
+speed: the K decoder rows per example in buffers, and a Bernoulli likelihood that never repeats
+x K times (:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll`; for K below
+:attr:`FastMultiSample.rows_kernel_min_k` the ELBO's fused kernel with x broadcast is faster).
+It is not bitwise the specification's (other groupings of the same sums); the tests state the
+bound. A decoder without a fast multi-sample step (MADE: no profile has asked for one) runs the
+specification's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numpy_vae import inputs
+from numpy_vae.bounds import log_posterior, log_prior, repeat_rows
+from numpy_vae.fast.decoders import FastMLPDecoder
+from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
+from numpy_vae.kl import kl_standard_normal
+from numpy_vae.likelihoods import Bernoulli
+from numpy_vae.model import append_onehot
+from numpy_vae.objectives import LossParts, MultiSampleBound
+
+Array = Any
+
+
+def flush_negligible_weights(w_tilde: Array, xp: Any) -> Array:
+    r"""``w_tilde`` with its entries below :math:`\tau = \sqrt{\text{tiny}}` set to 0, in place.
+
+    ``tiny`` is the dtype's smallest normal number (float32: 1.2e-38, so :math:`\tau \approx
+    1.1 \cdot 10^{-19}`; float64: :math:`\tau \approx 1.5 \cdot 10^{-154}`).
+
+    **Why.** A normalized weight ``w~_k`` multiplies its sample's whole gradient row
+    (``c_k sigmoid(l)`` at the decoder's output, then back through every layer). A sample whose
+    ``log w`` lies more than about 44 nats below its example's best (float32) has a weight
+    below :math:`\tau`, and the entries of its row, products of that weight with the
+    sigmoids and the layers' weights and slopes, easily fall below ``tiny`` into subnormal
+    numbers. x86 CPUs take a slow microcode path for arithmetic on those: measured on this
+    project's machine, a (1000, 784) x (784, 200) product with half its rows subnormal took
+    169 ms instead of 1.7 ms, and the Burda step at K = 50 (batch 20, float32, stand-in images)
+    41.9 ms instead of 13.5 ms; PyTorch's plain step slows down the same way
+    (``scripts/benchmark.py --iwae`` prints it with and without ``torch.set_flush_denormal``).
+
+    **What it does not do.** A kept weight leaves the rest of its row :math:`\tau` of room
+    before ``tiny``, not more: a row with ``c_k`` near :math:`\tau` and a logit below about
+    -44 (float32), where ``sigmoid(l) < tau``, still has subnormal entries (planted
+    logits near -60 show them). The Burda model's output bias starts at the logit of the mean
+    pixel, clipped at -6.9; how low trained decoders' logits go was not measured.
+    Flushing the output gradient itself would cost two more passes over the B K x D logits.
+
+    **What it changes.** A zeroed sample drops out of every sum over samples. The loss sums
+    the bound over the B examples, so a parameter's gradient entry moves by at most
+    :math:`B K \tau \max_{b,k} |\partial \log w_{bk}|` (an example's ``mu`` and ``logvar``
+    gradients by :math:`K \tau` of its own largest), some 10^-16 of the largest per-sample
+    gradient at B = 20, K = 50 in float32; the weights are not renormalized, so they sum to 1
+    only within :math:`K \tau` (which is also all that the reparameterized ``d logvar``'s
+    ``+ 1/2``, the weights' sum times the total ``d log q`` term, is off by). The bound itself
+    (the loss) is computed from ``log w``, not from the weights, and does not change.
+    """
+    w_tilde[w_tilde < xp.finfo(w_tilde.dtype).tiny ** 0.5] = 0  # (a NaN stays: NaN < tau is False)
+    return w_tilde
+
+
+class FastMultiSample:
+    """The multi-sample objective ``spec``'s step, fused and in place (see the module).
+
+    Parameters
+    ----------
+    spec : MultiSampleBound
+        The specification's objective: its ``name``, ``k``, ``weights``, ``bound`` and
+        ``estimator`` are this one's.
+    """
+
+    #: Fewest samples per example for which the Bernoulli step takes
+    #: :func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll` (never repeating x, at the price
+    #: of two (B, D) x (D, H) products and a column sum of W per step); below it, the ELBO's
+    #: kernel with x broadcast over the K rows. Measured, Burda model, batch 20, float32, one
+    #: thread (ms per step, rows kernel / broadcast): K = 1 1.86 / 1.63, 5 2.73 / 2.53,
+    #: 10 3.77 / 3.56, 20 6.01 / 6.08 (the same within noise), 50 12.9 / 13.6.
+    rows_kernel_min_k = 20
+
+    def __init__(self, spec: MultiSampleBound) -> None:
+        self.spec = spec
+        self.name, self.k, self.estimator = spec.name, spec.k, spec.estimator
+        self._cache: tuple | None = None
+
+    def noise_shape(self, n: int, latent_dim: int) -> tuple[int, ...]:
+        return self.spec.noise_shape(n, latent_dim)
+
+    def forward(self, model: Any, x: Array, y: Array | None = None, eps: Array | None = None,
+                kl_weight: float | None = None, validate: bool = True) -> LossParts:  # fmt: skip
+        """:meth:`MultiSampleBound.forward`, keeping what :meth:`backward` needs in buffers."""
+        if not isinstance(model.fast_decoder, FastMLPDecoder):  # the specification's step
+            return self.spec.forward(model, x, y, eps, kl_weight, validate)
+        inputs.check_kl_weight(1.0 if kl_weight is None else kl_weight, True, self.name)
+        x, onehot, eps = inputs.loss_inputs(model, x, y, eps, validate, k=self.k)
+        xp, latent, buffers = model.xp, model.latent_dim, model.buffers
+        n, k = eps.shape[0], eps.shape[1]
+        h = model.fast_encoder.forward(append_onehot(x, onehot, xp), buffers["encoder"])
+        stats = model.fast_head.forward(h, out=buffers["head"].get("out", (n, 2 * latent), h.dtype))
+        mu, logvar = stats[:, :latent], stats[:, latent:]
+        sigma = xp.exp(0.5 * logvar)
+        z = mu[:, None, :] + sigma[:, None, :] * eps
+        rows = append_onehot(z.reshape(n * k, latent), repeat_rows(onehot, k, xp), xp)
+        out = model.fast_decoder.forward(rows, None, buffers["decoder"])
+        if isinstance(model.likelihood, Bernoulli) and k >= self.rows_kernel_min_k:
+            nll, xw = self._bernoulli_rows(model, out, x, n, k)  # out now holds sigmoid(l)
+        elif isinstance(model.likelihood, Bernoulli):
+            rows3 = out.reshape(n, k, -1)  # x broadcast against each example's K rows
+            nll, _ = bernoulli_nll_fused(rows3, x[:, None, :], xp, rows3, buffers["loss"])
+            xw = None  # out now holds sigmoid(l) - x; nll is (B, K)
+        else:
+            x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
+            x_rows[...] = x[:, None, :]  # each example beside each of its samples
+            nll, out = model.likelihood.nll(out, x_rows.reshape(n * k, x.shape[1]))
+            xw = None
+        log_px = -nll.reshape(n, k)
+        log_w = log_px + log_prior(z) - log_posterior(eps, logvar)
+        w_tilde = flush_negligible_weights(self.spec.weights(log_w, xp), xp)
+        out *= w_tilde.reshape(n * k, 1)  # rows kernel: w~_k sigmoid(l); x's part in backward
+        self._cache = (stats, out, w_tilde, z, eps, sigma, x, xw)
+        kl, _, _ = kl_standard_normal(mu, logvar, xp)
+        return LossParts.of_bound(self.spec.bound(log_w, xp), log_px, kl)
+
+    def _bernoulli_rows(
+        self, model: Any, logits: Array, x: Array, n: int, k: int
+    ) -> tuple[Array, Array]:
+        """:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll` on the decoder's last layer
+        and its input: ``-log p(x_b | z_bk)`` of every row, (B K,), with ``logits`` overwritten
+        by ``sigmoid(l)``, and ``x W`` (B, H) for :meth:`backward`."""
+        last = model.fast_decoder.layers[-1]  # its input is the last hidden activation
+        return bernoulli_rows_nll(
+            logits, last.input, x, last.layer.weight, last.layer.bias, k, model.xp,
+            buffers=model.buffers["loss"],
+        )  # fmt: skip
+
+    def backward(self, model: Any) -> None:
+        """:meth:`MultiSampleBound.backward` through the model's buffers.
+
+        For the Bernoulli likelihood the decoder's output gradient is ``w~_k (sigmoid(l) -
+        x_b)``. After the rows kernel (``xw`` is set) only its first part is a (B K, D) array;
+        the last layer's products take the ``- w~_k x_b`` part per example: ``dW -= x^T (sum_k
+        w~_k h_k)``, ``db -= sum_b (sum_k w~_bk) x_b``, ``dh_k -= w~_k (x W)``. After the
+        broadcast kernel (and for other likelihoods) the whole gradient is in the array.
+        """
+        if self._cache is None:  # the specification's forward ran (or none did)
+            return self.spec.backward(model)
+        (stats, d_out, w_tilde, z, eps, sigma, x, xw), self._cache = self._cache, None
+        xp, latent, buffers = model.xp, model.latent_dim, model.buffers
+        n, k = w_tilde.shape
+        if xw is None:
+            d_rows = model.fast_decoder.backward(d_out, buffers["decoder"])
+        else:
+            layers = model.fast_decoder.layers
+            last, i = layers[-1], len(layers) - 1
+            h = last.input
+            d_h = buffers["decoder"].get(f"d{i}", h.shape, h.dtype)
+            last.backward(d_out, out=d_h)
+            layer = last.layer
+            h_bar = (w_tilde[:, :, None] * h.reshape(n, k, -1)).sum(axis=1)  # sum_k w~_k h_k
+            layer.d_weight -= x.T @ h_bar
+            layer.d_bias -= w_tilde.sum(axis=1) @ x
+            d_h.reshape(n, k, -1)[...] -= w_tilde[:, :, None] * xw[:, None, :]
+            d_rows = model.fast_decoder.backward(d_h, buffers["decoder"], start=i - 1)
+        d_rows = d_rows[:, :latent]
+        w_tilde_g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)  # w~_k g_k
+        d_mu, d_logvar = self.estimator.encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
+        d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
+        xp.negative(d_mu, out=d_stats[:, :latent])
+        xp.negative(d_logvar, out=d_stats[:, latent:])
+        d_h = buffers["head"].get("d_in", (n, model.head.in_features), stats.dtype)
+        model.fast_head.backward(d_stats, out=d_h)
+        model.fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
