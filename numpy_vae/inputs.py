@@ -58,17 +58,17 @@ def check_kl_weight(kl_weight: Any, multi_sample: bool, objective: str) -> float
     """The KL weight as a float: finite and >= 0, and 1 for a multi-sample objective (which
     has no separate KL term to weight)."""
     try:  # a number, or a 0-d host array
-        w = math.nan if isinstance(kl_weight, bool | str) else float(kl_weight)
+        value = math.nan if isinstance(kl_weight, bool | str) else float(kl_weight)
     except (TypeError, ValueError):
-        w = math.nan
-    if not (math.isfinite(w) and w >= 0):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
-    if multi_sample and w != 1:
+    if multi_sample and value != 1:
         raise ValueError(
-            f"kl_weight {w:g} is a weight of the elbo objective's analytic KL; the "
+            f"kl_weight {value:g} is a weight of the elbo objective's analytic KL; the "
             f"{objective} objective has no separate KL term (KL warm-up and beta do not apply)"
         )
-    return w
+    return value
 
 
 def loss_inputs(

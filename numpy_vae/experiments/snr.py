@@ -310,10 +310,11 @@ class GaussianCase:
         chunk = max(1, DRAW_ELEMENTS // (self.batch * k * self.dim))
         parts = []
         for start in range(0, draws, chunk):
-            c = min(chunk, draws - start)
-            parts.append(self.gradients(rng.standard_normal((c, *self.noise_shape(k))), estimators))
+            count = min(chunk, draws - start)
+            noise = rng.standard_normal((count, *self.noise_shape(k)))
+            parts.append(self.gradients(noise, estimators))
             if done is not None:
-                done(c)
+                done(count)
         return {
             e: {name: numpy.concatenate([p[e][name] for p in parts]) for name in parts[0][e]}
             for e in estimators

@@ -34,7 +34,7 @@ def flush_negligible_weights(w_tilde: Array, xp: Any) -> Array:
     1.1 \cdot 10^{-19}`; float64: :math:`\tau \approx 1.5 \cdot 10^{-154}`).
 
     **Why.** A normalized weight ``w~_k`` multiplies its sample's whole gradient row
-    (``c_k sigmoid(l)`` at the decoder's output, then back through every layer). A sample whose
+    (``w~_k sigmoid(l)`` at the decoder's output, then back through every layer). A sample whose
     ``log w`` lies more than about 44 nats below its example's best (float32) has a weight
     below :math:`\tau`, and the entries of its row, products of that weight with the
     sigmoids and the layers' weights and slopes, easily fall below ``tiny`` into subnormal
@@ -45,7 +45,7 @@ def flush_negligible_weights(w_tilde: Array, xp: Any) -> Array:
     (``scripts/benchmark.py --iwae`` prints it with and without ``torch.set_flush_denormal``).
 
     **What it does not do.** A kept weight leaves the rest of its row :math:`\tau` of room
-    before ``tiny``, not more: a row with ``c_k`` near :math:`\tau` and a logit below about
+    before ``tiny``, not more: a row with ``w~_k`` near :math:`\tau` and a logit below about
     -44 (float32), where ``sigmoid(l) < tau``, still has subnormal entries (planted
     logits near -60 show them). The Burda model's output bias starts at the logit of the mean
     pixel, clipped at -6.9; how low trained decoders' logits go was not measured.

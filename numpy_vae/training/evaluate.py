@@ -90,9 +90,9 @@ def iw_log_likelihood(
             rows = slice(i, min(i + per_pass, xb.shape[0]))
             m = rows.stop - rows.start
             log_w = xp.empty((m, k), dtype=numpy.float64)
-            for s in range(0, k, chunk):
-                c = min(chunk, k - s)
-                eps = rng.standard_normal((m, c, latent), dtype=model.dtype)
+            for first in range(0, k, chunk):
+                count = min(chunk, k - first)  # samples of this pass
+                eps = rng.standard_normal((m, count, latent), dtype=model.dtype)
                 z = mu[rows, None, :] + sigma[rows, None, :] * eps
                 y_rows = None if yb is None else yb[rows]
                 log_px_z = model.sample_log_likelihood(xb[rows], z, y_rows)
@@ -102,7 +102,7 @@ def iw_log_likelihood(
                     - log_det[rows, None]
                     - 0.5 * latent * LOG_2PI
                 )
-                log_w[:, s : s + c] = log_px_z + log_pz - log_qz
+                log_w[:, first : first + count] = log_px_z + log_pz - log_qz
             top = log_w.max(axis=1, keepdims=True)
             lse = top[:, 0] + xp.log(xp.exp(log_w - top).sum(axis=1))
             out[start + rows.start : start + rows.stop] = lse - math.log(k)
