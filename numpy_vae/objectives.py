@@ -86,6 +86,7 @@ class ELBO:
         return cls()
 
     def noise_shape(self, n: int, latent_dim: int) -> tuple[int, ...]:
+        """``eps`` of a batch of ``n``: one draw of z per example."""
         return (n, latent_dim)
 
     def forward(self, model: Any, x: Array, y: Array | None = None, eps: Array | None = None,
@@ -112,12 +113,15 @@ class MultiSampleBound:
         return cls(config.k, ESTIMATORS[config.estimator]())
 
     def noise_shape(self, n: int, latent_dim: int) -> tuple[int, ...]:
+        """``eps`` of a batch of ``n``: K draws of z per example."""
         return (n, self.k, latent_dim)
 
     def bound(self, log_w: Array, xp: ModuleType) -> Array:
+        """The bound of each example (B,) from its samples' log weights (B, K)."""
         raise NotImplementedError
 
     def weights(self, log_w: Array, xp: ModuleType) -> Array:
+        """``w_tilde``, (B, K): the derivative of the bound in each ``log w_k``."""
         raise NotImplementedError
 
     def forward(self, model: Any, x: Array, y: Array | None = None, eps: Array | None = None,
@@ -128,15 +132,15 @@ class MultiSampleBound:
         """
         check_kl_weight(1.0 if kl_weight is None else kl_weight, True, self.name)
         x, onehot, eps = loss_inputs(model, x, y, eps, validate, k=self.k)
-        s = importance_samples(model, x, onehot, eps, grad=True)
-        log_w = s.log_w
+        samples = importance_samples(model, x, onehot, eps, grad=True)
+        log_w = samples.log_px + samples.log_pz - samples.log_qz  # (B, K)
         w_tilde = self.weights(log_w, model.xp)  # d bound / d log w_k
         n, k = log_w.shape
         # The gradient of -log p(x|z_k) in the decoder output, each sample's row times its weight.
-        d_logits = w_tilde.reshape(n * k, 1) * s.d_logits
-        self._saved = (d_logits, w_tilde, s.z, s.eps, s.sigma)
-        kl, _, _ = kl_standard_normal(s.mu, s.logvar, model.xp)
-        return LossParts.of_bound(self.bound(log_w, model.xp), s.log_px, kl)
+        d_logits = w_tilde.reshape(n * k, 1) * samples.d_logits
+        self._saved = (d_logits, w_tilde, samples.z, samples.eps, samples.sigma)
+        kl, _, _ = kl_standard_normal(samples.mu, samples.logvar, model.xp)
+        return LossParts.of_bound(self.bound(log_w, model.xp), samples.log_px, kl)
 
     def backward(self, model: Any) -> None:
         """The gradient of minus the bound, into ``model.grads``.
