@@ -278,18 +278,27 @@ def test_reference_training_follows_the_fast_path_and_resumes_on_either(data_fil
         np.testing.assert_array_equal(again["adam_v"], state["adam_v"])
 
 
-def test_an_old_conditional_run_without_a_checkpoint_restarts_conditional(data_file, tmp_path):
-    """Runs from before ``n_classes`` stored ``"conditional": true``; a run stopped before its
-    first checkpoint restarts from that config.json and must stay conditional."""
+def test_an_old_conditional_config_is_refused_with_the_conversion(data_file, tmp_path, capsys):
+    """Runs from before ``n_classes`` stored ``"conditional": true``. They are not upgraded (0.x):
+    a run stopped before its first checkpoint, restarted from that config.json, is refused with
+    one line saying how to convert it, instead of restarting unconditional."""
     run = tmp_path / "old"
     run.mkdir()
     old = {**TrainConfig(hidden_dims=(16,), latent_dim=2, batch_size=64, epochs=1).to_json()}
     del old["n_classes"], old["reference"]
     old["conditional"] = True
     (run / "config.json").write_text(json.dumps(old))
-    assert train_main(["--resume", str(run), "--data-file", str(data_file), "--no-progress"]) == 0
-    state = load_checkpoint(run / "checkpoint.npz")
-    assert state["config"]["n_classes"] == 10 and "conditional" not in state["config"]
+    resume = ["--resume", str(run), "--data-file", str(data_file), "--no-progress"]
+    assert train_main(resume) == 2
+    err = capsys.readouterr().err
+    assert 'unknown configuration keys: conditional; replace "conditional": true by ' in err
+    assert '"n_classes": 10' in err and err.count("\n") == 1
+    assert not (run / "checkpoint.npz").exists()
+    old["n_classes"] = 10  # converted as the message says
+    del old["conditional"]
+    (run / "config.json").write_text(json.dumps(old))
+    assert train_main(resume) == 0
+    assert load_checkpoint(run / "checkpoint.npz")["config"]["n_classes"] == 10
 
 
 def test_figures_every_keeps_a_sample_snapshot_per_chosen_epoch(data_file, tmp_path):

@@ -19,7 +19,7 @@ import numpy
 from numpy_vae.config import ModelConfig, Range
 from numpy_vae.training.data import DataError, load_mnist
 from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
-from numpy_vae.training.trainer import Dataset, Diverged, TrainConfig
+from numpy_vae.training.trainer import RETIRED_KEYS, Dataset, Diverged, TrainConfig
 
 
 class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
@@ -232,7 +232,9 @@ def stored_config(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read the run's configuration ({err})") from err
     if not isinstance(stored, dict):
         raise ValueError(f"{path}: not a run configuration")
-    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"conditional"}  # (older runs)
+    # The retired keys of older runs stay, so that TrainConfig.from_json refuses them with the
+    # conversion instead of a run being silently resumed without them.
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | set(RETIRED_KEYS)
     return {k: v for k, v in stored.items() if k in known}
 
 

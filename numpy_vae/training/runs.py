@@ -43,12 +43,13 @@ from numpy_vae.training.evaluate import iw_log_likelihood
 from numpy_vae.training.progress import Progress
 from numpy_vae.training.trainer import (
     IW_EPS,
+    RETIRED_KEYS,
     Dataset,
     Diverged,
     TrainConfig,
     Trainer,
     derived_seed,
-    upgraded_config,
+    unknown_keys_message,
 )
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
@@ -497,8 +498,17 @@ UNLABELLED = {
 
 def describe_variant(config: dict[str, Any]) -> str:
     """A short label of everything that sets a run apart from the classic VAE (the defaults of
-    :class:`TrainConfig`), so that runs which differ in any setting get different labels."""
-    config = upgraded_config(config)
+    :class:`TrainConfig`), so that runs which differ in any setting get different labels.
+
+    Raises
+    ------
+    ValueError
+        ``config`` is of an earlier version (:data:`numpy_vae.training.trainer.RETIRED_KEYS`),
+        which this labelling would misread.
+    """
+    retired = set(config) & set(RETIRED_KEYS)
+    if retired:
+        raise ValueError(unknown_keys_message(retired))
     defaults = TrainConfig().to_json()
     phrases = {
         "beta": lambda v: f"beta = {v:g}",

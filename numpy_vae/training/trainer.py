@@ -143,14 +143,25 @@ class TrainConfig(ModelConfig):
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
-        """From :meth:`to_json`'s dict; also reads runs written before ``n_classes`` replaced
-        the boolean ``conditional`` (a conditional run then had the ten digits)."""
-        d = upgraded_config(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        """From :meth:`to_json`'s dict; a key it does not know is refused
+        (:func:`unknown_keys_message`)."""
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+            raise ValueError(unknown_keys_message(unknown))
         return cls(**d)
+
+
+#: Keys that configurations written by earlier versions stored and this one no longer reads, and
+#: how to convert such a configuration by hand (numpy-vae is 0.x: old runs are refused, not
+#: upgraded).
+RETIRED_KEYS = {"conditional": 'replace "conditional": true by "n_classes": 10 (false by 0)'}
+
+
+def unknown_keys_message(unknown: set[str]) -> str:
+    """The error for configuration keys that :class:`TrainConfig` lacks, with the conversion of
+    each retired one (:data:`RETIRED_KEYS`)."""
+    hints = [RETIRED_KEYS[key] for key in sorted(unknown) if key in RETIRED_KEYS]
+    return "; ".join([f"unknown configuration keys: {', '.join(sorted(unknown))}", *hints])
 
 
 def _is_positive_number(value: Any) -> bool:
@@ -161,18 +172,6 @@ def _is_positive_number(value: Any) -> bool:
         and math.isfinite(value)
         and value > 0
     )
-
-
-def upgraded_config(d: dict[str, Any]) -> dict[str, Any]:
-    """A stored configuration in today's keys: runs written before ``n_classes`` replaced the
-    boolean ``conditional`` (a conditional run then had the ten digits) get ``n_classes``."""
-    d = dict(d)
-    if "conditional" in d:
-        conditional = d.pop("conditional")
-        if not isinstance(conditional, bool):
-            raise ValueError(f"conditional must be true or false, got {conditional!r}")
-        d.setdefault("n_classes", 10 if conditional else 0)
-    return d
 
 
 @dataclass
