@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from numpy_vae.cli import evaluate_main, train_main
+from numpy_vae.experiments.variants import format_study_table, summarize_runs
 from numpy_vae.training.atomic import write_atomic
 from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint
 from numpy_vae.training.plots import plot_study
-from numpy_vae.training.runs import TIMING_KEYS, format_study_table, summarize_runs
+from numpy_vae.training.runs import TIMING_KEYS
 from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer, kl_weight
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from numpy_vae.experiments.variants import format_study_table, summarize_runs
 from numpy_vae.training.plots import plot_study
-from numpy_vae.training.runs import format_study_table, summarize_runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,4 +3,7 @@
 - :mod:`~numpy_vae.experiments.estimators`: reparameterization against score-function gradients.
 - :mod:`~numpy_vae.experiments.snr`: the signal-to-noise ratio of the IWAE gradient against K.
 - :mod:`~numpy_vae.experiments.benchmark`: an epoch timed against PyTorch and the GEMM floor.
+- :mod:`~numpy_vae.experiments.burda`: the Burda et al. (2016) protocol (a preset) and its study.
+- :mod:`~numpy_vae.experiments.collapse`: posterior collapse with a MADE decoder, and remedies.
+- :mod:`~numpy_vae.experiments.variants`: the table of finished runs, labelled by variant.
 """

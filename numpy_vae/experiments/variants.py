@@ -1,0 +1,114 @@
+"""The variants study (``scripts/variants_study.sh``): finished runs side by side, each labelled
+by what sets it apart from the classic VAE, as the README's table.
+
+:func:`summarize_runs` reads a row per run folder (its ``config.json``, last metrics and, when
+present, ``evaluation.json``); :func:`format_study_table` prints them as Markdown and
+:func:`numpy_vae.training.plots.plot_study` draws them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from numpy_vae.training.runs import CONFIG, METRICS
+from numpy_vae.training.trainer import RETIRED_KEYS, TrainConfig, unknown_keys_message
+
+
+def summarize_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per run: its variant flags and final test figures (from evaluation.json when
+    present, else the last line of metrics.jsonl)."""
+    rows = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        config_path, metrics_path = run_dir / CONFIG, run_dir / METRICS
+        if not config_path.is_file() or not metrics_path.is_file():
+            raise ValueError(f"{run_dir} is not a run folder (no {CONFIG} or {METRICS})")
+        config = json.loads(config_path.read_text())
+        last = json.loads(metrics_path.read_text().splitlines()[-1])
+        evaluation_path = run_dir / "evaluation.json"
+        evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
+        rows.append(
+            {
+                "run": run_dir.name,
+                "variant": describe_variant(config),
+                "epochs": last["epoch"],
+                "test_neg_elbo": evaluation.get("test_neg_elbo", last["test_neg_elbo"]),
+                "test_iw_nll": evaluation.get("test_iw_nll"),
+                "iw_samples": evaluation.get("iw_samples"),
+                "test_recon": evaluation.get("test_recon", last["test_recon"]),
+                "test_kl": evaluation.get("test_kl", last["test_kl"]),
+                "active_units": evaluation.get("active_units", last.get("active_units")),
+                "latent_dim": config["latent_dim"],
+            }
+        )
+    return rows
+
+
+#: Settings left out of a run's label: those that do not change what it computes, and the
+#: number of epochs (a column of its own in the study table).
+UNLABELLED = {
+    "eval_batch_size",
+    "skip_nonfinite",
+    "reference",
+    "backend",
+    "gaussian_sigma",
+    "epochs",
+}
+
+
+def describe_variant(config: dict[str, Any]) -> str:
+    """A short label of everything that sets a run apart from the classic VAE (the defaults of
+    :class:`TrainConfig`), so that runs which differ in any setting get different labels.
+
+    Raises
+    ------
+    ValueError
+        ``config`` is of an earlier version (:data:`numpy_vae.training.trainer.RETIRED_KEYS`),
+        which this labelling would misread.
+    """
+    retired = set(config) & set(RETIRED_KEYS)
+    if retired:
+        raise ValueError(unknown_keys_message(retired))
+    defaults = TrainConfig().to_json()
+    phrases = {
+        "beta": lambda v: f"beta = {v:g}",
+        "kl_warmup": lambda v: f"KL warm-up {v:g} epochs",
+        "free_bits": lambda v: f"free bits {v:g}",
+        "n_classes": lambda v: "conditional" if v == 10 else f"conditional ({v} classes)",
+        "likelihood": lambda v: f"{v} (sigma {config.get('gaussian_sigma', 1.0):g})",
+        "binarize": lambda v: f"binarized ({v})",
+        "hidden_dims": lambda v: "hidden " + ",".join(str(w) for w in v),
+        "latent_dim": lambda v: f"latent dim {v}",
+        "batch_size": lambda v: f"batch {v}",
+        "objective": lambda v: {"vae": "k-sample VAE bound", "iwae": "IWAE bound"}.get(v, v),
+        "k": lambda v: f"K = {v}",
+        "estimator": lambda v: {"stl": "STL", "dreg": "DReG"}.get(v, v) + " estimator",
+        "adam_eps": lambda v: f"Adam eps {v:g}",
+        "lr_schedule": lambda v: f"{v} learning-rate stages",
+        "init": lambda v: f"{v} initialization",
+    }
+    parts = []
+    for key, default in defaults.items():
+        if key in UNLABELLED or key not in config or config[key] == default:
+            continue
+        value = config[key]
+        parts.append(phrases[key](value) if key in phrases else f"{key} {value}")
+    return ", ".join(parts) or "plain VAE"
+
+
+def format_study_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`summarize_runs` rows."""
+    lines = [
+        "| variant | epochs | test -ELBO | IW NLL | recon | KL | active units |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        iw = "n/a" if r["test_iw_nll"] is None else f"{r['test_iw_nll']:.2f} (K={r['iw_samples']})"
+        lines.append(
+            f"| {r['variant']} | {r['epochs']} | {r['test_neg_elbo']:.2f} | {iw} | "
+            f"{r['test_recon']:.2f} | "
+            f"{r['test_kl']:.2f} | {r['active_units']}/{r['latent_dim']} |"
+        )
+    return "\n".join(lines)
