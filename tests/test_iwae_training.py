@@ -9,16 +9,17 @@ from test_train import read_metrics, small_args, synthetic_arrays
 
 from numpy_vae.cli import train_main
 from numpy_vae.cli.burda_study import main as study_main
-from numpy_vae.experiments.burda import markdown_table, run_row
-from numpy_vae.training.checkpoint import load_checkpoint
-from numpy_vae.training.trainer import (
+from numpy_vae.experiments.burda import (
     BURDA2016,
-    Dataset,
-    TrainConfig,
-    Trainer,
+    initialize,
     learning_rate,
+    markdown_table,
+    run_row,
     stage_ends,
 )
+from numpy_vae.training import presets
+from numpy_vae.training.checkpoint import load_checkpoint
+from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +35,50 @@ def tiny_data():
 
 def test_the_schedule_is_the_papers():
     assert stage_ends() == [1, 4, 13, 40, 121, 364, 1093, 3280]
-    config = TrainConfig(**BURDA2016)
-    rates = {epoch: learning_rate(config, epoch) for epoch in (1, 2, 4, 5, 13, 14, 1094, 3280)}
+    rates = {epoch: learning_rate(1e-3, epoch) for epoch in (1, 2, 4, 5, 13, 14, 1094, 3280)}
     expected = {1: 0, 2: 1, 4: 1, 5: 2, 13: 2, 14: 3, 1094: 7, 3280: 7}
     for epoch, stage in expected.items():
         assert rates[epoch] == pytest.approx(1e-3 * 10 ** (-stage / 7), rel=1e-15)
     # The official code's rounded rates differ from these by 1.6% at most (stage 5).
     for i in range(8):
         assert 1e-4 * round(10 ** (1 - i / 7), 1) == pytest.approx(1e-3 * 10 ** (-i / 7), 1.7e-2)
-    assert learning_rate(TrainConfig(), 500) == 1e-3
+    assert presets.lr_schedule("constant")(1e-3, 500) == 1e-3
+    # The names of a configuration resolve to the preset's functions (registered on import).
+    assert presets.lr_schedule("burda2016") is learning_rate
+    assert presets.initializer("burda2016") is initialize
+
+
+def test_the_trainer_follows_its_schedule_epoch_by_epoch():
+    """Each epoch's Adam rate is the schedule's; a schedule planted one stage late is seen."""
+    small = {"hidden_dims": (8,), "latent_dim": 2, "batch_size": 100, "epochs": 5}
+    config = TrainConfig(**{**BURDA2016, **small})
+    trainer = Trainer(config, tiny_data())
+    rates = [trainer.train_epoch()["lr"] for _ in range(5)]
+    assert rates == [learning_rate(1e-3, epoch) for epoch in range(1, 6)]
+    late = Trainer(config, tiny_data(), lr_schedule=lambda lr, epoch: learning_rate(lr, epoch - 1))
+    late_rates = [late.train_epoch()["lr"] for _ in range(5)]
+    assert late_rates != rates and late_rates[1] == rates[0]
+
+
+def test_a_schedule_whose_module_is_not_loaded_is_a_clear_error(monkeypatch):
+    """Training cannot import the experiments ring; a name only a preset defines says where."""
+    monkeypatch.delitem(presets._SCHEDULES, "burda2016")
+    with pytest.raises(ValueError, match=r"lr_schedule 'burda2016' is defined by "
+                       r"numpy_vae\.experiments\.burda, which is not loaded"):  # fmt: skip
+        Trainer(TrainConfig(lr_schedule="burda2016"), tiny_data())
+    monkeypatch.delitem(presets._INITIALIZERS, "burda2016")
+    with pytest.raises(ValueError, match="pass the Trainer initializer="):
+        Trainer(TrainConfig(init="burda2016"), tiny_data())
+    with pytest.raises(ValueError, match="not a name configurations know"):
+        presets.register("cosine", lr_schedule=learning_rate)
+    # Given to the trainer as callables, they need no registration.
+    trainer = Trainer(
+        TrainConfig(init="burda2016", lr_schedule="burda2016", hidden_dims=(8,), latent_dim=2),
+        tiny_data(),
+        lr_schedule=learning_rate,
+        initializer=initialize,
+    )
+    assert not trainer.model.params["encoder.0.bias"].any()  # Burda's zero biases
 
 
 def test_burda_initialization_and_adam_settings():
@@ -97,6 +133,9 @@ def test_protocol_flag_sets_the_preset_and_given_flags_win(data_file, tmp_path):
         assert stored[key] == BURDA2016[key], key
     resume = ["--resume", str(tmp_path / "p"), "--protocol", "burda2016"]
     assert train_main([*resume, "--data-file", str(data_file)]) == 2  # the stored config rules
+    resume = ["--resume", str(tmp_path / "p"), "--epochs", "2", "--no-progress"]
+    assert train_main([*resume, "--data-file", str(data_file)]) == 0  # stage 1: the second rate
+    assert [m["lr"] for m in read_metrics(tmp_path / "p")] == [1e-3, 1e-3 * 10 ** (-1 / 7)]
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,16 @@ from typing import Any, NoReturn
 import numpy
 
 from numpy_vae.config import ModelConfig, Range
+from numpy_vae.experiments.burda import BURDA2016
 from numpy_vae.training.data import DataError, load_mnist
 from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
 from numpy_vae.training.trainer import RETIRED_KEYS, Dataset, Diverged, TrainConfig
+
+#: The presets of ``--protocol``: TrainConfig fields (a flag given beside the preset wins). The
+#: module of each also registers the preset's learning-rate schedule and initialization with
+#: :mod:`numpy_vae.training.presets` when imported (here), so every program of the command line
+#: can build a trainer for a stored configuration that names them (a resumed or evaluated run).
+PROTOCOLS = {"burda2016": BURDA2016}
 
 
 class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):

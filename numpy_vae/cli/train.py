@@ -10,6 +10,7 @@ from pathlib import Path
 
 from numpy_vae.backend import BACKENDS, DTYPES, get_backend
 from numpy_vae.cli.common import (
+    PROTOCOLS,
     RUN_FAILURES,
     Parser,
     add_model_flags,
@@ -29,6 +30,7 @@ from numpy_vae.config import MODEL_FIELDS
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.data import BINARIZE_MODES, default_data_dir, default_runs_dir
+from numpy_vae.training.presets import INITS, LR_SCHEDULES
 from numpy_vae.training.runs import (
     CHECKPOINT,
     CONFIG,
@@ -37,12 +39,7 @@ from numpy_vae.training.runs import (
     sigterm_interrupts,
     train_run,
 )
-from numpy_vae.training.trainer import (
-    BURDA2016,
-    INITS,
-    LR_SCHEDULES,
-    TrainConfig,
-)
+from numpy_vae.training.trainer import TrainConfig
 
 # Flags that define a run; a resumed run keeps the stored values and only --epochs may change.
 RUN_FLAGS = (
@@ -59,9 +56,6 @@ RUN_FLAGS = (
     "adam_eps",
     "protocol",
 )
-
-#: The presets of ``--protocol``: TrainConfig fields (a flag given beside the preset wins).
-PROTOCOLS = {"burda2016": BURDA2016}
 
 
 def train_parser() -> argparse.ArgumentParser:

@@ -30,19 +30,16 @@ from numpy_vae.fast.model import FastVAE
 from numpy_vae.fast.optim import FastAdam
 from numpy_vae.model import VAE
 from numpy_vae.optim import Adam
+from numpy_vae.training import presets
 from numpy_vae.training.data import BINARIZE_MODES, binarize, scale_images
 from numpy_vae.training.evaluate import active_units, posterior_means
+from numpy_vae.training.presets import INITS, LR_SCHEDULES, Initializer, LearningRateSchedule
 from numpy_vae.training.progress import Progress
 
 Array = Any
 
 # Independent random streams; the numbers only have to differ.
 SHUFFLE, BINARIZE, EPS, EVAL_EPS, TEST_BINARIZE, IW_EPS, INIT = range(7)
-
-#: How the parameters start: ``torch`` (``torch.nn.Linear``'s uniform) or ``burda2016``.
-INITS = ("torch", "burda2016")
-#: The learning-rate schedules: ``constant``, or ``burda2016`` (stages of 3^i epochs).
-LR_SCHEDULES = ("constant", "burda2016")
 
 
 @dataclass
@@ -61,11 +58,11 @@ class TrainConfig(ModelConfig):
     (:class:`numpy_vae.VAE` and :class:`numpy_vae.Adam`) instead of the fast path (slower; the
     same numbers to rounding).
 
-    The Burda et al. (2016) protocol's settings (:data:`BURDA2016` sets them all): ``init``
-    ``"burda2016"`` (Glorot-uniform weights, zero biases, the decoder's output bias the logit of
-    the training set's mean pixel, clipped to [0.001, 0.999]; see :func:`burda_initialization`),
-    ``lr_schedule`` ``"burda2016"`` (``lr * 10^(-i/7)`` for 3^i epochs, i = 0..7:
-    :func:`learning_rate`), and Adam's ``adam_eps``.
+    ``init`` and ``lr_schedule`` name an initialization and a learning-rate schedule
+    (:mod:`numpy_vae.training.presets`): ``torch`` (the model's own) and ``constant`` (``lr``
+    throughout), or those of the Burda et al. (2016) protocol, ``burda2016``, which
+    :mod:`numpy_vae.experiments.burda` provides together with its other settings
+    (``BURDA2016``, Adam's ``adam_eps`` among them).
     """
 
     epochs: int = 10
@@ -255,72 +252,6 @@ def derived_seed(seed: int, stream: int, epoch: int) -> int:
     return int(numpy.random.SeedSequence([seed, stream, epoch]).generate_state(1)[0])
 
 
-#: The Burda et al. (2016) MNIST protocol, one stochastic layer: what ``--protocol burda2016``
-#: sets (any flag given beside it wins). 3,280 epochs: the stages 1 + 3 + ... + 3^7.
-BURDA2016 = {
-    "hidden_dims": (200, 200),
-    "latent_dim": 50,
-    "activation": "tanh",
-    "binarize": "dynamic",
-    "batch_size": 20,
-    "lr": 1e-3,
-    "adam_eps": 1e-4,
-    "init": "burda2016",
-    "lr_schedule": "burda2016",
-    "epochs": 3280,
-}
-
-
-def stage_ends(stages: int = 8) -> list[int]:
-    """The epoch at which each stage of the Burda schedule ends: 1, 4, 13, 40, ..., 3280."""
-    return [sum(3**j for j in range(i + 1)) for i in range(stages)]
-
-
-def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """Adam's learning rate in ``epoch`` (1-based). ``burda2016``: stage i (0-based) spans 3^i
-    epochs with ``lr * 10^(-i/7)``; past the last stage, the last rate.
-
-    The paper's schedule; the official code rounds it (``1e-4 * round(10 ** (1 - i/7), 1)``,
-    1.6% at most from this one, in stage 5).
-    """
-    if config.lr_schedule == "constant":
-        return config.lr
-    ends = stage_ends()
-    stage = next((i for i, end in enumerate(ends) if epoch <= end), len(ends) - 1)
-    return config.lr * 10 ** (-stage / 7)
-
-
-def burda_initialization(model: VAE, train_images: numpy.ndarray, seed: int) -> None:
-    """Burda et al.'s initial parameters, in place.
-
-    Every weight Glorot-uniform, ``U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))``, every
-    bias 0; the decoder's output bias ``logit(clip(mean pixel, 0.001, 0.999))`` of the training
-    images (grey levels k/255), so the untrained decoder already draws the average digit. Their
-    encoder has two heads, ``mu`` and ``log sigma``, each Linear(h, L); here one Linear(h, 2L)
-    gives ``mu`` and ``logvar = 2 log sigma``, so the ``mu`` rows take Glorot's draw for (h, L)
-    and the ``logvar`` rows twice such a draw: the initial q is the same function.
-    """
-    rng = numpy.random.default_rng(seed)
-    host = {}
-    for name, p in model.params.items():
-        shape = tuple(p.shape)
-        if name.endswith(".bias"):
-            host[name] = numpy.zeros(shape)
-            continue
-        fan_out, fan_in = shape
-        if name == "head.weight":
-            fan_out //= 2  # each of the two heads
-        a = math.sqrt(6.0 / (fan_in + fan_out))
-        host[name] = rng.uniform(-a, a, size=shape)
-        if name == "head.weight":
-            host[name][fan_out:] *= 2  # logvar = 2 log sigma
-    mean = (train_images.astype(numpy.float64) / 255).mean(axis=0)
-    clipped = numpy.clip(mean, 0.001, 0.999)
-    last_bias = [n for n in model.params if n.startswith("decoder.") and n.endswith(".bias")][-1]
-    host[last_bias] = numpy.log(clipped / (1 - clipped))
-    model.load_state_dict(host)
-
-
 def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """KL weight at a batch position (0-based, counted over all epochs): linear from 0 to beta
     over ``kl_warmup`` epochs."""
@@ -341,12 +272,36 @@ class Trainer:
         Draw a progress bar on standard error while an epoch runs.
     log_interval : int
         Without the bar, print a plain progress line every this many batches (0: none).
+    lr_schedule : callable, optional
+        ``lr_schedule(lr, epoch)``, Adam's learning rate in each epoch. Default: the schedule
+        that ``config.lr_schedule`` names (:func:`numpy_vae.training.presets.lr_schedule`).
+    initializer : callable, optional
+        ``initializer(model, train_images, seed)`` sets the initial parameters in place.
+        Default: the initialization that ``config.init`` names
+        (:func:`numpy_vae.training.presets.initializer`).
+
+    Raises
+    ------
+    ValueError
+        A conditional model without labels, or a schedule or initialization named by the
+        configuration whose module is not loaded (the message names it).
     """
 
     def __init__(
-        self, config: TrainConfig, data: Dataset, progress: bool = False, log_interval: int = 0
+        self,
+        config: TrainConfig,
+        data: Dataset,
+        progress: bool = False,
+        log_interval: int = 0,
+        *,
+        lr_schedule: LearningRateSchedule | None = None,
+        initializer: Initializer | None = None,
     ) -> None:
+        if config.n_classes and not data.labelled:
+            raise ValueError("a conditional model needs labels, and the data set has none")
         self.config = config
+        self.lr_schedule = lr_schedule or presets.lr_schedule(config.lr_schedule)
+        initializer = initializer or presets.initializer(config.init)
         self.backend: Backend = get_backend(config.backend, config.dtype)
         model_config = config.model_config()
         if config.reference:  # the specification: plain NumPy, one array per parameter
@@ -363,16 +318,13 @@ class Trainer:
             )
             flat = self.model.flat
             self.optimizer = FastAdam([flat.data], [flat.grad], lr=config.lr, eps=config.adam_eps)
-        if config.init == "burda2016":
-            burda_initialization(self.model, data.train_images, derived_seed(config.seed, INIT, 0))
+        initializer(self.model, data.train_images, derived_seed(config.seed, INIT, 0))
         # The fast path's flat gradient vector, for a one-sdot norm (None on the reference path).
         self._grad_vector = None if config.reference else self.model.flat.grad
         xp = self.backend.xp
         # The data set goes to the device once, as uint8; batches are converted as they are used.
         self.train_images = xp.asarray(data.train_images)
         self.test_images = xp.asarray(data.test_images)
-        if config.n_classes and not data.labelled:
-            raise ValueError("a conditional model needs labels, and the data set has none")
         self.labelled = data.labelled
         self.train_labels = xp.asarray(data.train_labels) if data.labelled else None
         self.test_labels = xp.asarray(data.test_labels) if data.labelled else None
@@ -456,7 +408,7 @@ class Trainer:
             self._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
         )
         n, steps = self.train_images.shape[0], self.steps_per_epoch
-        self.optimizer.lr = learning_rate(cfg, epoch)
+        self.optimizer.lr = self.lr_schedule(cfg.lr, epoch)
         order = self.backend.permutation(shuffle_rng, n)  # on the device
         totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
         # On the host every step's health is checked at once. On a device that would cost a
