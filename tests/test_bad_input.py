@@ -21,8 +21,8 @@ from numpy_vae.cli.common import load_dataset
 from numpy_vae.cli.train import train_parser
 from numpy_vae.model import VAE
 from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpy_vae.training.data import DataError, parse_idx
-from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
+from numpy_vae.training.data import DataError, Dataset, parse_idx
+from numpy_vae.training.trainer import TrainConfig, Trainer
 
 PACKAGE = Path(numpy_vae.__file__).resolve().parent
 # Random inputs must be dealt with quickly; a slow example would point at a hang.

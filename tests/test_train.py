@@ -12,9 +12,18 @@ from numpy_vae.cli import evaluate_main, train_main
 from numpy_vae.experiments.variants import format_study_table, summarize_runs
 from numpy_vae.training.atomic import write_atomic
 from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint
+from numpy_vae.training.data import Dataset, binarize, scale_images
 from numpy_vae.training.plots import plot_study
 from numpy_vae.training.runs import TIMING_KEYS
-from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer, kl_weight
+from numpy_vae.training.trainer import (
+    BINARIZE,
+    EPS,
+    SHUFFLE,
+    TrainConfig,
+    Trainer,
+    derived_seed,
+    kl_weight,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -224,6 +233,35 @@ def test_last_partial_batch_is_trained(tmp_path):
                       Dataset(**synthetic_arrays(130, 10)))  # fmt: skip
     trainer.train_epoch()
     assert trainer.step == 3 == trainer.steps_per_epoch  # 64 + 64 + 2
+
+
+def test_an_epoch_trains_on_its_shuffled_batches_scaled_binarized_and_noised_in_order():
+    """The data layer hands the trainer its inputs: batch i of epoch 2 is ``scale_images`` then
+    ``binarize`` of the rows the SHUFFLE stream puts there, drawn from the BINARIZE stream, with
+    their labels and noise from the EPS stream: the same streams, in the same order, as ever."""
+    config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64, binarize="dynamic",
+                         n_classes=10, seed=7)  # fmt: skip
+    arrays = synthetic_arrays(130, 10)
+    trainer = Trainer(config, Dataset(**arrays))
+    trainer.train_epoch()
+    seen, loss = [], trainer.model.loss
+
+    def recording(x, y=None, *, eps, grad=True, **kwargs):
+        if grad:  # a training step, not the evaluation
+            seen.append((x.copy(), y.copy(), eps.copy()))
+        return loss(x, y, eps=eps, grad=grad, **kwargs)
+
+    trainer.model.loss = recording
+    trainer.train_epoch()
+    order = np.random.default_rng(derived_seed(7, SHUFFLE, 2)).permutation(130)
+    binarize_rng, eps_rng = (np.random.default_rng(derived_seed(7, s, 2)) for s in (BINARIZE, EPS))
+    assert len(seen) == 3  # 64 + 64 + 2
+    for i, (x, y, eps) in enumerate(seen):
+        index = order[64 * i : 64 * (i + 1)]
+        expected = binarize(scale_images(arrays["train_images"][index]), "dynamic", binarize_rng)
+        np.testing.assert_array_equal(x, expected)
+        np.testing.assert_array_equal(y, arrays["train_labels"][index])
+        np.testing.assert_array_equal(eps, eps_rng.standard_normal((len(index), 2), np.float32))
 
 
 def test_write_atomic_leaves_nothing_half_written(tmp_path):

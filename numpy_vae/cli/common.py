@@ -18,9 +18,9 @@ import numpy
 
 from numpy_vae.config import ModelConfig, Range
 from numpy_vae.experiments.burda import BURDA2016
-from numpy_vae.training.data import DataError, load_mnist
+from numpy_vae.training.data import DataError, Dataset, load_mnist
 from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
-from numpy_vae.training.trainer import RETIRED_KEYS, Dataset, Diverged, TrainConfig
+from numpy_vae.training.trainer import RETIRED_KEYS, Diverged, TrainConfig
 
 #: The presets of ``--protocol``: TrainConfig fields (a flag given beside the preset wins). The
 #: module of each also registers the preset's learning-rate schedule and initialization with

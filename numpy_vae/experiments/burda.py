@@ -29,10 +29,11 @@ import numpy
 from numpy_vae.model import VAE
 from numpy_vae.training import presets
 from numpy_vae.training.atomic import write_json
+from numpy_vae.training.data import Dataset
 from numpy_vae.training.evaluate import iw_log_likelihood, test_subset
 from numpy_vae.training.progress import Progress
 from numpy_vae.training.runs import CHECKPOINT, train_run
-from numpy_vae.training.trainer import IW_EPS, Dataset, TrainConfig, derived_seed
+from numpy_vae.training.trainer import IW_EPS, TrainConfig, derived_seed
 
 #: The Burda et al. (2016) MNIST protocol, one stochastic layer: what ``--protocol burda2016``
 #: sets (any flag given beside it wins). 3,280 epochs: the stages 1 + 3 + ... + 3^7.

@@ -30,10 +30,11 @@ from typing import Any
 import numpy
 
 from numpy_vae.training.atomic import write_json
+from numpy_vae.training.data import Dataset
 from numpy_vae.training.evaluate import iw_log_likelihood, test_subset
 from numpy_vae.training.plots import save_figure
 from numpy_vae.training.runs import CHECKPOINT, train_run
-from numpy_vae.training.trainer import IW_EPS, Dataset, TrainConfig, derived_seed
+from numpy_vae.training.trainer import IW_EPS, TrainConfig, derived_seed
 
 #: What every row shares: the training budget and the encoder.
 BASE: dict[str, Any] = {

@@ -1,7 +1,10 @@
 """Training: data, the trainer, checkpoints, atomic writes, run folders, figures, evaluation.
 
-- :mod:`~numpy_vae.training.data`: MNIST, fetched, verified and cached; scaling and binarization.
-- :mod:`~numpy_vae.training.trainer`: :class:`TrainConfig`, :class:`Dataset`, :class:`Trainer`.
+- :mod:`~numpy_vae.training.data`: MNIST, fetched, verified and cached; :class:`Dataset`, and
+  :class:`ImageSplit`, which scales and binarizes it batch by batch as the trainer iterates it.
+- :mod:`~numpy_vae.training.trainer`: :class:`TrainConfig`, :class:`Trainer`.
+- :mod:`~numpy_vae.training.presets`: the learning-rate schedules and initializations that a
+  configuration names, as plain callables (presets of the experiments register theirs).
 - :mod:`~numpy_vae.training.evaluate`: importance-weighted log-likelihood, active units.
 - :mod:`~numpy_vae.training.checkpoint`, :mod:`~numpy_vae.training.atomic`: files that are never
   half-written.

@@ -18,6 +18,10 @@ The arrays come back as ``uint8`` pixels ``k`` in ``0..255``. :func:`scale_image
 Bernoulli likelihood expects, either once (``threshold``) or by a fresh draw for every batch
 (``dynamic``).
 
+A :class:`Dataset` holds the two splits as ``uint8`` (MNIST's or any other images); training
+iterates an :class:`ImageSplit`, which keeps a split on the device and hands out its batches
+(:class:`Batch`) scaled and binarized, one at a time.
+
 The checksums, mirrors and sizes are module-level constants so that tests can point the loader
 at small synthetic data.
 """
@@ -43,14 +47,17 @@ import urllib.parse
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from numpy_vae.fast.buffers import Buffers
 from numpy_vae.training.atomic import write_atomic
+
+Array = Any
 
 IMAGE_SIZE = 28 * 28
 N_TRAIN = 60_000
@@ -846,3 +853,155 @@ def binarize(
     draw_dtype = np.float32 if images.dtype == np.float32 else np.float64
     uniform = xp.asarray(rng.random(images.shape, dtype=draw_dtype))
     return (uniform < images).astype(images.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# The data set a trainer iterates
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Images as ``uint8`` rows (N, D), held once and converted per batch, with integer digit
+    labels 0..9 for both splits or for neither (``None``: only an unconditional model trains)."""
+
+    train_images: Array
+    train_labels: Array | None
+    test_images: Array
+    test_labels: Array | None
+
+    def __post_init__(self) -> None:
+        if (self.train_labels is None) != (self.test_labels is None):
+            raise ValueError("give labels for both splits or for neither")
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = getattr(self, f"{split}_labels")
+            if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+                raise ValueError(
+                    f"{split}_images must be a uint8 NumPy array of pixel values 0..255, got "
+                    f"{_describe(images)}; convert grey levels in [0, 1] with "
+                    "numpy.round(x * 255).astype(numpy.uint8)"
+                )
+            if images.ndim != 2 or images.shape[0] == 0 or images.shape[1] == 0:
+                raise ValueError(
+                    f"{split}_images must be a non-empty 2-D array (N, pixels), got shape "
+                    f"{images.shape}; flatten images with images.reshape(len(images), -1)"
+                )
+            if labels is None:
+                continue
+            if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{split}_labels must be an integer array, got {_describe(labels)}"
+                )
+            if labels.shape != (images.shape[0],):
+                raise ValueError(
+                    f"{split}_labels must have shape ({images.shape[0]},), one per image, "
+                    f"got {labels.shape}"
+                )
+            if labels.min() < 0 or labels.max() > 9:
+                raise ValueError(
+                    f"{split}_labels must be digits 0..9, got values in "
+                    f"[{labels.min()}, {labels.max()}]"
+                )
+        if self.train_images.shape[1] != self.test_images.shape[1]:
+            raise ValueError(
+                f"train images have {self.train_images.shape[1]} pixels, test images "
+                f"{self.test_images.shape[1]}"
+            )
+
+    @property
+    def labelled(self) -> bool:
+        return self.train_labels is not None
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.train_images.shape[1])
+
+
+def _describe(a: Any) -> str:
+    if isinstance(a, np.ndarray):
+        return f"{a.dtype} of shape {a.shape}"
+    return type(a).__name__
+
+
+class Batch(NamedTuple):
+    """One minibatch of an epoch, as the model takes it.
+
+    Attributes
+    ----------
+    number : int
+        Its place in the epoch, from 0.
+    index : int array (B,)
+        Its rows of the split, on the device.
+    x : float array (B, D)
+        The inputs: ``k / 255``, binarized; overwritten by the next batch.
+    y : int array (B,) or None
+        The labels, for a conditional model.
+    """
+
+    number: int
+    index: Array
+    x: Array
+    y: Array | None
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[0])
+
+
+class ImageSplit:
+    """One split of a data set as the model takes it: ``uint8`` pixels held once on the device,
+    scaled to ``k / 255`` and binarized batch by batch as they are used.
+
+    Only the batch in use is ever in floating point (the whole split would be four times the
+    pixels' bytes in float32), and it lives in a buffer that every batch reuses.
+
+    Parameters
+    ----------
+    images : numpy.ndarray of uint8 (N, D)
+        The pixels ``0..255``.
+    labels : int array (N,) or None
+        For a conditional model; its batches then carry them.
+    mode : {"none", "threshold", "dynamic"}
+        The binarization (:func:`binarize`).
+    xp : module
+        Array module of the device (``numpy`` or ``cupy``).
+    dtype : dtype
+        Floating-point type of the inputs.
+    """
+
+    def __init__(
+        self, images: np.ndarray, labels: Array | None, mode: str, xp: Any, dtype: Any
+    ) -> None:
+        self.mode, self.xp, self.dtype = mode, xp, np.dtype(dtype)
+        self.images = xp.asarray(images)  # to the device once, as uint8
+        self.labels = None if labels is None else xp.asarray(labels)
+        self._buffers = Buffers(xp)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batches(self, order: Array, batch_size: int, rng: Any) -> Iterator[Batch]:
+        """The split in ``order`` (a permutation of its rows), ``batch_size`` rows at a time (the
+        last batch may be smaller); ``rng`` draws a dynamic binarization."""
+        for number, begin in enumerate(range(0, len(self), batch_size)):
+            index = order[begin : begin + batch_size]
+            y = None if self.labels is None else self.labels[index]
+            yield Batch(number, index, self.inputs(index, rng), y)
+
+    def inputs(self, index: Array, rng: Any) -> Array:
+        """The images at ``index`` as the model takes them: ``k / 255``, binarized.
+
+        Scaled in a preallocated float buffer, exactly as :func:`scale_images` scales (the cast
+        of ``k`` is exact, the division by 255 correctly rounded); the result is overwritten by
+        the next call.
+        """
+        x = self._buffers.get("x", (len(index), self.images.shape[1]), self.dtype)
+        x[...] = self.images[index]  # gathering into a fresh uint8 array is the fastest here
+        x /= 255
+        return binarize(x, self.mode, rng, self.xp)
+
+    def whole(self, rng: Any) -> Array:
+        """The whole split as the model takes it, in a fresh array; a dynamic binarization is
+        drawn once, from ``rng``."""
+        return binarize(scale_images(self.images, self.xp, self.dtype), self.mode, rng, self.xp)

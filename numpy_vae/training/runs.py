@@ -39,9 +39,10 @@ import numpy
 from numpy_vae.training import plots
 from numpy_vae.training.atomic import write_atomic, write_json
 from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpy_vae.training.data import Dataset
 from numpy_vae.training.evaluate import iw_log_likelihood
 from numpy_vae.training.progress import Progress
-from numpy_vae.training.trainer import IW_EPS, Dataset, Diverged, TrainConfig, Trainer, derived_seed
+from numpy_vae.training.trainer import IW_EPS, Diverged, TrainConfig, Trainer, derived_seed
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs

@@ -1,5 +1,11 @@
 """Training: minibatches, the KL weight schedule, evaluation, checkpoints and exact resumption.
 
+An epoch (:meth:`Trainer.train_epoch`) is the textbook loop: for each batch of the training set
+(a :class:`~numpy_vae.training.data.ImageSplit`, which scales and binarizes it), draw the noise
+and take one :meth:`Trainer.train_step`: the loss and its gradient, a health check, Adam's
+update, the running sums. The learning rate of each epoch and the initial parameters come from
+plain callables (:mod:`numpy_vae.training.presets`).
+
 Randomness is derived, not carried: every epoch's shuffle, binarization and reparameterization
 noise come from generators seeded by ``(seed, stream, epoch)``. A run stopped after epoch 4 and
 resumed therefore draws exactly what an uninterrupted run draws in epochs 5 to 10, and the
@@ -25,13 +31,12 @@ import numpy
 
 from numpy_vae.backend import BACKENDS, DTYPES, Backend, get_backend
 from numpy_vae.config import ModelConfig
-from numpy_vae.fast.buffers import Buffers
 from numpy_vae.fast.model import FastVAE
 from numpy_vae.fast.optim import FastAdam
-from numpy_vae.model import VAE
+from numpy_vae.model import VAE, LossParts
 from numpy_vae.optim import Adam
 from numpy_vae.training import presets
-from numpy_vae.training.data import BINARIZE_MODES, binarize, scale_images
+from numpy_vae.training.data import BINARIZE_MODES, Batch, Dataset, ImageSplit
 from numpy_vae.training.evaluate import active_units, posterior_means
 from numpy_vae.training.presets import INITS, LR_SCHEDULES, Initializer, LearningRateSchedule
 from numpy_vae.training.progress import Progress
@@ -171,64 +176,6 @@ def _is_positive_number(value: Any) -> bool:
     )
 
 
-@dataclass
-class Dataset:
-    """Images as ``uint8`` rows (N, D), held once and converted per batch, with integer digit
-    labels 0..9 for both splits or for neither (``None``: only an unconditional model trains)."""
-
-    train_images: Array
-    train_labels: Array | None
-    test_images: Array
-    test_labels: Array | None
-
-    def __post_init__(self) -> None:
-        if (self.train_labels is None) != (self.test_labels is None):
-            raise ValueError("give labels for both splits or for neither")
-        for split in ("train", "test"):
-            images = getattr(self, f"{split}_images")
-            labels = getattr(self, f"{split}_labels")
-            if not isinstance(images, numpy.ndarray) or images.dtype != numpy.uint8:
-                raise ValueError(
-                    f"{split}_images must be a uint8 NumPy array of pixel values 0..255, got "
-                    f"{_describe(images)}; convert grey levels in [0, 1] with "
-                    "numpy.round(x * 255).astype(numpy.uint8)"
-                )
-            if images.ndim != 2 or images.shape[0] == 0 or images.shape[1] == 0:
-                raise ValueError(
-                    f"{split}_images must be a non-empty 2-D array (N, pixels), got shape "
-                    f"{images.shape}; flatten images with images.reshape(len(images), -1)"
-                )
-            if labels is None:
-                continue
-            if not isinstance(labels, numpy.ndarray) or labels.dtype.kind not in "iu":
-                raise ValueError(
-                    f"{split}_labels must be an integer array, got {_describe(labels)}"
-                )
-            if labels.shape != (images.shape[0],):
-                raise ValueError(
-                    f"{split}_labels must have shape ({images.shape[0]},), one per image, "
-                    f"got {labels.shape}"
-                )
-            if labels.min() < 0 or labels.max() > 9:
-                raise ValueError(
-                    f"{split}_labels must be digits 0..9, got values in "
-                    f"[{labels.min()}, {labels.max()}]"
-                )
-        if self.train_images.shape[1] != self.test_images.shape[1]:
-            raise ValueError(
-                f"train images have {self.train_images.shape[1]} pixels, test images "
-                f"{self.test_images.shape[1]}"
-            )
-
-    @property
-    def labelled(self) -> bool:
-        return self.train_labels is not None
-
-    @property
-    def input_dim(self) -> int:
-        return int(self.train_images.shape[1])
-
-
 class Diverged(RuntimeError):
     """Training produced a non-finite loss, gradient or test metric.
 
@@ -239,12 +186,6 @@ class Diverged(RuntimeError):
     def __init__(self, message: str, skippable: bool = False) -> None:
         super().__init__(message)
         self.skippable = skippable
-
-
-def _describe(a: Any) -> str:
-    if isinstance(a, numpy.ndarray):
-        return f"{a.dtype} of shape {a.shape}"
-    return type(a).__name__
 
 
 def derived_seed(seed: int, stream: int, epoch: int) -> int:
@@ -259,6 +200,64 @@ def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return config.beta
     progress = step / (config.kl_warmup * steps_per_epoch)
     return config.beta * min(1.0, progress)
+
+
+class _EpochTally:
+    """One epoch's running sums, on the device, and the health of its steps.
+
+    On the host every step's health is checked at once. On a device that would cost a
+    synchronising transfer per step, so the values are kept there and read once at the end of
+    the epoch (:meth:`means`), unless skipping needs each verdict before the update.
+    """
+
+    def __init__(self, epoch: int, steps: int, backend: Backend, skip_nonfinite: bool) -> None:
+        self.epoch, self.steps, self.backend = epoch, steps, backend
+        xp = backend.xp
+        self.totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
+        check_now = backend.name == "numpy" or skip_nonfinite
+        self.health = None if check_now else xp.zeros(steps, dtype=numpy.float64)
+        self.used = 0  # examples in the sums
+        self.skipped = 0  # batches skipped as non-finite
+
+    def check(self, batch: int, value: Array) -> bool:
+        """False if ``value`` (a device scalar) is not finite; True if it is, or if it is kept to
+        be checked by :meth:`means`."""
+        if self.health is not None:
+            self.health[batch] = value
+            return True
+        return math.isfinite(float(self.backend.to_host(value)))
+
+    def add(self, parts: LossParts, n: int) -> None:
+        """Add a step's loss and its parts, summed over its ``n`` examples."""
+        self.totals += self.backend.xp.stack([parts.loss, parts.recon, parts.kl])
+        self.used += n
+
+    def means(self, step: int) -> tuple[float, float, float]:
+        """The epoch's objective, reconstruction and KL per example; ``step``: the optimizer
+        steps taken by the epoch's end.
+
+        Raises
+        ------
+        Diverged
+            A kept health value was not finite, or every batch was skipped.
+        """
+        xp, host = self.backend.xp, self.backend.to_host
+        if self.health is None:
+            sums = host(self.totals)
+        else:  # one transfer for both
+            sums, health = numpy.split(host(xp.concatenate([self.totals, self.health])), [3])
+            bad = numpy.flatnonzero(~numpy.isfinite(health))
+            if bad.size:
+                i = int(bad[0])
+                raise Diverged(
+                    f"step {step - self.steps + i + 1} (epoch {self.epoch}, batch {i + 1} of "
+                    f"{self.steps}): the loss or gradient is not finite",
+                    True,
+                )
+        if self.skipped == self.steps:
+            raise Diverged(f"epoch {self.epoch}: every batch had a non-finite loss or gradient")
+        loss, recon, kl = (float(v) / self.used for v in sums)
+        return loss, recon, kl
 
 
 class Trainer:
@@ -321,34 +320,31 @@ class Trainer:
         initializer(self.model, data.train_images, derived_seed(config.seed, INIT, 0))
         # The fast path's flat gradient vector, for a one-sdot norm (None on the reference path).
         self._grad_vector = None if config.reference else self.model.flat.grad
-        xp = self.backend.xp
-        # The data set goes to the device once, as uint8; batches are converted as they are used.
-        self.train_images = xp.asarray(data.train_images)
-        self.test_images = xp.asarray(data.test_images)
-        self.labelled = data.labelled
-        self.train_labels = xp.asarray(data.train_labels) if data.labelled else None
+        xp, dtype = self.backend.xp, self.backend.dtype
+        # The training set goes to the device once, as uint8, and is converted batch by batch;
+        # the labels go along only where the model takes them.
+        labels = data.train_labels if config.n_classes else None
+        self.train_set = ImageSplit(data.train_images, labels, config.binarize, xp, dtype)
+        # The test set as the model sees it, fixed: a dynamic binarization is drawn once.
+        test_set = ImageSplit(data.test_images, None, config.binarize, xp, dtype)
+        self.test_x = test_set.whole(self._rng(TEST_BINARIZE, 0))
         self.test_labels = xp.asarray(data.test_labels) if data.labelled else None
-        self.test_x = self._fixed_test_inputs()
-        self._batch_buffers = Buffers(xp)  # see batch_inputs
         self.progress, self.log_interval = progress, log_interval
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.history: list[dict[str, Any]] = []
 
     @property
+    def train_images(self) -> Array:
+        """The training images on the device, ``uint8``."""
+        return self.train_set.images
+
+    @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.train_images.shape[0] / self.config.batch_size)
+        return math.ceil(len(self.train_set) / self.config.batch_size)
 
     def _rng(self, stream: int, epoch: int) -> Any:
         return self.backend.rng(derived_seed(self.config.seed, stream, epoch))
-
-    def _fixed_test_inputs(self) -> Array:
-        """The test set as the model sees it; a dynamic binarization is drawn once, fixed."""
-        x = scale_images(self.test_images, self.backend.xp, self.backend.dtype)
-        return binarize(x, self.config.binarize, self._rng(TEST_BINARIZE, 0), self.backend.xp)
-
-    def _labels(self, labels: Array | None) -> Array | None:
-        return labels if self.config.n_classes else None
 
     # ------------------------------------------------------------------ parameter vectors
     def _squared_gradient_norm(self) -> Array:
@@ -402,99 +398,71 @@ class Trainer:
             return self._train_epoch()
 
     def _train_epoch(self) -> dict[str, Any]:
-        cfg, xp, model = self.config, self.backend.xp, self.model
-        epoch = self.epoch + 1
+        cfg, model, epoch = self.config, self.model, self.epoch + 1
         shuffle_rng, binarize_rng, eps_rng = (
             self._rng(stream, epoch) for stream in (SHUFFLE, BINARIZE, EPS)
         )
-        n, steps = self.train_images.shape[0], self.steps_per_epoch
         self.optimizer.lr = self.lr_schedule(cfg.lr, epoch)
-        order = self.backend.permutation(shuffle_rng, n)  # on the device
-        totals = xp.zeros(3, dtype=numpy.float64)  # objective, recon, kl: summed on the device
-        # On the host every step's health is checked at once. On a device that would cost a
-        # synchronising transfer per step, so the values are kept there and read once at the end
-        # of the epoch, unless skipping needs each verdict before the update.
-        check_now = self.backend.name == "numpy" or cfg.skip_nonfinite
-        health = None if check_now else xp.zeros(steps, dtype=numpy.float64)
-        skipped, used = 0, 0
-        y = self._labels(self.train_labels)
-        bar = None
-        if self.progress or self.log_interval:
-            label = f"epoch {epoch}/{cfg.epochs}"
-            bar = Progress(steps, label, bar=self.progress, log_interval=self.log_interval)
+        order = self.backend.permutation(shuffle_rng, len(self.train_set))  # on the device
+        tally = _EpochTally(epoch, self.steps_per_epoch, self.backend, cfg.skip_nonfinite)
+        bar = self._progress_bar(epoch)
         start = time.perf_counter()
-        for i, begin in enumerate(range(0, n, cfg.batch_size)):
-            index = order[begin : begin + cfg.batch_size]
-            x = self.batch_inputs(index, binarize_rng)
-            eps = eps_rng.standard_normal(model.noise_shape(x.shape[0]), dtype=model.dtype)
-            # The schedule follows the batch's place in training, so skipped batches do not
-            # stretch it (without skips this is the optimizer's step count).
-            weight = kl_weight(cfg, (epoch - 1) * steps + i, steps)
-            parts = model.loss(
-                x, None if y is None else y[index], eps=eps, kl_weight=weight, validate=False
-            )
-            # Non-finite iff the loss or some gradient entry is, or the squared gradient norm
-            # overflows (in float32: a norm above 1.8e19, already a diverged model; Adam's
-            # second moment overflows once one entry gets there, freezing that parameter).
-            finite_check = parts.loss + self._squared_gradient_norm()
-            if health is not None:
-                health[i] = finite_check
-            elif not math.isfinite(float(self.backend.to_host(finite_check))):
-                if not cfg.skip_nonfinite:
-                    raise Diverged(self._nonfinite(parts, epoch, i, self.step + 1), True)
-                skipped += 1
-                continue
-            self.optimizer.step()
-            self.step += 1
-            used += x.shape[0]
-            totals += xp.stack([parts.loss, parts.recon, parts.kl])
-            if bar is not None:
-                seen = min(n, begin + cfg.batch_size)
-                bar.update(i + 1, lambda t=totals, s=seen: float(self.backend.to_host(t[0])) / s)
+        for batch in self.train_set.batches(order, cfg.batch_size, binarize_rng):
+            eps = eps_rng.standard_normal(model.noise_shape(batch.size), dtype=model.dtype)
+            self.train_step(batch, eps, self._kl_weight(epoch, batch.number), tally)
+            self._show_progress(bar, batch, tally)
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
-        if health is None:
-            sums = self.backend.to_host(totals)
-        else:  # one transfer for both
-            sums, health = numpy.split(self.backend.to_host(xp.concatenate([totals, health])), [3])
-            bad = numpy.flatnonzero(~numpy.isfinite(health))
-            if bad.size:
-                i = int(bad[0])
-                step = self.step - steps + i + 1
-                raise Diverged(
-                    f"step {step} (epoch {epoch}, batch {i + 1} of {steps}): the loss or "
-                    "gradient is not finite",
-                    True,
-                )
-        if skipped == steps:
-            raise Diverged(f"epoch {epoch}: every batch had a non-finite loss or gradient")
-        loss, recon, kl = (float(v) / used for v in sums)
+        train = tally.means(self.step)
         test = self.evaluate(epoch)
         if not math.isfinite(test["neg_elbo"]):
             raise Diverged(f"epoch {epoch}: the test negative ELBO is {test['neg_elbo']}")
-        metrics = {
-            "epoch": epoch,
-            "step": self.step,
-            "kl_weight": kl_weight(cfg, epoch * steps - 1, steps),
-            "train_loss": loss,
-            "train_neg_elbo": recon + kl,
-            "train_recon": recon,
-            "train_kl": kl,
-            "lr": self.optimizer.lr,
-            "test_loss": test["loss"],
-            "test_neg_elbo": test["neg_elbo"],
-            "test_recon": test["recon"],
-            "test_kl": test["kl"],
-            "test_kl_per_dim": [float(v) for v in test["kl_per_dim"]],
-            "active_units": test["active_units"],
-            "skipped_batches": skipped,
-            "seconds": seconds,
-            "images_per_second": n / seconds,
-        }
+        metrics = self._epoch_metrics(epoch, train, test, tally.skipped, seconds)
         self.epoch = epoch
         self.history.append(metrics)
         return metrics
+
+    def train_step(self, batch: Batch, eps: Array, kl_weight: float, tally: _EpochTally) -> bool:
+        """One step on ``batch``: the loss and its gradient, the health check, Adam's update,
+        and the epoch's running sums. ``eps``: the reparameterization noise.
+
+        Returns False for a batch skipped as non-finite (``skip_nonfinite``).
+        """
+        parts = self.model.loss(batch.x, batch.y, eps=eps, kl_weight=kl_weight, validate=False)
+        if not self._healthy(parts, batch.number, tally):
+            return False
+        self.optimizer.step()
+        self.step += 1
+        tally.add(parts, batch.size)
+        return True
+
+    def _kl_weight(self, epoch: int, batch: int) -> float:
+        """The KL weight of a batch of ``epoch``. The warm-up follows the batch's place in
+        training, so skipped batches do not stretch it (without skips this is the optimizer's
+        step count)."""
+        steps = self.steps_per_epoch
+        return kl_weight(self.config, (epoch - 1) * steps + batch, steps)
+
+    # ------------------------------------------------------------------ health, progress, metrics
+    def _healthy(self, parts: LossParts, batch: int, tally: _EpochTally) -> bool:
+        """Whether the step may update the parameters: its loss and gradient are finite, or will
+        be checked at the epoch's end (:class:`_EpochTally`). False: skip the batch.
+
+        Raises
+        ------
+        Diverged
+            Not finite, and ``skip_nonfinite`` is off.
+        """
+        # Non-finite iff the loss or some gradient entry is, or the squared gradient norm
+        # overflows (in float32: a norm above 1.8e19, already a diverged model; Adam's
+        # second moment overflows once one entry gets there, freezing that parameter).
+        if tally.check(batch, parts.loss + self._squared_gradient_norm()):
+            return True
+        if not self.config.skip_nonfinite:
+            raise Diverged(self._nonfinite(parts, tally.epoch, batch, self.step + 1), True)
+        tally.skipped += 1
+        return False
 
     def _nonfinite(self, parts: Any, epoch: int, batch: int, step: int) -> str:
         """The message for a non-finite step: which quantity, where, and what to try."""
@@ -511,18 +479,58 @@ class Trainer:
         where = f"step {step} (epoch {epoch}, batch {batch + 1} of {self.steps_per_epoch})"
         return f"{where}: {'; '.join(bad)}"
 
-    def batch_inputs(self, index: Array, binarize_rng: Any) -> Array:
-        """The training images at ``index`` as the model takes them: ``k / 255``, binarized.
+    def _progress_bar(self, epoch: int) -> Progress | None:
+        """The epoch's progress bar or log lines, if either was asked for."""
+        if not (self.progress or self.log_interval):
+            return None
+        label = f"epoch {epoch}/{self.config.epochs}"
+        return Progress(
+            self.steps_per_epoch, label, bar=self.progress, log_interval=self.log_interval
+        )
 
-        Scaled in a preallocated float buffer, exactly as
-        :func:`numpy_vae.training.data.scale_images` scales (the cast of ``k`` is exact, the
-        division by 255 correctly rounded); the result is overwritten by the next call.
-        """
-        xp, images = self.backend.xp, self.train_images
-        x = self._batch_buffers.get("x", (len(index), images.shape[1]), self.backend.dtype)
-        x[...] = images[index]  # gathering into a fresh uint8 array is the fastest here
-        x /= 255
-        return binarize(x, self.config.binarize, binarize_rng, xp)
+    def _show_progress(self, bar: Progress | None, batch: Batch, tally: _EpochTally) -> None:
+        """Advance the bar past ``batch``; the running loss per image is read from the device
+        only when the bar is redrawn or a line printed."""
+        if bar is None:
+            return
+        seen = batch.number * self.config.batch_size + batch.size
+        bar.update(batch.number + 1, lambda: float(self.backend.to_host(tally.totals[0])) / seen)
+
+    def _epoch_metrics(
+        self,
+        epoch: int,
+        train: tuple[float, float, float],
+        test: dict[str, Any],
+        skipped: int,
+        seconds: float,
+    ) -> dict[str, Any]:
+        """The record of a finished epoch: ``train`` is its (objective, recon, KL) per example."""
+        loss, recon, kl = train
+        steps = self.steps_per_epoch
+        return {
+            "epoch": epoch,
+            "step": self.step,
+            "kl_weight": kl_weight(self.config, epoch * steps - 1, steps),
+            "train_loss": loss,
+            "train_neg_elbo": recon + kl,
+            "train_recon": recon,
+            "train_kl": kl,
+            "lr": self.optimizer.lr,
+            "test_loss": test["loss"],
+            "test_neg_elbo": test["neg_elbo"],
+            "test_recon": test["recon"],
+            "test_kl": test["kl"],
+            "test_kl_per_dim": [float(v) for v in test["kl_per_dim"]],
+            "active_units": test["active_units"],
+            "skipped_batches": skipped,
+            "seconds": seconds,
+            "images_per_second": len(self.train_set) / seconds,
+        }
+
+    def batch_inputs(self, index: Array, binarize_rng: Any) -> Array:
+        """The training images at ``index`` as the model takes them
+        (:meth:`numpy_vae.training.data.ImageSplit.inputs`); overwritten by the next call."""
+        return self.train_set.inputs(index, binarize_rng)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, epoch: int | None = None) -> dict[str, Any]:
@@ -530,7 +538,7 @@ class Trainer:
         its parts, the KL of each latent dimension and the active units.
 
         ``epoch`` picks the noise (default: the epochs completed)."""
-        labels = self._labels(self.test_labels)
+        labels = self.test_labels if self.config.n_classes else None
         result = evaluate_elbo(
             self.model,
             self.test_x,
