@@ -3,18 +3,19 @@
 The twin is what anyone would write in PyTorch: ``torch.nn.Linear`` layers in ``nn.Sequential``
 containers, ``F.binary_cross_entropy_with_logits(reduction="sum")``, the closed-form KL
 ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar))``, ``torch.clamp`` for free bits, ``loss.backward()``
-and ``torch.optim.Adam``. The multi-sample objectives (``vae``, ``iwae``) are written as in
-Tucker et al.'s code: ``torch.distributions.Normal(...).log_prob`` for ``log p(z)`` and
-``log q(z|x)``, ``torch.logsumexp`` for the IWAE bound, ``detach()`` for what an estimator holds
-fixed (STL, DReG), and ``torch.autograd.grad`` on separate parameter lists where the decoder and
-the encoder differentiate different surrogates (DReG). The MADE decoder (``decoder="made"``) is a
-small ``nn.Module`` of :class:`MaskedLinear` layers (``F.linear(x, weight * mask, bias)``, the
-mask a non-persistent buffer) and bias-free ``nn.Linear`` context layers for ``[z | one-hot y]``,
-fed the data itself (teacher forcing). It shares no code with numpy-vae's forward or backward
-pass: a :class:`numpy_vae.VAE` is read only for its configuration and its initial weights, and the
-MADE masks are built by :func:`numpy_vae.made.made_masks` (the masks are the architecture, not
-the math under test; ``tests/test_torch_parity.py`` checks them on their own through autograd's
-Jacobian).
+and ``torch.optim.Adam``. The multi-sample objectives (``vae``, ``iwae``) write the Gaussian log
+densities out (``log N(z; 0, I) = -1/2 sum(z^2 + log 2 pi)``, and ``log q(z|x)`` at
+``z = mu + sigma eps`` as ``-1/2 sum(eps^2 + logvar + log 2 pi)``), use ``torch.logsumexp`` for
+the IWAE bound, ``detach()`` and ``torch.distributions.Normal(...).log_prob`` for the density an
+estimator holds fixed (STL, DReG), and ``torch.autograd.grad`` on separate parameter lists where
+the decoder and the encoder differentiate different surrogates (DReG). The MADE decoder
+(``decoder="made"``) is a small ``nn.Module`` of :class:`MaskedLinear` layers
+(``F.linear(x, weight * mask, bias)``, the mask a non-persistent buffer) and bias-free
+``nn.Linear`` context layers for ``[z | one-hot y]``, fed the data itself (teacher forcing). It
+shares no code with numpy-vae's forward or backward pass: a :class:`numpy_vae.VAE` is read only
+for its configuration and its initial weights, and the MADE masks are built by
+:func:`numpy_vae.made.made_masks` (the masks are the architecture, not the math under test;
+``tests/test_torch_parity.py`` checks them on their own through autograd's Jacobian).
 
 ::
 
@@ -29,8 +30,14 @@ Because ``state_dict`` keys equal numpy-vae's parameter names (``encoder.0.weigh
 ``decoder.2.bias``; for MADE ``decoder.masked.<l>.weight``, ``decoder.context.<l>.weight``,
 ``decoder.direct.weight``), weights copy one-to-one and every comparison is by name.
 
-PyTorch is an optional dependency; this module is the only one in the package that imports it,
-and ``import numpy_vae`` does not import this module.
+The same twin, in float32, is the PyTorch peer that ``scripts/benchmark.py`` times (its epoch and
+its ``--iwae`` step, through :func:`train_step`), so the parity tests also vouch for the model
+that the speed comparison runs. That is why its training path holds only what a plain PyTorch
+script computes: the fused ``binary_cross_entropy_with_logits``, the densities written out, and
+no reported figure (``recon``, ``kl``) unless it is read.
+
+PyTorch is an optional dependency: ``import numpy_vae`` does not import this module, and the
+benchmarks import it only in the subprocesses that time PyTorch.
 """
 
 from __future__ import annotations
@@ -79,23 +86,57 @@ TORCH_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+LOG_2PI = math.log(2 * math.pi)
 
 
 # ---------------------------------------------------------------------------------- the twin
+def kl_elements(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu, exp(logvar)) || N(0, 1))`` of every latent coordinate, (B, L)."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
 @dataclass
 class TorchLoss:
-    """One forward pass of the twin, summed over the batch (0-d tensors, ``kl_per_dim`` (L,)).
+    """One forward pass of the twin, summed over the batch.
 
-    ``encoder_loss`` is the surrogate whose gradient the encoder and head take when it is not
-    ``loss``'s (DReG); ``None`` when every parameter differentiates ``loss``.
-    :meth:`TorchVAE.backward` reads it.
+    Attributes
+    ----------
+    loss : 0-d tensor
+        What training differentiates.
+    nll : tensor
+        ``-log p(x|z)``: summed over the batch (0-d) for the ``elbo`` objective, per example and
+        sample (B, K) for ``vae`` and ``iwae``.
+    mu, logvar : tensors (B, L)
+        The encoder's outputs.
+    encoder_loss : 0-d tensor or None
+        The surrogate whose gradient the encoder and head take when it is not ``loss``'s (DReG);
+        ``None`` when every parameter differentiates ``loss``. :meth:`TorchVAE.backward` reads it.
+
+    The parts reported beside the loss, ``recon``, ``kl`` (0-d) and ``kl_per_dim`` (L,), are
+    computed when read: a training step reads only ``loss``, and the benchmark's PyTorch step
+    must not pay for figures nobody reads (at batch 20 and K = 1 they cost a few percent).
     """
 
     loss: torch.Tensor
-    recon: torch.Tensor
-    kl: torch.Tensor
-    kl_per_dim: torch.Tensor
+    nll: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
     encoder_loss: torch.Tensor | None = None
+
+    @property
+    def recon(self) -> torch.Tensor:
+        """``-log p(x|z)`` summed over the batch; with K samples per example, their mean."""
+        return self.nll if self.nll.dim() == 0 else self.nll.mean(dim=1).sum()
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """The closed-form KL term, summed over the batch."""
+        return kl_elements(self.mu, self.logvar).sum()
+
+    @property
+    def kl_per_dim(self) -> torch.Tensor:
+        """The closed-form KL of each latent dimension, summed over the batch, (L,)."""
+        return kl_elements(self.mu, self.logvar).sum(dim=0)
 
 
 class MaskedLinear(nn.Linear):
@@ -230,6 +271,11 @@ class TorchVAE(nn.Module):
         decoder.append(nn.Linear(hidden_dims[0], input_dim, dtype=dtype))
         self.decoder = nn.Sequential(*decoder)
 
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        """The shape of ``eps`` for a batch of ``n``: (n, L), or (n, K, L) for ``vae`` and
+        ``iwae``."""
+        return (n, self.latent_dim) if self.objective == "elbo" else (n, self.k, self.latent_dim)
+
     def decode(self, dec_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Decoder output for ``dec_in = [z | one-hot y]``; the MADE decoder also reads the
         pixels ``x`` (teacher forcing: the data itself)."""
@@ -273,19 +319,17 @@ class TorchVAE(nn.Module):
             recon = F.mse_loss(out, x, reduction="sum") / (2 * var) + (
                 n * d / 2 * math.log(2 * math.pi * var)
             )
-        kl_elem = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+        kl_elem = kl_elements(mu, logvar)
         if self.free_bits > 0:
             # B * sum_j max(lambda, mean_batch KL_j); clamp passes the gradient at the kink.
             kl_objective = x.shape[0] * torch.clamp(kl_elem.mean(dim=0), min=self.free_bits).sum()
         else:
             kl_objective = kl_elem.sum()
         w = self.beta if kl_weight is None else float(kl_weight)
-        return TorchLoss(
-            loss=recon + w * kl_objective,
-            recon=recon,
-            kl=kl_elem.sum(),
-            kl_per_dim=kl_elem.sum(dim=0),
-        )
+        # The plain ELBO (w = 1) is recon + KL, as a plain script writes it and the benchmark
+        # times it; multiplying by 1 would change no value, only add an operation.
+        loss = recon + (kl_objective if w == 1 else w * kl_objective)
+        return TorchLoss(loss=loss, nll=recon, mu=mu, logvar=logvar)
 
     def sampled_loss(self, x: torch.Tensor, y: torch.Tensor | None, eps: torch.Tensor) -> TorchLoss:
         """The negative ``vae`` or ``iwae`` bound summed over the batch, for ``eps`` (B, K, L).
@@ -294,6 +338,12 @@ class TorchVAE(nn.Module):
         ``z_k = mu + sigma * eps_k``; the VAE bound is ``mean_k log w_k``, the IWAE bound
         ``logsumexp_k log w_k - log K``. ``recon`` and ``kl`` are reported as numpy-vae reports
         them: ``-mean_k log p(x|z_k)`` and the closed-form KL, each summed over the batch.
+
+        The two Gaussian densities are written out rather than taken from
+        ``torch.distributions.Normal``, whose ``log_prob`` (with its argument checks) took about
+        a tenth of the benchmark's step at K = 1. ``log q`` is written in ``eps``, since
+        ``(z_k - mu) / sigma = eps_k``; autograd of it still gives the total derivative
+        (path and score together), which is the plain reparameterized gradient.
         """
         n, k, latent = eps.shape
         onehot = F.one_hot(y, self.n_classes).to(x.dtype) if self.n_classes else None
@@ -308,13 +358,13 @@ class TorchVAE(nn.Module):
         x_rows = x.repeat_interleave(k, dim=0)
         out = self.decode(dec_in, x_rows)
         if self.likelihood == "bernoulli":
-            log_px = -F.binary_cross_entropy_with_logits(out, x_rows, reduction="none").sum(-1)
+            nll = F.binary_cross_entropy_with_logits(out, x_rows, reduction="none").sum(-1)
         else:
-            log_px = Normal(out, self.gaussian_sigma).log_prob(x_rows).sum(-1)
-        log_px = log_px.view(n, k)
-        log_pz = Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)
-        log_qz = Normal(mu.unsqueeze(1), std.unsqueeze(1)).log_prob(z).sum(-1)
-        log_w = log_px + log_pz - log_qz
+            nll = -Normal(out, self.gaussian_sigma).log_prob(x_rows).sum(-1)
+        nll = nll.view(n, k)  # -log p(x|z_k), (B, K)
+        log_pz = -0.5 * (z * z + LOG_2PI).sum(-1)
+        log_qz = -0.5 * (eps * eps + logvar.unsqueeze(1) + LOG_2PI).sum(-1)
+        log_w = log_pz - nll - log_qz
         if self.objective == "vae":
             bound = log_w.mean(dim=1)
         else:
@@ -323,9 +373,10 @@ class TorchVAE(nn.Module):
         loss, encoder_loss = -bound.sum(), None
         if self.estimator != "reparam":
             # q's density with its parameters held: the score term is dropped, the path (z)
-            # still moves with mu and sigma.
+            # still moves with mu and sigma. It must be evaluated at z (in eps it would not move
+            # at all), so here Normal's log_prob serves.
             log_q_held = Normal(mu.detach().unsqueeze(1), std.detach().unsqueeze(1)).log_prob(z)
-            log_w_held = log_px + log_pz - log_q_held.sum(-1)  # same values as log_w
+            log_w_held = log_pz - nll - log_q_held.sum(-1)  # same values as log_w
             if self.estimator == "stl":
                 # Every parameter may take this one: the decoder sees log p(x|z_k) alone, and
                 # through it this surrogate and the bound have the same gradient.
@@ -335,14 +386,7 @@ class TorchVAE(nn.Module):
                 # sum_k w~_k^2 grad log p(x|z_k), not the bound's, so only the encoder takes it.
                 w2 = torch.softmax(log_w, dim=1).detach() ** 2
                 encoder_loss = -(w2 * log_w_held).sum()
-        kl_elem = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
-        return TorchLoss(
-            loss=loss,
-            recon=-log_px.mean(dim=1).sum(),
-            kl=kl_elem.sum(),
-            kl_per_dim=kl_elem.sum(dim=0),
-            encoder_loss=encoder_loss,
-        )
+        return TorchLoss(loss=loss, nll=nll, mu=mu, logvar=logvar, encoder_loss=encoder_loss)
 
     def backward(self, parts: TorchLoss) -> None:
         """Write ``p.grad`` of every parameter from one :meth:`loss` (gradients zeroed first).
@@ -433,12 +477,13 @@ def twin_loss_backward(
         parts = twin.loss(to_tensor(x, dtype), to_tensor(y), to_tensor(eps, dtype), kl_weight)
         if grad:
             twin.backward(parts)
-    return {
-        "loss": parts.loss.item(),
-        "recon": parts.recon.item(),
-        "kl": parts.kl.item(),
-        "kl_per_dim": parts.kl_per_dim.detach().numpy().copy(),
-    }
+    with torch.no_grad():  # the reported parts are figures, not part of any graph
+        return {
+            "loss": parts.loss.item(),
+            "recon": parts.recon.item(),
+            "kl": parts.kl.item(),
+            "kl_per_dim": parts.kl_per_dim.numpy().copy(),
+        }
 
 
 def twin_params(twin: TorchVAE) -> dict[str, np.ndarray]:
@@ -463,6 +508,43 @@ def twin_adam(
     default today and what :class:`numpy_vae.Adam` orders its operations after.
     """
     return torch.optim.Adam(twin.parameters(), lr=lr, betas=betas, eps=eps, foreach=False)
+
+
+def train_step(
+    twin: TorchVAE,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    eps: torch.Tensor | None = None,
+) -> TorchLoss:
+    """One training step on a batch that is already a tensor: loss, backward, optimizer step.
+
+    This is the step that ``scripts/benchmark.py`` times (the epoch and the ``--iwae`` step), so
+    it does nothing a plain PyTorch training loop would not: no copy, no ``.item()`` (which
+    would wait for the result), no reported figure unless the caller reads one.
+
+    Parameters
+    ----------
+    twin : TorchVAE
+    optimizer : torch.optim.Optimizer
+        Over ``twin``'s parameters (e.g. :func:`twin_adam`).
+    x : tensor (B, D)
+        The batch, in the twin's dtype; y : int64 tensor (B,) or None, its labels.
+    eps : tensor of shape ``twin.noise_shape(B)``, optional
+        The reparameterization noise; by default drawn with ``torch.randn`` in ``x``'s dtype.
+
+    Returns
+    -------
+    TorchLoss
+        The forward pass, from the parameters before the step; ``p.grad`` holds its gradients.
+    """
+    if eps is None:
+        eps = torch.randn(twin.noise_shape(x.shape[0]), dtype=x.dtype, device=x.device)
+    parts = twin.loss(x, y, eps)
+    optimizer.zero_grad()
+    twin.backward(parts)
+    optimizer.step()
+    return parts
 
 
 # ---------------------------------------------------------------------------------- data
@@ -737,6 +819,7 @@ def compare_training(
     rng = np.random.default_rng(seed + 1000)
     order = batches(len(images), batch_size, rng)
     conditional = bool(model_kwargs.get("n_classes"))
+    free_bits = model.hparams.free_bits
 
     rows: list[StepRow] = []
     one_step: dict[str, float] = {}
@@ -761,9 +844,7 @@ def compare_training(
         if step == 0:
             one_step = diffs
         trained = param_diffs(model, twin)
-        clamped = (
-            int((parts.kl_per_dim / parts.n < model.free_bits).sum()) if model.free_bits else 0
-        )
+        clamped = int((parts.kl_per_dim / parts.n < free_bits).sum()) if free_bits else 0
         row = StepRow(
             step=step + 1,
             kl_weight=w,
