@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from numpy_vae.config import ModelConfig
 from numpy_vae.fast.parallel import default_threads
 from numpy_vae.layers import Linear, Sequential
 from numpy_vae.model import VAE
@@ -68,6 +69,10 @@ class ModelSpec:
     def name(self) -> str:
         widths = "-".join(str(w) for w in (IMAGE_SIZE, *self.hidden_dims, self.latent_dim))
         return f"{widths} batch {self.batch_size}"
+
+    def model_config(self) -> ModelConfig:
+        """The model's hyperparameters: the default model at these widths."""
+        return ModelConfig(hidden_dims=self.hidden_dims, latent_dim=self.latent_dim)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,95 +439,22 @@ def jax_available() -> bool:
     return importlib.util.find_spec("jax") is not None
 
 
-class JaxTraining:
-    """The same model, loss and Adam (PyTorch's update) as one ``jax.jit``-compiled step, the
-    images on the device as float32 and each batch gathered inside the compiled step: the
-    fastest plain JAX a user would write, without extra libraries."""
-
-    def __init__(self, spec: ModelSpec, data: Any, seed: int = 0) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        self.spec, self.data, self.jnp = spec, data, jnp
-        rng = np.random.default_rng(seed)
-
-        def linear(fan_in: int, fan_out: int) -> dict[str, Any]:
-            bound = 1 / np.sqrt(fan_in)
-            w = rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32)
-            b = rng.uniform(-bound, bound, fan_out).astype(np.float32)
-            return {"w": jnp.asarray(w), "b": jnp.asarray(b)}
-
-        enc = (IMAGE_SIZE, *spec.hidden_dims)
-        dec = (spec.latent_dim, *reversed(spec.hidden_dims))
-        self.params = {
-            "encoder": [linear(a, b) for a, b in zip(enc[:-1], enc[1:], strict=True)],
-            "head": linear(spec.hidden_dims[-1], 2 * spec.latent_dim),
-            "decoder": [linear(a, b) for a, b in zip(dec[:-1], dec[1:], strict=True)]
-            + [linear(spec.hidden_dims[0], IMAGE_SIZE)],
-        }
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, self.params)
-        self.m, self.v, self.t = zeros, zeros, 0
-        latent, lr, (b1, b2), eps = spec.latent_dim, spec.lr, (0.9, 0.999), 1e-8
-
-        def loss(params: Any, x: Any, noise: Any) -> Any:
-            h = x
-            for layer in params["encoder"]:
-                h = jax.nn.relu(h @ layer["w"].T + layer["b"])
-            stats = h @ params["head"]["w"].T + params["head"]["b"]
-            mu, logvar = stats[:, :latent], stats[:, latent:]
-            h = mu + jnp.exp(0.5 * logvar) * noise
-            for layer in params["decoder"][:-1]:
-                h = jax.nn.relu(h @ layer["w"].T + layer["b"])
-            logits = h @ params["decoder"][-1]["w"].T + params["decoder"][-1]["b"]
-            recon = jnp.sum(jnp.logaddexp(0, logits) - x * logits)
-            return recon + 0.5 * jnp.sum(mu * mu + jnp.exp(logvar) - logvar - 1)
-
-        def step(params: Any, m: Any, v: Any, t: Any, data: Any, index: Any, key: Any) -> Any:
-            x = data[index]
-            noise = jax.random.normal(key, (x.shape[0], latent), dtype=x.dtype)
-            grads = jax.grad(loss)(params, x, noise)
-            m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
-            v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
-            scale = lr / (1 - b1**t)
-            root = jnp.sqrt(1 - b2**t)
-            params = jax.tree_util.tree_map(
-                lambda p, m, v: p - scale * m / (jnp.sqrt(v) / root + eps), params, m, v
-            )
-            return params, m, v
-
-        self._step = jax.jit(step)
-        self._key = jax.random.PRNGKey(seed)
-        self._jax = jax
-
-    def epoch(self) -> float:
-        """Train one epoch; return the seconds (the last update waited for)."""
-        jax, jnp = self._jax, self.jnp
-        n, size = self.data.shape[0], self.spec.batch_size
-        order = np.random.default_rng(self.t).permutation(n)
-        start = time.perf_counter()
-        params, m, v = self.params, self.m, self.v
-        for begin in range(0, n, size):
-            self.t += 1
-            self._key, key = jax.random.split(self._key)
-            index = jnp.asarray(order[begin : begin + size])
-            params, m, v = self._step(params, m, v, self.t, self.data, index, key)
-        jax.block_until_ready(params)
-        self.params, self.m, self.v = params, m, v
-        return time.perf_counter() - start
-
-
 def jax_epochs(
     specs: Sequence[ModelSpec], mnist: bool, n: int, repeats: int, seed: int = 0
 ) -> list[list[float]]:
     """Seconds of ``repeats`` JAX epochs of each spec, after a warm-up epoch that compiles."""
     import jax.numpy as jnp
 
+    from numpy_vae.experiments.jax_twin import JaxTraining
+
     images, _ = load_images(mnist, n, seed)
     data = jnp.asarray(images, dtype=jnp.float32) / 255
     del images
     seconds = []
     for spec in specs:
-        training = JaxTraining(spec, data, seed)
+        training = JaxTraining(
+            IMAGE_SIZE, spec.model_config(), data, spec.batch_size, spec.lr, seed
+        )
         training.epoch()  # warm-up: compiles the step for both batch sizes
         seconds.append([training.epoch() for _ in range(repeats)])
     return seconds
