@@ -53,7 +53,7 @@ LAZY_NAMES = {
     "ModelConfig": "numpy_vae.config",
     "FastVAE": "numpy_vae.fast",
     "FastAdam": "numpy_vae.fast",
-    "Dataset": "numpy_vae.training.trainer",
+    "Dataset": "numpy_vae.training.data",
     "TrainConfig": "numpy_vae.training.trainer",
     "Trainer": "numpy_vae.training.trainer",
     "evaluate_elbo": "numpy_vae.training.trainer",

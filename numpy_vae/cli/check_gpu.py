@@ -25,7 +25,8 @@ from numpy_vae.devices.gpucheck import (
     synthetic_dataset,
     train_epoch_losses,
 )
-from numpy_vae.training.trainer import Dataset, TrainConfig
+from numpy_vae.training.data import Dataset
+from numpy_vae.training.trainer import TrainConfig
 
 
 def parser() -> argparse.ArgumentParser:

@@ -35,7 +35,8 @@ from numpy_vae.backend import Backend
 from numpy_vae.fast import FastAdam, FastVAE
 from numpy_vae.gradcheck import check_gradients
 from numpy_vae.model import VAE
-from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
+from numpy_vae.training.data import Dataset
+from numpy_vae.training.trainer import TrainConfig, Trainer
 
 # Small models for the gradient checks: (label, VAE keyword arguments).
 VARIANTS = (

@@ -510,7 +510,8 @@ def train_small_model(
 ) -> tuple[VAE, str]:
     """A small VAE (:data:`SMALL_MODEL`) trained here on :data:`SMALL_TRAIN` images (about a
     minute), for when no run is given; returns it in float64 and what it is."""
-    from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
+    from numpy_vae.training.data import Dataset
+    from numpy_vae.training.trainer import TrainConfig, Trainer
 
     (train, _, test, _), source = study_images(data_dir, SMALL_TRAIN, SMALL_TEST, 784, seed)
     config = TrainConfig(
