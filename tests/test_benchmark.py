@@ -110,6 +110,49 @@ def test_peak_memory_is_measured_in_a_fresh_process():
     assert len(out["seconds"]) == 1
 
 
+# Float32 agreement of the timed PyTorch step with numpy-vae (relative: the loss's, and each
+# gradient array's max|a - b| / max(|a|, |b|)). Only the order of rounding differs; measured over
+# five seeds: loss <= 2.2e-7 for both benchmarks, gradients <= 6e-7 for the ELBO and <= 5.4e-5
+# for IWAE, whose softmax weights inherit log w's rounding (|log w| ~ 550, times float32's 6e-8:
+# 3e-5). A wrong model, a wrong loss or a missing term gives errors of order one.
+TIMED_LOSS_BOUND = 1e-5
+TIMED_GRAD_BOUND = {"epoch": 1e-5, "iwae": 1e-3}
+
+
+@pytest.mark.parametrize("peer", ["epoch", "iwae"])
+def test_the_timed_pytorch_step_is_the_numpy_model(peer):
+    """Both benchmarks time PyTorch through the twin's ``train_step``, built as they build it
+    (the epoch's 784-16-3 ELBO model, the ``--iwae`` Burda model at K = 3). From numpy-vae's
+    weights, on a tiny batch with the same noise, that step's loss and gradients are
+    numpy-vae's to float32 rounding: the benchmark cannot time a different model."""
+    torch = pytest.importorskip("torch")
+    from numpy_vae import get_backend
+    from numpy_vae.checks.torch_twin import load_params, train_step, twin_grads
+    from numpy_vae.experiments import iwae_speed
+    from numpy_vae.experiments.benchmark import TorchTraining
+    from numpy_vae.gradcheck import relative_error
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((8, 784)) < 0.2).astype(np.float32)
+    if peer == "epoch":
+        spec = ModelSpec(batch_size=8, hidden_dims=(16,), latent_dim=3)
+        training = TorchTraining(spec, torch.from_numpy(x))
+        twin, optimizer, config = training.twin, training.optimizer, spec.model_config()
+    else:
+        twin, optimizer = iwae_speed.torch_model(3)
+        config = iwae_speed.burda_config(3)
+    model = VAE(784, config=config, backend=get_backend("numpy", "float32"), seed=0)
+    load_params(twin, model.params)
+    eps = rng.standard_normal(model.noise_shape(len(x))).astype(np.float32)
+
+    ours = float(model.loss(x, eps=eps).loss)
+    theirs = train_step(twin, optimizer, torch.from_numpy(x), eps=torch.from_numpy(eps))
+    assert abs(theirs.loss.item() - ours) <= TIMED_LOSS_BOUND * abs(ours)
+    their_grads = twin_grads(twin)
+    for name, grad in model.grads.items():
+        assert relative_error(grad, their_grads[name]) <= TIMED_GRAD_BOUND[peer], name
+
+
 def test_the_jax_peer_trains_and_is_reported():
     """Where JAX is installed (it is not a dependency): the jitted step runs, and the report
     gives its epoch time and ratio."""

@@ -14,11 +14,15 @@ For one model configuration, :func:`benchmark_model` measures in the same run:
     every layer and ``dx = dy W`` of every layer but the first (whose input gradient is never
     needed). No implementation of this model can do its matrix products faster with this BLAS.
 ``torch``
-    The same model in PyTorch (``nn.Linear``, ``F.binary_cross_entropy_with_logits`` summed,
-    closed-form KL, ``torch.optim.Adam``), with the same images already in memory as a float32
-    tensor, batched by indexing with a fresh permutation each epoch, and
-    ``torch.set_num_threads`` equal to NumPy's BLAS thread count. It runs in a subprocess, so
-    that PyTorch's thread pool and memory never touch the NumPy measurements.
+    The same model in PyTorch: the float32 twin of :mod:`numpy_vae.checks.torch_twin`
+    (``nn.Linear``, ``F.binary_cross_entropy_with_logits`` summed, closed-form KL,
+    ``torch.optim.Adam``; the model the parity tests compare with numpy-vae), with the same
+    images already in memory as a float32 tensor, batched by indexing with a fresh permutation
+    each epoch, and ``torch.set_num_threads`` equal to NumPy's BLAS thread count. It runs in a
+    subprocess, so that PyTorch's thread pool and memory never touch the NumPy measurements.
+``jax`` (``--jax``, where JAX is installed)
+    The same model, loss and Adam as one jitted step (:mod:`numpy_vae.experiments.jax_twin`),
+    also in a subprocess.
 ``peak_rss``
     The peak resident memory (``ru_maxrss``) of a fresh subprocess that trains the model for
     ten epochs, so that nothing else this benchmark allocates is counted.
@@ -306,52 +310,36 @@ def torch_available() -> bool:
 class TorchTraining:
     """The same model, loss and optimizer in PyTorch; images already in memory as float32.
 
-    Batches are gathered by indexing the float32 tensor with a fresh permutation (the fastest way
-    to batch in-memory data in PyTorch; a ``DataLoader`` over a ``TensorDataset`` fetches and
+    The model is :class:`numpy_vae.checks.torch_twin.TorchVAE` in float32, with PyTorch's own
+    initialization, and each step is :func:`numpy_vae.checks.torch_twin.train_step`: the twin
+    the parity tests hold to numpy-vae, so the benchmark cannot time a different model. Batches
+    are gathered by indexing the float32 tensor with a fresh permutation (the fastest way to
+    batch in-memory data in PyTorch; a ``DataLoader`` over a ``TensorDataset`` fetches and
     collates example by example, which would only make PyTorch slower).
     """
 
     def __init__(self, spec: ModelSpec, data: Any, seed: int = 0) -> None:
         import torch
-        from torch import nn
+
+        from numpy_vae.checks.torch_twin import TorchVAE, twin_adam
 
         torch.manual_seed(seed)
         self.spec, self.data = spec, data
-
-        def mlp(widths: Sequence[int]) -> list[Any]:
-            pairs = zip(widths[:-1], widths[1:], strict=True)
-            return [m for a, b in pairs for m in (nn.Linear(a, b), nn.ReLU())]
-
-        self.encoder = nn.Sequential(*mlp((IMAGE_SIZE, *spec.hidden_dims)))
-        self.head = nn.Linear(spec.hidden_dims[-1], 2 * spec.latent_dim)
-        self.decoder = nn.Sequential(
-            *mlp((spec.latent_dim, *reversed(spec.hidden_dims))),
-            nn.Linear(spec.hidden_dims[0], IMAGE_SIZE),
-        )
-        params = [*self.encoder.parameters(), *self.head.parameters()]
-        params += self.decoder.parameters()
-        self.optimizer = torch.optim.Adam(params, lr=spec.lr)
+        self.twin = TorchVAE(IMAGE_SIZE, spec.model_config(), dtype=torch.float32)
+        self.optimizer = twin_adam(self.twin, lr=spec.lr)
 
     def epoch(self) -> float:
         """Train one epoch; return the seconds."""
         import torch
-        import torch.nn.functional as F
 
-        data, size, latent = self.data, self.spec.batch_size, self.spec.latent_dim
-        encoder, head, decoder, optimizer = self.encoder, self.head, self.decoder, self.optimizer
+        from numpy_vae.checks.torch_twin import train_step
+
+        data, size, twin, optimizer = self.data, self.spec.batch_size, self.twin, self.optimizer
         n = len(data)
         start = time.perf_counter()
         order = torch.randperm(n)
         for begin in range(0, n, size):
-            x = data[order[begin : begin + size]]
-            stats = head(encoder(x))
-            mu, logvar = stats[:, :latent], stats[:, latent:]
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum")
-            kl = 0.5 * torch.sum(mu * mu + logvar.exp() - logvar - 1)
-            optimizer.zero_grad()
-            (recon + kl).backward()
-            optimizer.step()
+            train_step(twin, optimizer, data[order[begin : begin + size]])
         return time.perf_counter() - start
 
 

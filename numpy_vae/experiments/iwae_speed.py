@@ -15,10 +15,21 @@ from typing import Any
 
 import numpy as np
 
+from numpy_vae.config import ModelConfig
+
 BATCH = 20
 HIDDEN = (200, 200)
 LATENT = 50
 PIXELS = 784
+ADAM = {"lr": 1e-3, "eps": 1e-4}  # the same Adam settings on both sides
+
+
+def burda_config(k: int) -> ModelConfig:
+    """The Burda et al. (2016) model, 784-200-200-50 with tanh units, trained on the IWAE bound
+    with ``k`` samples (K = 1 is the VAE with a sampled KL)."""
+    return ModelConfig(
+        hidden_dims=HIDDEN, latent_dim=LATENT, activation="tanh", objective="iwae", k=k
+    )
 
 
 def _images(n: int, seed: int) -> np.ndarray:
@@ -37,8 +48,8 @@ def numpy_steps(ks: list[int], steps: int, threads: int = 1, seed: int = 0) -> d
     rng = np.random.default_rng(seed)
     out = {}
     for k in ks:
-        model = FastVAE(PIXELS, HIDDEN, LATENT, activation="tanh", objective="iwae", k=k, seed=seed)
-        opt = FastAdam([model.flat.data], [model.flat.grad], lr=1e-3, eps=1e-4, threads=threads)
+        model = FastVAE(PIXELS, config=burda_config(k), seed=seed)
+        opt = FastAdam([model.flat.data], [model.flat.grad], **ADAM, threads=threads)
         eps = rng.standard_normal((50, *model.noise_shape(BATCH)), dtype=np.float32)
 
         def step(i: int, model: Any = model, opt: Any = opt, eps: Any = eps) -> None:
@@ -61,11 +72,25 @@ def _seconds_per_step(step: Any, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def torch_model(k: int, dtype: str = "float32") -> tuple[Any, Any]:
+    """The PyTorch side of the comparison: the twin of :mod:`numpy_vae.checks.torch_twin` for
+    :func:`burda_config` and ``torch.optim.Adam`` over it. Weights are PyTorch's own
+    initialization (seed with ``torch.manual_seed`` first)."""
+    import torch
+
+    from numpy_vae.checks.torch_twin import TorchVAE, twin_adam
+
+    twin = TorchVAE(PIXELS, burda_config(k), dtype=getattr(torch, dtype))
+    return twin, twin_adam(twin, **ADAM)
+
+
 def torch_steps(
     ks: list[int], steps: int, seed: int = 0, flush_denormal: bool = False
 ) -> dict[str, float]:
-    """The same step written the plain PyTorch way: autograd of ``-sum_b logsumexp_k log w_bk``
-    (``torch.logsumexp``), ``binary_cross_entropy_with_logits``, ``torch.optim.Adam``.
+    """Seconds per step of the same training step in PyTorch: :func:`torch_model`'s twin, the
+    step of :func:`numpy_vae.checks.torch_twin.train_step` (autograd of
+    ``-sum_b logsumexp_k log w_bk`` by ``torch.logsumexp``, ``binary_cross_entropy_with_logits``,
+    ``torch.optim.Adam``), float32, noise drawn beforehand as for numpy-vae.
 
     ``flush_denormal``: with ``torch.set_flush_denormal(True)`` (the CPU treats subnormal
     numbers as 0). The plain step's gradient rows of negligible weight become subnormal, as
@@ -77,49 +102,21 @@ def torch_steps(
     reported as flushed.
     """
     import torch
-    import torch.nn.functional as F
-    from torch import nn
+
+    from numpy_vae.checks.torch_twin import train_step
 
     if not torch.set_flush_denormal(flush_denormal) and flush_denormal:
         return {"unsupported": True}
     torch.manual_seed(seed)
     x_all = torch.from_numpy(_images(BATCH * 50, seed))
-    log_2pi = math.log(2 * math.pi)
     out = {}
     for k in ks:
-        encoder = nn.Sequential(
-            nn.Linear(PIXELS, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 100)
-        )
-        decoder = nn.Sequential(
-            nn.Linear(LATENT, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 784)
-        )
-        params = [*encoder.parameters(), *decoder.parameters()]
-        opt = torch.optim.Adam(params, lr=1e-3, eps=1e-4)
-        eps_all = torch.randn(50, BATCH, k, LATENT)
+        twin, opt = torch_model(k)
+        eps_all = torch.randn(50, *twin.noise_shape(BATCH))
 
-        def step(
-            i: int,
-            k: int = k,
-            encoder: Any = encoder,
-            decoder: Any = decoder,
-            opt: Any = opt,
-            eps_all: Any = eps_all,
-        ) -> None:
+        def step(i: int, twin: Any = twin, opt: Any = opt, eps_all: Any = eps_all) -> None:
             j = i % 50
-            x, eps = x_all[j * BATCH : (j + 1) * BATCH], eps_all[j]
-            stats = encoder(x)
-            mu, logvar = stats[:, :LATENT], stats[:, LATENT:]
-            z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
-            logits = decoder(z.reshape(-1, LATENT))
-            x_rows = x.repeat_interleave(k, dim=0)
-            log_px = -F.binary_cross_entropy_with_logits(logits, x_rows, reduction="none")
-            log_px = log_px.sum(1).reshape(BATCH, k)
-            log_pz = -0.5 * (z * z + log_2pi).sum(-1)
-            log_qz = -0.5 * (eps * eps + logvar[:, None] + log_2pi).sum(-1)
-            loss = -(torch.logsumexp(log_px + log_pz - log_qz, dim=1) - math.log(k)).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(twin, opt, x_all[j * BATCH : (j + 1) * BATCH], eps=eps_all[j])
 
         out[str(k)] = _seconds_per_step(step, steps)
     return out
@@ -132,7 +129,7 @@ def evaluation(images: int, k: int, seed: int = 0) -> dict[str, float]:
     from numpy_vae.fast import FastVAE
     from numpy_vae.training.evaluate import iw_log_likelihood
 
-    model = FastVAE(PIXELS, HIDDEN, LATENT, activation="tanh", seed=seed)
+    model = FastVAE(PIXELS, hidden_dims=HIDDEN, latent_dim=LATENT, activation="tanh", seed=seed)
     x = _images(images, seed + 1)
     rng = np.random.default_rng(seed)
     iw_log_likelihood(model, x[:2], k=k, rng=rng)  # warm-up
