@@ -27,3 +27,21 @@ def f64():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def usage_error(capsys):
+    """``usage_error(main, argv)``: run a command line's ``main`` and check that it refused
+    with status 2 and one line on standard error (no traceback); returns that line."""
+
+    def run(main, argv):
+        try:
+            status = main(argv)
+        except SystemExit as exit_info:  # argparse exits instead of returning
+            status = exit_info.code
+        assert status == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        return err
+
+    return run

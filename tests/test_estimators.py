@@ -203,19 +203,14 @@ def test_script_exits_1_when_an_estimator_is_wrong(monkeypatch, tmp_path, capsys
     [(["--repeats", "1"], "at least 2"), (["--sample-counts", "1,0"], "positive"),
      (["--sample-counts", "a"], "integers"), (["--image", "-3"], "--image")],
 )  # fmt: skip
-def test_bad_usage_is_one_line_and_status_2(monkeypatch, tmp_path, capsys, argv, message):
+def test_bad_usage_is_one_line_and_status_2(monkeypatch, tmp_path, usage_error, argv, message):
     if argv[0] == "--image":  # needs MNIST: pretend it is cached
         pytest.importorskip("numpy_vae.training.data")
         fake = type("M", (), {"test_images": np.zeros((5, 784), np.uint8),
                               "test_labels": np.zeros(5, np.int64)})  # fmt: skip
         monkeypatch.setattr("numpy_vae.training.data.load_mnist", lambda *a, **k: fake)
-    try:
-        status = main([*argv, "--plot", str(tmp_path / "p.png"), "--data-dir", str(tmp_path)])
-    except SystemExit as exit_info:
-        status = exit_info.code
-    assert status == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    err = usage_error(main, [*argv, "--plot", str(tmp_path / "p.png"), "--data-dir", str(tmp_path)])
+    assert message in err
 
 
 def test_quadratic_is_a_dataclass_of_arrays():

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_vae import VAE, Adam, bounds, get_backend
-from numpy_vae.checks.golden import VARIANTS, _preactivations, model_config
+from numpy_vae import VAE, bounds, get_backend
+from numpy_vae.checks.golden import VARIANTS, _preactivations, adam_of, model_config
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients, relative_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -184,13 +184,7 @@ def test_numpy_vae_reproduces_three_adam_steps(path):
     config, a = load(path)
     model = build(config, a)
     adam = config["adam"]
-    opt = Adam(
-        list(model.params.values()),
-        list(model.grads.values()),
-        lr=adam["lr"],
-        betas=tuple(adam["betas"]),
-        eps=adam["eps"],
-    )
+    opt = adam_of(model, adam)  # the file's settings, not the writer's
     for step in range(adam["steps"]):
         parts = model.loss(a["x"], a.get("y"), eps=a["adam3_eps"][step], kl_weight=a["kl_weight"])
         assert relative_error(parts.loss, a["adam3_loss"][step]) <= BOUND

@@ -103,6 +103,14 @@ MIN_KINK_DISTANCE = 1e-3
 MIN_FREE_BITS_MARGIN = 0.2  # as a fraction of lambda
 
 
+def adam_of(model: VAE, settings: dict[str, Any]) -> Adam:
+    """The specification's Adam over ``model``'s parameters with a golden file's ``adam``
+    settings (``lr``, ``betas``, ``eps``)."""
+    params, grads = list(model.params.values()), list(model.grads.values())
+    betas = tuple(settings["betas"])
+    return Adam(params, grads, lr=settings["lr"], betas=betas, eps=settings["eps"])
+
+
 def model_config(variant: str) -> dict[str, Any]:
     """Constructor arguments of the variant's :class:`VAE` (without ``seed`` and ``backend``)."""
     spec = VARIANTS[variant]
@@ -194,13 +202,7 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     for name in names:
         arrays[f"grad/{name}"] = model.grads[name].copy()
 
-    opt = Adam(
-        list(model.params.values()),
-        list(model.grads.values()),
-        lr=ADAM["lr"],
-        betas=tuple(ADAM["betas"]),
-        eps=ADAM["eps"],
-    )
+    opt = adam_of(model, ADAM)
     losses = []
     for step in range(ADAM["steps"]):
         parts = model.loss(x, y, eps=steps_eps[step], kl_weight=kl_weight)

@@ -32,7 +32,7 @@ from numpy_vae.training.atomic import write_json
 from numpy_vae.training.data import Dataset
 from numpy_vae.training.evaluate import iw_log_likelihood, test_subset
 from numpy_vae.training.progress import Progress
-from numpy_vae.training.runs import CHECKPOINT, train_run
+from numpy_vae.training.runs import train_or_resume
 from numpy_vae.training.trainer import IW_EPS, TrainConfig, derived_seed
 
 #: The Burda et al. (2016) MNIST protocol, one stochastic layer: what ``--protocol burda2016``
@@ -153,15 +153,8 @@ def run_row(
             results.append(_read_json(path))
             continue
         config = replace(base, epochs=end)
-        trainer = train_run(
-            config,
-            dataset,
-            run_dir,
-            resume=(run_dir / CHECKPOINT).is_file(),
-            progress=progress,
-            log_interval=log_interval,
-            extra_config={"data": "MNIST", "study": "burda2016", "row": row},
-        )
+        extra = {"data": "MNIST", "study": "burda2016", "row": row}
+        trainer = train_or_resume(config, dataset, run_dir, extra, progress, log_interval)
         results.append(
             measure_stage(trainer, row, stage, iw_k, test_images, progress, log_interval)
         )

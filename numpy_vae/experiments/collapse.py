@@ -33,7 +33,7 @@ from numpy_vae.training.atomic import write_json
 from numpy_vae.training.data import Dataset
 from numpy_vae.training.evaluate import iw_log_likelihood, test_subset
 from numpy_vae.training.plots import save_figure
-from numpy_vae.training.runs import CHECKPOINT, train_run
+from numpy_vae.training.runs import train_or_resume
 from numpy_vae.training.trainer import IW_EPS, TrainConfig, derived_seed
 
 #: What every row shares: the training budget and the encoder.
@@ -153,15 +153,8 @@ def run_row(
         same = (done["epoch"], done["iw_k"], done["test_images"])
         if same == (config.epochs, iw_k, min(test_images, len(dataset.test_images))):
             return done
-    trainer = train_run(
-        config,
-        dataset,
-        run_dir,
-        resume=(run_dir / CHECKPOINT).is_file(),
-        progress=progress,
-        log_interval=log_interval,
-        extra_config={"data": "MNIST", "study": "collapse", "row": row, "seed": seed},
-    )
+    extra = {"data": "MNIST", "study": "collapse", "row": row, "seed": seed}
+    trainer = train_or_resume(config, dataset, run_dir, extra, progress, log_interval)
     result = measure(trainer, row, iw_k, test_images)
     write_json(path, result)
     return result

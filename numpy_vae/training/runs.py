@@ -162,6 +162,21 @@ def train_run(
     return trainer
 
 
+def train_or_resume(
+    config: TrainConfig,
+    data: Dataset,
+    run_dir: Path,
+    extra_config: dict[str, Any],
+    progress: bool = False,
+    log_interval: int = 0,
+) -> Trainer:
+    """A study's row: :func:`train_run` into ``run_dir``, resuming from its checkpoint if an
+    earlier, stopped invocation left one there."""
+    resume = (run_dir / CHECKPOINT).is_file()
+    options = {"progress": progress, "log_interval": log_interval, "extra_config": extra_config}
+    return train_run(config, data, run_dir, resume=resume, **options)
+
+
 class RunFolderError(OSError):
     """The run folder cannot be created or written, or its disk is too full for a checkpoint."""
 
