@@ -6,6 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from numpy_vae import VAE, get_backend
+from numpy_vae.checks.variants import VARIANTS as PARITY_VARIANTS
 from numpy_vae.fast import FastVAE
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients
 from numpy_vae.layers import Linear
@@ -268,3 +269,21 @@ def test_kl_weight_accepts_numbers_and_0d_arrays():
     values = [float(model.loss(x, eps=eps, kl_weight=w).loss) for w in (0.5, np.float32(0.5))]
     values.append(float(model.loss(x, eps=eps, kl_weight=np.array(0.5)).loss))
     assert values[0] == values[1] == values[2]
+
+
+@pytest.mark.parametrize("variant", sorted(PARITY_VARIANTS))
+@pytest.mark.parametrize("model_cls", [VAE, FastVAE])
+def test_the_config_rebuilds_every_variant(variant, model_cls):
+    """``VAE(**model.config())`` builds the same model (hyperparameters, pieces, parameters,
+    and so the same loss) for every variant the parity harness runs, on both paths."""
+    model = model_cls(12, hidden_dims=(6,), latent_dim=3, seed=7, **PARITY_VARIANTS[variant].model)
+    twin = model_cls(**model.config())
+    assert twin.config() == model.config() and twin.hparams == model.hparams
+    kinds = [(type(m.decoder), type(m.likelihood), type(m.objective)) for m in (model, twin)]
+    assert kinds[0] == kinds[1]
+    for name, p in model.params.items():
+        np.testing.assert_array_equal(twin.params[name], p, err_msg=name)
+    x = (np.random.default_rng(0).random((4, 12)) < 0.5).astype(np.float32)
+    y = np.arange(4) % model.n_classes if model.n_classes else None
+    eps = np.random.default_rng(1).standard_normal(model.noise_shape(4)).astype(np.float32)
+    assert model.loss(x, y, eps=eps, grad=False).loss == twin.loss(x, y, eps=eps, grad=False).loss
