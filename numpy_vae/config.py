@@ -182,37 +182,38 @@ class ModelConfig:
             raise ValueError("; ".join(problems))
 
     def _objective_problems(self) -> list[str]:
-        """What does not fit together among the objective's settings."""
+        """What does not fit together among the settings, from what the chosen objective,
+        estimator, decoder and likelihood classes declare of themselves."""
         problems = []
-        if self.objective == "elbo" and self.k != 1:
+        objective, decoder = OBJECTIVES[self.objective], DECODERS[self.decoder]
+        if not objective.multi_sample and self.k != 1:
             problems.append(
                 "k > 1 needs a multi-sample objective: objective='vae' or 'iwae' (the elbo "
                 "objective uses one z and the analytic KL)"
             )
-        if self.estimator != "reparam" and self.objective != "iwae":
+        if self.estimator not in objective.estimators:
             problems.append(
                 f"estimator {self.estimator!r} is an encoder gradient of the iwae bound; "
                 "use objective='iwae', or estimator='reparam'"
             )
-        if self.objective != "elbo" and (self.beta != 1 or self.free_bits != 0):
+        if objective.multi_sample and (self.beta != 1 or self.free_bits != 0):
             problems.append(
                 "beta and free_bits act on the analytic KL term of the elbo objective; the "
                 f"{self.objective} objective samples the KL inside log w (leave beta=1, "
                 "free_bits=0)"
             )
-        if self.decoder == "made" and self.likelihood != "bernoulli":
+        if decoder.binary_pixels and not LIKELIHOODS[self.likelihood].bounded:
             problems.append(
-                "the made decoder models binary pixels: it needs likelihood='bernoulli'"
+                f"the {self.decoder} decoder models binary pixels: it needs likelihood='bernoulli'"
             )
         defaults = {f.name: f.default for f in fields(ModelConfig)}
-        changed = [
-            name
-            for name in ("made_hidden", "made_direct", "made_z")
-            if getattr(self, name) != defaults[name]
-        ]
-        if self.decoder != "made" and changed:
-            verb = "configures" if len(changed) == 1 else "configure"
-            problems.append(f"{', '.join(changed)} {verb} the MADE decoder: set decoder='made'")
+        for name, other in DECODERS.items():  # another decoder's settings, changed
+            changed = [s for s in other.settings if getattr(self, s) != defaults[s]]
+            if name != self.decoder and changed:
+                verb = "configures" if len(changed) == 1 else "configure"
+                problems.append(
+                    f"{', '.join(changed)} {verb} the {name.upper()} decoder: set decoder='{name}'"
+                )
         return problems
 
     @property

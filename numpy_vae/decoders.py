@@ -36,6 +36,7 @@ class MLPDecoder(Sequential):
     name = "mlp"
     binary_pixels = False
     reads_pixels = False
+    settings: tuple[str, ...] = ()  # the ModelConfig fields of this decoder alone
 
     def __init__(self, layers: list, backend: Backend) -> None:
         super().__init__(layers)

@@ -135,6 +135,7 @@ class MADEDecoder(Container):
     name = "made"
     binary_pixels = True  # the sampler feeds its own 0/1 draws back in
     reads_pixels = True  # logit d reads x_<d
+    settings = ("made_hidden", "made_direct", "made_z")  # the ModelConfig fields of MADE alone
 
     @classmethod
     def from_config(

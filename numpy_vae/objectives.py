@@ -80,6 +80,8 @@ class ELBO:
     :meth:`~numpy_vae.model.VAE.forward` and :meth:`~numpy_vae.model.VAE.backward`."""
 
     name, k = "elbo", 1
+    multi_sample = False
+    estimators = ("reparam",)  # the encoder gradients it accepts (its own, the exact one)
 
     @classmethod
     def from_config(cls, config: Any) -> ELBO:
@@ -103,6 +105,8 @@ class MultiSampleBound:
     their gradients (:meth:`weights`, the derivative of the bound in each ``log w_k``)."""
 
     name = ""
+    multi_sample = True
+    estimators: tuple[str, ...] = ("reparam",)
 
     def __init__(self, k: int, estimator: Any) -> None:
         self.k, self.estimator = k, estimator
@@ -178,6 +182,7 @@ class IWAE(MultiSampleBound):
     """The importance-weighted bound, ``log (1/K) sum_k w_k``: weights ``w~ = softmax(log w)``."""
 
     name = "iwae"
+    estimators = tuple(ESTIMATORS)  # STL and DReG estimate this bound's encoder gradient
 
     def bound(self, log_w: Array, xp: ModuleType) -> Array:
         return log_mean_exp(log_w, xp)

@@ -31,9 +31,11 @@ import numpy
 
 from numpy_vae.backend import BACKENDS, DTYPES, Backend, get_backend
 from numpy_vae.config import ModelConfig
+from numpy_vae.decoders import DECODERS
 from numpy_vae.fast.model import FastVAE
 from numpy_vae.fast.optim import FastAdam
 from numpy_vae.model import VAE, LossParts
+from numpy_vae.objectives import OBJECTIVES
 from numpy_vae.optim import Adam
 from numpy_vae.training import presets
 from numpy_vae.training.data import BINARIZE_MODES, Batch, Dataset, ImageSplit
@@ -115,15 +117,15 @@ class TrainConfig(ModelConfig):
                 "free_bits and kl_warmup act on the KL term, which beta = 0 switches off; "
                 "set beta > 0 or drop them"
             )
-        if not problems and self.objective != "elbo" and self.kl_warmup > 0:
+        if not problems and OBJECTIVES[self.objective].multi_sample and self.kl_warmup > 0:
             problems.append(
                 f"kl_warmup weights the elbo objective's analytic KL; the {self.objective} "
                 "objective has no separate KL term"
             )
-        if not problems and self.decoder == "made" and self.binarize == "none":
+        if not problems and DECODERS[self.decoder].binary_pixels and self.binarize == "none":
             problems.append(
-                "the made decoder models binary pixels (it is fed its own 0/1 draws when "
-                "sampling): choose binarize='dynamic' or 'threshold' (--binarize dynamic)"
+                f"the {self.decoder} decoder models binary pixels (it is fed its own 0/1 draws "
+                "when sampling): choose binarize='dynamic' or 'threshold' (--binarize dynamic)"
             )
         if self.init not in INITS:
             problems.append(f"init must be one of {', '.join(INITS)}")
