@@ -41,12 +41,13 @@ from numpy_vae.training.runs import (
 )
 from numpy_vae.training.trainer import TrainConfig
 
-# Flags that define a run; a resumed run keeps the stored values and only --epochs may change.
-RUN_FLAGS = (
+# The TrainConfig fields that a flag of the same name sets as it is (the model's fields go through
+# model_config_from_args): one list, so that a new one reaches both the new run's configuration
+# and the refusal to change it when resuming.
+CONFIG_FLAGS = (
     "batch_size",
     "lr",
     "seed",
-    *MODEL_FIELDS,
     "kl_warmup",
     "binarize",
     "backend",
@@ -54,8 +55,9 @@ RUN_FLAGS = (
     "init",
     "lr_schedule",
     "adam_eps",
-    "protocol",
 )
+# Flags that define a run; a resumed run keeps the stored values and only --epochs may change.
+RUN_FLAGS = (*CONFIG_FLAGS, *MODEL_FIELDS, "protocol")
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -249,17 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return fail(prog, "--gaussian-sigma needs --likelihood gaussian")
             config = TrainConfig(
                 **model_config_from_args(args).model_json(),
+                **{name: getattr(args, name) for name in CONFIG_FLAGS},
                 epochs=10 if args.epochs is None else args.epochs,
-                init=args.init,
-                lr_schedule=args.lr_schedule,
-                adam_eps=args.adam_eps,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                seed=args.seed,
-                kl_warmup=args.kl_warmup,
-                binarize=args.binarize,
-                backend=args.backend,
-                dtype=args.dtype,
                 skip_nonfinite=args.skip_nonfinite,
                 reference=args.reference,
             )
