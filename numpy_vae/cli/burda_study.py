@@ -11,20 +11,19 @@ two BLAS threads).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 from numpy_vae.cli.common import (
     Parser,
     add_progress_flags,
+    add_study_folders,
+    chosen_rows,
     fail,
-    load_dataset,
     positive_int,
-    run_study,
+    run_rows,
 )
 from numpy_vae.experiments.burda import ROWS, collect, markdown_table, run_row
-from numpy_vae.training.data import default_data_dir, default_runs_dir
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,8 +47,7 @@ def parser() -> argparse.ArgumentParser:
         help="measure the NLL on this many test images drawn at random once (default: all "
         "10,000; k = 5000 on all of them is about 10 CPU-minutes per stage)",
     )
-    p.add_argument("--runs-dir", type=Path, default=default_runs_dir(), help="parent of the runs")
-    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache")
+    add_study_folders(p)
     p.add_argument(
         "--table",
         action="store_true",
@@ -71,33 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(markdown_table(found))
         return 0
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown or not rows:
-        return fail(p.prog, f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    try:
+        rows = chosen_rows(args.rows, ROWS)
+    except ValueError as err:
+        return fail(p.prog, str(err))
     if args.stages > 8:
         return fail(p.prog, f"--stages is at most 8 (the paper's schedule), got {args.stages}")
+    return run_rows(p.prog, args, rows, run_row, args.stages, stage_lines, "a stage's end")
 
-    def study() -> None:
-        dataset, _ = load_dataset(args.data_dir, None)
-        bar = not args.no_progress and sys.stderr.isatty()
-        for row in rows:
-            for s in run_row(
-                row,
-                dataset,
-                args.runs_dir,
-                args.stages,
-                iw_k=args.iw_k,
-                test_images=args.test_images,
-                progress=bar,
-                log_interval=args.log_interval,
-            ):
-                print(
-                    f"{row} stage {s['stage']} (epoch {s['epoch']}): test NLL "
-                    f"{s['test_iw_nll']:.2f} ± {s['test_iw_nll_se']:.2f} (k = {s['iw_k']}, "
-                    f"{s['test_images']} images), -bound {s['test_bound']:.2f}, active "
-                    f"{s['active_units']}, {s['seconds_per_epoch']:.0f} s/epoch",
-                    flush=True,
-                )
 
-    return run_study(p.prog, study, "a stage's end")
+def stage_lines(row: str, stages: list[dict[str, Any]]) -> list[str]:
+    """One line per measured stage of ``row``: what ``main`` prints."""
+    return [
+        f"{row} stage {s['stage']} (epoch {s['epoch']}): test NLL "
+        f"{s['test_iw_nll']:.2f} ± {s['test_iw_nll_se']:.2f} (k = {s['iw_k']}, "
+        f"{s['test_images']} images), -bound {s['test_bound']:.2f}, active "
+        f"{s['active_units']}, {s['seconds_per_epoch']:.0f} s/epoch"
+        for s in stages
+    ]

@@ -12,18 +12,19 @@ of the measured rows; --table prints the README's table.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from numpy_vae.cli.common import (
     Parser,
     add_progress_flags,
+    add_study_folders,
+    chosen_rows,
     fail,
-    load_dataset,
     nonnegative_int,
     positive_int,
-    run_study,
+    run_rows,
 )
 from numpy_vae.experiments.collapse import (
     ROWS,
@@ -35,7 +36,6 @@ from numpy_vae.experiments.collapse import (
     run_row,
 )
 from numpy_vae.training.checkpoint import load_model
-from numpy_vae.training.data import default_data_dir, default_runs_dir
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,8 +62,7 @@ def parser() -> argparse.ArgumentParser:
         help="seed of every row (0: runs/collapse_<row>; N: runs/collapse_<row>_seed<N>, the "
         "same rows repeated)",
     )
-    p.add_argument("--runs-dir", type=Path, default=default_runs_dir(), help="parent of the runs")
-    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache")
+    add_study_folders(p)
     p.add_argument(
         "--table", action="store_true", help="train nothing: print the measured rows' table"
     )
@@ -81,10 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/collapse_study.py``; returns the exit status."""
     p = parser()
     args = p.parse_args(argv)
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown or not rows:
-        return fail(p.prog, f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    try:
+        rows = chosen_rows(args.rows, ROWS)
+    except ValueError as err:
+        return fail(p.prog, str(err))
     if args.table or args.figures:
         measured = collect(args.runs_dir, args.seed)
         found = {row: measured[row] for row in rows if row in measured}  # in the order asked
@@ -104,28 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return fail(p.prog, str(err).replace("\n", " "))
             print(f"wrote {args.figures / 'kl_per_dim.png'} and {args.figures / 'samples.png'}")
         return 0
+    return run_rows(p.prog, args, rows, run_row, args.epochs, row_lines, "a row", args.seed)
 
-    def study() -> None:
-        dataset, _ = load_dataset(args.data_dir, None)
-        bar = not args.no_progress and sys.stderr.isatty()
-        for row in rows:
-            r = run_row(
-                row,
-                dataset,
-                args.runs_dir,
-                args.epochs,
-                iw_k=args.iw_k,
-                test_images=args.test_images,
-                seed=args.seed,
-                progress=bar,
-                log_interval=args.log_interval,
-            )
-            print(
-                f"{row} (epoch {r['epoch']}): test -ELBO {r['test_neg_elbo']:.2f}, NLL "
-                f"{r['test_iw_nll']:.2f} ± {r['test_iw_nll_se']:.2f} (k = {r['iw_k']}), KL "
-                f"{r['test_kl']:.2f}, active {r['active_units']}, MI "
-                f"{r['mutual_information']:.2f}",
-                flush=True,
-            )
 
-    return run_study(p.prog, study, "a row")
+def row_lines(row: str, r: dict[str, Any]) -> list[str]:
+    """The line ``main`` prints for the measurement of ``row``."""
+    return [
+        f"{row} (epoch {r['epoch']}): test -ELBO {r['test_neg_elbo']:.2f}, NLL "
+        f"{r['test_iw_nll']:.2f} ± {r['test_iw_nll_se']:.2f} (k = {r['iw_k']}), KL "
+        f"{r['test_kl']:.2f}, active {r['active_units']}, MI "
+        f"{r['mutual_information']:.2f}"
+    ]
