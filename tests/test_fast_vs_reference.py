@@ -204,15 +204,15 @@ def test_one_step_of_every_variant_matches(variant, dtype, seed, logit_shift, lo
 
 def test_the_one_step_comparison_bites(monkeypatch):
     """Plant a wrong factor in the fast path's KL route (d_logvar doubled)."""
-    import numpy_vae.fast.model as fast_model
+    import numpy_vae.fast.objectives as fast_objectives
 
-    original = fast_model.kl_standard_normal
+    original = fast_objectives.kl_standard_normal
 
     def doubled(mu, logvar, xp):
         kl, d_mu, d_logvar = original(mu, logvar, xp)
         return kl, d_mu, 2 * d_logvar
 
-    monkeypatch.setattr(fast_model, "kl_standard_normal", doubled)
+    monkeypatch.setattr(fast_objectives, "kl_standard_normal", doubled)
     ref, fast = twins("default", np.float64, seed=0)
     with pytest.raises(AssertionError, match="encoder.0.weight"):
         assert_one_step_matches(ref, fast, *batch(ref, seed=0))

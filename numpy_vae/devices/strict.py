@@ -383,21 +383,22 @@ class Generator:
 
     def random(self, size: Any = None, dtype: Any = numpy.float64, out: Any = None) -> DeviceArray:
         """Uniform floats in [0, 1)."""
-        dtype = self._float_dtype(dtype, "random")
-        if out is not None:
-            self._rng.random(out=self._check_out(out, dtype, size), dtype=dtype)
-            return out
-        return DeviceArray(numpy.asarray(self._rng.random(_shape(size), dtype=dtype)))
+        return self._floats("random", size, dtype, out)
 
     def standard_normal(
         self, size: Any = None, dtype: Any = numpy.float64, out: Any = None
     ) -> DeviceArray:
         """Standard normal floats."""
-        dtype = self._float_dtype(dtype, "standard_normal")
+        return self._floats("standard_normal", size, dtype, out)
+
+    def _floats(self, method: str, size: Any, dtype: Any, out: Any) -> DeviceArray:
+        """Floats from NumPy's ``method``, taking ``size``, ``dtype`` and ``out`` as CuPy does."""
+        dtype = self._float_dtype(dtype, method)
+        draw = getattr(self._rng, method)
         if out is not None:
-            self._rng.standard_normal(out=self._check_out(out, dtype, size), dtype=dtype)
+            draw(out=self._check_out(out, dtype, size), dtype=dtype)
             return out
-        return DeviceArray(numpy.asarray(self._rng.standard_normal(_shape(size), dtype=dtype)))
+        return DeviceArray(numpy.asarray(draw(_shape(size), dtype=dtype)))
 
     def integers(
         self,

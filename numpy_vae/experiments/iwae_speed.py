@@ -94,7 +94,7 @@ def torch_steps(
 
     ``flush_denormal``: with ``torch.set_flush_denormal(True)`` (the CPU treats subnormal
     numbers as 0). The plain step's gradient rows of negligible weight become subnormal, as
-    numpy-vae's did before :func:`numpy_vae.fast.model.flush_negligible_weights`, and x86
+    numpy-vae's did before :func:`numpy_vae.fast.objectives.flush_negligible_weights`, and x86
     arithmetic on them is many times slower; this run shows what PyTorch takes without them.
     The setting is the calling thread's (the CPU's MXCSR register), so it covers a one-thread
     run; PyTorch's worker threads, with more, may not have it. On a CPU without the feature

@@ -1,15 +1,17 @@
-"""The multi-sample objectives' training step through the model's buffers.
+"""The objectives' training steps through the model's buffers, one fast class per objective.
 
-:class:`FastMultiSample` is a :class:`numpy_vae.objectives.MultiSampleBound` (the k-sample VAE
-bound or the IWAE bound, whose ``weights``, ``bound`` and encoder estimator it uses) with the
-forward and backward of :meth:`~numpy_vae.objectives.MultiSampleBound.forward` rewritten for
-speed: the K decoder rows per example in buffers, and a Bernoulli likelihood that never repeats
-x K times (:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll`; for K below
-:attr:`FastMultiSample.rows_kernel_min_k` the ELBO's fused kernel with x broadcast is faster).
-It is not bitwise the specification's (other groupings of the same sums); the tests state the
-bound. A decoder without a fast multi-sample step (MADE: no profile has asked for one) runs the
-specification's.
-"""
+:data:`FAST_OBJECTIVES` maps each objective class of :mod:`numpy_vae.objectives` to its fast
+step, which :class:`~numpy_vae.fast.FastVAE` takes in place of the specification's:
+
+- :class:`FastELBO`: the negative ELBO, bitwise the specification's but for the Bernoulli kernel.
+- :class:`FastMultiSample`: the k-sample VAE and IWAE bounds (whose ``weights``, ``bound`` and
+  encoder estimator it uses), with the K decoder rows per example in buffers and a Bernoulli
+  likelihood that never repeats x K times
+  (:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll`; for K below
+  :attr:`FastMultiSample.rows_kernel_min_k` the ELBO's fused kernel with x broadcast is faster).
+  It is not bitwise the specification's (other groupings of the same sums); the tests state the
+  bound. A decoder without a fast multi-sample step (MADE: no profile has asked for one) runs
+  the specification's."""
 
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from numpy_vae import inputs
 from numpy_vae.bounds import log_posterior, log_prior, repeat_rows
 from numpy_vae.fast.decoders import FastMLPDecoder
 from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
-from numpy_vae.kl import kl_standard_normal
+from numpy_vae.kl import kl_standard_normal, weighted_kl
 from numpy_vae.likelihoods import Bernoulli
 from numpy_vae.model import append_onehot
-from numpy_vae.objectives import LossParts, MultiSampleBound
+from numpy_vae.objectives import ELBO, IWAE, KSampleVAE, LossParts, MultiSampleBound
+from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 Array = Any
 
@@ -64,7 +67,82 @@ def flush_negligible_weights(w_tilde: Array, xp: Any) -> Array:
     return w_tilde
 
 
-class FastMultiSample:
+class FastObjective:
+    """The fast step of the specification's objective ``spec``, which it stands in for: its
+    ``name``, ``k``, ``multi_sample`` and ``noise_shape`` are ``spec``'s."""
+
+    def __init__(self, spec: ELBO | MultiSampleBound) -> None:
+        self.spec = spec
+        self.name, self.k, self.multi_sample = spec.name, spec.k, spec.multi_sample
+        self._cache: tuple | None = None  # what the step's backward reads
+
+    def noise_shape(self, n: int, latent_dim: int) -> tuple[int, ...]:
+        return self.spec.noise_shape(n, latent_dim)
+
+
+class FastELBO(FastObjective):
+    """The ELBO's step (:meth:`numpy_vae.VAE.forward` and ``backward``) fused and in place.
+
+    What it does differently from the specification, each held to it by the tests:
+
+    - the layers run through their fast twins, into the model's buffers (activations in place,
+      the encoder's first layer without its input gradient);
+    - the Bernoulli value and gradient come from one exp and one log, written over the decoder
+      output (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`);
+    - the two paths into ``mu`` and ``logvar`` are summed into one buffer, not concatenated.
+
+    The order of the arithmetic is the specification's, so every step but the Bernoulli kernel
+    is bitwise equal to it. What :meth:`backward` reads lives in the buffers, so no other
+    forward may come in between.
+    """
+
+    def forward(self, model: Any, x: Array, y: Array | None = None, eps: Array | None = None,
+                kl_weight: float | None = None, validate: bool = True) -> LossParts:  # fmt: skip
+        """:meth:`numpy_vae.VAE.forward`, keeping what :meth:`backward` needs in buffers."""
+        kl_weight = inputs.check_elbo_weights(model, kl_weight)
+        x, onehot, eps = inputs.loss_inputs(model, x, y, eps, validate)
+        xp, latent, buffers = model.xp, model.latent_dim, model.buffers
+        n = x.shape[0]
+        h = model.fast_encoder.forward(append_onehot(x, onehot, xp), buffers["encoder"])
+        stats = model.fast_head.forward(h, out=buffers["head"].get("out", (n, 2 * latent), h.dtype))
+        mu, logvar = stats[:, :latent], stats[:, latent:]
+        z, reparam_cache = reparameterize(mu, logvar, eps, xp)
+        # (an autoregressive decoder reads the data as its pixels: teacher forcing)
+        out = model.fast_decoder.forward(append_onehot(z, onehot, xp), x, buffers["decoder"])
+
+        # The likelihood's gradient is written over ``out``, which nothing else holds.
+        if isinstance(model.likelihood, Bernoulli):
+            recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"])
+        else:
+            recon, d_out = model.likelihood.nll(out, x)
+        kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
+        kl_term, kl_grad_weight = weighted_kl(kl, model.free_bits, kl_weight, xp)
+        self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
+        return LossParts.of(recon, kl, kl_term, kl_weight)
+
+    def backward(self, model: Any) -> None:
+        """:meth:`numpy_vae.VAE.backward`'s six arrows, through the model's buffers."""
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
+        (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight), self._cache = (
+            self._cache,
+            None,
+        )
+        xp, latent, buffers = model.xp, model.latent_dim, model.buffers
+        d_z = model.fast_decoder.backward(d_out, buffers["decoder"])[:, :latent]
+        d_mu, d_logvar = reparameterize_backward(d_z, reparam_cache)
+        # d_stats = [d_mu + kl_weight d_mu_kl | d_logvar + kl_weight d_logvar_kl], in one buffer.
+        d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
+        xp.multiply(d_mu_kl, kl_grad_weight, out=d_stats[:, :latent])
+        d_stats[:, :latent] += d_mu
+        xp.multiply(d_logvar_kl, kl_grad_weight, out=d_stats[:, latent:])
+        d_stats[:, latent:] += d_logvar
+        d_h = buffers["head"].get("d_in", (stats.shape[0], model.head.in_features), stats.dtype)
+        model.fast_head.backward(d_stats, out=d_h)
+        model.fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
+
+
+class FastMultiSample(FastObjective):
     """The multi-sample objective ``spec``'s step, fused and in place (see the module).
 
     Parameters
@@ -81,14 +159,6 @@ class FastMultiSample:
     #: thread (ms per step, rows kernel / broadcast): K = 1 1.86 / 1.63, 5 2.73 / 2.53,
     #: 10 3.77 / 3.56, 20 6.01 / 6.08 (the same within noise), 50 12.9 / 13.6.
     rows_kernel_min_k = 20
-
-    def __init__(self, spec: MultiSampleBound) -> None:
-        self.spec = spec
-        self.name, self.k, self.estimator = spec.name, spec.k, spec.estimator
-        self._cache: tuple | None = None
-
-    def noise_shape(self, n: int, latent_dim: int) -> tuple[int, ...]:
-        return self.spec.noise_shape(n, latent_dim)
 
     def forward(self, model: Any, x: Array, y: Array | None = None, eps: Array | None = None,
                 kl_weight: float | None = None, validate: bool = True) -> LossParts:  # fmt: skip
@@ -167,10 +237,14 @@ class FastMultiSample:
             d_rows = model.fast_decoder.backward(d_h, buffers["decoder"], start=i - 1)
         d_rows = d_rows[:, :latent]
         w_tilde_g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)  # w~_k g_k
-        d_mu, d_logvar = self.estimator.encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
+        d_mu, d_logvar = self.spec.estimator.encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
         d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
         xp.negative(d_mu, out=d_stats[:, :latent])
         xp.negative(d_logvar, out=d_stats[:, latent:])
         d_h = buffers["head"].get("d_in", (n, model.head.in_features), stats.dtype)
         model.fast_head.backward(d_stats, out=d_h)
         model.fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
+
+
+#: The fast step of each objective class of :data:`numpy_vae.objectives.OBJECTIVES`.
+FAST_OBJECTIVES = {ELBO: FastELBO, KSampleVAE: FastMultiSample, IWAE: FastMultiSample}
