@@ -202,44 +202,51 @@ class LeakyReLU(Layer):
         return self.xp.where(self._positive, d_out, self.slope * d_out)
 
 
-class Tanh(Layer):
+class KeepsOutput(Layer):
+    """An activation ``y = f(x)`` whose slope is a function of its output, ``f'(x) = s(y)``: it
+    keeps ``y`` (not ``x``) for the backward pass, ``dL/dx = d_out * s(y)`` elementwise."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.xp, self.special = backend.xp, backend.special
+        self._y = None
+
+    def forward(self, x: Array) -> Array:
+        self._y = self.function(x)
+        return self._y
+
+    def backward(self, d_out: Array) -> Array:
+        """dL/dx = d_out * slope(y)."""
+        return d_out * self.slope(self._y)
+
+    def function(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def slope(self, y: Array) -> Array:
+        raise NotImplementedError
+
+
+class Tanh(KeepsOutput):
     """``y = tanh(x)``."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.xp = backend.xp
-        self._y = None
+    def function(self, x: Array) -> Array:
+        return self.xp.tanh(x)
 
-    def forward(self, x: Array) -> Array:
-        self._y = self.xp.tanh(x)
-        return self._y
-
-    def backward(self, d_out: Array) -> Array:
-        """dL/dx = d_out * (1 - y^2), with y = tanh(x).
-
-        ``tanh = sinh / cosh`` and the quotient rule give ``(cosh^2 - sinh^2) / cosh^2
-        = 1 - tanh^2``: the slope is a function of the output, so the output is what is kept.
-        """
-        return d_out * (1 - self._y * self._y)
+    def slope(self, y: Array) -> Array:
+        """``1 - y^2``: ``tanh = sinh / cosh`` and the quotient rule give ``(cosh^2 - sinh^2) /
+        cosh^2 = 1 - tanh^2``, a function of the output, so the output is what is kept."""
+        return 1 - y * y
 
 
-class Sigmoid(Layer):
+class Sigmoid(KeepsOutput):
     """``y = 1 / (1 + exp(-x))``, computed without overflow by ``special.expit``."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.xp = backend.xp
-        self.special = backend.special
-        self._y = None
+    def function(self, x: Array) -> Array:
+        return self.special.expit(x)
 
-    def forward(self, x: Array) -> Array:
-        self._y = self.special.expit(x)
-        return self._y
-
-    def backward(self, d_out: Array) -> Array:
-        """dL/dx = d_out * y (1 - y), with y = sigmoid(x).
-
-        ``d/dx (1 + e^-x)^-1 = e^-x / (1 + e^-x)^2 = y * e^-x / (1 + e^-x) = y (1 - y)``.
-        """
-        return d_out * (self._y * (1 - self._y))
+    def slope(self, y: Array) -> Array:
+        """``y (1 - y)``: ``d/dx (1 + e^-x)^-1 = e^-x / (1 + e^-x)^2 = y e^-x / (1 + e^-x)
+        = y (1 - y)``."""
+        return y * (1 - y)
 
 
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}

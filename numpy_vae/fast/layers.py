@@ -113,13 +113,13 @@ class FastKeepsOutput:
 
 
 def fast_tanh(layer: Tanh) -> FastKeepsOutput:
-    """:class:`~numpy_vae.layers.Tanh`: slope ``1 - y^2``, as the specification computes it."""
-    return FastKeepsOutput(layer.xp, layer.xp.tanh, lambda y: 1 - y * y)
+    """:class:`~numpy_vae.layers.Tanh`, into ``out``, with the specification's own slope."""
+    return FastKeepsOutput(layer.xp, layer.xp.tanh, layer.slope)
 
 
 def fast_sigmoid(layer: Sigmoid) -> FastKeepsOutput:
-    """:class:`~numpy_vae.layers.Sigmoid`: slope ``y (1 - y)``, as the specification computes it."""
-    return FastKeepsOutput(layer.xp, layer.special.expit, lambda y: y * (1 - y))
+    """:class:`~numpy_vae.layers.Sigmoid`, into ``out``, with the specification's own slope."""
+    return FastKeepsOutput(layer.xp, layer.special.expit, layer.slope)
 
 
 FAST_LAYERS = {
