@@ -137,8 +137,50 @@ def fit_slope(k: Sequence[float], values: Sequence[float]) -> tuple[float, float
 
 
 # ----------------------------------------------------------------------------- the two cases
+class Case:
+    """What the study draws gradients from. A case gives ``noise_shape(k)``, the shape of one
+    draw of ``eps``, and ``gradients(eps, estimators)`` of C draws at once (per estimator, per
+    layer, one row per draw); :meth:`draw_gradients` draws them, :meth:`draws_per_call` at a
+    time."""
+
+    def noise_shape(self, k: int) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def gradients(
+        self, eps: numpy.ndarray, estimators: Sequence[str]
+    ) -> dict[str, dict[str, numpy.ndarray]]:
+        raise NotImplementedError
+
+    def draws_per_call(self, k: int) -> int:
+        """Draws per :meth:`gradients` call (one, unless a case stacks them)."""
+        return 1
+
+    def draw_gradients(
+        self,
+        k: int,
+        draws: int,
+        estimators: Sequence[str],
+        rng: numpy.random.Generator,
+        done: Callable[[int], None] | None = None,
+    ) -> dict[str, dict[str, numpy.ndarray]]:
+        """:meth:`gradients` for ``draws`` draws of ``eps`` from ``rng``, made
+        :meth:`draws_per_call` at a time; ``done(n)`` is told the draws of each call."""
+        chunk = self.draws_per_call(k)
+        parts = []
+        for start in range(0, draws, chunk):
+            count = min(chunk, draws - start)
+            noise = rng.standard_normal((count, *self.noise_shape(k)))
+            parts.append(self.gradients(noise, estimators))
+            if done is not None:
+                done(count)
+        return {
+            e: {name: numpy.concatenate([p[e][name] for p in parts]) for name in parts[0][e]}
+            for e in estimators
+        }
+
+
 @dataclass
-class GaussianCase:
+class GaussianCase(Case):
     r"""The linear-Gaussian model of Rainforth et al. (2018), with its gradients in closed form.
 
     Model and inference network, in D dimensions::
@@ -297,31 +339,12 @@ class GaussianCase:
             out[e] = {"A": d_a.reshape(c, d * d), "b": d_mu.sum(axis=1), "theta": d_theta}
         return out
 
-    def draw_gradients(
-        self,
-        k: int,
-        draws: int,
-        estimators: Sequence[str],
-        rng: numpy.random.Generator,
-        done: Callable[[int], None] | None = None,
-    ) -> dict[str, dict[str, numpy.ndarray]]:
-        """:meth:`gradients` for ``draws`` draws of ``eps`` from ``rng``, about
-        :data:`DRAW_ELEMENTS` noise values at a time; ``done(n)`` is told after each."""
-        chunk = max(1, DRAW_ELEMENTS // (self.batch * k * self.dim))
-        parts = []
-        for start in range(0, draws, chunk):
-            count = min(chunk, draws - start)
-            noise = rng.standard_normal((count, *self.noise_shape(k)))
-            parts.append(self.gradients(noise, estimators))
-            if done is not None:
-                done(count)
-        return {
-            e: {name: numpy.concatenate([p[e][name] for p in parts]) for name in parts[0][e]}
-            for e in estimators
-        }
+    def draws_per_call(self, k: int) -> int:
+        """Draws per :meth:`gradients` call: about :data:`DRAW_ELEMENTS` noise values."""
+        return max(1, DRAW_ELEMENTS // (self.batch * k * self.dim))
 
 
-class NetworkCase:
+class NetworkCase(Case):
     """A VAE's IWAE gradients on a fixed minibatch, through the model's own training step.
 
     Each draw is one call of :meth:`numpy_vae.fast.FastVAE.loss` with ``eps`` (B, K, L) per
@@ -424,34 +447,26 @@ class NetworkCase:
             self._models[estimator] = model
         return self._models[estimator]
 
-    def draw_gradients(
-        self,
-        k: int,
-        draws: int,
-        estimators: Sequence[str],
-        rng: numpy.random.Generator,
-        done: Callable[[int], None] | None = None,
+    def gradients(
+        self, eps: numpy.ndarray, estimators: Sequence[str]
     ) -> dict[str, dict[str, numpy.ndarray]]:
         """The tracked entries of every estimator's gradient of the bound (the model's loss is
-        its negative), one row per draw of ``eps`` from ``rng``; ``done(1)`` after each draw.
+        its negative), one row per draw of ``eps`` (C, B, K, L).
 
         Returns
         -------
-        dict estimator -> {layer name: (draws, entries)}
+        dict estimator -> {layer name: (C, entries)}
             The decoder's rows are the first estimator's for all (they are the same).
         """
         first = estimators[0]
         rows: dict[str, dict[str, list]] = {e: {n: [] for n in self.tracked} for e in estimators}
-        for _ in range(draws):
-            eps = rng.standard_normal(self.noise_shape(k))
+        for draw in eps:
             for e in estimators:
                 model = self._model(e)
-                model.loss(self.x, self.y, eps=eps, validate=False)
+                model.loss(self.x, self.y, eps=draw, validate=False)
                 for name, index in self.tracked.items():
                     if e == first or not name.startswith("decoder."):
                         rows[e][name].append(-model.grads[name].reshape(-1)[index])
-            if done is not None:
-                done(1)
         out = {e: {n: numpy.array(r) for n, r in rows[e].items() if r} for e in estimators}
         for e in estimators[1:]:
             out[e].update({n: out[first][n] for n in self.networks["generative"]})
