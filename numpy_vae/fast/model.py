@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from numpy_vae.bounds import repeat_rows
 from numpy_vae.fast.buffers import Buffers
 from numpy_vae.fast.decoders import FAST_DECODERS, FastMLPDecoder
 from numpy_vae.fast.layers import FastLinear, FastSequential
@@ -34,7 +33,7 @@ from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
 from numpy_vae.fast.objectives import FAST_OBJECTIVES
 from numpy_vae.fast.parameters import FlatParameters
 from numpy_vae.likelihoods import Bernoulli
-from numpy_vae.model import VAE, append_onehot
+from numpy_vae.model import VAE
 
 Array = Any
 
@@ -86,15 +85,14 @@ class FastVAE(VAE):
             self.fast_decoder, FastMLPDecoder
         ):
             return super().sample_log_likelihood(x, z, y)
-        xp = self.xp
         n, k, latent = z.shape
-        h = append_onehot(z.reshape(n * k, latent), repeat_rows(self.one_hot(y), k, xp), xp)
+        h = self.context(z.reshape(n * k, latent), self.one_hot(y), k)
         for layer in self.decoder.layers[:-1]:
             h = layer.forward(h)
         last = self.decoder.layers[-1]
         logits = h @ last.weight.T  # (B K, D), a fresh array for the kernel to work in
         logits += last.bias
-        nll, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, xp, grad=False)
+        nll, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, self.xp, grad=False)
         return -nll.reshape(n, k)
 
     def log_likelihood(self, x: Array, decoded: Array) -> Array:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from numpy_vae import inputs
-from numpy_vae.bounds import log_posterior, log_prior, repeat_rows
+from numpy_vae.bounds import log_posterior, log_prior
 from numpy_vae.fast.decoders import FastMLPDecoder
 from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
 from numpy_vae.kl import kl_standard_normal, weighted_kl
@@ -108,7 +108,7 @@ class FastELBO(FastObjective):
         mu, logvar = stats[:, :latent], stats[:, latent:]
         z, reparam_cache = reparameterize(mu, logvar, eps, xp)
         # (an autoregressive decoder reads the data as its pixels: teacher forcing)
-        out = model.fast_decoder.forward(append_onehot(z, onehot, xp), x, buffers["decoder"])
+        out = model.fast_decoder.forward(model.context(z, onehot), x, buffers["decoder"])
 
         # The likelihood's gradient is written over ``out``, which nothing else holds.
         if isinstance(model.likelihood, Bernoulli):
@@ -174,7 +174,7 @@ class FastMultiSample(FastObjective):
         mu, logvar = stats[:, :latent], stats[:, latent:]
         sigma = xp.exp(0.5 * logvar)
         z = mu[:, None, :] + sigma[:, None, :] * eps
-        rows = append_onehot(z.reshape(n * k, latent), repeat_rows(onehot, k, xp), xp)
+        rows = model.context(z.reshape(n * k, latent), onehot, k)
         out = model.fast_decoder.forward(rows, None, buffers["decoder"])
         if isinstance(model.likelihood, Bernoulli) and k >= self.rows_kernel_min_k:
             nll, xw = self._bernoulli_rows(model, out, x, n, k)  # out now holds sigmoid(l)
