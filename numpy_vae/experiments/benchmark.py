@@ -206,7 +206,7 @@ class NumpyTraining:
             t0 = clock()
         trainer.epoch = epoch
         phases["total"] = clock() - start
-        # Everything else: the loop itself, the running totals, the per-batch KL weight.
+        # Everything else: the loop itself and the running totals (the KL weight is in "data").
         phases["loop"] = phases["total"] - sum(phases[k] for k in PHASES)
         return phases
 
