@@ -1,5 +1,5 @@
-"""scripts/gradcheck.py: the report passes on right gradients, fails on a broken one, and is
-honest about kinks."""
+"""scripts/gradcheck.py: the report passes on right gradients, fails on a broken one (in the
+specification or in the fast path that training runs), and is honest about kinks."""
 
 import json
 
@@ -9,12 +9,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_checks_bite import doubled
 
+import numpy_vae.fast.objectives as fast_objectives
 import numpy_vae.likelihoods as likelihoods_module
 import numpy_vae.model as model_module
 from numpy_vae import VAE, get_backend
-from numpy_vae.checks.gradreport import check_model, gradient_report
+from numpy_vae.checks.gradreport import (
+    AGREEMENT_TITLE,
+    FAST_TITLE,
+    SPEC_TITLE,
+    check_model,
+    compare_paths,
+    gradient_report,
+)
 from numpy_vae.cli.gradcheck import main
 from numpy_vae.config import ModelConfig
+from numpy_vae.fast import FastVAE
 from numpy_vae.gradcheck import numerical_gradient
 
 F64 = get_backend("numpy", "float64")
@@ -24,24 +33,40 @@ DEFAULT_NAMES = [
 ]  # fmt: skip
 
 
-def table_rows(text):
-    """parameter name -> the words of its row in the printed table."""
-    return {
-        line.split()[0]: line.split()
-        for line in text.splitlines()
-        if line.split() and line.split()[0] in DEFAULT_NAMES
-    }
+def table_rows(text, title=SPEC_TITLE):
+    """parameter name (or ``loss``) -> the words of its row in the section whose heading starts
+    with ``title`` (sections are separated by blank lines; {} if there is no such section)."""
+    for block in text.split("\n\n"):
+        lines = block.splitlines()
+        # "fast path" also begins "fast path against the specification": match the whole title.
+        if lines and lines[0].split(" (")[0] == title:
+            return {
+                line.split()[0]: line.split()
+                for line in lines
+                if line.split() and line.split()[0] in [*DEFAULT_NAMES, "loss"]
+            }
+    return {}
 
 
 def test_default_model_passes(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert "784-400-20 relu, bernoulli" in out and "random images" in out
-    rows = table_rows(out)
-    assert list(rows) == DEFAULT_NAMES
-    for words in rows.values():
-        assert words[-1] == "pass" and float(words[2]) <= 1e-7 and int(words[3]) >= 1
-    assert "PASSED: 8 of 8" in out
+    for title in (SPEC_TITLE, FAST_TITLE):
+        rows = table_rows(out, title)
+        assert list(rows) == DEFAULT_NAMES, title
+        for words in rows.values():
+            assert words[-1] == "pass" and float(words[2]) <= 1e-7 and int(words[3]) >= 1
+    agreement = table_rows(out, AGREEMENT_TITLE)
+    assert list(agreement) == [*DEFAULT_NAMES, "loss"]
+    # The ELBO's fast step is the specification's arithmetic: its gradients are bitwise equal.
+    for name in DEFAULT_NAMES:
+        assert agreement[name][-1] == "pass" and float(agreement[name][2]) == 0.0
+    assert "step FastELBO: what training runs" in out
+    assert out.splitlines()[-1].startswith(
+        "PASSED: specification 8 of 8 within 1e-07; fast path 8 of 8 within 1e-07; "
+        "fast path against the specification 9 of 9 within the bound;"
+    )
 
 
 # Which rows a doubled derivative must turn into FAIL rows: everything upstream of it.
@@ -60,17 +85,28 @@ def test_a_broken_derivative_fails_with_exit_status_1(monkeypatch, capsys, broke
     assert main(["--hidden", "50", "--entries", "5"]) == 1
     out = capsys.readouterr().out
     rows = table_rows(out)
+    assert list(rows) == DEFAULT_NAMES
     for param, words in rows.items():
         assert words[-1] == ("FAIL" if param in affected else "pass"), (param, words)
-    assert "FAILED:" in out
+    # The fast path has its own copies of these derivatives: it still passes, and differs
+    # from the specification exactly where the specification is wrong.
+    assert all(words[-1] == "pass" for words in table_rows(out, FAST_TITLE).values())
+    agreement = table_rows(out, AGREEMENT_TITLE)
+    for param in DEFAULT_NAMES:
+        assert agreement[param][-1] == ("FAIL" if param in affected else "pass"), param
+    assert "FAILED (specification, fast path against the specification):" in out
+    assert "the derivative to fix is the specification's" in out
 
 
 def test_json_report(tmp_path, capsys):
     path = tmp_path / "report.json"
     assert main(["--hidden", "6", "--latent-dim", "2", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
-    assert report["passed"] and not report["full"]
+    assert report["passed"] and not report["full"] and report["failed_sections"] == []
     assert [row["name"] for row in report["rows"]] == DEFAULT_NAMES
+    assert [row["name"] for row in report["fast_rows"]] == DEFAULT_NAMES
+    assert [row["name"] for row in report["agreement"]] == [*DEFAULT_NAMES, "loss"]
+    assert report["path"] == "both" and report["agreement_terms"] == 8 + 784 + 6
     assert report["model"]["hidden_dims"] == [6] and report["model"]["latent_dim"] == 2
     printed_loss = capsys.readouterr().out.split("loss ")[1].split()[0]
     assert report["loss"] == pytest.approx(float(printed_loss))
@@ -81,7 +117,7 @@ def test_full_check_covers_every_entry():
         ModelConfig(hidden_dims=(4,), latent_dim=2), batch=3, entries=None, input_dim=9
     )
     assert report.passed and report.full
-    for row in report.rows:  # every entry is compared or counted as a kink
+    for row in report.rows + report.fast_rows:  # every entry is compared or counted as a kink
         assert row.checked + row.kink == int(np.prod(row.shape))
 
 
@@ -132,11 +168,14 @@ def test_every_variant_passes_and_counts_add_up(
     )
     # A row may fail only where rounding alone could exceed the bound, and the report says so
     # (tiny gradients: e.g. beta = 0 with a saturated sigmoid); the model tests assume those away.
-    assert all(row.passed or not row.resolvable for row in report.rows), report.format()
-    assert any(row.resolvable for row in report.rows)
-    for row in report.rows:
-        size = int(np.prod(row.shape))
-        assert row.checked + row.kink == min(6, size)
+    for rows in (report.rows, report.fast_rows):
+        assert all(row.passed or not row.resolvable for row in rows), report.format()
+        assert any(row.resolvable for row in rows)
+        for row in rows:
+            size = int(np.prod(row.shape))
+            assert row.checked + row.kink == min(6, size)
+    # The fast path against the specification has no rounding floor: it must pass outright.
+    assert all(a.passed for a in report.agreement), report.format()
 
 
 def test_a_stencil_across_a_relu_kink_is_counted_not_compared():
@@ -187,3 +226,149 @@ def test_an_array_with_no_entry_compared_does_not_pass():
     rows, _ = check_model(model, x, eps, entries=None, h=50.0)
     empty = [r for r in rows if r.checked == 0]
     assert empty and not any(r.passed for r in empty)
+
+
+# ---------------------------------------------------------------------- the fast path
+# Small models: the check of the code that training runs, on every objective and decoder.
+SMALL = {"hidden_dims": (4,), "latent_dim": 2}
+FAST_CASES = {
+    "elbo": {},
+    "iwae": {"objective": "iwae", "k": 3},
+    "vae": {"objective": "vae", "k": 2},
+    "made elbo": {"decoder": "made", "made_hidden": (5,)},
+    "made iwae": {"decoder": "made", "made_hidden": (5,), "objective": "iwae", "k": 3},
+}
+
+
+def small_report(path="both", **config):
+    return gradient_report(
+        ModelConfig(**{**SMALL, **config}), batch=3, input_dim=9, entries=6, path=path
+    )
+
+
+@pytest.mark.parametrize("case", FAST_CASES)
+def test_the_report_covers_the_fast_path(case):
+    report = small_report(**FAST_CASES[case])
+    assert report.passed, report.format()
+    names = [row.name for row in report.rows]
+    # Its own finite-difference section and its comparison with the specification, row by row.
+    assert [row.name for row in report.fast_rows] == names
+    assert [a.name for a in report.agreement] == [*names, "loss"]
+    assert all(row.checked > 0 for row in report.fast_rows)
+    assert report.fast_step.startswith("FastMultiSample" if "objective" in FAST_CASES[case] else
+                                       "FastELBO")  # fmt: skip
+    # Within 64 n eps, n = B K + D + H = 3 K + 9 + max(4, MADE 5).
+    k = FAST_CASES[case].get("k", 1)
+    n = 3 * k + 9 + (5 if "made" in case else 4)
+    assert report.agreement_terms == n
+    assert report.agreement_tol == 64 * n * np.finfo(np.float64).eps
+    text = report.format()
+    for title in (SPEC_TITLE, FAST_TITLE, AGREEMENT_TITLE):
+        assert f"\n{title} (" in text
+    assert text.splitlines()[-1].startswith("PASSED: ")
+
+
+def plant_in_fast_iwae(monkeypatch):
+    """Double d_logvar in the fast multi-sample step only: it calls its own (fast) model's
+    estimator, which is wrapped for the duration of that step."""
+    real = fast_objectives.FastMultiSample.backward
+
+    def backward(self, model):
+        estimator = self.spec.estimator
+        estimator.encoder_gradient = doubled(estimator.encoder_gradient, 1)
+        try:
+            real(self, model)
+        finally:
+            del estimator.encoder_gradient  # the class's method again
+
+    monkeypatch.setattr(fast_objectives.FastMultiSample, "backward", backward)
+
+
+# The issue's bug: 2 * d_logvar in the fast path, which the specification never runs.
+FAST_PLANTS = {
+    "elbo KL d_logvar": ({}, lambda mp: mp.setattr(fast_objectives, "kl_standard_normal",
+                          doubled(fast_objectives.kl_standard_normal, 2))),
+    "elbo reparameterization d_logvar": ({}, lambda mp: mp.setattr(
+        fast_objectives, "reparameterize_backward",
+        doubled(fast_objectives.reparameterize_backward, 1))),
+    "iwae encoder d_logvar": ({"objective": "iwae", "k": 3}, plant_in_fast_iwae),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("plant", FAST_PLANTS)
+def test_a_broken_fast_path_fails_and_is_named(monkeypatch, plant):
+    config, planting = FAST_PLANTS[plant]
+    planting(monkeypatch)
+    report = small_report(**config)
+    assert not report.passed
+    # The specification is right; the fast path fails its differences and differs from it
+    # upstream of z, and nowhere else.
+    assert report.failed_sections == [FAST_TITLE, AGREEMENT_TITLE]
+    assert all(row.passed for row in report.rows)
+    for row in report.fast_rows:
+        assert row.passed == (row.name not in UPSTREAM_OF_Z), row
+    for a in report.agreement:
+        assert a.passed == (a.name not in UPSTREAM_OF_Z), a
+        if not a.passed:
+            assert a.error > 1e-3  # a wrong factor, not rounding
+    text = report.format()
+    assert "FAILED (fast path, fast path against the specification)" in text
+    assert "the fast path (numpy_vae/fast/, what training runs) disagrees" in text
+
+
+def test_the_command_line_fails_on_the_planted_fast_bug_unless_told_to_skip_it(monkeypatch, capsys):
+    """Before the fast path was checked, this bug read ``PASSED: 8 of 8``; ``--path spec`` is
+    that old check and still passes, the default fails with exit status 1."""
+    FAST_PLANTS["elbo KL d_logvar"][1](monkeypatch)
+    small = ["--hidden", "4", "--latent-dim", "2", "--batch-size", "3", "--entries", "4"]
+    assert main([*small, "--path", "spec"]) == 0
+    out = capsys.readouterr().out
+    assert FAST_TITLE not in out and "PASSED: specification 8 of 8 within 1e-07;" in out
+    assert main(small) == 1
+    out = capsys.readouterr().out
+    assert table_rows(out, FAST_TITLE)["head.bias"][-1] == "FAIL"
+    assert table_rows(out, AGREEMENT_TITLE)["head.bias"][-1] == "FAIL"
+    assert out.splitlines()[-1].startswith("FAILED (fast path, ")
+    assert main([*small, "--path", "fast"]) == 1
+    out = capsys.readouterr().out
+    assert f"\n{SPEC_TITLE} (" not in out and "FAILED (fast path, " in out
+
+
+@pytest.mark.parametrize("estimator", ["stl", "dreg"])
+def test_stl_and_dreg_compare_the_fast_path_with_the_specification_only(
+    monkeypatch, capsys, estimator
+):
+    config = {"objective": "iwae", "k": 3, "estimator": estimator}
+    report = small_report(**config)
+    assert report.passed and not report.differentiable
+    assert report.rows == [] and report.fast_rows == [] and len(report.agreement) == 9
+    assert "not the gradient of the bound" in report.format()
+    # The comparison bites on the estimator too.
+    plant_in_fast_iwae(monkeypatch)
+    planted = small_report(**config)
+    assert planted.failed_sections == [AGREEMENT_TITLE]
+    # Differences of the loss cannot check these estimators: --path spec has nothing to run.
+    argv = ["--objective", "iwae", "--k", "3", "--estimator", estimator, "--path", "spec"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not the gradient of the bound" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_nan_on_the_fast_path_fails_the_comparison():
+    """``error <= bound`` is False for a NaN: it cannot slip through as 'not above the bound'."""
+    backend = get_backend("numpy", "float64")
+    spec = VAE(9, hidden_dims=(4,), latent_dim=2, backend=backend, seed=0)
+    fast = FastVAE(9, hidden_dims=(4,), latent_dim=2, backend=backend, seed=0)
+    fast.load_state_dict(spec.state_dict())
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((3, 9)), rng.standard_normal((3, 2))
+    assert all(a.passed for a in compare_paths(fast, spec, x, eps, bound=1e-13))
+    fast.params["decoder.2.bias"][0] = np.nan
+    spec.params["decoder.2.bias"][0] = 0.0
+    rows = compare_paths(fast, spec, x, eps, bound=1e-13)
+    assert not next(a for a in rows if a.name == "decoder.2.bias").passed
+
+
+def test_path_must_be_one_of_the_three():
+    with pytest.raises(ValueError, match="spec, fast, both"):
+        small_report(path="training")
