@@ -242,6 +242,7 @@ def test_dataset_accepts_only_what_training_can_use(train, test, labels, test_la
         return
     for images, y in ((data.train_images, data.train_labels), (data.test_images, data.test_labels)):
         assert images.dtype == np.uint8 and images.ndim == 2 and images.size > 0
+        assert images.max() != 1  # 0/1 bytes are black-and-white images stored wrongly
         assert y is None or (y.dtype.kind in "iu" and y.shape == images.shape[:1]
                              and 0 <= y.min() and y.max() <= 9)  # fmt: skip
     assert data.train_images.shape[1] == data.test_images.shape[1]

@@ -179,10 +179,36 @@ positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 hidden_widths = flag_type(Range("widths"))
 
 
-def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
-    """MNIST from ``data_dir`` (fetched if needed), or the arrays of ``data_file``."""
+def load_dataset(
+    data_dir: Path | None = None, data_file: Path | None = None
+) -> tuple[Dataset, str]:
+    """The data set of a command line: MNIST from ``data_dir``, or the arrays of ``data_file``.
+
+    Both go through the :class:`Dataset` constructor, which checks the pixels
+    (:data:`numpy_vae.training.data.PIXEL_CONVENTIONS`).
+
+    Parameters
+    ----------
+    data_dir : pathlib.Path, optional
+        The MNIST folder (``--data-dir``), default :func:`default_data_dir`; unused when
+        ``data_file`` is given. Only the default cache may be missing: it is created on first
+        use; any other folder must exist (:func:`existing_data_dir`).
+    data_file : pathlib.Path, optional
+        An ``.npz`` of ``train_images``, ``test_images`` and optionally ``train_labels`` and
+        ``test_labels`` (``--data-file``), used instead of MNIST.
+
+    Returns
+    -------
+    tuple of Dataset and str
+        The data set, and where it came from in words.
+
+    Raises
+    ------
+    DataError
+        In one line, when the folder or the file cannot give a valid data set.
+    """
     if data_file is None:
-        mnist = load_mnist(data_dir)
+        mnist = load_mnist(existing_data_dir(data_dir))
         dataset = Dataset(
             mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels
         )
@@ -219,6 +245,49 @@ def load_dataset(data_dir: Path, data_file: Path | None) -> tuple[Dataset, str]:
         return Dataset(*arrays), str(data_file)
     except ValueError as err:
         raise DataError(f"{data_file}: {err}") from err
+
+
+def existing_data_dir(data_dir: Path | None) -> Path:
+    """The folder that MNIST is loaded from: ``data_dir``, which must be an existing folder
+    unless it is the default cache.
+
+    A typo in ``--data-dir`` must not quietly create a folder and download MNIST into it, so a
+    folder that is named must exist; only the default cache (:func:`default_data_dir`) is created
+    on first use, as the loader does for it.
+
+    Parameters
+    ----------
+    data_dir : pathlib.Path, optional
+        The folder named on the command line; ``None`` for the default.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+
+    Raises
+    ------
+    DataError
+        In one line, when ``data_dir`` is not the default and is not an existing folder.
+    """
+    default = default_data_dir()
+    if data_dir is None:
+        return default
+    data_dir = Path(data_dir)
+    # Compared as absolute paths, so that "--data-dir ./data" is the default "data" too.
+    if data_dir.absolute() == default.absolute() and not data_dir.exists():
+        return data_dir
+    if not data_dir.exists():
+        raise DataError(
+            f"--data-dir {data_dir} does not exist; create it first (mkdir -p {data_dir}) to "
+            "fetch MNIST there, or leave out --data-dir to use the default cache "
+            f"{default.absolute()}"
+        )
+    if not data_dir.is_dir():
+        raise DataError(
+            f"--data-dir {data_dir} is not a folder; give the folder of the MNIST cache"
+        )
+    return data_dir
 
 
 def line_buffered_output() -> None:

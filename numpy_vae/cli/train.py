@@ -29,7 +29,12 @@ from numpy_vae.cli.common import (
 from numpy_vae.config import MODEL_FIELDS
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.checkpoint import load_checkpoint
-from numpy_vae.training.data import BINARIZE_MODES, default_data_dir, default_runs_dir
+from numpy_vae.training.data import (
+    BINARIZE_MODES,
+    PIXEL_CONVENTIONS,
+    default_data_dir,
+    default_runs_dir,
+)
 from numpy_vae.training.presets import INITS, LR_SCHEDULES
 from numpy_vae.training.runs import (
     CHECKPOINT,
@@ -180,13 +185,14 @@ def train_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=default_data_dir(),
-        help="where MNIST is cached, fetched on first use ($NUMPY_VAE_DATA, else ./data)",
+        help="where MNIST is cached ($NUMPY_VAE_DATA, else ./data); the default is created "
+        "and MNIST fetched on first use, a folder named here must exist",
     )
     data.add_argument(
         "--data-file",
         type=Path,
-        help="an .npz with uint8 train_images/test_images (N, D) and, optionally, integer "
-        "train_labels/test_labels in 0..9, used instead of MNIST",
+        help="an .npz used instead of MNIST: train_images/test_images (N, D) of "
+        f"{PIXEL_CONVENTIONS}; optionally integer train_labels/test_labels in 0..9",
     )
     return p
 

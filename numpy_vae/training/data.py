@@ -20,7 +20,9 @@ Bernoulli likelihood expects, either once (``threshold``) or by a fresh draw for
 
 A :class:`Dataset` holds the two splits as ``uint8`` (MNIST's or any other images); training
 iterates an :class:`ImageSplit`, which keeps a split on the device and hands out its batches
-(:class:`Batch`) scaled and binarized, one at a time.
+(:class:`Batch`) scaled and binarized, one at a time. What pixels a data set may hold is stated
+once, in :data:`PIXEL_CONVENTIONS`, and checked once, by :func:`check_pixels` in the
+:class:`Dataset` constructor, which MNIST, ``--data-file`` and the Python API all go through.
 
 The checksums, mirrors and sizes are module-level constants so that tests can point the loader
 at small synthetic data.
@@ -660,7 +662,9 @@ def load_mnist(
     ----------
     data_dir : str or os.PathLike, optional
         Folder of the data; created when something is written. Default
-        :func:`default_data_dir`: ``$NUMPY_VAE_DATA``, else ``./data``.
+        :func:`default_data_dir`: ``$NUMPY_VAE_DATA``, else ``./data``. (The command lines
+        refuse a ``--data-dir`` that does not exist, unless it is the default:
+        :func:`numpy_vae.cli.common.existing_data_dir`.)
     download : bool
         Try the MNIST mirrors when no local copy is found.
     allow_pypi : bool
@@ -860,10 +864,84 @@ def binarize(
 # --------------------------------------------------------------------------------------------
 
 
+#: The pixels a :class:`Dataset` takes, stated once (:func:`check_pixels` enforces them):
+#:
+#: ============================  ========  ================================================
+#: images                        verdict   why, and the conversion
+#: ============================  ========  ================================================
+#: ``uint8`` ``k`` in 0..255     accepted  the grey level ``k / 255``, as MNIST is stored
+#: ``uint8`` of only 0 and 1     refused   1 would be the almost-black 1/255; store
+#:                                         black-and-white images as 0/255:
+#:                                         ``(X * 255).astype(numpy.uint8)``
+#: float grey levels in [0, 1]   refused   ``numpy.round(x * 255).astype(numpy.uint8)``
+#: ``bool``                      refused   True/False as 255/0:
+#:                                         ``(X * 255).astype(numpy.uint8)``
+#: ============================  ========  ================================================
+#:
+#: All-black images (only 0) mean the same under either reading and are accepted. A data set
+#: whose grey levels really are only 0 and 1/255 cannot be told from 0/1 bytes and is refused
+#: too; no real image set looks like that.
+PIXEL_CONVENTIONS = (
+    "uint8 pixels k in 0..255 meaning the grey level k/255; black-and-white images as 0 and 255"
+)
+
+# The conversion that each refused kind of array needs, by dtype kind (see PIXEL_CONVENTIONS).
+_CONVERSIONS = {
+    "f": "convert grey levels in [0, 1] with numpy.round(x * 255).astype(numpy.uint8)",
+    "b": "convert True/False pixels to 255/0 with (X * 255).astype(numpy.uint8)",
+    "i": "convert pixels 0..255 with X.astype(numpy.uint8), black-and-white 0/1 ones with "
+    "(X * 255).astype(numpy.uint8)",
+}
+_CONVERSIONS["u"] = _CONVERSIONS["i"]
+
+
+def check_pixels(name: str, images: Any) -> None:
+    """Check that ``images`` follow :data:`PIXEL_CONVENTIONS`: a non-empty 2-D ``uint8`` array
+    of pixels ``0..255``, not black-and-white images stored as 0 and 1.
+
+    Parameters
+    ----------
+    name : str
+        What the array is (``"train_images"``), for the message.
+    images : any
+        The array to check.
+
+    Raises
+    ------
+    ValueError
+        In one line that names the array, what is wrong and the conversion that fixes it.
+    """
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        kind = images.dtype.kind if isinstance(images, np.ndarray) else "f"
+        fix = _CONVERSIONS.get(kind, _CONVERSIONS["f"])
+        raise ValueError(
+            f"{name} must be a uint8 NumPy array of pixel values 0..255, got "
+            f"{_describe(images)}; {fix}"
+        )
+    if images.ndim != 2 or images.shape[0] == 0 or images.shape[1] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 2-D array (N, pixels), got shape {images.shape}; "
+            "flatten images with images.reshape(len(images), -1)"
+        )
+    # A largest pixel of 1 means the array holds only 0s and 1s: almost certainly black-and-white
+    # images whose 1s were meant as white; read as k/255 they would all be near black and train
+    # a model on nothing (issue 24). One max() over the bytes is cheap even for all of MNIST.
+    if images.max() == 1:
+        raise ValueError(
+            f"{name} holds only the values 0 and 1, but uint8 pixels k mean the grey level k/255, "
+            "so its 1s would be read as almost black (1/255); store black-and-white images as "
+            "0 and 255: (X * 255).astype(numpy.uint8)"
+        )
+
+
 @dataclass
 class Dataset:
     """Images as ``uint8`` rows (N, D), held once and converted per batch, with integer digit
-    labels 0..9 for both splits or for neither (``None``: only an unconditional model trains)."""
+    labels 0..9 for both splits or for neither (``None``: only an unconditional model trains).
+
+    The images follow :data:`PIXEL_CONVENTIONS` (pixels ``k`` in ``0..255`` meaning ``k / 255``);
+    the constructor refuses anything else with the conversion that fixes it.
+    """
 
     train_images: Array
     train_labels: Array | None
@@ -876,17 +954,7 @@ class Dataset:
         for split in ("train", "test"):
             images = getattr(self, f"{split}_images")
             labels = getattr(self, f"{split}_labels")
-            if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-                raise ValueError(
-                    f"{split}_images must be a uint8 NumPy array of pixel values 0..255, got "
-                    f"{_describe(images)}; convert grey levels in [0, 1] with "
-                    "numpy.round(x * 255).astype(numpy.uint8)"
-                )
-            if images.ndim != 2 or images.shape[0] == 0 or images.shape[1] == 0:
-                raise ValueError(
-                    f"{split}_images must be a non-empty 2-D array (N, pixels), got shape "
-                    f"{images.shape}; flatten images with images.reshape(len(images), -1)"
-                )
+            check_pixels(f"{split}_images", images)
             if labels is None:
                 continue
             if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":

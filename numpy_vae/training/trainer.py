@@ -284,8 +284,9 @@ class Trainer:
     Raises
     ------
     ValueError
-        A conditional model without labels, or a schedule or initialization named by the
-        configuration whose module is not loaded (the message names it).
+        A conditional model without labels, a batch size larger than the training set, or a
+        schedule or initialization named by the configuration whose module is not loaded (the
+        message names it).
     """
 
     def __init__(
@@ -304,6 +305,14 @@ class Trainer:
         self.lr_schedule = lr_schedule or presets.lr_schedule(config.lr_schedule)
         initializer = initializer or presets.initializer(config.init)
         self.backend: Backend = get_backend(config.backend, config.dtype)
+        # A batch larger than the training set would make every epoch one step on all of it,
+        # without a word (issue 24). Checked after the backend, which is the first thing to fix.
+        n_train = int(data.train_images.shape[0])
+        if config.batch_size > n_train:
+            raise ValueError(
+                f"batch size {config.batch_size} is larger than the {n_train} training images; "
+                f"choose a batch size (--batch-size) of at most {n_train}"
+            )
         model_config = config.model_config()
         if config.reference:  # the specification: plain NumPy, one array per parameter
             self.model = VAE(
