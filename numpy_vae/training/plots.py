@@ -1,8 +1,10 @@
 """Figures of a trained model, drawn with Matplotlib's object API (no pyplot, no display needed).
 
 Every figure is written atomically (a temporary file renamed into place), so a run folder never
-holds a half-written PNG. Images are taken as host arrays of shape (n, 784) with values in
-[0, 1]; Gaussian-likelihood means, which may leave that range, are clipped for display only.
+holds a half-written PNG. Images are taken as host arrays of shape (n, pixels) with values in
+[0, 1], ``pixels`` a square (784 for MNIST's 28 x 28, or any other side); Gaussian-likelihood
+means, which may leave that range, are clipped for display only. Data of two values per example
+is drawn as points (:func:`plot_point_samples`, :func:`plot_point_reconstructions`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,23 @@ from numpy_vae.training.atomic import write_atomic
 SIDE = 28  # MNIST images are 28 x 28
 
 
+def image_side(pixels: int) -> int | None:
+    """The side of a square image of ``pixels`` values, or None when they make no square."""
+    side = int(round(pixels**0.5))
+    return side if side * side == pixels else None
+
+
+def class_word(pixels: int) -> str:
+    """What a label names: "digit" for MNIST-sized images (28 x 28), "class" for other data,
+    whose labels 0..9 need not be digits."""
+    return "digit" if pixels == SIDE * SIDE else "class"
+
+
 def image_grid(images: numpy.ndarray, rows: int, cols: int, pad: int = 2) -> numpy.ndarray:
     """Tile ``rows * cols`` flattened square images into one 2-D array, ``pad`` pixels apart."""
     images = numpy.clip(numpy.asarray(images, dtype=numpy.float64), 0.0, 1.0)
-    side = int(round(images.shape[1] ** 0.5))
-    if side * side != images.shape[1]:
+    side = image_side(images.shape[1])
+    if side is None:
         raise ValueError(f"images of {images.shape[1]} pixels are not square")
     grid = numpy.ones((rows * (side + pad) + pad, cols * (side + pad) + pad))
     for k, image in enumerate(images[: rows * cols]):
@@ -67,12 +81,26 @@ def plot_reconstructions(
     save_figure(fig, path)
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Train and test negative ELBO, reconstruction and KL per example against the epoch."""
+def plot_curves(
+    history: Sequence[dict[str, Any]], path: str | os.PathLike[str], trained: str = ""
+) -> None:
+    """Train and test negative ELBO, reconstruction and KL per example against the epoch.
+
+    Parameters
+    ----------
+    history : sequence of dict
+        The per-epoch metrics of a run (``train_neg_elbo``, ``test_kl``, ...).
+    path : path
+        Where the PNG goes.
+    trained : str
+        The objective trained on where it is not the plain ELBO (e.g. ``"beta = 4"``), named in
+        the first panel's title: the curves are the plain negative ELBO of any run, and without
+        it a beta = 4 run's figure would read as if the ELBO itself had been trained.
+    """
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(12, 3.6), dpi=100)
     panels = (
-        ("neg_elbo", "negative ELBO"),
+        ("neg_elbo", f"negative ELBO (trained: {trained})" if trained else "negative ELBO"),
         ("recon", "reconstruction  -log p(x|z)"),
         ("kl", "KL(q(z|x) || p(z))"),
     )
@@ -91,9 +119,16 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str])
 
 
 def plot_latent_means(
-    mu: numpy.ndarray, labels: numpy.ndarray | None, path: str | os.PathLike[str]
+    mu: numpy.ndarray,
+    labels: numpy.ndarray | None,
+    path: str | os.PathLike[str],
+    label_name: str = "digit",
 ) -> None:
-    """Scatter of 2-D posterior means, coloured by digit when labels are given."""
+    """Scatter of 2-D posterior means, coloured by label when labels are given.
+
+    ``label_name`` names the labels on the colour bar: "digit" for MNIST, "class" for data whose
+    labels 0..9 are not digits (:func:`class_word`).
+    """
     fig = Figure(figsize=(7, 6), dpi=100)
     ax = fig.add_subplot()
     if labels is None:
@@ -101,7 +136,7 @@ def plot_latent_means(
     else:
         points = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7,
                             vmin=-0.5, vmax=9.5)  # fmt: skip
-        fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+        fig.colorbar(points, ax=ax, ticks=range(10), label=label_name)
     ax.set_title("Test set: posterior means E[z | x]")
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
@@ -188,9 +223,10 @@ def _labelled_rows(
     fig = Figure(figsize=(0.75 * cols + 1.2, 0.75 * rows + 0.9), dpi=100)
     ax = fig.add_subplot()
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    cell = SIDE + pad
-    if any(row_labels):
-        ax.set_yticks([pad + cell * r + SIDE / 2 for r in range(rows)], row_labels)
+    side = image_side(images.shape[1]) or SIDE  # image_grid has refused any other shape
+    cell = side + pad
+    if any(row_labels):  # each label at the middle of its row, whatever the images' side
+        ax.set_yticks([pad + cell * r + side / 2 for r in range(rows)], row_labels)
     else:
         ax.set_yticks([])
     ax.set_xticks([])
@@ -202,11 +238,14 @@ def _labelled_rows(
     save_figure(fig, path)
 
 
-def plot_class_samples(images: numpy.ndarray, per_class: int, path: str | os.PathLike[str]) -> None:
-    """Conditional samples: row d holds ``per_class`` draws of p(x | z, y = d), z ~ N(0, I)."""
+def plot_class_samples(
+    images: numpy.ndarray, per_class: int, path: str | os.PathLike[str], label_name: str = "digit"
+) -> None:
+    """Conditional samples: row d holds ``per_class`` draws of p(x | z, y = d), z ~ N(0, I);
+    ``label_name`` as in :func:`plot_latent_means`."""
     _labelled_rows(
         images, 10, per_class, [str(d) for d in range(10)],
-        "Conditional samples, one row per digit y", "samples z ~ N(0, I)", path,
+        f"Conditional samples, one row per {label_name} y", "samples z ~ N(0, I)", path,
     )  # fmt: skip
 
 
@@ -232,6 +271,49 @@ def plot_interpolation(images: numpy.ndarray, path: str | os.PathLike[str]) -> N
         "Interpolation in latent space between two test digits",
         "input | decoded (1-t) mu_a + t mu_b, t from 0 to 1 | input", path,
     )  # fmt: skip
+
+
+def _point_axes(title: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(6.5, 6), dpi=100)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    ax.set_aspect("equal", adjustable="datalim")  # the two values share one scale
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def plot_point_samples(
+    samples: numpy.ndarray, data: numpy.ndarray, path: str | os.PathLike[str], title: str
+) -> None:
+    """Data of two values per example: decoded prior samples over the test data, as points.
+
+    The counterpart of :func:`plot_samples` for data that is not an image: ``samples`` and
+    ``data`` are host arrays of shape (n, 2).
+    """
+    fig, ax = _point_axes(title)
+    ax.scatter(data[:, 0], data[:, 1], s=6, color="tab:gray", alpha=0.5, label="test data")
+    ax.scatter(samples[:, 0], samples[:, 1], s=12, color="tab:red", label="samples (decoder means)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_point_reconstructions(
+    originals: numpy.ndarray, reconstructions: numpy.ndarray, path: str | os.PathLike[str]
+) -> None:
+    """Data of two values per example: test points, their reconstructions, and a line from each
+    point to its own reconstruction (the counterpart of :func:`plot_reconstructions`)."""
+    fig, ax = _point_axes("Test points and their reconstructions")
+    for (x1, x2), (r1, r2) in zip(originals, reconstructions, strict=True):
+        ax.plot([x1, r1], [x2, r2], color="tab:gray", alpha=0.5, linewidth=0.8)
+    ax.scatter(originals[:, 0], originals[:, 1], s=14, color="tab:blue", label="test point")
+    ax.scatter(reconstructions[:, 0], reconstructions[:, 1], s=14, color="tab:orange",
+               marker="s", label="reconstruction")  # fmt: skip
+    ax.legend(loc="best")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def plot_study(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:

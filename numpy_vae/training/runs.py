@@ -364,60 +364,145 @@ def on_host_for_display(trainer: Trainer, images: Any) -> numpy.ndarray:
     return numpy.clip(trainer.backend.to_host(images), 0.0, 1.0)
 
 
-def write_samples(trainer: Trainer, path: Path, title: str = "Samples from the prior") -> Path:
+def _data_values(trainer: Trainer) -> int:
+    """How many values one example of the run's data has (784 for MNIST)."""
+    return int(trainer.test_x.shape[1])
+
+
+def _not_an_image(values: int) -> str:
+    """Why an image figure is left out for data of ``values`` values per example."""
+    return f"they draw images, and the data's {values} values per example are not a square image"
+
+
+def _trained_objective(trainer: Trainer) -> str:
+    """The objective trained on in words where it is not the plain ELBO (e.g. "beta = 4"),
+    else ""; the same phrases as a study's variant labels."""
+    from numpy_vae.experiments.variants import describe_variant  # it imports this module
+
+    keys = ("beta", "kl_warmup", "free_bits", "objective", "k", "estimator")
+    settings = trainer.config.to_json()
+    label = describe_variant({key: settings[key] for key in keys if key in settings})
+    return "" if label == "plain VAE" else label
+
+
+def write_samples(
+    trainer: Trainer,
+    path: Path,
+    title: str = "Samples from the prior",
+    log: Callable[[str], None] | None = None,
+) -> Path | None:
     """64 decoded prior samples; the same draws of z in every figure of a run (seeded by the
-    run's seed), so that snapshots of different epochs compare."""
+    run's seed), so that snapshots of different epochs compare.
+
+    Square images are drawn as an 8 x 8 grid and data of two values per example as points over
+    the test data; for any other data nothing is drawn, ``log`` (default: print) says so in one
+    line and None is returned.
+    """
     model, backend, cfg = trainer.model, trainer.backend, trainer.config
+    values = _data_values(trainer)
+    if plots.image_side(values) is None and values != 2:
+        (log or _print_now)(f"{path.name} skipped: {_not_an_image(values)}")
+        return None
     rng = numpy.random.default_rng(cfg.seed)
     z = backend.asarray(rng.standard_normal((64, model.latent_dim)))
     y = backend.xp.asarray(numpy.arange(64) % 10) if cfg.conditional else None
-    title += " (digit = index mod 10)" if cfg.conditional else ""
-    plots.plot_samples(on_host_for_display(trainer, model.decode(z, y)), path, title)
+    title += f" ({plots.class_word(values)} = index mod 10)" if cfg.conditional else ""
+    samples = on_host_for_display(trainer, model.decode(z, y))
+    if values == 2:
+        data = on_host_for_display(trainer, trainer.test_x)
+        plots.plot_point_samples(samples, data, path, title)
+    else:
+        plots.plot_samples(samples, path, title)
     return path
 
 
-def write_figures(trainer: Trainer, run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Draw the figures of a run into ``run_dir``; returns the paths written."""
+def _print_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def write_figures(
+    trainer: Trainer, run_dir: str | os.PathLike[str], log: Callable[[str], None] | None = None
+) -> list[Path]:
+    """Draw the figures of a run into ``run_dir``; returns the paths written.
+
+    Every figure that fits the data is drawn: the image figures for square images (any side),
+    points for data of two values per example (samples and reconstructions), and for any data
+    the curves, the KL per dimension and, for 2-D latents, the posterior means. The image
+    figures that do not fit are named in one line given to ``log`` (default: print), so that a
+    run of toy data finishes instead of stopping at its figures.
+    """
     run_dir = Path(run_dir)
     model, backend, cfg = trainer.model, trainer.backend, trainer.config
-    written = [write_samples(trainer, run_dir / "samples.png")]
+    values = _data_values(trainer)
+    images = plots.image_side(values) is not None
+    skipped = []
+    written = []
 
     def shown(images: Any) -> numpy.ndarray:
         return on_host_for_display(trainer, images)
 
-    x = trainer.test_x[:32]
-    y = trainer.test_labels[:32] if cfg.conditional else None
-    recon = shown(model.reconstruct(x, y))
-    plots.plot_reconstructions(shown(x), recon, run_dir / "reconstructions.png")
-    written.append(run_dir / "reconstructions.png")
+    if images or values == 2:
+        write_samples(trainer, run_dir / "samples.png")  # it draws both shapes
+        written.append(run_dir / "samples.png")
+        x = trainer.test_x[:32]
+        y = trainer.test_labels[:32] if cfg.conditional else None
+        recon = shown(model.reconstruct(x, y))
+        draw = plots.plot_reconstructions if images else plots.plot_point_reconstructions
+        draw(shown(x), recon, run_dir / "reconstructions.png")
+        written.append(run_dir / "reconstructions.png")
+    else:
+        skipped += ["samples.png", "reconstructions.png"]
 
     if trainer.history:
-        plots.plot_curves(trainer.history, run_dir / "curves.png")
+        plots.plot_curves(trainer.history, run_dir / "curves.png", _trained_objective(trainer))
         written.append(run_dir / "curves.png")
 
-    written += _variant_figures(trainer, run_dir, shown)
+    written += _variant_figures(trainer, run_dir, shown, skipped)
 
     if model.latent_dim == 2:
+        xp = backend.xp
         y = trainer.test_labels if cfg.conditional else None
         mu, _ = model.encode(trainer.test_x, y)
         labels = None if trainer.test_labels is None else backend.to_host(trainer.test_labels)
-        plots.plot_latent_means(backend.to_host(mu), labels, run_dir / "latent_means.png")
-        n = 20
-        z = backend.asarray(plots.manifold_latents(n))
-        y = backend.xp.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
-        plots.plot_manifold(shown(model.decode(z, y)), n, run_dir / "manifold.png")
-        written += [run_dir / "latent_means.png", run_dir / "manifold.png"]
+        plots.plot_latent_means(
+            backend.to_host(mu), labels, run_dir / "latent_means.png", plots.class_word(values)
+        )
+        written.append(run_dir / "latent_means.png")
+        if images:
+            n = 20
+            z = backend.asarray(plots.manifold_latents(n))
+            y = xp.asarray(numpy.zeros(n * n, dtype=numpy.int64)) if cfg.conditional else None
+            plots.plot_manifold(shown(model.decode(z, y)), n, run_dir / "manifold.png")
+            written.append(run_dir / "manifold.png")
+        else:
+            skipped.append("manifold.png")
+    if skipped:
+        shape = _not_an_image(values)
+        if values == 2:  # said beside the refusal, so that the line reads as the whole story
+            shape += "; samples.png and reconstructions.png show the data as points instead"
+        (log or _print_now)(f"figures skipped: {', '.join(skipped)} ({shape})")
     return written
 
 
-def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any]) -> list[Path]:
-    """KL per dimension, traversals, interpolation; per-class samples for a conditional model."""
+def _variant_figures(
+    trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any], skipped: list[str]
+) -> list[Path]:
+    """KL per dimension, traversals, interpolation; per-class samples for a conditional model.
+
+    The KL per dimension fits any data; the others draw images, so for data that is not a
+    square image their names are appended to ``skipped`` instead.
+    """
     model, backend, cfg = trainer.model, trainer.backend, trainer.config
     xp = backend.xp
     written = []
     test = trainer.evaluate()
     plots.plot_kl_per_dim(test["kl_per_dim"], test["mean_variance"], run_dir / "kl_per_dim.png")
     written.append(run_dir / "kl_per_dim.png")
+    data_values = _data_values(trainer)
+    if plots.image_side(data_values) is None:
+        skipped += ["traversal.png", "interpolation.png"]
+        skipped += ["class_samples.png"] if cfg.conditional else []
+        return written
 
     fixed_y: Callable[[int], Any] = lambda n: None  # noqa: E731
     if cfg.conditional:
@@ -455,7 +540,10 @@ def _variant_figures(trainer: Trainer, run_dir: Path, shown: Callable[[Any], Any
         )
         y = xp.repeat(xp.arange(10), per_class)
         plots.plot_class_samples(
-            shown(model.decode(z, y)), per_class, run_dir / "class_samples.png"
+            shown(model.decode(z, y)),
+            per_class,
+            run_dir / "class_samples.png",
+            plots.class_word(data_values),
         )
         written.append(run_dir / "class_samples.png")
     return written
