@@ -4,10 +4,11 @@ status 2, and ``--help`` that shows each default once and works without optional
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from numpy_vae.__main__ import PROGRAMS
+from numpy_vae.__main__ import INSTALLED, PROGRAMS, invoked_name
 
 MODULES = sorted(set(PROGRAMS.values()))
 # What each spelling means everywhere it appears; the words after it in --help.
@@ -17,13 +18,16 @@ FORBIDDEN = ("--latent ", "--batch ", "--hidden HIDDEN [HIDDEN ...]")
 
 def help_text(module: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "numpy_vae", next(k for k, v in PROGRAMS.items() if v == module),
-         "--help"],
+        [sys.executable, "-m", "numpy_vae", program_of(module), "--help"],
         capture_output=True, text=True, timeout=120,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def program_of(module: str) -> str:
+    return next(k for k, v in PROGRAMS.items() if v == module)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -38,6 +42,49 @@ def test_help_shows_each_default_once_and_the_shared_spellings(module):
     for flag, metavar in SPELLINGS.items():
         if flag + " " in text:
             assert f"{flag} {metavar}" in text, f"{module}: {flag} is not spelled {metavar}"
+
+
+def test_every_program_of_scripts_is_a_program_of_the_package():
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    for script in scripts.glob("*.py"):
+        module = "train" if script.stem == "train_mnist" else script.stem
+        assert module in PROGRAMS.values(), f"python -m numpy_vae does not list {script.name}"
+    for expected in ("collapse-study", "summarize-runs"):
+        assert expected in PROGRAMS
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_usage_names_the_program_as_invoked_not_a_script(module):
+    """Through python -m numpy_vae the usage line names the program's installed command (or the
+    invocation itself), never a script that was not run (issue 24, item 9: train_mnist.py)."""
+    text = help_text(module)
+    usage = text.splitlines()[0]
+    assert usage.startswith(f"usage: {invoked_name(program_of(module))} "), usage
+    assert ".py" not in usage, usage
+
+
+def test_a_bad_flag_through_the_module_names_the_command(capsys):
+    from numpy_vae.__main__ import main
+
+    argv0 = sys.argv[0]
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--epochs", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("numpy-vae-train: error: argument --epochs")
+    assert sys.argv[0] == argv0  # the caller's own name is given back
+
+
+def test_summarize_runs_help_is_plain_text():
+    text = help_text("summarize_runs")
+    assert "``" not in text and ":func:" not in text, text
+    assert "markdown table" in text
+
+
+def test_every_option_of_compare_torch_says_what_it_does():
+    from numpy_vae.cli.compare_torch import parser
+
+    for action in parser()._actions:
+        assert action.help, f"compare_torch.py {'/'.join(action.option_strings)} has no help"
 
 
 def test_compare_torch_answers_help_and_refuses_cleanly_without_torch():
@@ -85,7 +132,6 @@ def test_bad_values_are_one_line_with_status_2(module, argv, message, capsys):
 
 def test_every_console_script_points_at_a_program():
     import configparser
-    from pathlib import Path
 
     setup = configparser.ConfigParser()
     setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
@@ -95,6 +141,12 @@ def test_every_console_script_points_at_a_program():
     for name, target in targets.items():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), name
+    # One installed command per program that python -m numpy_vae names it by, and no other.
+    commands = {name.removeprefix("numpy-vae-") for name in targets if name != "numpy-vae"}
+    assert commands == set(INSTALLED), commands ^ set(INSTALLED)
+    for program in INSTALLED:
+        target = targets[f"numpy-vae-{program}"]
+        assert target == f"numpy_vae.cli.{PROGRAMS[program]}:main", target
 
 
 @pytest.mark.parametrize("argv0,expected", [("/usr/bin/numpy-vae-train", "18"), ("app.py", None)])

@@ -34,9 +34,23 @@ from numpy_vae.training.data import default_data_dir
 def parser() -> argparse.ArgumentParser:
     """The command line; it answers ``--help`` without PyTorch."""
     p = Parser(prog="compare_torch.py", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", choices=[*VARIANTS, "all"], default="default")
+    p.add_argument(
+        "--variant",
+        choices=[*VARIANTS, "all"],
+        default="default",
+        help="the setting both implementations train (numpy_vae.checks.variants): default is the "
+        "PyTorch example (ReLU, Bernoulli, beta 1), the others vary its objective or model (beta, "
+        "KL warm-up, free bits, a conditional or Gaussian model, multi-sample bounds and their "
+        "gradient estimators, MADE decoders); all compares every one in turn",
+    )
     p.add_argument("--steps", type=positive_int, default=100, help="Adam steps")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="precision of both: in float64 the agreement bounds apply (exit status 1 if one "
+        "fails); in float32 the drift is reported without a bound (default: float64)",
+    )
     p.add_argument(
         "--hidden",
         type=hidden_widths,

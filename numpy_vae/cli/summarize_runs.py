@@ -1,6 +1,10 @@
-"""The command line of ``scripts/summarize_runs.py``: a markdown table of finished runs.
+"""Print a markdown table comparing finished runs, one row per run folder, and optionally draw it.
 
-python scripts/summarize_runs.py runs/study-* --figure docs/study.png
+The first line is the --help description, so it is plain text (no reStructuredText markup).
+The command line of scripts/summarize_runs.py, python -m numpy_vae summarize-runs and
+numpy-vae-summarize-runs:
+
+    python scripts/summarize_runs.py runs/study-* --figure docs/study.png
 """
 
 from __future__ import annotations
