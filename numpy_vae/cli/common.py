@@ -25,7 +25,15 @@ from numpy_vae.training.data import (
     default_runs_dir,
     load_mnist,
 )
-from numpy_vae.training.runs import Interrupted, Terminated, sigterm_interrupts
+from numpy_vae.training.data import data_record as make_data_record
+from numpy_vae.training.runs import (
+    CONFIG,
+    Interrupted,
+    Terminated,
+    check_data,
+    recorded_data,
+    sigterm_interrupts,
+)
 from numpy_vae.training.trainer import RETIRED_KEYS, Diverged, TrainConfig
 
 #: The presets of ``--protocol``: TrainConfig fields (a flag given beside the preset wins). The
@@ -245,6 +253,62 @@ def load_dataset(
         return Dataset(*arrays), str(data_file)
     except ValueError as err:
         raise DataError(f"{data_file}: {err}") from err
+
+
+def load_run_dataset(
+    run_dir: Path, data_dir: Path | None = None, data_file: Path | None = None
+) -> tuple[Dataset, dict[str, Any]]:
+    """The data set of a run being reopened (``--resume``, ``evaluate.py``): the data its
+    ``config.json`` records, or ``data_file`` if it has the recorded hash.
+
+    Without ``data_file``, the recorded file is loaded again, or MNIST from ``data_dir`` if the
+    run was trained on MNIST. A run without a ``config.json`` gets the data as given, as
+    :func:`load_dataset` loads it.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+    data_dir : pathlib.Path, optional
+        ``--data-dir``, for MNIST.
+    data_file : pathlib.Path, optional
+        ``--data-file``: another copy of the run's data (e.g. moved elsewhere).
+
+    Returns
+    -------
+    tuple of Dataset and dict
+        The data, and its record (:func:`numpy_vae.training.data.data_record`).
+
+    Raises
+    ------
+    DataError, numpy_vae.training.runs.DataMismatch
+        In one line: the recorded file is missing, a run from before the records needs
+        ``--data-file``, or the data is not what the run was trained on.
+    """
+    recorded = recorded_data(run_dir)
+    given_file = data_file
+    if data_file is None and recorded is not None and recorded["path"] is not None:
+        if recorded["sha256"] is None:  # a run from before the records: nothing to check
+            raise DataError(
+                f"{run_dir} was trained on {recorded['source']}, and its {CONFIG} (from before "
+                "data records) holds no hash of it: pass that file with --data-file"
+            )
+        data_file = Path(recorded["path"])
+        if not data_file.is_file():
+            raise DataError(
+                f"{run_dir} was trained on {data_file}, which is missing: put it back, or pass "
+                f"a copy with --data-file (its arrays must have sha256 "
+                f"{recorded['sha256'][:12]}...)"
+            )
+    dataset, source = load_dataset(data_dir, data_file)
+    record = make_data_record(dataset, source, data_file)
+    if recorded is not None:
+        advice = "train a new run on it instead"
+        if recorded["path"] is None and data_file is None:
+            advice = "use the --data-dir that the run was trained with"
+        elif given_file is not None:
+            advice = "leave out --data-file to use the recorded data, or " + advice
+        check_data(run_dir, recorded, record, advice)
+    return dataset, record
 
 
 def existing_data_dir(data_dir: Path | None) -> Path:

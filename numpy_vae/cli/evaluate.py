@@ -1,8 +1,10 @@
 """The command line of ``scripts/evaluate.py``.
 
-Evaluate a training run's checkpoint on the MNIST test set: negative ELBO, its parts, KL per
-latent dimension, active units, and the importance-weighted log-likelihood estimate (Burda et
-al. 2016). Writes RUN_DIR/evaluation.json.
+Evaluate a training run's checkpoint on the test set of the data it was trained on (recorded
+in the run's config.json): negative ELBO, its parts, KL per latent dimension, active units, and
+the importance-weighted log-likelihood estimate (Burda et al. 2016). Writes
+RUN_DIR/evaluation.json, which records what it evaluated (epoch, checkpoint and data hashes, K,
+test images).
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from numpy_vae.backend import BACKENDS, BackendUnavailable, get_backend
-from numpy_vae.cli.common import Parser, add_progress_flags, fail, load_dataset, nonnegative_int
+from numpy_vae.cli.common import Parser, add_progress_flags, fail, load_run_dataset, nonnegative_int
 from numpy_vae.training.atomic import write_json
 from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.data import default_data_dir
-from numpy_vae.training.runs import CHECKPOINT, evaluate_run, format_evaluation, write_figures
+from numpy_vae.training.runs import (
+    CHECKPOINT,
+    EVALUATION,
+    evaluate_run,
+    format_evaluation,
+    write_figures,
+)
 from numpy_vae.training.trainer import TrainConfig, Trainer
 
 
@@ -39,8 +47,18 @@ def evaluate_parser() -> argparse.ArgumentParser:
         help="evaluate on this array module instead of the run's own (checkpoints hold host "
         "arrays and load into any backend; the noise draws then differ)",
     )
-    p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache folder")
-    p.add_argument("--data-file", type=Path, help="an .npz used instead of MNIST (see training)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="MNIST cache folder, for a run trained on MNIST",
+    )
+    p.add_argument(
+        "--data-file",
+        type=Path,
+        help="the run's data file, if not where the run recorded it (its arrays must have the "
+        "recorded hash); default: the data the run was trained on",
+    )
     return p
 
 
@@ -57,16 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             get_backend(config.backend, config.dtype)  # fail now, not after loading the data
         except BackendUnavailable as err:
             raise BackendUnavailable(f"{err}; or evaluate on the CPU: --backend numpy") from None
-        dataset, source = load_dataset(args.data_dir, args.data_file)
+        # The run's own data (recorded in its config.json), never simply MNIST: a run trained on
+        # a file is evaluated on that file.
+        dataset, record = load_run_dataset(args.run_dir, args.data_dir, args.data_file)
         trainer = Trainer(config, dataset)
         trainer.load_state_dict(state)
         start = time.perf_counter()
         bar = not args.no_progress and sys.stderr.isatty()
         evaluation = evaluate_run(trainer, args.iw_samples, bar, args.log_interval)
-        summary = {**evaluation, "data": source}
+        summary = {**evaluation, "data": record["source"], "data_sha256": record["sha256"]}
         summary["seconds"] = time.perf_counter() - start
         print(f"{args.run_dir} after epoch {trainer.epoch}: {format_evaluation(summary)}")
-        write_json(args.run_dir / "evaluation.json", summary)
+        write_json(args.run_dir / EVALUATION, summary)
         if args.figures:
             for path in write_figures(trainer, args.run_dir):
                 print(f"wrote {path}")

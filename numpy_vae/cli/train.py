@@ -21,6 +21,7 @@ from numpy_vae.cli.common import (
     finite_float,
     is_folder_name,
     load_dataset,
+    load_run_dataset,
     model_config_from_args,
     nonnegative_int,
     positive_int,
@@ -32,6 +33,7 @@ from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.data import (
     BINARIZE_MODES,
     PIXEL_CONVENTIONS,
+    data_record,
     default_data_dir,
     default_runs_dir,
 )
@@ -39,6 +41,7 @@ from numpy_vae.training.presets import INITS, LR_SCHEDULES
 from numpy_vae.training.runs import (
     CHECKPOINT,
     CONFIG,
+    EVALUATION,
     evaluate_run,
     format_evaluation,
     sigterm_interrupts,
@@ -270,7 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{run_dir} already holds a run; use --resume {run_dir} or another --name",
                 )
         get_backend(config.backend, config.dtype)  # fail now, not after loading the data
-        dataset, source = load_dataset(args.data_dir, args.data_file)
+        if args.resume is not None:
+            # The run's own data, whatever --data-dir defaults to: the recorded file (or MNIST),
+            # or a --data-file with the recorded hash.
+            dataset, record = load_run_dataset(run_dir, args.data_dir, args.data_file)
+        else:
+            dataset, source = load_dataset(args.data_dir, args.data_file)
+            record = data_record(dataset, source, args.data_file)
+        source = record["source"]
         if config.n_classes and dataset.train_labels is None:
             return fail(prog, f"--conditional needs labels, and {source} has none")
         print(f"run folder: {run_dir}   data: {source}")
@@ -285,11 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 extra_config={"data": source},
                 log_interval=args.log_interval,
                 figures_every=args.figures_every,
+                record=record,
             )
         if args.iw_samples:
             evaluation = evaluate_run(trainer, args.iw_samples, bar, args.log_interval)
-            summary = {**evaluation, "data": source}
-            write_json(run_dir / "evaluation.json", summary)
+            summary = {**evaluation, "data": source, "data_sha256": record["sha256"]}
+            write_json(run_dir / EVALUATION, summary)
             print(format_evaluation(summary))
     except RUN_FAILURES as err:
         return failure_status(prog, err)

@@ -21,6 +21,7 @@ loads on the CPU and the other way round.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -58,6 +59,31 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     for name, value in state["params"].items():
         arrays[f"param/{name}"] = value
     write_atomic(path, lambda f: numpy.savez(f, **arrays))
+
+
+def params_sha256(params: dict[str, numpy.ndarray]) -> str:
+    """SHA-256 of a checkpoint's parameters: each by name (in sorted order), dtype, shape and
+    little-endian bytes.
+
+    An evaluation records it, so that a later look at the run can tell whether the checkpoint
+    it evaluated is still the run's (a run trained further, or again from the start, is not).
+
+    Parameters
+    ----------
+    params : dict of str to numpy.ndarray
+        ``state["params"]`` of :func:`load_checkpoint` or of ``Trainer.state_dict()``.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        values = numpy.asarray(params[name])
+        digest.update(f"{name} {values.dtype.newbyteorder('<').str} {values.shape};".encode())
+        digest.update(numpy.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")))
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

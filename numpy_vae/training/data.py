@@ -986,6 +986,72 @@ class Dataset:
         return int(self.train_images.shape[1])
 
 
+#: How a data record names :data:`PIXEL_CONVENTIONS`, the reading its hash was taken under.
+PIXEL_RECORD = "uint8 k/255"
+
+
+def dataset_sha256(dataset: Dataset) -> str:
+    """SHA-256 of a data set's arrays as loaded: each of :data:`KEYS` by name, dtype, shape and
+    little-endian bytes (absent labels as such).
+
+    Two files holding the same arrays have the same hash whatever their names, compression or
+    order of members, so a run's record identifies its data, not a file.
+
+    Parameters
+    ----------
+    dataset : Dataset
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    digest = hashlib.sha256()
+    for key in KEYS:
+        values = getattr(dataset, key)
+        if values is None:
+            digest.update(f"{key} none;".encode())
+            continue
+        values = np.asarray(values)
+        digest.update(f"{key} {values.dtype.newbyteorder('<').str} {values.shape};".encode())
+        # Bytes in one fixed order and byte order, so that the hash names the values alone.
+        digest.update(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")))
+    return digest.hexdigest()
+
+
+def data_record(
+    dataset: Dataset, source: str, path: str | os.PathLike[str] | None
+) -> dict[str, Any]:
+    """What a run records about its data in ``config.json`` (see
+    :mod:`numpy_vae.training.runs`).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The arrays as loaded.
+    source : str
+        Where they came from in words: ``"MNIST (cache)"``, or the data file as given.
+    path : path, optional
+        The data file, recorded as an absolute path (so that a run reopened from another
+        folder finds it); ``None`` for MNIST or arrays given in Python.
+
+    Returns
+    -------
+    dict
+        ``source``, ``path``, ``sha256`` (:func:`dataset_sha256`), ``pixels``
+        (:data:`PIXEL_RECORD`), the shapes of both image arrays and whether it has labels.
+    """
+    return {
+        "source": source,
+        "path": None if path is None else str(Path(path).resolve()),
+        "sha256": dataset_sha256(dataset),
+        "pixels": PIXEL_RECORD,
+        "train_images": list(dataset.train_images.shape),
+        "test_images": list(dataset.test_images.shape),
+        "labelled": dataset.labelled,
+    }
+
+
 def _describe(a: Any) -> str:
     if isinstance(a, np.ndarray):
         return f"{a.dtype} of shape {a.shape}"

@@ -3,7 +3,7 @@
 ::
 
     runs/<name>/
-        config.json          the TrainConfig, plus where the data came from
+        config.json          the TrainConfig, plus what the data was (see below)
         metrics.jsonl        one JSON object per epoch (train/test negative ELBO, parts, timing)
         checkpoint.npz       parameters, Adam state, epoch counter (numpy_vae.training.checkpoint)
         samples.png          64 samples from the prior
@@ -20,6 +20,14 @@ Every file is replaced atomically after each epoch, so the folder is consistent 
 ``checkpoint.npz`` is written first, then ``metrics.jsonl``, which therefore lists the epochs the
 checkpoint has completed or, if the process died between the two writes, one fewer (a resume
 rewrites it from the history the checkpoint carries).
+
+``config.json`` records the run's data once, when the run starts, under ``"dataset"``
+(:func:`numpy_vae.training.data.data_record`: the file's absolute path, or none for MNIST, and
+the SHA-256 of the arrays as loaded); ``"data"`` says the same in words. Whatever reopens the
+run (a resume, an evaluation) checks the data it is given against that record
+(:func:`check_data`), and a resume keeps the record as it is: it says what epoch 1 was trained
+on. ``evaluation.json`` records what it evaluated (epoch, the checkpoint's parameter hash, the
+data hash, K, the number of test images), so that a later look can tell whether it is current.
 """
 
 from __future__ import annotations
@@ -38,14 +46,22 @@ import numpy
 
 from numpy_vae.training import plots
 from numpy_vae.training.atomic import write_atomic, write_json
-from numpy_vae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpy_vae.training.data import Dataset
+from numpy_vae.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    params_sha256,
+    save_checkpoint,
+)
+from numpy_vae.training.data import Dataset, data_record
 from numpy_vae.training.evaluate import iw_log_likelihood
 from numpy_vae.training.progress import Progress
 from numpy_vae.training.trainer import IW_EPS, Diverged, TrainConfig, Trainer, derived_seed
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
+EVALUATION = "evaluation.json"
+#: The keys of config.json that say what the run was trained on; a resume never rewrites them.
+DATA_KEYS = ("data", "dataset")
 
 
 def format_epoch(m: dict[str, Any], epochs: int) -> str:
@@ -76,6 +92,7 @@ def train_run(
     extra_config: dict[str, Any] | None = None,
     log_interval: int = 0,
     figures_every: int = 0,
+    record: dict[str, Any] | None = None,
 ) -> Trainer:
     """Train (or continue training) into ``run_dir`` until ``config.epochs`` epochs are done.
 
@@ -94,15 +111,39 @@ def train_run(
         Receives the per-epoch summary lines; default: print them, flushed at once (a user
         watching a log file or a pipe sees each epoch as it ends).
     extra_config : dict, optional
-        Written into ``config.json`` beside the configuration (e.g. the data source).
+        Written into ``config.json`` beside the configuration (e.g. ``"data"``, the data source
+        in words).
     log_interval : int
         Without the bar, a plain progress line every this many batches (0: none).
     figures_every : int
         Every this many epochs, also draw ``samples_epoch_<N>.png`` (0: none), as the PyTorch
         example keeps a sample figure per epoch.
+    record : dict, optional
+        ``data``'s record (:func:`numpy_vae.training.data.data_record`), if the caller has it;
+        else it is made here, its source ``extra_config["data"]``.
+
+    Raises
+    ------
+    DataMismatch
+        When resuming, if ``data`` is not the data that ``config.json`` records; nothing in
+        ``run_dir`` is changed.
     """
     run_dir = Path(run_dir)
     log = log or (lambda line: print(line, flush=True))
+    extra_config = dict(extra_config or {})
+    if record is None:
+        record = data_record(data, str(extra_config.get("data", "arrays given in Python")), None)
+    kept: dict[str, Any] = {}
+    if resume:
+        # Checked before anything is written: a resume on other data would mix two data sets
+        # in one run, and rewriting the record would hide what the first epochs were trained on.
+        recorded = recorded_data(run_dir)
+        if recorded is not None:
+            check_data(run_dir, recorded, record)
+            stored = json.loads((run_dir / CONFIG).read_text())
+            kept = {key: stored[key] for key in DATA_KEYS if key in stored}
+    if not kept:  # a new run (or one without a config.json): its data is recorded now
+        kept = {"data": record["source"], "dataset": record}
     trainer = Trainer(config, data, progress=progress, log_interval=log_interval)
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT)
@@ -131,7 +172,7 @@ def train_run(
             log(f"{run_dir} has trained all {config.epochs} epochs; finishing its figures")
         else:
             log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.epochs}")
-    write_json(run_dir / CONFIG, {**config.to_json(), **(extra_config or {})})
+    write_json(run_dir / CONFIG, {**config.to_json(), **extra_config, **kept})
 
     saved = trainer.epoch
     try:
@@ -175,6 +216,78 @@ def train_or_resume(
     resume = (run_dir / CHECKPOINT).is_file()
     options = {"progress": progress, "log_interval": log_interval, "extra_config": extra_config}
     return train_run(config, data, run_dir, resume=resume, **options)
+
+
+class DataMismatch(ValueError):
+    """The data given to reopen a run is not the data its ``config.json`` records."""
+
+
+def recorded_data(run_dir: Path) -> dict[str, Any] | None:
+    """The record of a run's data in its ``config.json``; ``None`` if there is no such file, or
+    it says nothing about the data (then there is nothing to check the data against).
+
+    A run from before the records has only ``"data"`` in words: read as MNIST if it says so
+    (``path`` None), else as a file of that name, in both cases with ``sha256`` None (nothing
+    to check the data against).
+
+    Raises
+    ------
+    ValueError
+        ``config.json`` cannot be read.
+    """
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the run's configuration ({err})") from err
+    record = stored.get("dataset") if isinstance(stored, dict) else None
+    if isinstance(record, dict) and isinstance(record.get("sha256"), str):
+        return record
+    source = stored.get("data") if isinstance(stored, dict) else None
+    if not isinstance(source, str):
+        return None
+    mnist = source.startswith("MNIST")
+    return {"source": source, "path": None if mnist else source, "sha256": None}
+
+
+def check_data(
+    run_dir: Path,
+    recorded: dict[str, Any],
+    given: dict[str, Any],
+    advice: str = "give it the data it was trained on, or train a new run on this data",
+) -> None:
+    """Refuse to reopen the run in ``run_dir`` on data other than ``recorded``.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+    recorded : dict
+        :func:`recorded_data` of the run.
+    given : dict
+        :func:`numpy_vae.training.data.data_record` of the data at hand.
+    advice : str
+        How to proceed, ending the message.
+
+    Raises
+    ------
+    DataMismatch
+        In one line naming both data sets and their hashes, and ``advice``.
+    """
+    if recorded["sha256"] is None:
+        # A run from before the records: only MNIST against a file can be told apart.
+        if (recorded["path"] is None) == (given["path"] is None):
+            return
+        raise DataMismatch(
+            f"{run_dir} was trained on {recorded['source']}, not {given['source']}; {advice}"
+        )
+    if recorded["sha256"] == given["sha256"]:
+        return
+    raise DataMismatch(
+        f"{given['source']} (sha256 {given['sha256'][:12]}) is not the data {run_dir} was "
+        f"trained on, {recorded['source']} (sha256 {recorded['sha256'][:12]}); {advice}"
+    )
 
 
 class RunFolderError(OSError):
@@ -325,6 +438,10 @@ def evaluate_run(
     test = trainer.evaluate()
     summary: dict[str, Any] = {
         "epoch": trainer.epoch,
+        # What was evaluated, so that a later look can tell whether this is still the run's
+        # current state (summarize_runs.py marks it stale otherwise).
+        "checkpoint_sha256": params_sha256(trainer.state_dict()["params"]),
+        "test_images": int(trainer.test_x.shape[0]),
         "test_neg_elbo": test["neg_elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],

@@ -1,0 +1,225 @@
+"""A run records the data it was trained on, and an evaluation what it evaluated (issue 24).
+
+Every program that reopens a run (``--resume``, ``evaluate.py``, a study's resume) uses the
+run's own record of its data instead of whatever the command line happens to default to, and
+``summarize_runs.py`` tells a current evaluation from a stale one. MNIST itself is never read:
+``load_mnist`` is replaced by a synthetic stand-in, so that a program that falls back to MNIST
+is caught (and no test downloads anything).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from numpy_vae.cli import common as cli_common
+from numpy_vae.cli import evaluate_main, train_main
+from numpy_vae.experiments.variants import format_study_table, summarize_runs
+from numpy_vae.training.data import KEYS, MNIST, Dataset
+from numpy_vae.training.runs import train_or_resume
+from numpy_vae.training.trainer import TrainConfig
+from tests.test_train import small_args, synthetic_arrays
+
+
+@pytest.fixture
+def fake_mnist(monkeypatch, tmp_path):
+    """Replace MNIST by other synthetic digits; returns the list of calls to load it."""
+    calls = []
+
+    def load_mnist(data_dir=None, **kwargs):
+        calls.append(data_dir)
+        return MNIST(**synthetic_arrays(seed=7), source="cache")
+
+    monkeypatch.setattr(cli_common, "load_mnist", load_mnist)
+    monkeypatch.setenv("NUMPY_VAE_DATA", str(tmp_path / "mnist-cache"))
+    return calls
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "inv.npz"
+    np.savez(path, **synthetic_arrays())
+    return path
+
+
+def narrow_file(path, width=16, seed=0):
+    """A data file whose images are ``width`` pixels wide, 4 x 4 (not MNIST's 784)."""
+    rng = np.random.default_rng(seed)
+    np.savez(
+        path,
+        train_images=rng.integers(0, 256, (200, width)).astype(np.uint8),
+        test_images=rng.integers(0, 256, (50, width)).astype(np.uint8),
+    )
+    return path
+
+
+def config_of(run):
+    return json.loads((run / "config.json").read_text())
+
+
+def last_metrics(run):
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+# -- item 1: evaluate.py evaluates on the run's own data ---------------------------------------
+
+
+def test_evaluate_uses_the_recorded_data_file_not_mnist(data_file, tmp_path, fake_mnist):
+    assert train_main(small_args(data_file, tmp_path, "invrun2", "--epochs", "1")) == 0
+    run = tmp_path / "invrun2"
+    assert evaluate_main([str(run), "--iw-samples", "5", "--no-progress"]) == 0
+    assert fake_mnist == []  # MNIST was never loaded
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert evaluation["data"] == str(data_file)
+    assert evaluation["test_neg_elbo"] == pytest.approx(last_metrics(run)["test_neg_elbo"], 1e-6)
+
+
+def test_evaluate_a_narrow_run_without_data_file(tmp_path, fake_mnist):
+    data = narrow_file(tmp_path / "narrow.npz")
+    assert train_main(small_args(data, tmp_path, "narrow", "--epochs", "1")) == 0
+    assert evaluate_main([str(tmp_path / "narrow"), "--iw-samples", "5", "--no-progress"]) == 0
+    assert fake_mnist == []
+
+
+def test_evaluate_refuses_other_data_naming_what_changed(data_file, tmp_path, usage_error):
+    assert train_main(small_args(data_file, tmp_path, "run", "--epochs", "1")) == 0
+    other = tmp_path / "other.npz"
+    np.savez(other, **synthetic_arrays(seed=3))
+    err = usage_error(evaluate_main, [str(tmp_path / "run"), "--data-file", str(other)])
+    assert str(other) in err and str(data_file) in err and "sha256" in err
+    assert not (tmp_path / "run" / "evaluation.json").exists()
+
+
+def test_a_missing_recorded_file_is_one_line(data_file, tmp_path, usage_error, fake_mnist):
+    assert train_main(small_args(data_file, tmp_path, "run", "--epochs", "1")) == 0
+    data_file.rename(tmp_path / "moved.npz")
+    err = usage_error(evaluate_main, [str(tmp_path / "run"), "--iw-samples", "0"])
+    assert str(data_file) in err and "--data-file" in err
+    err = usage_error(train_main, ["--resume", str(tmp_path / "run"), "--epochs", "2"])
+    assert str(data_file) in err and "--data-file" in err
+    assert fake_mnist == []
+    # The same file under its new name is accepted: its arrays have the recorded hash.
+    moved = ["--data-file", str(tmp_path / "moved.npz")]
+    assert evaluate_main([str(tmp_path / "run"), "--iw-samples", "0", *moved]) == 0
+
+
+# -- item 2: --resume keeps the run's data and its record --------------------------------------
+
+
+def test_resume_without_data_file_trains_on_the_recorded_file(data_file, tmp_path, fake_mnist):
+    assert train_main(small_args(data_file, tmp_path, "invrun", "--epochs", "1")) == 0
+    run = tmp_path / "invrun"
+    before = config_of(run)
+    assert before["data"] == str(data_file)
+    assert train_main(["--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert fake_mnist == []  # epoch 2 was trained on the file, not on MNIST
+    after = config_of(run)
+    assert after["data"] == before["data"]  # and the record of epoch 1's data is kept
+    assert after["epochs"] == 2 and last_metrics(run)["epoch"] == 2
+    record = before["dataset"]
+    assert after["dataset"] == record
+    assert record["path"] == str(data_file.resolve()) and len(record["sha256"]) == 64
+    assert "uint8" in record["pixels"]
+
+
+def test_resume_with_other_data_is_refused(data_file, tmp_path, usage_error):
+    assert train_main(small_args(data_file, tmp_path, "run", "--epochs", "1")) == 0
+    run = tmp_path / "run"
+    other = tmp_path / "other.npz"
+    np.savez(other, **synthetic_arrays(seed=3))
+    before = (run / "checkpoint.npz").read_bytes(), config_of(run)
+    argv = ["--resume", str(run), "--epochs", "2", "--data-file", str(other)]
+    err = usage_error(train_main, argv)
+    assert str(other) in err and str(data_file) in err and "sha256" in err
+    assert ((run / "checkpoint.npz").read_bytes(), config_of(run)) == before
+    # The same arrays under another name are the same data.
+    same = tmp_path / "copy.npz"
+    same.write_bytes(data_file.read_bytes())
+    assert train_main(["--resume", str(run), "--epochs", "2", "--data-file", str(same)]) == 0
+    assert config_of(run)["dataset"] == before[1]["dataset"]
+
+
+def test_an_mnist_run_resumes_and_evaluates_on_mnist(tmp_path, fake_mnist, usage_error):
+    args = small_args("x", tmp_path, "m", "--epochs", "1")[2:]  # no --data-file
+    assert train_main(args) == 0
+    run = tmp_path / "m"
+    record = config_of(run)["dataset"]
+    assert record["source"] == "MNIST (cache)" and record["path"] is None
+    assert train_main(["--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert evaluate_main([str(run), "--iw-samples", "0"]) == 0
+    assert len(fake_mnist) == 3 and config_of(run)["dataset"] == record
+    data = tmp_path / "inv.npz"
+    np.savez(data, **synthetic_arrays())
+    err = usage_error(evaluate_main, [str(run), "--data-file", str(data)])
+    assert "MNIST" in err and str(data) in err
+
+
+def test_old_runs_without_a_hash_keep_working(data_file, tmp_path, fake_mnist, usage_error):
+    """A run written before the record: MNIST if it says so, else --data-file is required."""
+    for name, data in (("old-mnist", None), ("old-file", data_file)):
+        args = small_args(data_file, tmp_path, name, "--epochs", "1")
+        assert train_main(args[2:] if data is None else args) == 0
+        config = config_of(tmp_path / name)
+        del config["dataset"]
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+    assert train_main(["--resume", str(tmp_path / "old-mnist"), "--epochs", "2"]) == 0
+    assert config_of(tmp_path / "old-mnist")["data"] == "MNIST (cache)"
+    err = usage_error(train_main, ["--resume", str(tmp_path / "old-file"), "--epochs", "2"])
+    assert "--data-file" in err and str(data_file) in err
+    argv = ["--resume", str(tmp_path / "old-file"), "--epochs", "2", "--data-file", str(data_file)]
+    assert train_main(argv) == 0
+    assert config_of(tmp_path / "old-file")["data"] == str(data_file)
+
+
+def test_a_study_resume_refuses_other_data(tmp_path):
+    config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64, epochs=1)
+    run = tmp_path / "row"
+    first = Dataset(*(synthetic_arrays()[k] for k in KEYS))
+    train_or_resume(config, first, run, {"data": "MNIST"})
+    record = config_of(run)["dataset"]
+    other = Dataset(*(synthetic_arrays(seed=4)[k] for k in KEYS))
+    config.epochs = 2
+    with pytest.raises(ValueError, match="sha256"):
+        train_or_resume(config, other, run, {"data": "MNIST"})
+    assert last_metrics(run)["epoch"] == 1
+    train_or_resume(config, first, run, {"data": "MNIST"})
+    assert last_metrics(run)["epoch"] == 2 and config_of(run)["dataset"] == record
+
+
+# -- item 3: summarize_runs.py marks a stale evaluation ----------------------------------------
+
+
+def test_summary_marks_an_evaluation_of_an_earlier_epoch_stale(data_file, tmp_path):
+    assert train_main(small_args(data_file, tmp_path, "beta4", "--epochs", "1")) == 0
+    run = tmp_path / "beta4"
+    assert evaluate_main([str(run), "--iw-samples", "5", "--no-progress"]) == 0
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    (row,) = summarize_runs([run])
+    assert row["test_iw_nll"] == evaluation["test_iw_nll"]  # current: shown
+    assert "stale" not in format_study_table([row])
+
+    assert train_main(["--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    (row,) = summarize_runs([run])
+    assert row["epochs"] == 2 and row["test_iw_nll"] is None  # epoch 1's figure is not shown
+    assert row["test_neg_elbo"] == last_metrics(run)["test_neg_elbo"]  # the current figures
+    assert "(stale: epoch 1)" in format_study_table([row])
+    assert row["stale_evaluation"] == "epoch 1"
+    # What the evaluation recorded that it evaluated.
+    assert evaluation["epoch"] == 1 and evaluation["iw_samples"] == 5
+    assert evaluation["test_images"] == 100 and len(evaluation["checkpoint_sha256"]) == 64
+    assert evaluation["data_sha256"] == config_of(run)["dataset"]["sha256"]
+
+
+def test_summary_marks_an_evaluation_of_another_checkpoint_stale(data_file, tmp_path):
+    """The same epoch, but the run was trained again from the start with another seed."""
+    assert train_main(small_args(data_file, tmp_path, "r", "--epochs", "1")) == 0
+    run = tmp_path / "r"
+    assert evaluate_main([str(run), "--iw-samples", "5", "--no-progress"]) == 0
+    kept = (run / "evaluation.json").read_bytes()
+    (run / "checkpoint.npz").unlink()
+    assert train_main(small_args(data_file, tmp_path, "r", "--epochs", "1", "--seed", "1")) == 0
+    (run / "evaluation.json").write_bytes(kept)
+    (row,) = summarize_runs([run])
+    assert row["test_iw_nll"] is None
+    assert row["stale_evaluation"] == "another checkpoint of epoch 1"
+    assert "(stale: another checkpoint of epoch 1)" in format_study_table([row])
