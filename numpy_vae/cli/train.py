@@ -82,7 +82,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its checkpoint (only --epochs may change); "
+        help="continue the run in RUN_DIR from its checkpoint (only --epochs may change), on "
+        "the data its config.json records (a --data-file given must hold the same arrays); "
         "a run stopped before its first checkpoint starts again, one stopped after its last "
         "epoch gets its figures",
     )
@@ -195,7 +196,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--data-file",
         type=Path,
         help="an .npz used instead of MNIST: train_images/test_images (N, D) of "
-        f"{PIXEL_CONVENTIONS}; optionally integer train_labels/test_labels in 0..9",
+        f"{PIXEL_CONVENTIONS}; optionally integer train_labels/test_labels in 0..9 (the run "
+        "records its path and a hash of its arrays)",
     )
     return p
 
