@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from numpy_vae.experiments.variants import describe_variant
+from numpy_vae.training.labels import describe_variant
 from numpy_vae.training import plots
 
 

@@ -54,6 +54,7 @@ from numpy_vae.training.checkpoint import (
 )
 from numpy_vae.training.data import Dataset, data_record
 from numpy_vae.training.evaluate import iw_log_likelihood
+from numpy_vae.training.labels import describe_variant
 from numpy_vae.training.progress import Progress
 from numpy_vae.training.trainer import IW_EPS, Diverged, TrainConfig, Trainer, derived_seed
 
@@ -494,8 +495,6 @@ def _not_an_image(values: int) -> str:
 def _trained_objective(trainer: Trainer) -> str:
     """The objective trained on in words where it is not the plain ELBO (e.g. "beta = 4"),
     else ""; the same phrases as a study's variant labels."""
-    from numpy_vae.experiments.variants import describe_variant  # it imports this module
-
     keys = ("beta", "kl_warmup", "free_bits", "objective", "k", "estimator")
     settings = trainer.config.to_json()
     label = describe_variant({key: settings[key] for key in keys if key in settings})
