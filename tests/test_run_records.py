@@ -223,3 +223,102 @@ def test_summary_marks_an_evaluation_of_another_checkpoint_stale(data_file, tmp_
     assert row["test_iw_nll"] is None
     assert row["stale_evaluation"] == "another checkpoint of epoch 1"
     assert "(stale: another checkpoint of epoch 1)" in format_study_table([row])
+
+
+# -- issue 24, item 9: a subset of the test set, and every evaluation kept ---------------------
+
+
+def evaluations_of(run):
+    return [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+
+
+def without_timing(evaluation):
+    return {k: v for k, v in evaluation.items() if k != "seconds"}
+
+
+def test_evaluate_a_subset_drawn_once(data_file, tmp_path):
+    from numpy_vae.training.evaluate import test_subset
+    from numpy_vae.training.runs import evaluate_run
+    from numpy_vae.training.trainer import EVAL_EPS, Trainer, derived_seed, evaluate_elbo
+
+    assert train_main(small_args(data_file, tmp_path, "sub", "--epochs", "1")) == 0
+    run = tmp_path / "sub"
+    argv = [str(run), "--test-images", "30", "--iw-samples", "3", "--no-progress"]
+    assert evaluate_main(argv) == 0
+    first = json.loads((run / "evaluation.json").read_text())
+    assert evaluate_main(argv) == 0
+    second = json.loads((run / "evaluation.json").read_text())
+    assert first["test_images"] == second["test_images"] == 30
+    assert without_timing(first) == without_timing(second)  # the same 30 images, the same noise
+    assert first["test_neg_elbo"] != pytest.approx(last_metrics(run)["test_neg_elbo"], 1e-6)
+
+    # The 30 images are test_subset's random draw (seed 0), the studies' own, not the first 30.
+    from numpy_vae.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run / "checkpoint.npz")
+    trainer = Trainer(TrainConfig.from_json(state["config"]), Dataset(**synthetic_arrays()))
+    trainer.load_state_dict(state)
+    index, x = test_subset(trainer.test_x, 30, np)
+    assert len(index) == 30 and not np.array_equal(index, np.arange(30))
+    rng = trainer.backend.rng(derived_seed(trainer.config.seed, EVAL_EPS, trainer.epoch))
+    expected = evaluate_elbo(trainer.model, x, None, rng, trainer.config.eval_batch_size)
+    assert first["test_neg_elbo"] == pytest.approx(expected["neg_elbo"], 1e-9)
+    assert evaluate_run(trainer, 0, test_images=30)["test_neg_elbo"] == first["test_neg_elbo"]
+    # All of them (the default, or N = the test set's size) is the evaluation as before.
+    whole = evaluate_run(trainer, 0, test_images=100)
+    assert without_timing(whole) == without_timing(evaluate_run(trainer, 0))
+    assert whole["test_images"] == 100
+
+
+def test_more_test_images_than_the_test_set_is_refused(data_file, tmp_path, usage_error):
+    assert train_main(small_args(data_file, tmp_path, "big", "--epochs", "1")) == 0
+    run = tmp_path / "big"
+    err = usage_error(evaluate_main, [str(run), "--test-images", "101", "--iw-samples", "0"])
+    assert "--test-images 101" in err and "100" in err
+    assert not (run / "evaluation.json").exists() and not (run / "evaluations.jsonl").exists()
+    usage_error(evaluate_main, [str(run), "--test-images", "0"])
+
+
+def test_every_evaluation_is_kept(data_file, tmp_path):
+    assert train_main(small_args(data_file, tmp_path, "keep", "--epochs", "1")) == 0
+    run = tmp_path / "keep"
+    assert evaluate_main([str(run), "--iw-samples", "2", "--no-progress"]) == 0
+    argv = [str(run), "--iw-samples", "4", "--test-images", "20", "--no-progress"]
+    assert evaluate_main(argv) == 0
+    kept = evaluations_of(run)
+    assert [(e["iw_samples"], e["test_images"]) for e in kept] == [(2, 100), (4, 20)]
+    assert json.loads((run / "evaluation.json").read_text()) == kept[1]  # the latest
+    (row,) = summarize_runs([run])  # summarize_runs reads the latest, as before
+    assert row["iw_samples"] == 4 and row["test_iw_nll"] == kept[1]["test_iw_nll"]
+
+
+def test_a_failed_evaluation_write_leaves_both_files_whole(data_file, tmp_path, monkeypatch):
+    """Both files are replaced atomically: a write that fails at its end (a full disk, say)
+    leaves evaluations.jsonl and evaluation.json as they were, and no temporary file."""
+    assert train_main(small_args(data_file, tmp_path, "atomic", "--epochs", "1")) == 0
+    run = tmp_path / "atomic"
+    assert evaluate_main([str(run), "--iw-samples", "2", "--no-progress"]) == 0
+    before = {name: (run / name).read_bytes() for name in ("evaluation.json", "evaluations.jsonl")}
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    assert evaluate_main([str(run), "--iw-samples", "4", "--no-progress"]) == 2
+    monkeypatch.undo()
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not list(run.glob(".*.part"))
+
+
+def test_an_evaluation_written_without_the_history_is_kept_too(data_file, tmp_path):
+    """evaluation.json written alone (by train.py --iw-samples, or before evaluations.jsonl
+    existed) goes into the history before the next evaluation replaces it."""
+    assert train_main(small_args(data_file, tmp_path, "old", "--epochs", "1")) == 0
+    run = tmp_path / "old"
+    assert evaluate_main([str(run), "--iw-samples", "2", "--no-progress"]) == 0
+    (run / "evaluations.jsonl").unlink()  # as an evaluation from before this change left it
+    older = json.loads((run / "evaluation.json").read_text())
+    assert evaluate_main([str(run), "--iw-samples", "3", "--no-progress"]) == 0
+    assert evaluate_main([str(run), "--iw-samples", "4", "--no-progress"]) == 0
+    kept = evaluations_of(run)
+    assert kept[0] == older and [e["iw_samples"] for e in kept] == [2, 3, 4]

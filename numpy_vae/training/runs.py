@@ -27,7 +27,9 @@ the SHA-256 of the arrays as loaded); ``"data"`` says the same in words. Whateve
 run (a resume, an evaluation) checks the data it is given against that record
 (:func:`check_data`), and a resume keeps the record as it is: it says what epoch 1 was trained
 on. ``evaluation.json`` records what it evaluated (epoch, the checkpoint's parameter hash, the
-data hash, K, the number of test images), so that a later look can tell whether it is current.
+data hash, K, the number of test images), so that a later look can tell whether it is current;
+it is the latest evaluation, and ``evaluations.jsonl`` keeps every one, a JSON object a line
+(:func:`write_evaluation`).
 """
 
 from __future__ import annotations
@@ -53,14 +55,29 @@ from numpy_vae.training.checkpoint import (
     save_checkpoint,
 )
 from numpy_vae.training.data import Dataset, data_record
-from numpy_vae.training.evaluate import iw_log_likelihood
+from numpy_vae.training.evaluate import (
+    active_units,
+    iw_log_likelihood,
+    posterior_means,
+    test_subset,
+)
 from numpy_vae.training.labels import describe_variant
 from numpy_vae.training.progress import Progress
-from numpy_vae.training.trainer import IW_EPS, Diverged, TrainConfig, Trainer, derived_seed
+from numpy_vae.training.trainer import (
+    EVAL_EPS,
+    IW_EPS,
+    Diverged,
+    TrainConfig,
+    Trainer,
+    derived_seed,
+    evaluate_elbo,
+)
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 TIMING_KEYS = ("seconds", "images_per_second")  # differ between otherwise identical runs
 EVALUATION = "evaluation.json"
+#: Every evaluation of the run, one JSON object a line; EVALUATION is the last of them.
+EVALUATIONS = "evaluations.jsonl"
 #: The keys of config.json that say what the run was trained on; a resume never rewrites them.
 DATA_KEYS = ("data", "dataset")
 
@@ -430,19 +447,55 @@ def checkpoint_bytes(trainer: Trainer) -> int:
 
 
 def evaluate_run(
-    trainer: Trainer, iw_samples: int = 1000, progress: bool = False, log_interval: int = 0
+    trainer: Trainer,
+    iw_samples: int = 1000,
+    progress: bool = False,
+    log_interval: int = 0,
+    test_images: int | None = None,
 ) -> dict[str, Any]:
     """Test-set evaluation of a trained model: negative ELBO and its parts, KL per dimension,
-    active units and, when ``iw_samples > 0``, the importance-weighted negative log-likelihood
-    (minutes at K = 1000: with a bar on standard error if ``progress``, else a plain line
-    every ``log_interval`` test images if that is > 0)."""
-    test = trainer.evaluate()
+    active units and, when ``iw_samples > 0``, the importance-weighted negative log-likelihood.
+
+    Parameters
+    ----------
+    trainer : Trainer
+        The trained model, with its test set.
+    iw_samples : int
+        Importance samples per test image (K); 0 skips the estimate.
+    progress : bool
+        A bar on standard error during the estimate (minutes at K = 1000).
+    log_interval : int
+        Without a bar, a plain line every this many test images (0: none).
+    test_images : int, optional
+        Evaluate everything on this many test images, drawn at random once (seed 0, the
+        studies' :func:`~numpy_vae.training.evaluate.test_subset`: the same images every time);
+        default (or the test set's size): all of them.
+
+    Returns
+    -------
+    dict
+        What evaluation.json holds, less the data's record and the time taken.
+
+    Raises
+    ------
+    ValueError
+        If ``test_images`` is more than the test set has.
+    """
+    n_test = int(trainer.test_x.shape[0])
+    if test_images is not None and not 0 < test_images <= n_test:
+        raise ValueError(f"cannot evaluate {test_images} test images: the test set has {n_test}")
+    index, x = test_subset(trainer.test_x, test_images, trainer.backend.xp)
+    if len(index) == n_test:
+        test = trainer.evaluate()  # the whole set: the figures the epoch's metrics report
+        y = trainer.test_labels
+    else:
+        test, y = _evaluate_subset(trainer, index, x)
     summary: dict[str, Any] = {
         "epoch": trainer.epoch,
         # What was evaluated, so that a later look can tell whether this is still the run's
         # current state (summarize_runs.py marks it stale otherwise).
         "checkpoint_sha256": params_sha256(trainer.state_dict()["params"]),
-        "test_images": int(trainer.test_x.shape[0]),
+        "test_images": len(index),
         "test_neg_elbo": test["neg_elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
@@ -450,19 +503,64 @@ def evaluate_run(
         "active_units": test["active_units"],
     }
     if iw_samples > 0:
-        labels = trainer.test_labels if trainer.config.conditional else None
+        labels = y if trainer.config.conditional else None
         rng = trainer.backend.rng(derived_seed(trainer.config.seed, IW_EPS, trainer.epoch))
         shown = None
         if progress or log_interval:
-            n = int(trainer.test_x.shape[0])
             label = f"IW estimate (K = {iw_samples}), test images"
-            shown = Progress(n, label, bar=progress, log_interval=log_interval)
-        log_px = iw_log_likelihood(
-            trainer.model, trainer.test_x, labels, k=iw_samples, rng=rng, progress=shown
-        )
+            shown = Progress(len(index), label, bar=progress, log_interval=log_interval)
+        log_px = iw_log_likelihood(trainer.model, x, labels, k=iw_samples, rng=rng, progress=shown)
         summary["iw_samples"] = iw_samples
         summary["test_iw_nll"] = float(-log_px.mean())
     return summary
+
+
+def _evaluate_subset(trainer: Trainer, index: numpy.ndarray, x: Any) -> tuple[dict[str, Any], Any]:
+    """:meth:`Trainer.evaluate` on the test rows ``index`` (``x``): the same noise stream (the
+    epoch's), the same batches and threshold of active units. Returns the metrics and the
+    rows' labels (None for an unlabelled set)."""
+    labels = trainer.test_labels
+    if labels is not None:
+        labels = labels[trainer.backend.xp.asarray(index)]
+    y = labels if trainer.config.n_classes else None  # as Trainer.evaluate picks them
+    config = trainer.config
+    rng = trainer.backend.rng(derived_seed(config.seed, EVAL_EPS, trainer.epoch))
+    result = evaluate_elbo(trainer.model, x, y, rng, config.eval_batch_size)
+    mu = posterior_means(trainer.model, x, y, config.eval_batch_size)
+    result["active_units"], result["mean_variance"] = active_units(mu)
+    return result, labels
+
+
+def write_evaluation(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Keep ``summary``: one more line of ``evaluations.jsonl``, and ``evaluation.json``.
+
+    Each file is rewritten whole through a temporary file and renamed (as metrics.jsonl is), so
+    a reader, or a process killed mid-write, sees the old file or the new one, never a part.
+    The history goes first: an evaluation in evaluation.json is always also in the history.
+    """
+    history = run_dir / EVALUATIONS
+    kept = history.read_text() if history.is_file() else ""
+    if kept and not kept.endswith("\n"):
+        kept += "\n"  # written by hand, perhaps; each evaluation stays on its own line
+    earlier = _unkept_evaluation(run_dir, kept)
+    if earlier is not None:
+        kept += json.dumps(earlier) + "\n"
+    write_atomic(history, lambda f: f.write(kept + json.dumps(summary) + "\n"), mode="w")
+    write_json(run_dir / EVALUATION, summary)
+
+
+def _unkept_evaluation(run_dir: Path, kept: str) -> dict[str, Any] | None:
+    """The evaluation in ``run_dir``'s evaluation.json if the history ``kept`` lacks it: one
+    written before evaluations.jsonl existed, or by ``train.py --iw-samples``, which writes
+    evaluation.json alone. It goes into the history before it is replaced."""
+    path = run_dir / EVALUATION
+    try:
+        latest = json.loads(path.read_text())
+    except (OSError, ValueError):  # none, or not JSON: nothing to keep
+        return None
+    lines = kept.splitlines()
+    # Compared as written (json.dumps of the same values), so that a NaN equals itself.
+    return None if lines and lines[-1] == json.dumps(latest) else latest
 
 
 def format_evaluation(summary: dict[str, Any]) -> str:
