@@ -110,6 +110,8 @@ def test_cli_variants(data_file, tmp_path, flags, figure):
     config = json.loads((run / "config.json").read_text())
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert np.isfinite(evaluation["test_iw_nll"])
+    history = (run / "evaluations.jsonl").read_text().splitlines()  # kept, as evaluate.py's
+    assert [json.loads(line) for line in history] == [evaluation]
     if "--conditional" in flags:
         assert config["n_classes"] == 10
     if "--kl-warmup" in flags:

@@ -28,7 +28,6 @@ from numpy_vae.cli.common import (
     stored_config,
 )
 from numpy_vae.config import MODEL_FIELDS
-from numpy_vae.training.atomic import write_json
 from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.data import (
     BINARIZE_MODES,
@@ -41,11 +40,11 @@ from numpy_vae.training.presets import INITS, LR_SCHEDULES
 from numpy_vae.training.runs import (
     CHECKPOINT,
     CONFIG,
-    EVALUATION,
     evaluate_run,
     format_evaluation,
     sigterm_interrupts,
     train_run,
+    write_evaluation,
 )
 from numpy_vae.training.trainer import TrainConfig
 
@@ -302,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.iw_samples:
             evaluation = evaluate_run(trainer, args.iw_samples, bar, args.log_interval)
             summary = {**evaluation, "data": source, "data_sha256": record["sha256"]}
-            write_json(run_dir / EVALUATION, summary)
+            write_evaluation(run_dir, summary)
             print(format_evaluation(summary))
     except RUN_FAILURES as err:
         return failure_status(prog, err)

@@ -551,8 +551,8 @@ def write_evaluation(run_dir: Path, summary: dict[str, Any]) -> None:
 
 def _unkept_evaluation(run_dir: Path, kept: str) -> dict[str, Any] | None:
     """The evaluation in ``run_dir``'s evaluation.json if the history ``kept`` lacks it: one
-    written before evaluations.jsonl existed, or by ``train.py --iw-samples``, which writes
-    evaluation.json alone. It goes into the history before it is replaced."""
+    written before evaluations.jsonl existed. It goes into the history before it is
+    replaced."""
     path = run_dir / EVALUATION
     try:
         latest = json.loads(path.read_text())
