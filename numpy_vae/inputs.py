@@ -230,8 +230,10 @@ def as_float_batch(
     if a.dtype.kind != "f":
         hint = " (scale pixels to floats first, e.g. x / 255.0)" if a.dtype.kind in "uib" else ""
         raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}{hint}")
-    a = backend.asarray(a)
-    stats = ((~xp.isfinite(a)).sum(), a.min(), a.max())
+    given = xp.asarray(a)  # on the device, in its own float type
+    a = backend.asarray(given)  # in the model's: a float64 1e300 is infinite in float32
+    # The range is the values as given (-1e-111 is below 0, though float32 rounds it to -0).
+    stats = ((~xp.isfinite(a)).sum(), given.min(), given.max())
     bad, lo, hi = backend.to_host(xp.stack([v.astype(numpy.float64) for v in stats]))
     if bad:
         raise ValueError(f"{name} contains {int(bad)} NaN or infinite value(s); it must be finite")

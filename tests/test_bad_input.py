@@ -502,3 +502,12 @@ def test_a_data_file_that_is_not_an_npz_says_so(tmp_path, capsys, content):
     err = capsys.readouterr().err
     assert "not an .npz archive" in err and "allow_pickle" not in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_the_range_is_checked_on_the_values_given_not_their_float32_rounding():
+    """Found by the fuzz test above: a float64 pixel of -1e-111 rounds to -0 in float32, and
+    the Bernoulli range check once looked only at the rounded batch and let it through."""
+    with pytest.raises(ValueError, match=r"x has values in \[-1e-111, -1e-111\]"):
+        model.loss(np.full((1, 6), -1e-111), np.array([0]))
+    with pytest.raises(ValueError, match="NaN or infinite"):  # finite in float64, not in float32
+        model.loss(np.full((1, 6), 1e300), np.array([0]))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from numpy_vae.training.labels import describe_variant
 from numpy_vae.training import plots
+from numpy_vae.training.labels import describe_variant
 
 
 @pytest.mark.parametrize("n", [2, 7, 20])
