@@ -151,3 +151,13 @@ def test_the_default_cache_may_be_missing(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="stop here"):
         load_dataset(cache, None)  # the default, named
     assert seen == [cache, cache]
+
+
+def test_compare_torch_refuses_a_missing_data_dir(tmp_path, usage_error):
+    """As the other command lines: a --data-dir typo is an error, not a download."""
+    pytest.importorskip("torch")
+    from numpy_vae.cli.compare_torch import main
+
+    missing = tmp_path / "no-such-folder"
+    err = usage_error(main, ["--mnist", "--data-dir", str(missing), "--steps", "1"])
+    assert "does not exist" in err and not missing.exists()

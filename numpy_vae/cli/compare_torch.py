@@ -21,6 +21,7 @@ import numpy as np
 from numpy_vae.checks.variants import VARIANTS
 from numpy_vae.cli.common import (
     Parser,
+    existing_data_dir,
     fail,
     finite_float,
     hidden_widths,
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     data = None
     if args.mnist:
         try:
-            mnist = load_mnist(args.data_dir)
+            mnist = load_mnist(existing_data_dir(args.data_dir))  # a typo must not download
         except (OSError, ValueError) as err:
             return fail(p.prog, str(err))
         data = (scale_images(mnist.train_images, dtype=np.float64), mnist.train_labels)
