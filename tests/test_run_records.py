@@ -14,6 +14,7 @@ import pytest
 
 from numpy_vae.cli import common as cli_common
 from numpy_vae.cli import evaluate_main, train_main
+from numpy_vae.cli.gradient_variance import main as gradient_variance_main
 from numpy_vae.experiments.variants import format_study_table, summarize_runs
 from numpy_vae.training.data import KEYS, MNIST, Dataset
 from numpy_vae.training.runs import train_or_resume
@@ -322,3 +323,62 @@ def test_an_evaluation_written_without_the_history_is_kept_too(data_file, tmp_pa
     assert evaluate_main([str(run), "--iw-samples", "4", "--no-progress"]) == 0
     kept = evaluations_of(run)
     assert kept[0] == older and [e["iw_samples"] for e in kept] == [2, 3, 4]
+
+
+# -- gradient_variance.py --run studies the run on its own data --------------------------------
+
+
+@pytest.fixture
+def narrow_run(tmp_path, fake_mnist, monkeypatch):
+    """A run trained on a 64-pixel data file; MNIST loaded anywhere (the command line or the
+    studies' own loader) is recorded in ``fake_mnist`` and is 784 pixels wide."""
+    import numpy_vae.training.data as data_module
+
+    def load_mnist(data_dir=None, **kwargs):
+        fake_mnist.append(data_dir)
+        return MNIST(**synthetic_arrays(seed=7), source="cache")
+
+    monkeypatch.setattr(data_module, "load_mnist", load_mnist)
+    data = narrow_file(tmp_path / "narrow64.npz", width=64)
+    assert train_main(small_args(data, tmp_path, "narrow64", "--epochs", "1")) == 0
+    return tmp_path / "narrow64", data
+
+
+def test_gradient_variance_studies_a_run_on_its_own_data(narrow_run, tmp_path, fake_mnist, capsys):
+    run, data = narrow_run
+    capsys.readouterr()
+    common = ["--run", str(run), "--data-dir", str(tmp_path), "--no-progress"]
+    argv = [*common, "--repeats", "20", "--sample-counts", "1,10,100", "--plot",
+            str(tmp_path / "v.png"), "--json", str(tmp_path / "v.json")]  # fmt: skip
+    assert gradient_variance_main(argv) == 0
+    case = json.loads((tmp_path / "v.json").read_text())["decoder"]["case"]
+    assert f"test image 0 of {data}" in case
+    argv = [*common, "--snr", "--sample-counts", "1,4,16", "--gaussian-draws", "300", "--draws",
+            "5", "--batch-size", "3", "--max-params", "50", "--estimators", "reparam,dreg",
+            "--plot", str(tmp_path / "snr.png")]  # fmt: skip
+    assert gradient_variance_main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"the first 3 test images of {data}" in out
+    assert fake_mnist == []  # MNIST was never loaded
+
+
+def test_gradient_variance_refuses_a_run_whose_data_is_missing(
+    narrow_run, tmp_path, usage_error, capsys
+):
+    run, data = narrow_run
+    data.rename(tmp_path / "moved.npz")
+    for extra in ([], ["--snr"]):
+        err = usage_error(gradient_variance_main, ["--run", str(run), "--plot",
+                                                   str(tmp_path / "p.png"), *extra])  # fmt: skip
+        assert str(data) in err and "--data-file" in err
+    moved = tmp_path / "moved.npz"
+    argv = ["--run", str(run), "--data-file", str(moved), "--sample-counts", "1,10,100",
+            "--repeats", "20", "--plot", str(tmp_path / "p.png"), "--no-progress"]  # fmt: skip
+    assert gradient_variance_main(argv) == 0  # the copy is used
+    assert f"test image 0 of {moved}" in capsys.readouterr().out
+    for extra, message in ((["--snr", "--batch-size", "51"], "--batch-size 51"),
+                           (["--image", "50"], "--image must lie in [0, 50)")):  # fmt: skip
+        err = usage_error(gradient_variance_main, [*argv[:4], *extra])
+        assert message in err and str(moved) in err
+    err = usage_error(gradient_variance_main, ["--data-file", str(moved)])  # without --run
+    assert "--data-file needs --run" in err

@@ -18,6 +18,7 @@ from numpy_vae.cli.common import (
     fail,
     finite_float,
     int_at_least,
+    load_run_dataset,
     positive_int,
 )
 from numpy_vae.experiments.estimators import (
@@ -36,8 +37,9 @@ from numpy_vae.experiments.snr import (
     snr_study,
 )
 from numpy_vae.training.atomic import write_json
-from numpy_vae.training.data import default_data_dir, default_runs_dir
+from numpy_vae.training.data import Dataset, default_data_dir, default_runs_dir
 from numpy_vae.training.progress import Progress
+from numpy_vae.training.runs import recorded_data
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,9 +77,26 @@ def parser() -> argparse.ArgumentParser:
         "model in closed form and on a trained VAE (--run, or a small one trained first); exit "
         "status 1 if the closed form's slopes do not have the signs of the theory.",
     )
-    p.add_argument("--run", type=Path, metavar="RUN_DIR", help="use this training run's model")
-    p.add_argument("--image", type=int, default=0, help="MNIST test image (if MNIST is cached)")
+    p.add_argument(
+        "--run",
+        type=Path,
+        metavar="RUN_DIR",
+        help="use this training run's model, on the data it was trained on (recorded in its "
+        "config.json: its data file, or MNIST)",
+    )
+    p.add_argument(
+        "--image",
+        type=int,
+        default=0,
+        help="test image: of the run's data with --run, else of MNIST (if MNIST is cached)",
+    )
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache folder")
+    p.add_argument(
+        "--data-file",
+        type=Path,
+        help="with --run: the run's data file, if not where the run recorded it (its arrays "
+        "must have the recorded hash); default: the data the run was trained on",
+    )
     p.add_argument(
         "--sample-counts", type=counts, default=list(SAMPLE_COUNTS), help="the values of K"
     )
@@ -167,16 +186,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = ", ".join("--" + d.replace("_", "-") for d in wrong)
         study = "variance study (without --snr)" if args.snr else "SNR study (--snr)"
         return fail(p.prog, f"{flags} belong(s) to the {study}")
-    if args.snr:
-        return snr_main(p, args)
-    if args.repeats < 2:
+    if not args.snr and args.repeats < 2:  # the cheap checks before loading any data
         return fail(p.prog, "--repeats must be at least 2")
+    if args.snr and len(args.sample_counts) < 2:
+        return fail(p.prog, "--snr needs at least two sample counts")
+    if args.data_file is not None and args.run is None:
+        return fail(p.prog, "--data-file needs --run (it is another copy of a run's data)")
+    try:
+        data, source = run_data(args.run, args.data_dir, args.data_file)
+    except (ValueError, OSError) as err:
+        return fail(p.prog, str(err).splitlines()[0])
+    if data is not None:  # refused now, not after the closed-form case has run
+        n_test = len(data.test_images)
+        if args.snr and args.batch_size > n_test:
+            what = f"--batch-size {args.batch_size}: {source} has {n_test} test images"
+            return fail(p.prog, what)
+        if not args.snr and not 0 <= args.image < n_test:
+            return fail(p.prog, f"--image must lie in [0, {n_test}) (the test images of {source})")
+    if args.snr:
+        return snr_main(p, args, data, source)
 
     def variance_study() -> bool:
         closed, passed, lines = check_closed_form(args.latent_dim, args.repeats, args.seed)
         print("\n".join(lines))
         print()
-        objective, mu, logvar, what = decoder_case(args.run, args.image, args.data_dir, args.seed)
+        objective, mu, logvar, what = decoder_case(
+            args.run, args.image, args.data_dir, args.seed, data, source
+        )
         # Each estimator passes every draw through the decoder once (values or gradients).
         rows = 2 * args.repeats * max(args.sample_counts)
         bar = not args.no_progress and sys.stderr.isatty()
@@ -207,8 +243,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _timed(p, variance_study)
 
 
-def snr_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """The ``--snr`` study: both cases, their tables and slopes, the figure, the JSON."""
+def run_data(
+    run: Path | None, data_dir: Path, data_file: Path | None
+) -> tuple[Dataset | None, str]:
+    """The data that ``--run`` was trained on (:func:`load_run_dataset`: its recorded file, or
+    MNIST), and its name in words; ``None`` without ``--run``, or for a run that records no
+    data and is given no ``--data-file`` (then the studies take MNIST if cached, as before).
+
+    Raises
+    ------
+    ValueError
+        In one line: the recorded data cannot be loaded, or is not what the run was trained on.
+    """
+    if run is None or (data_file is None and recorded_data(run) is None):
+        return None, ""
+    dataset, record = load_run_dataset(run, data_dir, data_file)
+    return dataset, str(record["source"])
+
+
+def snr_main(
+    p: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    data: Dataset | None = None,
+    source: str = "",
+) -> int:
+    """The ``--snr`` study: both cases, their tables and slopes, the figure, the JSON;
+    ``data``: the run's own data (:func:`run_data`), named ``source``."""
     if len(args.sample_counts) < 2:
         return fail(p.prog, "--snr needs at least two sample counts")
     bar = not args.no_progress and sys.stderr.isatty()
@@ -247,7 +307,7 @@ def snr_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             )
         case = network_case(
             args.run, args.data_dir, args.batch_size, args.seed, args.max_params,
-            args.train_epochs, log=print,
+            args.train_epochs, log=print, data=data, source=source,
         )  # fmt: skip
         network = run(case, args.draws, "trained model, draws x K")
         print(f"SNR of the IWAE gradient: {case.description}")

@@ -64,7 +64,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy
 
@@ -72,6 +72,9 @@ from numpy_vae.backend import get_backend
 from numpy_vae.model import VAE
 from numpy_vae.reparam import reparameterize, reparameterize_backward
 from numpy_vae.training.progress import Progress
+
+if TYPE_CHECKING:
+    from numpy_vae.training.data import Dataset
 
 SAMPLE_COUNTS = (1, 3, 10, 30, 100, 300, 1000)
 ESTIMATORS = ("reparameterization", "score function")
@@ -521,14 +524,20 @@ def model_from_run(run_dir: str | Path) -> VAE:
 
 
 def decoder_case(
-    run_dir: Path | None, image: int, data_dir: Path, seed: int
+    run_dir: Path | None,
+    image: int,
+    data_dir: Path,
+    seed: int,
+    data: Dataset | None = None,
+    source: str = "the run's data",
 ) -> tuple[DecoderLogLikelihood, numpy.ndarray, numpy.ndarray, str]:
     """The real objective: a decoder's ``log p(x | z)`` for one image, q from its encoder.
 
     The model is the trained one in ``run_dir``, or else a freshly initialised 784-400-20 VAE
-    (seed ``seed``); the image is MNIST test image ``image`` if MNIST is cached in
-    ``data_dir``, else uniform noise in [0, 1]. Returns the objective, ``mu``, ``logvar`` and
-    a description.
+    (seed ``seed``); the image is test image ``image`` of ``data`` (the run's own data, named
+    ``source`` in the description) if given, else MNIST test image ``image`` if MNIST is cached
+    in ``data_dir``, else uniform noise in [0, 1]. Returns the objective, ``mu``, ``logvar``
+    and a description.
     """
     from numpy_vae.training.data import DataError, load_mnist
 
@@ -538,19 +547,32 @@ def decoder_case(
     else:
         model = model_from_run(run_dir)
         what = f"trained VAE from {run_dir} (latent dim {model.latent_dim})"
-    try:
-        mnist = load_mnist(data_dir, download=False, allow_pypi=False, verbose=False)
-        if not 0 <= image < len(mnist.test_images):
-            raise ValueError(f"--image must lie in [0, {len(mnist.test_images)}), got {image}")
-        x = mnist.test_images[image] / 255.0
-        label = int(mnist.test_labels[image])
-        what += f", MNIST test image {image} (a {label})"
-    except DataError:
-        x = numpy.random.default_rng(seed).random(model.input_dim)
-        label = 0
-        what += f", a random image (no MNIST cached in {data_dir})"
+    label: int | None
+    if data is not None:
+        if not 0 <= image < len(data.test_images):
+            raise ValueError(
+                f"--image must lie in [0, {len(data.test_images)}) (the test images of "
+                f"{source}), got {image}"
+            )
+        x = data.test_images[image] / 255.0
+        label = None if data.test_labels is None else int(data.test_labels[image])
+        what += f", test image {image} of {source}" + ("" if label is None else f" (a {label})")
+    else:
+        try:
+            mnist = load_mnist(data_dir, download=False, allow_pypi=False, verbose=False)
+            if not 0 <= image < len(mnist.test_images):
+                raise ValueError(f"--image must lie in [0, {len(mnist.test_images)}), got {image}")
+            x = mnist.test_images[image] / 255.0
+            label = int(mnist.test_labels[image])
+            what += f", MNIST test image {image} (a {label})"
+        except DataError:
+            x = numpy.random.default_rng(seed).random(model.input_dim)
+            label = 0
+            what += f", a random image (no MNIST cached in {data_dir})"
     if model.input_dim != x.size:
         raise ValueError(f"the model takes {model.input_dim} inputs, the image has {x.size}")
+    if model.n_classes and label is None:
+        raise ValueError(f"the model is conditional, and {source} has no labels")
     y = label if model.n_classes else None
     mu, logvar = (a[0] for a in model.encode(x[None, :], None if y is None else numpy.array([y])))
     return DecoderLogLikelihood(model, x, y), mu, logvar, what

@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -74,6 +74,9 @@ from numpy_vae.bounds import (
 )
 from numpy_vae.fast import FastVAE
 from numpy_vae.model import VAE
+
+if TYPE_CHECKING:
+    from numpy_vae.training.data import Dataset
 
 SAMPLE_COUNTS = (1, 3, 10, 30, 100, 300, 1000)
 #: The estimators the study compares by default (``stl`` may be added).
@@ -562,16 +565,22 @@ def network_case(
     max_params: int = 2000,
     epochs: int = 5,
     log: Callable[[str], None] | None = None,
+    data: Dataset | None = None,
+    source: str = "the run's data",
 ) -> NetworkCase:
     """The trained model of ``run_dir`` (:func:`numpy_vae.experiments.estimators.model_from_run`),
     or a small one trained here (:func:`train_small_model`), on a minibatch of the first
-    ``batch`` test images: MNIST if cached, else synthetic; binarized once (seed ``seed``) as
-    the run was trained (dynamically for the small model), or grey levels for a run trained on
-    them."""
+    ``batch`` test images: of ``data`` (the run's own data, named ``source`` in the
+    description) if given, else MNIST if cached, else synthetic; binarized once (seed ``seed``)
+    as the run was trained (dynamically for the small model), or grey levels for a run trained
+    on them. ``data`` needs ``run_dir``: the small model is trained on MNIST or synthetic
+    images."""
     from numpy_vae.experiments.estimators import model_from_run
     from numpy_vae.training.data import binarize, scale_images
 
     if run_dir is None:
+        if data is not None:
+            raise ValueError("network_case: data is the run's own, and there is no run_dir")
         model, what = train_small_model(data_dir, seed, epochs, log)
         mode = "dynamic"
     else:
@@ -585,9 +594,26 @@ def network_case(
             f"the {model.hparams.objective} model of {run_dir} ({model.input_dim}-{hidden}-"
             f"{model.latent_dim}, k = {model.hparams.k})"
         )
-    (_, _, test, labels), source = study_images(data_dir, 0, batch, model.input_dim, seed)
-    if model.n_classes and labels is None:
-        raise ValueError(f"the model is conditional and needs labelled MNIST, not in {data_dir}")
+    if data is not None:
+        if batch > len(data.test_images):
+            raise ValueError(
+                f"--batch-size {batch}: {source} has {len(data.test_images)} test images"
+            )
+        if data.test_images.shape[1] != model.input_dim:
+            raise ValueError(
+                f"the model takes {model.input_dim} inputs, the images of {source} have "
+                f"{data.test_images.shape[1]}"
+            )
+        test = data.test_images[:batch]
+        labels = None if data.test_labels is None else data.test_labels[:batch]
+        if model.n_classes and labels is None:
+            raise ValueError(f"the model is conditional, and {source} has no labels")
+    else:
+        (_, _, test, labels), source = study_images(data_dir, 0, batch, model.input_dim, seed)
+        if model.n_classes and labels is None:
+            raise ValueError(
+                f"the model is conditional and needs labelled MNIST, not in {data_dir}"
+            )
     x = binarize(
         scale_images(test, numpy, numpy.float64), mode, numpy.random.default_rng((seed, 4))
     )
