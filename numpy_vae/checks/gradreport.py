@@ -432,10 +432,9 @@ def check_model(
 def agreement_terms(model: VAE, batch: int) -> int:
     """``n = B K + D + H`` of the agreement bound: the batch's rows (``K`` samples per example),
     the pixels and the widest hidden layer (of the encoder, or of a MADE decoder)."""
-    config = model.config()
-    widths = [*config["hidden_dims"]]
-    if config.get("decoder") == "made":
-        widths += config["made_hidden"]
+    widths = [*model.hparams.hidden_dims]
+    if "made_hidden" in model.decoder.settings:  # a decoder with hidden widths of its own
+        widths += model.hparams.made_hidden
     return batch * model.objective.k + model.input_dim + max(widths, default=0)
 
 
@@ -562,9 +561,10 @@ def gradient_report(
     terms = agreement_terms(model, batch)
     bound = AGREEMENT_FACTOR * terms * EPS64
     with _one_blas_thread():
-        loss = float(model.loss(x, y, eps=eps, grad=False).loss)
         if differentiable and path != "fast":
             rows, loss = check_model(model, x, eps, y, entries=entries, seed=seed, tol=tol, h=h)
+        else:  # the loss's size still sets the rounding floor of the notes
+            loss = float(model.loss(x, y, eps=eps, grad=False).loss)
         if differentiable and fast is not None:
             # The same entries as the specification's section (the same seed chooses them).
             fast_rows, _ = check_model(fast, x, eps, y, entries=entries, seed=seed, tol=tol, h=h)
