@@ -185,9 +185,7 @@ def run_page(path: Path, folder: Path) -> None:
                     done = subprocess.run(
                         argv, capture_output=True, text=True, env=env, timeout=300
                     )
-                    assert done.returncode == 0, (
-                        f"{' '.join(argv)}\n{done.stdout}\n{done.stderr}"
-                    )
+                    assert done.returncode == 0, f"{' '.join(argv)}\n{done.stdout}\n{done.stderr}"
     finally:
         os.chdir(cwd)
 
@@ -305,6 +303,7 @@ def test_planted_dead_links_fail():
 
 def test_an_anchor_must_mean_the_same_on_github_and_in_the_site():
     assert github_slug("Following one backward pass") == "following-one-backward-pass"
-    assert github_slug("IWAE, STL and DReG") == site_slug("IWAE, STL and DReG") == "iwae-stl-and-dreg"
+    heading = "IWAE, STL and DReG"
+    assert github_slug(heading) == site_slug(heading) == "iwae-stl-and-dreg"
     # "a - b": GitHub keeps three hyphens, Python-Markdown collapses them: not a safe anchor.
     assert github_slug("Speed - today") != site_slug("Speed - today")
