@@ -215,6 +215,25 @@ def test_every_link_resolves(path):
     assert link_problems(path.read_text(), path) == []
 
 
+# Phrases that narrate how or when the work was done, rather than say what is true.
+HISTORY = re.compile(
+    r"\b(this session|an earlier session|earlier session|this request|the issue asked|"
+    r"the hour before|previously|we added|we fixed|was fixed|quiet-day|an earlier run)\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=IDS)
+def test_the_docs_say_what_is_true_not_how_it_was_made(path):
+    found = [m.group(0) for m in HISTORY.finditer(path.read_text())]
+    assert found == [], f"{path.name} narrates its history: {found}"
+
+
+def test_a_planted_history_sentence_is_found():
+    assert HISTORY.search("An earlier session measured 4.6 s.")
+    assert not HISTORY.search("The epoch takes 4.6 s on this machine.")
+
+
 def test_every_page_is_in_the_site():
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in PAGES[1:]:
