@@ -35,6 +35,8 @@ class Range:
         true/false (a switch on the command line).
     low : float
         Smallest allowed value (``int``, ``float``); ``inclusive`` says whether ``low`` itself is.
+    high : float
+        A bound the value must stay below (``float``; ``inf``: none).
     choices : tuple of str
         The allowed names (``choice``).
     """
@@ -42,6 +44,7 @@ class Range:
     kind: str
     low: float = 0
     inclusive: bool = True
+    high: float = math.inf
     choices: tuple[str, ...] = ()
 
     def describe(self) -> str:
@@ -53,6 +56,7 @@ class Range:
         if self.kind == "bool":
             return "true or false"
         bound = f"{'>=' if self.inclusive else '>'} {self.low:g}"
+        bound += f" and < {self.high:g}" if self.high < math.inf else ""
         return f"an integer {bound}" if self.kind == "int" else f"a finite number {bound}"
 
     def check(self, name: str, value: Any) -> Any:
@@ -76,6 +80,7 @@ class Range:
                 and not isinstance(value, bool)
                 and math.isfinite(value)
                 and (value >= self.low if self.inclusive else value > self.low)
+                and value < self.high
             )
             value = float(value) if ok else value
         if ok:
@@ -111,6 +116,11 @@ class ModelConfig:
     latent_dim: int = hyperparameter(20, Range("int", 1), "size of z")
     activation: str = hyperparameter(
         "relu", Range("choice", choices=tuple(ACTIVATIONS)), "hidden activation"
+    )
+    leaky_relu_slope: float = hyperparameter(
+        0.01,
+        Range("float", 0, inclusive=False, high=1),
+        "slope of the leaky_relu activation for negative inputs (as torch.nn.LeakyReLU)",
     )
     likelihood: str = hyperparameter(
         "bernoulli", Range("choice", choices=tuple(LIKELIHOODS)), "decoder distribution p(x|z)"
@@ -207,6 +217,13 @@ class ModelConfig:
                 f"the {self.decoder} decoder models binary pixels: it needs likelihood='bernoulli'"
             )
         defaults = {f.name: f.default for f in fields(ModelConfig)}
+        if (
+            self.activation != "leaky_relu"
+            and self.leaky_relu_slope != defaults["leaky_relu_slope"]
+        ):
+            problems.append(
+                "leaky_relu_slope configures the leaky_relu activation: set activation='leaky_relu'"
+            )
         for name, other in DECODERS.items():  # another decoder's settings, changed
             changed = [s for s in other.settings if getattr(self, s) != defaults[s]]
             if name != self.decoder and changed:

@@ -47,7 +47,8 @@ class MLPDecoder(Sequential):
         cls, input_dim: int, context_dim: int, config: Any, backend: Backend, rng: Any
     ) -> MLPDecoder:
         """The decoder of a :class:`~numpy_vae.config.ModelConfig`, initialised from ``rng``."""
-        hidden = mlp((context_dim, *reversed(config.hidden_dims)), config.activation, backend, rng)
+        widths = (context_dim, *reversed(config.hidden_dims))
+        hidden = mlp(widths, config.activation, backend, rng, config.leaky_relu_slope)
         last = Linear(config.hidden_dims[0], input_dim, backend, rng)
         return cls([*hidden.layers, last], backend)
 

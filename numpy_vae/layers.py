@@ -129,11 +129,7 @@ class MaskedLinear(Linear):
     """
 
     def __init__(
-        self,
-        mask: Array,
-        backend: Backend,
-        rng: numpy.random.Generator,
-        bias: bool = True,
+        self, mask: Array, backend: Backend, rng: numpy.random.Generator, bias: bool = True
     ) -> None:
         mask = numpy.asarray(mask)
         super().__init__(mask.shape[1], mask.shape[0], backend, rng, bias=bias)
@@ -252,11 +248,11 @@ class Sigmoid(KeepsOutput):
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
-def make_activation(name: str, backend: Backend) -> Layer:
-    """The activation layer called ``name`` (one of ``ACTIVATIONS``)."""
+def make_activation(name: str, backend: Backend, slope: float = 0.01) -> Layer:
+    """The activation layer called ``name`` (one of ``ACTIVATIONS``; ``slope``: LeakyReLU's)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name](backend)
+    return LeakyReLU(backend, slope) if name == "leaky_relu" else ACTIVATIONS[name](backend)
 
 
 class Container(Layer):
@@ -311,10 +307,13 @@ class Sequential(Container):
                 yield str(i), layer
 
 
-def mlp(widths: Sequence[int], activation: str, backend: Backend, rng: Any) -> Sequential:
+def mlp(
+    widths: Sequence[int], activation: str, backend: Backend, rng: Any, slope: float = 0.01
+) -> Sequential:
     """Linear layers between consecutive ``widths``, each followed by the activation ``activation``
-    (the encoder, and the decoder's hidden part), initialised from ``rng`` in order."""
+    (the encoder, the decoder's hidden part; ``slope``: LeakyReLU's), initialised from ``rng``."""
     layers: list[Layer] = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-        layers += [Linear(fan_in, fan_out, backend, rng), make_activation(activation, backend)]
+        act = make_activation(activation, backend, slope)
+        layers += [Linear(fan_in, fan_out, backend, rng), act]
     return Sequential(layers)

@@ -101,6 +101,8 @@ class MADEDecoder(Container):
         Let the context into the hidden layers (``ModelConfig.made_z``). Without it the decoder
         is the autoregressive model alone (its ``log p(x)`` is exact) and the context gradient
         is 0.
+    leaky_relu_slope : float
+        The slope of the ``leaky_relu`` activation for negative inputs.
 
     Parameters are named as ``torch.nn.Module`` names them: ``masked.<l>.weight`` and
     ``.bias`` (the hidden layers, then the output layer), ``context.<l>.weight`` and
@@ -117,6 +119,7 @@ class MADEDecoder(Container):
         rng: numpy.random.Generator,
         direct: bool = False,
         made_z: bool = True,
+        leaky_relu_slope: float = 0.01,
     ) -> None:
         self.xp, self.special = backend.xp, backend.special
         self.input_dim, self.context_dim = input_dim, context_dim
@@ -129,7 +132,8 @@ class MADEDecoder(Container):
             else []
         )
         self.direct = MaskedLinear(direct_mask, backend, rng, bias=False) if direct else None
-        self.activations = [make_activation(activation, backend) for _ in hidden_dims]
+        slope = leaky_relu_slope
+        self.activations = [make_activation(activation, backend, slope) for _ in hidden_dims]
         self.d_x: Array | None = None
 
     name = "made"
@@ -142,9 +146,11 @@ class MADEDecoder(Container):
         cls, input_dim: int, context_dim: int, config: Any, backend: Backend, rng: Any
     ) -> MADEDecoder:
         """The decoder of a :class:`~numpy_vae.config.ModelConfig` (``made_hidden``,
-        ``made_direct``, ``made_z``), initialised from ``rng``."""
+        ``made_direct``, ``made_z``, ``activation``, ``leaky_relu_slope``), initialised from
+        ``rng``."""
         return cls(input_dim, context_dim, config.made_hidden, config.activation, backend, rng,
-                   direct=config.made_direct, made_z=config.made_z)  # fmt: skip
+                   direct=config.made_direct, made_z=config.made_z,
+                   leaky_relu_slope=config.leaky_relu_slope)  # fmt: skip
 
     def mean(self, context: Array, likelihood: Any, rng: Any) -> Array:
         """The mean of p(x | z) has no closed form: the probabilities ``p(x_d = 1 | x_<d, z)``

@@ -82,7 +82,8 @@ class VAE:
 
         init_rng = numpy.random.default_rng(seed)  # the layers draw in this order
         widths = (input_dim + config.n_classes, *config.hidden_dims)
-        self.encoder = mlp(widths, config.activation, self.backend, init_rng)
+        slope = config.leaky_relu_slope  # the leaky_relu activation's (the decoder reads config)
+        self.encoder = mlp(widths, config.activation, self.backend, init_rng, slope)
         self.head = Linear(config.hidden_dims[-1], 2 * config.latent_dim, self.backend, init_rng)
         self.decoder = DECODERS[config.decoder].from_config(
             input_dim, config.latent_dim + config.n_classes, config, self.backend, init_rng
@@ -225,8 +226,7 @@ class VAE:
         """Raw decoder output for latent ``z``: logits (Bernoulli) or the mean (Gaussian).
 
         An autoregressive decoder (MADE) also reads the pixels ``x`` (B, input_dim): its logit
-        ``d`` is that of ``p(x_d | x_<d, z)`` (teacher forcing). The MLP decoder does not.
-        """
+        ``d`` is that of ``p(x_d | x_<d, z)`` (teacher forcing). The MLP decoder does not."""
         z, y, x = inputs.check_decoder_inputs(self, z, y, x, validate)
         return self.decoder.forward(self.context(z, self.one_hot(y)), x)
 

@@ -112,7 +112,8 @@ def adam_of(model: VAE, settings: dict[str, Any]) -> Adam:
 
 
 def model_config(variant: str) -> dict[str, Any]:
-    """Constructor arguments of the variant's :class:`VAE` (without ``seed`` and ``backend``)."""
+    """Constructor arguments of the variant's :class:`VAE` (without ``seed`` and ``backend``):
+    ``model.config()``, so that ``VAE(**model_config(variant))`` builds it."""
     spec = VARIANTS[variant]
     config = {**SMALL, **spec.model}
     model = VAE(**config, backend=get_backend("numpy", "float64"))
@@ -174,7 +175,7 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
                 "format": FORMAT,
                 "variant": variant,
                 "description": spec.description,
-                "model": {**config, "leaky_relu_slope": 0.01},
+                "model": config,
                 "param_names": names,
                 "adam": ADAM,
                 "numpy_vae_version": __version__,
@@ -260,9 +261,8 @@ def _preactivations(model: VAE, x: np.ndarray, y: Any, eps: np.ndarray) -> list[
     n, k, latent = eps.shape
 
     def act(a: np.ndarray) -> np.ndarray:
-        return (
-            np.maximum(a, 0) if model.hparams.activation == "relu" else np.where(a > 0, a, 0.01 * a)
-        )
+        slope = 0.0 if model.hparams.activation == "relu" else model.hparams.leaky_relu_slope
+        return np.where(a > 0, a, slope * a)
 
     pres, h = [], np.concatenate([x, onehot], axis=1)
     for i in range(n_hidden):

@@ -46,6 +46,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,7 @@ TRAINED_BOUND = 1e-10
 
 TORCH_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,  # default negative_slope 0.01, as numpy_vae.layers.LeakyReLU
+    "leaky_relu": nn.LeakyReLU,  # negative_slope: ModelConfig.leaky_relu_slope (TorchVAE)
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
 }
@@ -237,6 +238,8 @@ class TorchVAE(nn.Module):
         super().__init__()
         config = ModelConfig() if config is None else config
         act = TORCH_ACTIVATIONS[config.activation]
+        if config.activation == "leaky_relu":
+            act = partial(nn.LeakyReLU, config.leaky_relu_slope)
         hidden_dims, latent_dim, n_classes = config.hidden_dims, config.latent_dim, config.n_classes
         self.latent_dim, self.n_classes = latent_dim, n_classes
         self.likelihood, self.gaussian_sigma = config.likelihood, config.gaussian_sigma
