@@ -2,9 +2,11 @@
 
 The files are read here the way a port would read them (``numpy.load`` and ``json``), not with
 numpy-vae's generator, so these tests also check that the files are self-describing: every key the
-README lists is present with the documented shape, and the stored numbers obey the documented
-conventions. The stored gradients are checked against finite differences too, so the files
-cannot rot along with the code that made them.
+porting guide (docs/12-porting.md) lists is present with the documented shape, and the stored
+numbers obey the documented conventions (the MADE masks from the documented degree rule, the
+loss from the documented formula of each objective). The stored gradients are checked against
+finite differences too (STL's and DReG's encoder gradients against their surrogates'), so the
+files cannot rot along with the code that made them.
 """
 
 import json
@@ -31,6 +33,10 @@ REQUIRED_VARIANTS = {
     "gaussian",
     "deep_tanh",
     "iwae",
+    "vae_k",
+    "iwae_stl",
+    "iwae_dreg",
+    "made",
 }
 MODEL_KEYS = {
     "input_dim",
@@ -47,6 +53,7 @@ MODEL_KEYS = {
     "estimator",
     "leaky_relu_slope",
 }
+MADE_KEYS = {"decoder", "made_hidden", "made_direct", "made_z"}  # in the MADE files only
 BOUND = 1e-12  # relative difference, max|a - b| / max(|a|, |b|), for every recomputed array
 
 
@@ -76,11 +83,39 @@ def expected_shapes(model_config):
         shapes[f"encoder.{2 * i}.bias"] = (widths[i + 1],)
     shapes["head.weight"] = (2 * latent, hidden[-1])
     shapes["head.bias"] = (2 * latent,)
+    if model_config.get("decoder") == "made":
+        return shapes | {name: mask.shape for name, mask in made_masks_from_docs(model_config)}
     widths = [latent + k, *reversed(hidden), d]
     for i in range(len(widths) - 1):
         shapes[f"decoder.{2 * i}.weight"] = (widths[i + 1], widths[i])
         shapes[f"decoder.{2 * i}.bias"] = (widths[i + 1],)
     return shapes
+
+
+def made_masks_from_docs(model_config):
+    """(name, 0/1 mask) of each MADE decoder weight, in parameter order, from the documented
+    rule alone: input j has degree j (1..D); hidden unit k of a layer of H units has degree
+    1 + floor(k (D - 1) / H); a hidden unit reads a unit of the layer below whose degree is <= its
+    own, output d reads hidden units of degree < d (and, directly, pixels j < d). The context
+    layers (z and the label into each hidden layer) are unmasked."""
+    d, widths = model_config["input_dim"], model_config["made_hidden"]
+    context = model_config["latent_dim"] + model_config["n_classes"]
+    below, out = np.arange(1, d + 1), []
+    for i, h in enumerate(widths):
+        m = 1 + np.arange(h) * (d - 1) // h
+        out.append((f"decoder.masked.{i}.weight", (m[:, None] >= below[None, :]) * 1.0))
+        out.append((f"decoder.masked.{i}.bias", np.ones(h)))
+        below = m
+    pixels = np.arange(1, d + 1)
+    out.append((f"decoder.masked.{len(widths)}.weight", (pixels[:, None] > below[None, :]) * 1.0))
+    out.append((f"decoder.masked.{len(widths)}.bias", np.ones(d)))
+    if model_config["made_z"]:
+        out += [
+            (f"decoder.context.{i}.weight", np.ones((h, context))) for i, h in enumerate(widths)
+        ]
+    if model_config["made_direct"]:
+        out.append(("decoder.direct.weight", (pixels[:, None] > pixels[None, :]) * 1.0))
+    return out
 
 
 def test_every_variant_has_a_file():
@@ -93,7 +128,8 @@ def test_file_holds_everything_the_readme_lists(path):
     config, arrays = load(path)
     assert config["format"] == "numpy-vae golden v1"
     assert config["variant"] == path.stem.removeprefix("golden_")
-    assert set(config["model"]) == MODEL_KEYS
+    made = config["model"].get("decoder") == "made"
+    assert set(config["model"]) == MODEL_KEYS | (MADE_KEYS if made else set())
     assert config["adam"] == {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "steps": 3}
     # The generator and the committed file describe the same model.
     generated = model_config(config["variant"])
@@ -138,24 +174,36 @@ def test_file_holds_everything_the_readme_lists(path):
     np.testing.assert_array_equal(arrays["adam3_eps"][0], arrays["eps"])
     if mc["likelihood"] == "bernoulli":
         assert 0 <= arrays["x"].min() and arrays["x"].max() <= 1
+    if made:  # binary pixels; every masked-out weight is 0, before, under and after Adam
+        assert np.isin(arrays["x"], (0.0, 1.0)).all()
+        for name, mask in made_masks_from_docs(mc):
+            for prefix in ("param/", "grad/", "adam3/"):
+                assert np.all(arrays[prefix + name][mask == 0] == 0), prefix + name
+            if name.endswith("weight"):
+                assert np.all(arrays["param/" + name][mask == 1] != 0), name
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_stored_loss_follows_the_documented_formula(path):
     """loss = recon + w * KL, or with free bits recon + w * B * sum_j max(lambda, KL_j / B); for
-    the IWAE file loss = -sum_b (logsumexp_k log_w[b, k] - log K)."""
+    the IWAE files loss = -sum_b (logsumexp_k log_w[b, k] - log K), for the k-sample VAE file
+    loss = -sum_b mean_k log_w[b, k]."""
     config, a = load(path)
     n, w, lam = len(a["x"]), float(a["kl_weight"]), config["model"]["free_bits"]
     assert a["kl"] == pytest.approx(a["kl_per_dim"].sum(), rel=1e-14)
-    if config["model"]["objective"] == "iwae":
+    if config["model"]["objective"] != "elbo":
         log_w, k = a["log_w"], config["model"]["k"]
         m = log_w.max(axis=1)
-        bound = m + np.log(np.exp(log_w - m[:, None]).sum(axis=1)) - np.log(k)
-        assert a["loss"] == pytest.approx(-bound.sum(), rel=1e-14)
+        iwae = -(m + np.log(np.exp(log_w - m[:, None]).sum(axis=1)) - np.log(k)).sum()
+        vae = -log_w.mean(axis=1).sum()
+        loss = iwae if config["model"]["objective"] == "iwae" else vae
+        assert a["loss"] == pytest.approx(loss, rel=1e-14)
         assert a["adam3_loss"][0] == a["loss"] and w == 1
+        # recon is -sum_b mean_k log p(x_b|z_bk), reported beside the bound.
+        assert a["recon"] > 0 and a["kl"] > 0
         # The weights are far from uniform, so the file tells the IWAE bound from the k-sample
-        # VAE bound (-sum mean_k log_w) and from a wrong K.
-        assert a["loss"] < -log_w.mean(axis=1).sum() - 0.1
+        # VAE bound and from a wrong K.
+        assert iwae < vae - 0.1
         return
     kl_objective = n * np.maximum(lam, a["kl_per_dim"] / n).sum() if lam > 0 else a["kl"]
     assert a["loss"] == pytest.approx(a["recon"] + w * kl_objective, rel=1e-14)
@@ -229,15 +277,49 @@ def test_numpy_vae_reproduces_three_adam_steps(path):
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_stored_gradients_agree_with_finite_differences(path):
+    """Of the loss; with STL or DReG the encoder's and head's gradients are those of the
+    estimator's surrogate (q's parameters held where q's density is evaluated, and for DReG the
+    squared weights w~^2 too), the decoder's those of the loss under every estimator."""
     config, a = load(path)
     model = build(config, a)
     y, w = a.get("y"), float(a["kl_weight"])
-    errors = check_gradients(
-        lambda: model.loss(a["x"], y, eps=a["eps"], kl_weight=w, grad=False).loss,
-        model.params,
-        {name: a[f"grad/{name}"] for name in config["param_names"]},
-    )
+    stored = {name: a[f"grad/{name}"] for name in config["param_names"]}
+    loss = lambda: model.loss(a["x"], y, eps=a["eps"], kl_weight=w, grad=False).loss  # noqa: E731
+    estimator = config["model"]["estimator"]
+    if estimator == "reparam":
+        assert_gradients_close(check_gradients(loss, model.params, stored), 1e-7)
+        return
+    held = bounds.samples(model, a["x"], y, eps=a["eps"])
+    mu0, logvar0 = held.mu.copy(), held.logvar.copy()
+    w2 = bounds.normalized_weights(held.log_w, np) ** 2
+
+    def surrogate():  # minus the surrogate, as the loss is minus the bound
+        s = bounds.samples(model, a["x"], y, eps=a["eps"])
+        log_joint = s.log_px + s.log_pz
+        if estimator == "stl":
+            return -bounds.stl_surrogate(log_joint, s.z, mu0, logvar0, np).sum()
+        return -bounds.dreg_surrogate(log_joint, s.z, mu0, logvar0, w2, np).sum()
+
+    decoder = {n: p for n, p in model.params.items() if n.startswith("decoder.")}
+    encoder = {n: p for n, p in model.params.items() if n not in decoder}
+    errors = check_gradients(surrogate, encoder, {n: stored[n] for n in encoder})
+    errors |= check_gradients(loss, decoder, {n: stored[n] for n in decoder})
     assert_gradients_close(errors, 1e-7)
+
+
+@pytest.mark.parametrize("estimator", ["stl", "dreg"])
+def test_the_estimator_files_differ_from_the_plain_gradient_in_the_encoder_only(estimator):
+    """The same model with the plain estimator: the decoder's gradients are the file's (every
+    estimator takes the IWAE bound's own there), the encoder's and head's are far from it, so a
+    port that ignored ``estimator`` would fail the file."""
+    config, a = load(FIXTURES / f"golden_iwae_{estimator}.npz")
+    plain = VAE(**{**config["model"], "estimator": "reparam"}, backend=F64)
+    plain.load_state_dict({n: a[f"param/{n}"] for n in config["param_names"]})
+    parts = plain.loss(a["x"], eps=a["eps"])
+    assert relative_error(parts.loss, a["loss"]) <= BOUND  # one bound, two gradients
+    for name, g in plain.grads.items():
+        diff = relative_error(g, a[f"grad/{name}"])
+        assert diff <= BOUND if name.startswith("decoder.") else diff > 0.1, (name, diff)
 
 
 def test_the_kink_check_sees_every_sample_of_every_example():

@@ -4,7 +4,7 @@ A golden file pins down what this package computes for one configuration, in flo
 
 * numpy-vae itself cannot drift silently (``tests/test_golden.py`` recomputes every file), and
 * a port (JAX, PyTorch, anything that reads ``.npz``) can test itself against numpy-vae without
-  installing it: everything needed is in the file, described in the README ("Golden files").
+  installing it: everything needed is in the file, described in docs/12-porting.md.
 
 Layout of ``golden_<variant>.npz`` (all floats are float64):
 
@@ -16,25 +16,27 @@ key                           shape           meaning
                                               order), ``adam`` (``lr``, ``betas``, ``eps``,
                                               ``steps``)
 ``param/<name>``              layer shape     initial parameters; weights are (out, in)
-``x``                         (B, D)          the batch
+``x``                         (B, D)          the batch (0/1 pixels for the MADE decoder)
 ``y``                         (B,) int64      labels, conditional variant only
 ``eps``                       (B, L)          reparameterization noise of the single pass;
-                              (B, K, L)       K samples per example (``iwae`` variant)
+                              (B, K, L)       K samples per example (``vae``, ``iwae``)
 ``kl_weight``                 ()              weight ``w`` of the KL term
 ``loss``, ``recon``, ``kl``   ()              sums over the batch (see ``VAE.loss``)
 ``kl_per_dim``                (L,)            KL of each latent dimension, summed over batch
-``log_w``                     (B, K)          ``log w_k`` of the single pass (``iwae`` only)
+``log_w``                     (B, K)          ``log w_k`` of the single pass (``vae``, ``iwae``)
 ``grad/<name>``               layer shape     gradient of ``loss``
 ``adam3_eps``                 (3, B, L)       noise of each of 3 Adam steps; ``[0]`` is ``eps``
-                              (3, B, K, L)    (``iwae`` variant)
+                              (3, B, K, L)    (``vae``, ``iwae``)
 ``adam3_loss``                (3,)            ``loss`` before each step's update
 ``adam3/<name>``              layer shape     parameters after the 3 steps
 ============================  ==============  ================================================
 
-The ``iwae`` variant's ``loss`` is the negative IWAE bound, ``-sum_b (logsumexp_k log_w[b, k] -
-log K)``, differentiated plainly (the reparameterized estimator, no quantity held fixed);
-``recon`` and ``kl`` are reported beside it as :meth:`VAE.loss` reports them (``-sum_b mean_k
-log p(x_b|z_bk)`` and the closed-form KL), and ``kl_weight`` is 1.
+With the ``iwae`` objective ``loss`` is the negative IWAE bound, ``-sum_b (logsumexp_k
+log_w[b, k] - log K)``, with the ``vae`` objective the negative k-sample VAE bound, ``-sum_b
+mean_k log_w[b, k]``; ``recon`` and ``kl`` are reported beside it as :meth:`VAE.loss` reports
+them (``-sum_b mean_k log p(x_b|z_bk)`` and the closed-form KL), and ``kl_weight`` is 1. The
+gradients are the loss's own, except the encoder's and head's under the STL and DReG
+estimators, which are those estimators' (:mod:`numpy_vae.bounds`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import numpy as np
 
 from numpy_vae import __version__, bounds
 from numpy_vae.backend import get_backend
+from numpy_vae.made import made_masks
 from numpy_vae.model import VAE
 from numpy_vae.optim import Adam
 
@@ -94,6 +97,32 @@ VARIANTS: dict[str, GoldenVariant] = {
     # the file could not tell the two apart.
     "iwae": GoldenVariant(
         "IWAE bound, K 3, plain reparameterized gradient", {"objective": "iwae", "k": 3}, seed=12
+    ),
+    # One model, batch and eps (seed 15) under the k-sample VAE bound and the IWAE bound's STL
+    # and DReG estimators: the two estimator files differ only in the encoder's and head's
+    # gradients and what Adam makes of them. (Seed 12, the "iwae" file's, puts a pre-activation
+    # within 1e-3 of the kink in an Adam step of STL and DReG.) The weights w~ spread over about
+    # 0.15 to 0.58, so the bounds, and the estimators, are far apart.
+    "vae_k": GoldenVariant(
+        "k-sample VAE bound, K 3: mean_k log w_k", {"objective": "vae", "k": 3}, seed=15
+    ),
+    "iwae_stl": GoldenVariant(
+        "IWAE bound, K 3, STL encoder gradient",
+        {"objective": "iwae", "k": 3, "estimator": "stl"},
+        seed=15,
+    ),
+    "iwae_dreg": GoldenVariant(
+        "IWAE bound, K 3, DReG encoder gradient",
+        {"objective": "iwae", "k": 3, "estimator": "dreg"},
+        seed=15,
+    ),
+    # Binary pixels (the MADE decoder models 0/1 data only). Masked widths 11 (every degree
+    # 1..11 of D = 12) and 8 (degrees 1 2 3 5 6 7 9 10: some missing), z in both, and the
+    # direct connection, so every parameter kind of the decoder is in the file.
+    "made": GoldenVariant(
+        "MADE decoder, masked hidden (11, 8), direct connection, binary data",
+        {"decoder": "made", "made_hidden": [11, 8], "made_direct": True},
+        seed=13,
     ),
 }
 
@@ -155,6 +184,8 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     n, d = BATCH, config["input_dim"]
     if config["likelihood"] == "gaussian":
         x = rng.normal(0.5, 0.5, size=(n, d))  # real-valued targets, some outside [0, 1]
+    elif config.get("decoder") == "made":
+        x = (rng.random((n, d)) < 0.5).astype(np.float64)  # the MADE decoder's 0/1 pixels
     else:
         x = rng.random((n, d))  # grey levels in [0, 1] exercise the x * logit term fully
     y = (
@@ -252,7 +283,8 @@ def _preactivations(model: VAE, x: np.ndarray, y: Any, eps: np.ndarray) -> list[
     """Inputs of every hidden ReLU/LeakyReLU, recomputed from ``model.params`` alone.
 
     ``eps`` is (B, L), or (B, K, L) for K samples per example: the decoder then runs on all
-    B * K rows, example-major, each beside its example's label.
+    B * K rows, example-major, each beside its example's label. The MADE decoder's hidden
+    layers read the pixels through their masks and the context ``[z | one-hot y]``.
     (Written out here rather than read from the layers' caches, which are internals.)
     """
     p, n_hidden = model.params, len(model.hparams.hidden_dims)
@@ -272,6 +304,16 @@ def _preactivations(model: VAE, x: np.ndarray, y: Any, eps: np.ndarray) -> list[
     mu, logvar = stats[:, :latent], stats[:, latent:]
     z = mu[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps  # (B, K, L)
     h = np.concatenate([z.reshape(n * k, latent), np.repeat(onehot, k, axis=0)], axis=1)
+    if model.hparams.decoder == "made":
+        masks, _, _ = made_masks(model.input_dim, model.hparams.made_hidden)
+        context, h = h, np.repeat(x, k, axis=0)
+        for i, mask in enumerate(masks):
+            a = h @ (mask * p[f"decoder.masked.{i}.weight"]).T + p[f"decoder.masked.{i}.bias"]
+            if model.hparams.made_z:
+                a = a + context @ p[f"decoder.context.{i}.weight"].T
+            pres.append(a)
+            h = act(a)
+        return pres
     for i in range(n_hidden):
         pres.append(h @ p[f"decoder.{2 * i}.weight"].T + p[f"decoder.{2 * i}.bias"])
         h = act(pres[-1])
