@@ -18,6 +18,7 @@ import pytest
 from numpy_vae import VAE, bounds, get_backend
 from numpy_vae.checks.golden import VARIANTS, _preactivations, adam_of, model_config
 from numpy_vae.config import ModelConfig
+from numpy_vae.fast import FastVAE
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients, relative_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -227,14 +228,16 @@ def test_numpy_vae_reproduces_loss_and_gradients(path):
         assert relative_error(log_w, a["log_w"]) <= BOUND
 
 
+@pytest.mark.parametrize("cls", [VAE, FastVAE])
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
-def test_the_files_own_config_rebuilds_the_model(path):
+def test_the_files_own_config_rebuilds_the_model(path, cls):
     """``VAE(**config["model"])``, the file's own dictionary as it stands, builds the model: the
     parameter names and shapes the file lists, and with its parameters loaded the recorded loss,
-    parts, ``log_w`` and gradients, each to 1e-12 relative. (The file holds no seed: the initial
-    parameters are in it, which is what a port without numpy's generator needs.)"""
+    parts, ``log_w`` and gradients, each to 1e-12 relative; the training path, FastVAE, too.
+    (The file holds no seed: the initial parameters are in it, which is what a port without
+    numpy's generator needs.)"""
     config, a = load(path)
-    model = VAE(**config["model"], backend=F64)
+    model = cls(**config["model"], backend=F64)
     assert list(model.params) == config["param_names"]
     assert {n: p.shape for n, p in model.params.items()} == {
         n: a[f"param/{n}"].shape for n in config["param_names"]
