@@ -160,6 +160,8 @@ def link_problems(text: str, page: Path) -> list[str]:
         if anchor and path.suffix == ".md" and anchor not in anchors(path):
             problems.append(f"{target}: {path.name} has no heading with anchor #{anchor}")
         name = re.fullmatch(r"`([\w.]+)(?:\(\))?`", label)
+        if name and name.group(1).endswith(".py"):
+            name = None  # the file's own name, not a name defined in it
         if name and path.suffix == ".py" and not defines(path, name.group(1).split(".")[-1]):
             problems.append(f"{target}: {path.name} defines no {name.group(1)}")
     return problems
@@ -310,6 +312,7 @@ def test_planted_dead_links_fail():
     page = ROOT / "docs" / "index.md"
     text = (
         "[ok](own-data.md) [ok](own-data.md#from-python) [`VAE.backward`](../numpy_vae/model.py) "
+        "[`model.py`](../numpy_vae/model.py) "
         "[gone](no-such-page.md) [bad anchor](own-data.md#no-such-heading) "
         "![gone figure](no-such-figure.png) [`VAE.backwards`](../numpy_vae/model.py) "
         "`[in code](not-a-link.md)`\n```\n[in a block](not-a-link-either.md)\n```\n"
