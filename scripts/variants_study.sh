@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The variant study of the README: six 10-epoch runs on MNIST, each evaluated with the
+# The variant study of docs/09-beta-and-conditional.md: six 10-epoch runs on MNIST, each evaluated with the
 # importance-weighted log-likelihood (K = 1000), then one table and one figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."

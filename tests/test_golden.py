@@ -74,7 +74,7 @@ def build(config, arrays):
 
 
 def expected_shapes(model_config):
-    """Parameter names and shapes as the README describes them, derived from the config alone."""
+    """Parameter names and shapes as docs/12-porting.md describes them, from the config alone."""
     hidden = model_config["hidden_dims"]
     d, latent, k = model_config["input_dim"], model_config["latent_dim"], model_config["n_classes"]
     shapes = {}

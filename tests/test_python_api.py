@@ -20,7 +20,8 @@ def readme_example() -> str:
 @pytest.mark.slow
 def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     """On real MNIST (from ./data of the repository, fetched there if needed): one epoch with
-    the trainer, 300 steps of a plain loop, save, load, evaluate."""
+    the trainer, 100 steps of a plain loop, save, load, evaluate. (tests/test_docs.py leaves this
+    block to this test, which also checks its figures.)"""
     data_dir = README.parent / "data"
     monkeypatch.chdir(tmp_path)
     if data_dir.exists():  # the cache, else the example fetches MNIST into tmp_path/data

@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--table",
         action="store_true",
-        help="train nothing: print the measured stages as the README's Markdown table",
+        help="train nothing: print the measured stages as the Markdown table of "
+        "docs/10-importance-weighting.md",
     )
     add_progress_flags(p, "batches, and test images of the NLL estimate")
     return p

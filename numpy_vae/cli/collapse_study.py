@@ -6,7 +6,7 @@ and measures each: test negative ELBO, KL, active units, the test NLL by the imp
 estimate and the mutual information between x and z. Stopped anywhere, the same command
 continues (each row resumes from its checkpoint; a measured row is read back). Two processes
 with different --rows use both cores. --figures draws the KL-per-dimension and sample figures
-of the measured rows; --table prints the README's table.
+of the measured rows; --table prints the table of docs/08-posterior-collapse.md.
 """
 
 from __future__ import annotations

@@ -781,7 +781,7 @@ def sweep_specs() -> list[ModelSpec]:
 
 
 def format_sweep(report: dict[str, Any]) -> str:
-    """The sweep as a markdown table (for the README)."""
+    """The sweep as a markdown table (for docs/11-speed.md)."""
     lines = [
         "| batch | hidden | NumPy s/epoch | PyTorch s/epoch | GEMM floor s | NumPy / PyTorch "
         "| NumPy / floor | images/s |",

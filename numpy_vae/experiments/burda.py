@@ -225,7 +225,8 @@ def collect(runs_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def markdown_table(found: dict[str, list[dict[str, Any]]]) -> str:
-    """The README's table: every measured stage of every row, beside the paper's figures."""
+    """The table of docs/10-importance-weighting.md: every measured stage of every row, beside
+    the paper's figures."""
     lines = [
         "| row | stage (epochs) | test NLL (IW estimate) | -bound trained on (test) | active units "
         "| paper NLL (3,280 epochs) | train time | projected full run |",

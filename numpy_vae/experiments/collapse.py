@@ -215,7 +215,7 @@ def collect(runs_dir: Path, seed: int = 0) -> dict[str, dict[str, Any]]:
 
 
 def markdown_table(found: dict[str, dict[str, Any]]) -> str:
-    """The README's table, a line per measured row."""
+    """The table of docs/08-posterior-collapse.md, a line per measured row."""
     lines = [
         "| row | test -ELBO | test NLL (IW) | KL | active units | MI(x; z) | train time |",
         "|---|---|---|---|---|---|---|",

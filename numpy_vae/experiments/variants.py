@@ -1,5 +1,5 @@
 """The variants study (``scripts/variants_study.sh``): finished runs side by side, each labelled
-by what sets it apart from the classic VAE, as the README's table.
+by what sets it apart from the classic VAE, as the table of docs/09-beta-and-conditional.md.
 
 :func:`summarize_runs` reads a row per run folder (its ``config.json``, last metrics and, when
 present and still current, ``evaluation.json``); :func:`format_study_table` prints them as

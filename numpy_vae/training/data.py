@@ -629,8 +629,9 @@ def _say(verbose: bool, message: str) -> None:
         print(f"MNIST: {message}", file=sys.stderr, flush=True)
 
 
-#: Environment variables that move the data folder and the runs folder (see the README,
-#: "Where files go"): by default ``./data`` and ``./runs``, relative to where a program runs.
+#: Environment variables that move the data folder and the runs folder (see docs/training.md,
+#: "Where MNIST and the runs live"): by default ``./data`` and ``./runs``, relative to where a
+#: program runs.
 DATA_ENV, RUNS_ENV = "NUMPY_VAE_DATA", "NUMPY_VAE_RUNS"
 
 
