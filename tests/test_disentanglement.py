@@ -233,3 +233,24 @@ def test_the_score_ignores_the_units_of_each_dimension(exponents):
     a = fvae(noisy_factors_in_other_units, seed=3, n_train=100, n_eval=100)
     b = fvae(lambda v: noisy_factors_in_other_units(v) * units, seed=3, n_train=100, n_eval=100)
     np.testing.assert_array_equal(a.eval_votes, b.eval_votes)
+
+
+# ------------------------------------------------------------------------------ a VAE's means
+
+
+def test_a_vaes_representation_is_its_posterior_means_of_the_drawn_images():
+    from numpy_vae import VAE
+    from numpy_vae.experiments.disentanglement import encoder_representation
+    from numpy_vae.training.dsprites import render
+
+    grid = FactorGrid(scales=2, orientations=4, positions_x=3, positions_y=3, image_size=16)
+    model = VAE(256, hidden_dims=(32,), latent_dim=4, seed=0)
+    represent = encoder_representation(model, grid, chunk=7)
+    v = grid.sample_factors(20, np.random.default_rng(0))
+    mu = represent(v)
+    expected = model.encode((render(v, grid).reshape(20, 256) / 255).astype(np.float32))[0]
+    assert mu.dtype == np.float64 and mu.shape == (20, 4)
+    np.testing.assert_array_equal(mu, expected)
+    assert 0 <= compute_mig(represent, grid.sample_factors, np.random.default_rng(1), 500).score
+    with pytest.raises(ValueError, match="pixels"):
+        encoder_representation(model, GRID)

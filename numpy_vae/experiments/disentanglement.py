@@ -6,8 +6,9 @@ on factor tuples drawn by ``sample_factors(n, rng)`` (e.g.
 :meth:`numpy_vae.training.dsprites.FactorGrid.sample_factors`). For a VAE on dSprites::
 
     grid = FactorGrid()
-    represent = lambda v: model.encode(render(v, grid).reshape(len(v), -1) / 255.0)[0]
+    represent = encoder_representation(model, grid)  # the posterior means of rendered images
     mig = compute_mig(represent, grid.sample_factors, np.random.default_rng(0)).score
+    fvae = factor_vae_score(represent, grid.sample_factors, np.random.default_rng(1)).score
 
 **Mutual information gap** (Chen, Li, Grosse and Duvenaud 2018, "Isolating Sources of
 Disentanglement in VAEs", section 5):
@@ -48,9 +49,12 @@ plant a bug in one piece and see the known answers catch it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from numpy_vae.training.data import scale_images
+from numpy_vae.training.dsprites import FactorGrid, render
 
 #: ``sample_factors(n, rng)``: n factor tuples as an int array (n, K).
 SampleFactors = Callable[[int, np.random.Generator], np.ndarray]
@@ -377,3 +381,40 @@ def factor_vae_score(
         evaluation,
         active,
     )
+
+
+# ------------------------------------------------------------------------------ a VAE's means
+
+
+def encoder_representation(model: Any, grid: FactorGrid, chunk: int = 1024) -> Represent:
+    """The representation a VAE gives: its posterior means ``mu(x)`` of the images that factor
+    tuples draw on ``grid`` (pixels ``k / 255``, as the trainer feeds them).
+
+    Parameters
+    ----------
+    model : VAE or FastVAE
+        Trained on ``grid``'s images (``input_dim == grid.pixels``), unconditional.
+    grid : FactorGrid
+    chunk : int
+        Images drawn and encoded at once.
+
+    Returns
+    -------
+    callable
+        ``represent(factors (N, 5)) -> float64 array (N, latent_dim)``, on the host.
+    """
+    if model.input_dim != grid.pixels:
+        raise ValueError(
+            f"the model takes {model.input_dim} pixels, the grid draws {grid.pixels} "
+            f"({grid.image_size} x {grid.image_size})"
+        )
+
+    def represent(factors: np.ndarray) -> np.ndarray:
+        means = []
+        for start in range(0, len(factors), chunk):
+            images = render(factors[start : start + chunk], grid).reshape(-1, grid.pixels)
+            mu = model.encode(scale_images(images, model.xp, model.dtype))[0]
+            means.append(np.asarray(model.backend.to_host(mu), dtype=np.float64))
+        return np.concatenate(means)
+
+    return represent
