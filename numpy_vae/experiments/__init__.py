@@ -7,5 +7,7 @@
 - :mod:`~numpy_vae.experiments.collapse`: posterior collapse with a MADE decoder, and remedies.
 - :mod:`~numpy_vae.experiments.disentanglement`: the mutual information gap and the FactorVAE
   score, of a representation of dSprites' factors (a VAE's posterior means).
+- :mod:`~numpy_vae.experiments.disentanglement_study`: beta-VAE on dSprites, a row per beta:
+  reconstruction against the two metrics.
 - :mod:`~numpy_vae.experiments.variants`: the table of finished runs, labelled by variant.
 """
