@@ -1,6 +1,7 @@
 """The beta study end to end on a tiny grid: train, measure, resume, read back, table, figure."""
 
 import json
+import re
 
 import numpy as np
 
@@ -44,3 +45,30 @@ def test_a_row_trains_measures_resumes_and_is_read_back(tmp_path, capsys):
     plot_study(rows, tmp_path / "study.png")
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite(second["test_kl"])
+
+
+def test_the_command_line_trains_resumes_tabulates_and_draws(tmp_path, capsys):
+    from numpy_vae.cli.disentanglement_study import main
+
+    quick = ["--image-size", "16", "--n-train", "200", "--n-test", "50", "--hidden", "16"]
+    quick += ["--metric-points", "200", "--betas", "1,4", "--runs-dir", str(tmp_path)]
+    assert main([*quick, "--epochs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "beta 1 (epoch 1)" in out and "beta 4 (epoch 1)" in out and "MIG" in out
+    assert re.search(r"epoch +1/1", out)  # trained
+    assert main([*quick, "--epochs", "1", "--no-progress"]) == 0  # measured: read back
+    again = capsys.readouterr().out
+    assert "beta 4 (epoch 1)" in again and not re.search(r"epoch +1/1", again)
+    assert main([*quick, "--table"]) == 0
+    assert "| 4 |" in capsys.readouterr().out
+    assert main([*quick, "--figure", str(tmp_path / "beta.png")]) == 0
+    assert (tmp_path / "beta.png").is_file()
+
+
+def test_the_command_line_refuses_in_one_line(tmp_path, usage_error):
+    from numpy_vae.cli.disentanglement_study import main
+
+    assert "no measured row" in usage_error(main, ["--runs-dir", str(tmp_path), "--table"])
+    assert "--image-size" in usage_error(main, ["--image-size", "4"])
+    assert "at most 737280" in usage_error(main, ["--n-train", "737280"])
+    assert "finite number >= 0" in usage_error(main, ["--betas", "1,-2"])

@@ -98,6 +98,7 @@ def run_row(
     seed: int = 0,
     metric_points: int = 10_000,
     progress: bool = False,
+    log_interval: int = 0,
     **changes: Any,
 ) -> dict[str, Any]:
     """Train the row at ``beta`` (continuing from its checkpoint) and measure it; the
@@ -117,7 +118,7 @@ def run_row(
         "beta": beta,
         "grid": asdict(data.grid),
     }
-    trainer = train_or_resume(config, data.dataset, run_dir, extra, progress)
+    trainer = train_or_resume(config, data.dataset, run_dir, extra, progress, log_interval)
     result = measure(trainer, data.grid, metric_points)
     write_json(path, result)
     return result
