@@ -96,6 +96,35 @@ def test_one_factor_in_two_dimensions_loses_that_factor():
     assert 0.79 < result.score <= 0.8
 
 
+def entangled(v):
+    """Shape and scale mixed by a rotation of 45 degrees (each standardized over the grid):
+    two dimensions that each know both factors; the other three factors one dimension each."""
+    values = GRID.factor_values(v)
+    mean = [GRID.values(k).mean() for k in range(K)]
+    std = [GRID.values(k).std() for k in range(K)]
+    s = (values - mean) / std
+    return np.column_stack([s[:, 0] + s[:, 1], s[:, 0] - s[:, 1], s[:, 2:]])
+
+
+def test_two_factors_mixed_by_a_rotation_lose_their_gaps():
+    """Each of the mixed factors is known equally by the two mixed dimensions: gaps near 0,
+    MIG near 3/5."""
+    v = sample(5000)
+    result = mutual_information_gap(entangled(v), v)
+    assert (result.gaps[:2] < 0.05).all() and (result.gaps[2:] > 0.99).all(), result.gaps
+    assert 0.59 < result.score < 0.62
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(2, 6))
+def test_mig_lies_between_0_and_1_for_any_representation(seed, dims):
+    rng = np.random.default_rng(seed)
+    v = sample(300, seed=seed)
+    z = rng.normal(size=(300, dims)) * rng.integers(0, 2, size=(300, 1))  # some structure
+    z[:, 0] += GRID.factor_values(v)[:, rng.integers(0, K)] * rng.normal()
+    result = mutual_information_gap(z, v)
+    assert 0 <= result.score <= 1 and (result.gaps >= 0).all() and (result.gaps <= 1).all()
+
+
 def test_a_constant_and_an_independent_representation_score_zero():
     v = sample(5000)
     assert mutual_information_gap(np.zeros((5000, 3)), v).score == 0
@@ -218,6 +247,14 @@ def test_a_constant_scores_zero_and_noise_scores_chance():
     assert fvae(lambda v: np.zeros((len(v), 5))).score == 0.0
     noise = fvae(lambda v: np.random.default_rng(len(v)).normal(size=(len(v), 5)), n_eval=2000)
     assert abs(noise.score - 1 / K) < 0.1, noise.score
+
+
+def test_two_factors_mixed_by_a_rotation_lose_half_their_votes():
+    """Holding shape (or scale) fixed leaves the same variance in both mixed dimensions, half
+    of it over the data: whichever wins, one dimension cannot be classified as both factors,
+    so the votes of one of the two are lost: about 4/5."""
+    result = fvae(entangled)
+    assert 0.7 < result.score < 0.9, result.score
 
 
 def test_duplicated_factors_still_score_one():
