@@ -11,7 +11,7 @@ on factor tuples drawn by ``sample_factors(n, rng)`` (e.g.
     fvae = factor_vae_score(represent, grid.sample_factors, np.random.default_rng(1)).score
 
 **Mutual information gap** (Chen, Li, Grosse and Duvenaud 2018, "Isolating Sources of
-Disentanglement in VAEs", section 5):
+Disentanglement in VAEs"):
 
 .. math::
 
@@ -35,11 +35,12 @@ factor ``k`` chosen at random, draw ``L`` tuples with the other factors free, di
 dimension by its standard deviation over the full data (so that a dimension's units do not
 matter), take the dimension ``d`` of least variance over the ``L``: the pair ``(d, k)`` is one
 vote. A majority-vote classifier maps each dimension to the factor that gave it most training
-votes; the score is its accuracy on held-out votes. Dimensions whose standard deviation over the
-data is below 0.05 (collapsed to the prior, carrying nothing) are pruned and never chosen; with
-none left the score is 0. The sizes are ``disentanglement_lib``'s (its
-``factor_vae.py`` and the study's gin settings): ``L = 64``, 10,000 training and 5,000
-evaluation votes, 10,000 tuples for the spread over the data.
+votes; the score is its accuracy on held-out votes. Kim and Mnih first prune the dimensions
+that have collapsed to the prior; here, as in ``disentanglement_lib``, a dimension whose
+standard deviation over the data is below 0.05 is pruned and never chosen, and with none left
+the score is 0. The sizes are ``disentanglement_lib``'s (its ``factor_vae.py`` and its study's
+gin settings), each an argument: ``L = 64``, 10,000 training and 5,000 evaluation votes, 10,000
+tuples for the spread over the data.
 
 Each piece is a function of its own (:func:`discrete_entropy`, :func:`discrete_mutual_information`,
 :func:`information_gaps`, :func:`data_variance`, :func:`active_dimensions`), so the tests can

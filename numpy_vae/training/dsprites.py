@@ -15,7 +15,8 @@ values, drawn as a white shape on black::
 holds them: :func:`render` draws any batch of factor tuples on the fly, vectorized over the
 batch, and the same tuple always gives the same image (a pure function of the factors). The
 factor order, and the order of :meth:`FactorGrid.index` (position y varies fastest), are those
-of the published file and of ``disentanglement_lib``'s ``data/ground_truth/dsprites.py``. A
+of the published file (less its first factor, the one colour) and of ``disentanglement_lib``'s
+``data/ground_truth/dsprites.py``. A
 :class:`FactorGrid` with fewer values per factor, or smaller images, gives quick runs.
 
 How this differs from the published dSprites (whose images come from DeepMind's own renderer,
@@ -27,9 +28,9 @@ not published):
 - Sizes and margins are chosen here (:data:`RADIUS`, :data:`MARGIN`): at scale 1 the square's
   side is 0.28 of the image (18 pixels at 64), and the centre moves over [0.2, 0.8] of each side
   (a step of 1.2 pixels at 64), so that no shape at any orientation leaves the image.
-- Orientations are ``2 pi k / 40``; the published README says "40 values in [0, 2 pi]". Here
-  ``k = 10`` is exactly a quarter turn, so the square at ``k`` and at ``k + 10`` is the same
-  shape (as it is, up to pixels, in dSprites too: its square and ellipse are symmetric).
+- Orientations are ``2 pi k / 40``, as the issue asks; the published README says "40 values
+  in [0, 2 pi]" without saying whether 2 pi is one of them. Here ``k + 10`` is exactly a
+  quarter turn of ``k``, so the square at both is the same image (the tests hold it to that).
 - A pixel is white when its centre lies inside the shape: no anti-aliasing, as dSprites.
 
 Images come back as ``uint8`` 0 and 255, the project's pixel convention for black and white
