@@ -30,7 +30,7 @@ encoder's distribution ``q(z_j | x)`` over the whole data set instead.) Binning 
 factors themselves some information: a factor of more values than bins loses the difference
 between values that share a bin, so the factors of dSprites score about 0.9, not 1.
 
-**FactorVAE score** (Kim and Mnih 2018, "Disentangling by Factorising", section 4): fix one
+**FactorVAE score** (Kim and Mnih 2018, "Disentangling by Factorising"): fix one
 factor ``k`` chosen at random, draw ``L`` tuples with the other factors free, divide each latent
 dimension by its standard deviation over the full data (so that a dimension's units do not
 matter), take the dimension ``d`` of least variance over the ``L``: the pair ``(d, k)`` is one
