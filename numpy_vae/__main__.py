@@ -20,6 +20,7 @@ PROGRAMS = {
     "check-gpu": "check_gpu",
     "burda-study": "burda_study",
     "collapse-study": "collapse_study",
+    "disentanglement-study": "disentanglement_study",
     "make-golden": "make_golden",
     "summarize-runs": "summarize_runs",
 }

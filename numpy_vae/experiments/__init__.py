@@ -5,5 +5,9 @@
 - :mod:`~numpy_vae.experiments.benchmark`: an epoch timed against PyTorch and the GEMM floor.
 - :mod:`~numpy_vae.experiments.burda`: the Burda et al. (2016) protocol (a preset) and its study.
 - :mod:`~numpy_vae.experiments.collapse`: posterior collapse with a MADE decoder, and remedies.
+- :mod:`~numpy_vae.experiments.disentanglement`: the mutual information gap and the FactorVAE
+  score, of a representation of dSprites' factors (a VAE's posterior means).
+- :mod:`~numpy_vae.experiments.disentanglement_study`: beta-VAE on dSprites, a row per beta:
+  reconstruction against the two metrics.
 - :mod:`~numpy_vae.experiments.variants`: the table of finished runs, labelled by variant.
 """

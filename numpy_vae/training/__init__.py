@@ -2,6 +2,8 @@
 
 - :mod:`~numpy_vae.training.data`: MNIST, fetched, verified and cached; :class:`Dataset`, and
   :class:`ImageSplit`, which scales and binarizes it batch by batch as the trainer iterates it.
+- :mod:`~numpy_vae.training.dsprites`: dSprites drawn from its factors, batch by batch, and as
+  a :class:`~numpy_vae.training.data.Dataset` sample for the trainer.
 - :mod:`~numpy_vae.training.trainer`: :class:`TrainConfig`, :class:`Trainer`.
 - :mod:`~numpy_vae.training.presets`: the learning-rate schedules and initializations that a
   configuration names, as plain callables (presets of the experiments register theirs).
