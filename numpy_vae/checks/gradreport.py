@@ -584,8 +584,9 @@ def gradient_report(
         notes.append(
             f"rounding floor: the finite differences are accurate to about {floor:.1e} "
             f"(rounding of a loss of {loss:.0f} at h = {h:g}); arrays whose gradient is below "
-            f"{2 * floor / tol:.1e} cannot be held to {tol:g} (try a smaller --batch-size or a "
-            "looser --tol)."
+            f"{2 * floor / tol:.1e} cannot be held to {tol:g} (try a larger --h: the floor falls "
+            "as 1/h while the five-point stencil's truncation error grows only as h^4; or a "
+            "smaller --batch-size, or a looser --tol)."
         )
     report = Report(
         rows=rows,
