@@ -72,3 +72,16 @@ def test_the_command_line_refuses_in_one_line(tmp_path, usage_error):
     assert "--image-size" in usage_error(main, ["--image-size", "4"])
     assert "at most 737280" in usage_error(main, ["--n-train", "737280"])
     assert "finite number >= 0" in usage_error(main, ["--betas", "1,-2"])
+
+
+def test_another_setting_in_the_same_folder_is_refused_not_read_back(tmp_path, usage_error):
+    """A measured row is read back only for the configuration that measured it: the same
+    folder asked for another --hidden refuses in one line (else the 16-wide row's figures
+    would be printed as the 32-wide row's)."""
+    from numpy_vae.cli.disentanglement_study import main
+
+    quick = ["--image-size", "16", "--n-train", "200", "--n-test", "50", "--betas", "1"]
+    quick += ["--metric-points", "200", "--runs-dir", str(tmp_path), "--epochs", "1"]
+    assert main([*quick, "--hidden", "16", "--no-progress"]) == 0
+    err = usage_error(main, [*quick, "--hidden", "32", "--no-progress"])
+    assert "hidden_dims [16] (asked: [32])" in err and "--runs-dir" in err

@@ -187,6 +187,25 @@ def test_a_study_resume_refuses_other_data(tmp_path):
     assert last_metrics(run)["epoch"] == 2 and config_of(run)["dataset"] == record
 
 
+def test_a_study_resume_refuses_another_configuration(tmp_path):
+    """A study's row folder holds one configuration: another --hidden (say) is refused in one
+    line, before anything is written, instead of failing on the checkpoint's shapes."""
+    from numpy_vae.training.runs import ConfigMismatch
+
+    config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64, epochs=1)
+    run = tmp_path / "row"
+    data = Dataset(*(synthetic_arrays()[k] for k in KEYS))
+    train_or_resume(config, data, run, {"data": "MNIST"})
+    before = (run / "config.json").read_text()
+    wider = TrainConfig(hidden_dims=(16,), latent_dim=2, batch_size=64, epochs=2)
+    with pytest.raises(ConfigMismatch, match=r"hidden_dims \[8\] \(asked: \[16\]\)"):
+        train_or_resume(wider, data, run, {"data": "MNIST"})
+    assert last_metrics(run)["epoch"] == 1 and (run / "config.json").read_text() == before
+    config.epochs = 2  # more epochs of the same configuration continue
+    train_or_resume(config, data, run, {"data": "MNIST"})
+    assert last_metrics(run)["epoch"] == 2
+
+
 # -- item 3: summarize_runs.py marks a stale evaluation ----------------------------------------
 
 

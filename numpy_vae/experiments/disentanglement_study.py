@@ -103,11 +103,27 @@ def run_row(
 ) -> dict[str, Any]:
     """Train the row at ``beta`` (continuing from its checkpoint) and measure it; the
     measurement is read back from ``RUN/disentanglement.json`` when it is of the same epoch,
-    data and metric settings."""
+    configuration, data and metric settings.
+
+    Raises
+    ------
+    numpy_vae.training.runs.ConfigMismatch
+        The row's folder holds a run of another configuration (say another ``hidden_dims``).
+    """
     config = row_config(beta, epochs, seed, **changes)
     run_dir = Path(runs_dir) / run_name(beta, seed)
     path = run_dir / RESULT
-    settings = {"epoch": config.epochs, "grid": asdict(data.grid), "metric_points": metric_points}
+    settings = {
+        "epoch": config.epochs,
+        "grid": asdict(data.grid),
+        "metric_points": metric_points,
+        "config": json.loads(json.dumps(config.to_json())),  # as stored: tuples as lists
+        "data": {
+            "seed": data.seed,
+            "n_train": len(data.dataset.train_images),
+            "n_test": len(data.dataset.test_images),
+        },
+    }
     if path.is_file():
         done = json.loads(path.read_text())
         if {key: done.get(key) for key in settings} == settings:
@@ -119,7 +135,7 @@ def run_row(
         "grid": asdict(data.grid),
     }
     trainer = train_or_resume(config, data.dataset, run_dir, extra, progress, log_interval)
-    result = measure(trainer, data.grid, metric_points)
+    result = {**measure(trainer, data.grid, metric_points), **settings}
     write_json(path, result)
     return result
 

@@ -28,7 +28,7 @@ not published):
 - Sizes and margins are chosen here (:data:`RADIUS`, :data:`MARGIN`): at scale 1 the square's
   side is 0.28 of the image (18 pixels at 64), and the centre moves over [0.2, 0.8] of each side
   (a step of 1.2 pixels at 64), so that no shape at any orientation leaves the image.
-- Orientations are ``2 pi k / 40``, as the issue asks; the published README says "40 values
+- Orientations are ``2 pi k / 40``, the 40 values of [0, 2 pi); the published README says "40 values
   in [0, 2 pi]" without saying whether 2 pi is one of them. Here ``k + 10`` is exactly a
   quarter turn of ``k``, so the square at both is the same image (the tests hold it to that).
 - A pixel is white when its centre lies inside the shape: no anti-aliasing, as dSprites.

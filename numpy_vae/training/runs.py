@@ -230,14 +230,51 @@ def train_or_resume(
     log_interval: int = 0,
 ) -> Trainer:
     """A study's row: :func:`train_run` into ``run_dir``, resuming from its checkpoint if an
-    earlier, stopped invocation left one there."""
+    earlier, stopped invocation left one there.
+
+    Raises
+    ------
+    ConfigMismatch
+        ``run_dir`` holds a run of another configuration (anything but ``epochs`` differs):
+        continuing it would train, or read back, another model than the row asks for.
+    """
     resume = (run_dir / CHECKPOINT).is_file()
+    if resume and (run_dir / CONFIG).is_file():
+        check_config(run_dir, config)
     options = {"progress": progress, "log_interval": log_interval, "extra_config": extra_config}
     return train_run(config, data, run_dir, resume=resume, **options)
 
 
 class DataMismatch(ValueError):
     """The data given to reopen a run is not the data its ``config.json`` records."""
+
+
+class ConfigMismatch(ValueError):
+    """A run is reopened with another configuration than its ``config.json`` records."""
+
+
+def check_config(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to continue the run in ``run_dir`` with ``config`` if any setting other than
+    ``epochs`` differs from the one it was trained with (a changed ``--hidden`` between two
+    invocations of a study would otherwise fail on the checkpoint's shapes, or worse, read
+    back the other setting's figures)."""
+    try:
+        stored = json.loads((run_dir / CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{run_dir / CONFIG}: cannot read the run's configuration ({err})"
+        ) from err
+    wanted = json.loads(json.dumps(config.to_json()))  # tuples as JSON lists, as stored
+    differ = [
+        f"{key} {stored[key]} (asked: {value})"
+        for key, value in wanted.items()
+        if key != "epochs" and key in stored and stored[key] != value
+    ]
+    if differ:
+        raise ConfigMismatch(
+            f"{run_dir} holds a run trained with {', '.join(differ)}: give this setting its own "
+            f"runs folder (--runs-dir), or remove {run_dir}"
+        )
 
 
 def recorded_data(run_dir: Path) -> dict[str, Any] | None:
