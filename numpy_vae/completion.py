@@ -179,12 +179,12 @@ class CompletionBaseline(CompletionModel):
 
     def conditional_log_likelihood(self, visible: Array, hidden: Array) -> Array:
         """``log p(hidden | visible)`` per example, (B,): exact."""
-        visible, hidden, _ = inputs.completion_inputs(self, visible, hidden, None, True)
+        visible, hidden = inputs.completion_pair(self, visible, hidden)
         return self.likelihood.log_prob(self.net.forward(visible), hidden)
 
     def complete(self, visible: Array) -> Array:
         """The predicted pixel probabilities, (B, hidden_dim)."""
-        return self.likelihood.mean(self.net.forward(self.xp.asarray(visible, self.dtype)))
+        return self.likelihood.mean(self.net.forward(inputs.check_visible(self, visible)))
 
 
 class CompletionCVAE(CompletionModel):
@@ -268,7 +268,7 @@ class CompletionCVAE(CompletionModel):
         """Pixel probabilities of the hidden part (B, hidden_dim) for one draw
         ``z = mu_p + exp(logvar_p / 2) eps`` of the prior network per row (``eps`` from
         ``self.rng`` if omitted)."""
-        visible = self.xp.asarray(visible, self.dtype)
+        visible = inputs.check_visible(self, visible)
         mu_p, logvar_p = self.prior_stats(visible)
         if eps is None:
             eps = self.rng.standard_normal(mu_p.shape, dtype=self.dtype)
@@ -295,12 +295,13 @@ def iw_conditional_log_likelihood(
     model : CompletionCVAE
     visible, hidden : arrays (B, visible_dim), (B, hidden_dim)
     S : int
-        Importance samples per example, >= 1 (Sohn et al. use 100; up to 1000 here).
+        Importance samples per example, >= 1.
     rng : generator
+        Draws the samples (the model's own ``rng`` is left as it was).
     chunk : int
         Samples per pass (bounds the memory: B * chunk rows through the generation network).
     """
-    visible, hidden, _ = inputs.completion_inputs(model, visible, hidden, None, True)
+    visible, hidden = inputs.completion_pair(model, visible, hidden)
     S, chunk = inputs.check_int("S", S, 1), inputs.check_int("chunk", chunk, 1)
     xp, n, latent = model.xp, visible.shape[0], model.latent_dim
     mu_p, logvar_p = model.prior_stats(visible)
