@@ -81,10 +81,12 @@ def quadrant_join(visible: Array, hidden: Array, n_given: int, side: int = 28) -
     return images
 
 
-def network(widths: tuple[int, ...], out: int, activation: str, backend: Backend, rng: Any):
+def network(
+    widths: tuple[int, ...], out: int, activation: str, backend: Backend, rng: Any
+) -> Sequential:
     """An MLP through ``widths`` and a last Linear to ``out`` (no activation after it)."""
-    hidden_layers = mlp(widths, activation, backend, rng).layers
-    return Sequential([*hidden_layers, Linear(widths[-1], out, backend, rng)])
+    layers = mlp(widths, activation, backend, rng).layers
+    return Sequential([*layers, Linear(widths[-1], out, backend, rng)])
 
 
 def log_normal(z: Array, mu: Array, logvar: Array, xp: Any) -> Array:
