@@ -260,3 +260,52 @@ def check_state(model: Any, state: dict[str, Any]) -> dict[str, numpy.ndarray]:
             raise ValueError(f"{name} holds NaN or infinite values")
         arrays[name] = a
     return arrays
+
+
+# ---------------------------------------------------------------- image completion
+def check_quadrants(images: Array | None, n_given: Any, side: Any) -> None:
+    """The quadrant split's arguments: 1, 2 or 3 given quadrants of ``side x side`` images
+    (``side`` even), and ``images`` (B, side * side) if given."""
+    if n_given not in (1, 2, 3) or isinstance(n_given, bool):
+        raise ValueError(f"n_given is the number of visible quadrants: 1, 2 or 3, got {n_given!r}")
+    if check_int("side", side, 2) % 2:
+        raise ValueError(f"side must be even (four equal quadrants), got {side}")
+    if images is not None and (images.ndim != 2 or images.shape[1] != side * side):
+        raise ValueError(f"images must have shape (B, {side * side}), got {tuple(images.shape)}")
+
+
+def check_visible(model: Any, visible: Array) -> Array:
+    """The given part of a batch, (B, visible_dim) finite floats, in the model's dtype."""
+    return as_float_batch("visible", visible, model.visible_dim, "visible_dim", model.backend)[0]
+
+
+def completion_pair(
+    model: Any, visible: Array, hidden: Array, validate: bool = True
+) -> tuple[Array, Array]:
+    """``visible`` (B, visible_dim) and ``hidden`` (B, hidden_dim) with values in [0, 1] (the
+    Bernoulli likelihood's), in the model's dtype; checked if ``validate``."""
+    if validate:
+        visible = check_visible(model, visible)
+        hidden, lo, hi = as_float_batch(
+            "hidden", hidden, model.hidden_dim, "hidden_dim", model.backend
+        )
+        if lo < 0 or hi > 1:
+            raise ValueError(f"hidden has values in [{lo:g}, {hi:g}]; the Bernoulli needs [0, 1]")
+        if hidden.shape[0] != visible.shape[0]:
+            raise ValueError(f"visible has {visible.shape[0]} rows, hidden {hidden.shape[0]}")
+    return tuple(model.xp.asarray(a, dtype=model.dtype) for a in (visible, hidden))
+
+
+def completion_inputs(
+    model: Any, visible: Array, hidden: Array, eps: Array | None, validate: bool
+) -> tuple[Array, Array, Array | None]:
+    """:func:`completion_pair`'s two parts and ``eps`` (B, latent_dim) in the model's dtype,
+    drawn from ``model.rng`` if omitted (None for a model without latent variables)."""
+    visible, hidden = completion_pair(model, visible, hidden, validate)
+    if validate and eps is not None:
+        eps = as_float_batch("eps", eps, model.latent_dim, "latent_dim", model.backend)[0]
+        if eps.shape[0] != visible.shape[0]:
+            raise ValueError(f"eps has {eps.shape[0]} rows, visible {visible.shape[0]}")
+    if eps is None and model.latent_dim:
+        eps = model.rng.standard_normal((visible.shape[0], model.latent_dim), dtype=model.dtype)
+    return visible, hidden, None if eps is None else model.xp.asarray(eps, dtype=model.dtype)

@@ -1,4 +1,5 @@
-"""KL of the diagonal Gaussian posterior from the standard normal prior, and free bits."""
+"""KL of the diagonal Gaussian posterior from the standard normal prior or from a second diagonal
+Gaussian (a learned prior), and free bits."""
 
 from __future__ import annotations
 
@@ -45,6 +46,63 @@ def kl_standard_normal(mu: Array, logvar: Array, xp: ModuleType) -> tuple[Array,
     d_mu = mu
     d_logvar = 0.5 * (var - 1)
     return kl, d_mu, d_logvar
+
+
+def gaussian_kl(
+    mu_q: Array, logvar_q: Array, mu_p: Array, logvar_p: Array, xp: ModuleType
+) -> tuple[Array, Array, Array, Array, Array]:
+    r"""Elementwise KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) and its four gradients.
+
+    With :math:`a = \log\sigma_q^2` (``logvar_q``), :math:`b = \log\sigma_p^2` (``logvar_p``)
+    and :math:`\delta = \mu_q - \mu_p`,
+
+    .. math::
+        \mathrm{KL} = \tfrac12\left(b - a + e^{a-b} + \delta^2 e^{-b} - 1\right)
+
+    Where it comes from: under :math:`q`, :math:`\mathbb E[\log q(z)] = -\tfrac12(\log 2\pi + a
+    + 1)` and, since :math:`\mathbb E_q[(z - \mu_p)^2] = \sigma_q^2 + \delta^2`,
+    :math:`\mathbb E[\log p(z)] = -\tfrac12(\log 2\pi + b + (e^{a} + \delta^2) e^{-b})`; their
+    difference is the line above. The gradients, term by term:
+
+    .. math::
+        \frac{\partial \mathrm{KL}}{\partial \mu_q} = \delta e^{-b},\quad
+        \frac{\partial \mathrm{KL}}{\partial \mu_p} = -\delta e^{-b},\quad
+        \frac{\partial \mathrm{KL}}{\partial a} = \tfrac12\left(e^{a-b} - 1\right),\quad
+        \frac{\partial \mathrm{KL}}{\partial b} = \tfrac12\left(1 - e^{a-b}
+        - \delta^2 e^{-b}\right)
+
+    (the means enter only through :math:`\delta`, so their gradients are opposite; the last is
+    :math:`\partial_b` of :math:`b`, of :math:`e^{a-b}` and of :math:`\delta^2 e^{-b}`). At
+    :math:`\mu_p = 0, b = 0` the value and the ``q`` gradients are :func:`kl_standard_normal`'s.
+    The ratio of variances is formed as ``exp(a - b)``, not ``exp(a) / exp(b)``, which would
+    overflow for large ``a`` and ``b`` whose difference is small. Each term depends on its own
+    four entries only, so these are also the gradients of any weighted sum of the terms.
+
+    Parameters
+    ----------
+    mu_q, logvar_q : array, shape (B, L)
+        The first distribution (the recognition network's ``q(z | visible, hidden)``).
+    mu_p, logvar_p : array, shape (B, L)
+        The second (the prior network's ``p(z | visible)``).
+    xp : module
+        Array module.
+
+    Returns
+    -------
+    kl : array, shape (B, L)
+        KL of each example and latent dimension (nats).
+    d_mu_q, d_logvar_q, d_mu_p, d_logvar_p : arrays, shape (B, L)
+        The partial derivatives of each ``kl`` entry in its own four arguments.
+    """
+    delta = mu_q - mu_p
+    ratio = xp.exp(logvar_q - logvar_p)  # sigma_q^2 / sigma_p^2
+    scaled_sq = delta * delta * xp.exp(-logvar_p)  # delta^2 / sigma_p^2
+    kl = 0.5 * (logvar_p - logvar_q + ratio + scaled_sq - 1)
+    d_mu_q = delta * xp.exp(-logvar_p)
+    d_mu_p = -d_mu_q
+    d_logvar_q = 0.5 * (ratio - 1)
+    d_logvar_p = 0.5 * (1 - ratio - scaled_sq)
+    return kl, d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
 def free_bits(kl: Array, free_nats: float, xp: ModuleType) -> tuple[Array, Array]:
