@@ -26,8 +26,8 @@ Evaluation (:func:`iw_conditional_log_likelihood`): with :math:`z_s \sim q(z \mi
 .. math:: \log p(h \mid v) \approx \log \tfrac1S \textstyle\sum_s
           p(h \mid v, z_s)\, p(z_s \mid v) / q(z_s \mid v, h)
 
-whose argument of the log is unbiased, so its mean rises toward :math:`\log p(h \mid v)` as S
-grows (Burda et al. 2016); it is exact for every S when q is the true posterior.
+whose argument of the log is unbiased: its mean is a lower bound (Jensen) rising toward
+:math:`\log p(h \mid v)` with S (Burda et al. 2016), exact for every S when q is the posterior.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 import numpy
 
 from numpy_vae import inputs
-from numpy_vae.backend import Backend, get_backend
+from numpy_vae.backend import Backend, array_module, get_backend
 from numpy_vae.bounds import log_mean_exp, log_posterior, repeat_rows
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.layers import Linear, Sequential, mlp
@@ -69,14 +69,16 @@ def quadrant_split(images: Array, n_given: int, side: int = 28) -> tuple[Array, 
     """``visible`` (B, n_given side^2 / 4) and ``hidden`` (B, the rest) of flattened images
     (B, side^2), each in row-major pixel order."""
     inputs.check_quadrants(images, n_given, side)
-    mask = quadrant_mask(n_given, side)
+    mask = array_module(images).asarray(quadrant_mask(n_given, side))
     return images[:, mask], images[:, ~mask]
 
 
 def quadrant_join(visible: Array, hidden: Array, n_given: int, side: int = 28) -> Array:
     """The images (B, side^2) whose :func:`quadrant_split` is ``(visible, hidden)``."""
-    mask = quadrant_mask(n_given, side)
-    images = numpy.zeros((visible.shape[0], side * side), dtype=visible.dtype)
+    inputs.check_quadrants(None, n_given, side, (visible, hidden))
+    xp = array_module(visible)
+    mask = xp.asarray(quadrant_mask(n_given, side))
+    images = xp.zeros((visible.shape[0], side * side), dtype=visible.dtype)
     images[:, mask], images[:, ~mask] = visible, hidden
     return images
 
@@ -271,9 +273,8 @@ class CompletionCVAE(CompletionModel):
         ``z = mu_p + exp(logvar_p / 2) eps`` of the prior network per row (``eps`` from
         ``self.rng`` if omitted)."""
         visible = inputs.check_visible(self, visible)
+        eps = inputs.completion_noise(self, eps, visible.shape[0])
         mu_p, logvar_p = self.prior_stats(visible)
-        if eps is None:
-            eps = self.rng.standard_normal(mu_p.shape, dtype=self.dtype)
         z = reparameterize(mu_p, logvar_p, eps, self.xp)[0]
         return self.likelihood.mean(self.generation.forward(self.xp.concatenate([visible, z], 1)))
 

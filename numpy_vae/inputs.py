@@ -262,16 +262,18 @@ def check_state(model: Any, state: dict[str, Any]) -> dict[str, numpy.ndarray]:
     return arrays
 
 
-# ---------------------------------------------------------------- image completion
-def check_quadrants(images: Array | None, n_given: Any, side: Any) -> None:
-    """The quadrant split's arguments: 1, 2 or 3 given quadrants of ``side x side`` images
-    (``side`` even), and ``images`` (B, side * side) if given."""
+def check_quadrants(images: Array | None, n_given: Any, side: Any, parts: tuple = ()) -> None:
+    """1, 2 or 3 given quadrants of ``side x side`` images (``side`` even); if given, ``images``
+    (B, side^2), and a join's ``parts`` (visible, hidden): (B, n_given side^2 / 4), (B, rest)."""
     if n_given not in (1, 2, 3) or isinstance(n_given, bool):
         raise ValueError(f"n_given is the number of visible quadrants: 1, 2 or 3, got {n_given!r}")
     if check_int("side", side, 2) % 2:
         raise ValueError(f"side must be even (four equal quadrants), got {side}")
     if images is not None and (images.ndim != 2 or images.shape[1] != side * side):
         raise ValueError(f"images must have shape (B, {side * side}), got {tuple(images.shape)}")
+    widths = [w * side * side // 4 for w in (n_given, 4 - n_given)]
+    if parts and [a.shape for a in parts] != [(len(parts[0]), w) for w in widths]:
+        raise ValueError(f"visible and hidden must be (B, {widths[0]}) and (B, {widths[1]})")
 
 
 def check_visible(model: Any, visible: Array) -> Array:
@@ -299,13 +301,19 @@ def completion_pair(
 def completion_inputs(
     model: Any, visible: Array, hidden: Array, eps: Array | None, validate: bool
 ) -> tuple[Array, Array, Array | None]:
-    """:func:`completion_pair`'s two parts and ``eps`` (B, latent_dim) in the model's dtype,
-    drawn from ``model.rng`` if omitted (None for a model without latent variables)."""
+    """:func:`completion_pair`'s two parts, :func:`completion_noise`'s ``eps`` (None without z)."""
     visible, hidden = completion_pair(model, visible, hidden, validate)
-    if validate and eps is not None:
-        eps = as_float_batch("eps", eps, model.latent_dim, "latent_dim", model.backend)[0]
-        if eps.shape[0] != visible.shape[0]:
-            raise ValueError(f"eps has {eps.shape[0]} rows, visible {visible.shape[0]}")
-    if eps is None and model.latent_dim:
-        eps = model.rng.standard_normal((visible.shape[0], model.latent_dim), dtype=model.dtype)
-    return visible, hidden, None if eps is None else model.xp.asarray(eps, dtype=model.dtype)
+    if not model.latent_dim and eps is None:
+        return visible, hidden, None
+    eps = completion_noise(model, eps, len(visible)) if validate or eps is None else eps
+    return visible, hidden, model.xp.asarray(eps, dtype=model.dtype)
+
+
+def completion_noise(model: Any, eps: Array | None, rows: int) -> Array:
+    """``eps`` (rows, latent_dim), checked; drawn from ``model.rng`` if omitted."""
+    if eps is None:
+        return model.rng.standard_normal((rows, model.latent_dim), dtype=model.dtype)
+    eps = as_float_batch("eps", eps, model.latent_dim, "latent_dim", model.backend)[0]
+    if eps.shape[0] != rows:
+        raise ValueError(f"eps has {eps.shape[0]} rows, visible {rows}")
+    return eps

@@ -418,3 +418,36 @@ def test_completions_come_from_the_prior_network_and_leave_no_trace():
     assert model.rng.bit_generator.state == state
     with pytest.raises(ValueError, match="visible_dim=4"):
         model.complete(np.zeros((2, 3)))
+
+
+def test_completions_check_their_noise():
+    """``complete``'s ``eps`` is checked as ``loss``'s is: one row per visible row, latent_dim
+    columns (a (1, L) eps would silently give every row the same z)."""
+    model = CompletionCVAE(4, 3, (5,), 2, backend=F64, seed=0)
+    visible = np.random.default_rng(0).random((6, 4))
+    with pytest.raises(ValueError, match="eps has 1 rows, visible 6"):
+        model.complete(visible, np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="latent_dim"):
+        model.complete(visible, np.zeros((6, 3)))
+    assert model.complete(visible, np.zeros((6, 2))).shape == (6, 3)
+
+
+def test_a_join_refuses_parts_of_the_wrong_widths():
+    images = (np.random.default_rng(1).random((3, 16)) > 0.5).astype(np.float64)
+    visible, hidden = completion.quadrant_split(images, 2, side=4)
+    assert np.array_equal(completion.quadrant_join(visible, hidden, 2, side=4), images)
+    with pytest.raises(ValueError, match=r"\(B, 8\) and \(B, 8\)"):
+        completion.quadrant_join(visible[:, :4], hidden, 2, side=4)
+    with pytest.raises(ValueError, match=r"\(B, 4\) and \(B, 12\)"):
+        completion.quadrant_join(visible, hidden, 1, side=4)
+
+
+def test_the_study_evaluation_leaves_the_model_generator_alone():
+    from numpy_vae.experiments.completion_study import evaluate
+
+    baseline = CompletionBaseline(4, 3, (5,), backend=F64, seed=0)
+    cvae = CompletionCVAE(4, 3, (5,), 2, backend=F64, seed=0)
+    visible, hidden = completion_batch(np.random.default_rng(2), 5, 4, 3, True)
+    rng = cvae.rng
+    first = evaluate(baseline, cvae, visible, hidden, S=3, seed=7)
+    assert cvae.rng is rng and evaluate(baseline, cvae, visible, hidden, S=3, seed=7) == first

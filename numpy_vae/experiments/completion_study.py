@@ -66,8 +66,8 @@ def evaluate(
     """Per-example means: the baseline's exact negative CLL, the CVAE's negative ELBO (one
     draw of z per example) and its importance-sampled negative CLL with ``S`` samples."""
     n = len(visible)
-    cvae.rng = np.random.default_rng(seed)
-    neg_elbo = float(cvae.loss(visible, hidden, grad=False).neg_elbo) / n
+    eps = np.random.default_rng(seed).standard_normal((n, cvae.latent_dim))  # not cvae.rng's
+    neg_elbo = float(cvae.loss(visible, hidden, eps, grad=False).neg_elbo) / n
     iw = iw_conditional_log_likelihood(cvae, visible, hidden, S, np.random.default_rng(seed + 1))
     return {
         "baseline_neg_cll": -float(baseline.conditional_log_likelihood(visible, hidden).mean()),
