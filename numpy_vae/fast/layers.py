@@ -11,7 +11,9 @@ operations (bitwise equal: ``tests/test_fast_vs_reference.py``). What differs is
   so the model's training step allocates nothing after its first call (see
   :mod:`numpy_vae.fast.buffers` for why that matters).
 - The first layer of the encoder skips its input gradient (``need_input_grad=False``): nothing
-  upstream of the data is trained, which saves a third of that layer's backward products.
+  upstream of the data is trained. Its backward then makes one matrix product (``d_weight``)
+  instead of two (``d_weight`` and the input gradient; ``d_bias`` is a sum): half of that layer's
+  backward products, a third of all its products.
 """
 
 from __future__ import annotations
