@@ -116,8 +116,9 @@ def log_mean_exp(log_w: Array, xp: ModuleType) -> Array:
               \qquad m = \max_k a_k
 
     Every shifted exponent is <= 0 and the largest is exactly 0, so the sum lies in [1, K]:
-    it neither overflows nor underflows to a log of 0. Unshifted, log w of an MNIST image
-    (around -100 nats) underflows ``exp`` in float32, and around -745 in float64.
+    it neither overflows nor underflows to a log of 0. Unshifted, log w of an MNIST image is
+    around -100 nats: in float32 ``exp`` leaves the normal range below about -87 (subnormal
+    results) and underflows to 0 below about -104; in float64 below about -708 and -745.
     """
     m = log_w.max(axis=1, keepdims=True)
     return m[:, 0] + xp.log(xp.exp(log_w - m).mean(axis=1))
