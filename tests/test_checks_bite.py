@@ -1,7 +1,7 @@
 """The checks must fail on wrong math: break one derivative at a time and watch them fire.
 
-Each mutation doubles one hand-written derivative (or drops one factor of it); the finite-
-difference check of the full model must then report a large error. The last test plants the
+Each mutation doubles one hand-written derivative (or, for the ReLU, drops its mask); the
+finite-difference check of the full model must then report a large error. The last test plants the
 bug public VAEs have shipped (exp(logvar) used as the standard deviation, consistently in forward
 and backward) and shows that only the distribution test, not the gradient check, sees it.
 """

@@ -569,7 +569,7 @@ class Trainer:
             "step": self.step,
             "params": self._host_params(),
             "adam_step": self.optimizer.step_count,
-            # Adam's moments as one vector each, laid out like the parameters in name order (for
+            # Adam's moments as one vector each, in the model's parameter order (for
             # the fast path that is its flat vector; a reference run resumes on either path).
             "adam_m": self._host_vector(self.optimizer.m),
             "adam_v": self._host_vector(self.optimizer.v),
