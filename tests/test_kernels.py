@@ -1,0 +1,216 @@
+"""The compiled kernels of the fast path (numpy_vae/fast/kernels.py), each held to what it
+replaces, and each check shown to catch a planted bug in a copy of the kernel.
+
+Adam (:func:`numpy_vae.fast.kernels.adam_update`):
+
+- against the specification's Adam for hundreds of steps, within the bound of
+  ``tests/test_fast_vs_reference.py`` (``run_adam_pair``), for the real kernel; a copy that
+  reads the old ``m`` in its last line (an in-place ordering bug) breaks that bound;
+- bitwise against its pass form :func:`numpy_vae.fast.optim.adam_update_passes` (what device
+  arrays and strided views take), flushes included;
+- the flush: after a step, exactly the moments below the smallest normal number are 0, and
+  the parameter moves by at most the bound of :mod:`numpy_vae.fast.optim`'s docstring,
+  ``eta_t tau / eps + |step| sqrt(tau) / eps_hat`` (plus the parameter's own rounding), from
+  where the unflushed kernel takes it; a flush at a higher threshold breaks that bound;
+- over steps of zero gradient no subnormal number is left in ``m`` or ``v`` (the
+  specification's Adam, on the same gradients, has them).
+"""
+
+import math
+
+import numpy as np
+import pytest
+from test_fast_vs_reference import run_adam_pair
+
+import numpy_vae.fast.optim as fast_optim
+from numpy_vae import Adam
+from numpy_vae.fast import FastAdam, kernels
+from numpy_vae.fast.kernels import adam_update
+
+DTYPES = [np.float32, np.float64]
+
+
+def subnormals(a):
+    a = np.asarray(a)
+    return int(((a != 0) & (np.abs(a) < np.finfo(a.dtype).smallest_normal)).sum())
+
+
+def adam_reading_the_old_m(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, minus_scale,
+                           eps_hat, tiny):  # fmt: skip
+    """Planted: the kernel with its last line reading ``m[i]`` before it is written."""
+    zero = tiny - tiny
+    for i in range(p.size):
+        m_i = m[i] + one_minus_beta1 * (g[i] - m[i])
+        v_i = v[i] * beta2 + (g[i] * one_minus_beta2) * g[i]
+        v_i = v_i if v_i >= tiny else zero
+        v[i] = v_i
+        p[i] += m[i] / (np.sqrt(v_i) + eps_hat) * minus_scale
+        m[i] = m_i if abs(m_i) >= tiny else zero
+
+
+def adam_flushing_at(threshold):
+    """Planted: the kernel flushing its moments below ``threshold`` instead of ``tiny``."""
+
+    def flushing(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, tiny):  # noqa: ARG001
+        adam_update(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, p.dtype.type(threshold))
+
+    return flushing
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_adam_kernel_follows_the_specification_and_the_check_bites(monkeypatch, planted):
+    if planted:
+        monkeypatch.setattr(fast_optim, "adam_update", adam_reading_the_old_m)
+        with pytest.raises(AssertionError):
+            run_adam_pair(FastAdam, 3000, 30, np.float64, "dense")
+    else:
+        ref, fast = run_adam_pair(FastAdam, 3000, 200, np.float32, "stopping")
+        assert ref.step_count == fast.step_count == 200
+
+
+class Unflushed(FastAdam):
+    def flush_threshold(self, dtype):
+        return 0.0
+
+
+def strided_pair(n, dtype, seed=0):
+    """The same parameters twice: contiguous (the kernel) and as a strided view (the passes)."""
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(n).astype(dtype)
+    base, g_base = np.zeros((n, 2), dtype), np.zeros((n, 2), dtype)
+    base[:, 0] = p0
+    contiguous, g = p0.copy(), np.zeros(n, dtype)
+    fast = FastAdam([contiguous], [g], lr=1e-2)
+    passes = FastAdam([base[:, 0]], [g_base[:, 0]], lr=1e-2)
+    assert fast._compiled == [True] and passes._compiled == [False]
+    return fast, passes, g, g_base[:, 0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_kernel_equals_its_pass_form_bitwise(dtype):
+    """Gradients of every scale, then zero for half the entries: 40 steps reach the flush."""
+    n = 500
+    fast, passes, g, g_view = strided_pair(n, dtype)
+    unflushed = Unflushed([fast.params[0].copy()], [g], lr=fast.lr)  # where the flush acts
+    rng = np.random.default_rng(1)
+    lowest = int(math.log10(np.finfo(dtype).smallest_normal)) - 5  # -42 or -312
+    flushed = 0
+    for t in range(40):
+        grad = rng.standard_normal(n) * 10.0 ** rng.integers(lowest, 2, n).astype(float)
+        grad[: n // 2] *= t < 5
+        g[...] = grad.astype(dtype)
+        g_view[...] = g
+        fast.step()
+        passes.step()
+        unflushed.step()
+        flushed += subnormals(unflushed.m[0]) + subnormals(unflushed.v[0])
+        for a, b in zip(
+            (fast.params[0], fast.m[0], fast.v[0]),
+            (passes.params[0], passes.m[0], passes.v[0]),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+    assert flushed > 0  # the flush was exercised: without it there are subnormals
+
+
+def flush_case(dtype, step=10, n=400, seed=0):
+    """Moments one step before the flush: ``m`` from 0.5 tau to 20 tau (after the step's decay by
+    0.9 some fall below tau), ``v`` likewise, gradients 0, parameters 0 (so the step itself is
+    the parameter, unrounded by a large value beside it)."""
+    rng = np.random.default_rng(seed)
+    tau = np.finfo(dtype).smallest_normal
+    m = (tau * rng.uniform(0.5, 20, n) * rng.choice([-1, 1], n)).astype(dtype)
+    v = (tau * rng.uniform(0.5, 3, n)).astype(dtype)
+    v[::3] = 1e-6  # a large v beside a small m: only m is flushed
+    m[1::3] = 1e-3  # a large m beside a small v: only v is flushed
+    return m, v, np.zeros(n, dtype), np.zeros(n, dtype), step
+
+
+def one_step(kernel, dtype, m, v, p, g, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, tiny=None):
+    m, v, p = m.copy(), v.copy(), p.copy()
+    bc2 = math.sqrt(1 - b2**t)
+    scale, eps_hat = lr * bc2 / (1 - b1**t), eps * bc2
+    tiny = np.finfo(dtype).smallest_normal if tiny is None else tiny
+    cast = np.dtype(dtype).type
+    kernel(p, g, m, v, *(cast(s) for s in (1 - b1, b2, 1 - b2, -scale, eps_hat, tiny)))
+    return m, v, p, lr / (1 - b1**t), eps_hat
+
+
+@pytest.mark.parametrize("planted", [None, 1e8])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flush_zeroes_exactly_the_subnormal_moments_within_the_stated_bound(dtype, planted):
+    """Against the same kernel without a flush (``tiny = 0``), one step from the same state; the
+    bound is the docstring's plus ``4 u`` of each side's step (its division, root, sum and
+    product round). Planted: a flush below ``1e8 tau``."""
+    eps = 1e-8
+    m, v, p, g, t = flush_case(dtype)
+    tau = float(np.finfo(dtype).smallest_normal)
+    kernel = adam_update if planted is None else adam_flushing_at(planted * tau)
+    m1, v1, p1, lr_t, eps_hat = one_step(kernel, dtype, m, v, p, g, t, eps=eps)
+    m0, v0, p0, _, _ = one_step(adam_update, dtype, m, v, p, g, t, eps=eps, tiny=0.0)
+    assert ((np.abs(m0) < tau) & (m0 != 0)).any() and ((v0 < tau) & (v0 != 0)).any()
+    u = np.finfo(dtype).eps / 2
+    step = np.abs(p1.astype(np.float64))  # the parameters started at 0
+    bound = lr_t * tau / eps + step * math.sqrt(tau) / eps_hat
+    bound += 4 * u * (np.abs(p1) + np.abs(p0))  # each side's rounding of its step
+    within = np.all(np.abs(p1.astype(np.float64) - p0) <= bound)
+    exact = np.array_equal(m1, np.where(np.abs(m0) < tau, 0, m0)) and np.array_equal(
+        v1, np.where(v0 < tau, 0, v0)
+    )
+    if planted is None:
+        assert exact and within
+        assert subnormals(m1) == subnormals(v1) == 0
+    else:
+        assert not (exact and within)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_subnormal_moments_over_steps_of_zero_gradient(dtype):
+    """Gradients of 1e-3 for 5 steps, then 0 for 2000 (m shrinks by 0.9 a step and is below
+    float32's tau after ~800, float64's after ~6700, which only the first gradients of 1e-300
+    reach here); some entries start with gradients of 1e-18 (v = 1e-39 at once in float32).
+    The specification's Adam keeps subnormals; FastAdam keeps none at any step."""
+    n = 64
+    grads = np.full(n, 1e-3)
+    grads[::4] = 1e-18 if dtype == np.float32 else 1e-160
+    grads[1::4] = 1e-300 if dtype == np.float64 else 1e-3
+    p_ref, g_ref = np.ones(n, dtype), np.zeros(n, dtype)
+    p_fast, g_fast = np.ones(n, dtype), np.zeros(n, dtype)
+    ref = Adam([p_ref], [g_ref])
+    fast = FastAdam([p_fast], [g_fast])
+    seen_ref = 0
+    for t in range(2005):
+        g_ref[...] = g_fast[...] = grads.astype(dtype) if t < 5 else 0
+        ref.step()
+        fast.step()
+        assert subnormals(fast.m[0]) == subnormals(fast.v[0]) == 0, t
+        seen_ref += subnormals(ref.m[0]) + subnormals(ref.v[0])
+    assert seen_ref > 0  # the case is exercised: without the flush there are subnormals
+
+
+def test_kernels_are_compiled_and_their_cost_is_reported():
+    assert kernels.COMPILED
+    assert adam_update.__module__ == "numpy_vae.fast.kernels"
+    seconds = kernels.compile_seconds()
+    assert 0 <= seconds < 120
+
+
+def test_without_numba_training_runs_the_specification_and_says_so(monkeypatch, capsys):
+    from test_train import synthetic_arrays
+
+    from numpy_vae import VAE
+    from numpy_vae.fast import FastVAE
+    from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
+
+    data = Dataset(**synthetic_arrays(64, 16))
+    config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=32, eval_batch_size=16)
+    monkeypatch.setattr(kernels, "COMPILED", False)
+    trainer = Trainer(config, data)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "numba is not importable" in lines[0], lines
+    assert trainer.config.reference and not config.reference
+    assert type(trainer.model) is VAE and type(trainer.optimizer) is Adam
+    assert np.isfinite(trainer.train_epoch()["train_loss"])
+    monkeypatch.setattr(kernels, "COMPILED", True)
+    assert isinstance(Trainer(config, data).model, FastVAE)
+    assert capsys.readouterr().err == ""
