@@ -14,6 +14,16 @@ Adam (:func:`numpy_vae.fast.kernels.adam_update`):
   where the unflushed kernel takes it; a flush at a higher threshold breaks that bound;
 - over steps of zero gradient no subnormal number is left in ``m`` or ``v`` (the
   specification's Adam, on the same gradients, has them).
+
+The Bernoulli terms (:func:`numpy_vae.fast.kernels.bernoulli_terms`, inside
+:func:`numpy_vae.fast.likelihoods.bernoulli_nll_fused`):
+
+- against the specification's :func:`numpy_vae.likelihoods.bernoulli_nll`: the gradient
+  bitwise, the value within ``(2 D + 16) u S`` (``tests/test_fast_vs_reference.py`` derives
+  it; its hypothesis test runs the kernel on any shape and value); copies without the Sterbenz
+  correction, or with ``sigmoid(-|l|)`` for every logit, break it;
+- bitwise against the in-place passes that device arrays take, for K = 1 and for K samples
+  per example with ``x`` broadcast.
 """
 
 import math
@@ -22,10 +32,14 @@ import numpy as np
 import pytest
 from test_fast_vs_reference import run_adam_pair
 
+import numpy_vae.fast.likelihoods as fast_likelihoods
 import numpy_vae.fast.optim as fast_optim
 from numpy_vae import Adam
+from numpy_vae.devices import strict
 from numpy_vae.fast import FastAdam, kernels
-from numpy_vae.fast.kernels import adam_update
+from numpy_vae.fast.kernels import adam_update, bernoulli_terms
+from numpy_vae.fast.likelihoods import bernoulli_nll_fused
+from numpy_vae.likelihoods import bernoulli_nll
 
 DTYPES = [np.float32, np.float64]
 
@@ -214,3 +228,72 @@ def test_without_numba_training_runs_the_specification_and_says_so(monkeypatch, 
     monkeypatch.setattr(kernels, "COMPILED", True)
     assert isinstance(Trainer(config, data).model, FastVAE)
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------- Bernoulli terms
+def bernoulli_terms_uncorrected(logits, x, e, log_u, value, d_logits, grad):
+    """Planted: ``log(1 + e)`` as ``log(u)`` alone (the Sterbenz correction dropped)."""
+    per_x = logits.shape[0] // x.shape[0]
+    for r in range(logits.shape[0]):
+        for j in range(logits.shape[1]):
+            logit, x_j, e_j = logits[r, j], x[r // per_x, j], e[r, j]
+            value[r, j] = ((logit >= 0) - x_j) * logit + log_u[r, j]
+            if grad:
+                d_logits[r, j] = (1 if logit >= 0 else e_j) / (e_j + 1) - x_j
+
+
+def bernoulli_terms_one_sided(logits, x, e, log_u, value, d_logits, grad):
+    """Planted: ``sigmoid(l)`` as ``e / (1 + e)`` for every logit (right only for l < 0)."""
+    bernoulli_terms(logits, x, e, log_u, value, d_logits, grad)
+    d_logits[...] = e / (e + 1) - x[:: max(1, x.shape[0] // logits.shape[0])]
+
+
+def bernoulli_case(dtype, seed=0):
+    """Logits of every size, saturated included (l = -20: every term below u in float32)."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((6, 300)) * 10).astype(dtype)
+    logits[0] = -20
+    logits[1, ::3] = 0
+    x = (rng.random((6, 300)) < 0.4).astype(dtype)
+    x[0] = 0
+    return logits, x
+
+
+@pytest.mark.parametrize("planted", [None, "uncorrected", "one_sided"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bernoulli_kernel_follows_the_specification_and_the_check_bites(
+    monkeypatch, dtype, planted
+):
+    from test_fast_vs_reference import assert_nll_within_bound
+
+    if planted:
+        copy = {"uncorrected": bernoulli_terms_uncorrected, "one_sided": bernoulli_terms_one_sided}
+        monkeypatch.setattr(fast_likelihoods, "bernoulli_terms", copy[planted])
+    logits, x = bernoulli_case(dtype)
+    ref_nll, ref_grad = bernoulli_nll(logits, x, np)
+    nll, grad = bernoulli_nll_fused(logits.copy(), x, np)
+
+    def check():
+        assert_nll_within_bound(nll, ref_nll, logits, x)
+        np.testing.assert_array_equal(grad, ref_grad)
+
+    if planted is None:
+        check()
+    else:
+        with pytest.raises(AssertionError):
+            check()
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bernoulli_kernel_equals_the_device_passes_bitwise(dtype, k):
+    rng = np.random.default_rng(k)
+    logits = (rng.standard_normal((5, k, 40)) * 12).astype(dtype)
+    logits[0, 0, :3] = [0.0, -0.0, 1e4]
+    x = (rng.random((5, 1, 40)) < 0.5).astype(dtype)
+    if k == 1:
+        logits, x = logits[:, 0], x[:, 0]
+    host = bernoulli_nll_fused(logits.copy(), x, np)
+    device = bernoulli_nll_fused(strict.xp.asarray(logits), strict.xp.asarray(x), strict.xp)
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_array_equal(a, strict.to_host(b))
