@@ -24,12 +24,20 @@ The Bernoulli terms (:func:`numpy_vae.fast.kernels.bernoulli_terms`, inside
   correction, or with ``sigmoid(-|l|)`` for every logit, break it;
 - bitwise against the in-place passes that device arrays take, for K = 1 and for K samples
   per example with ``x`` broadcast.
+
+ReLU (:func:`numpy_vae.fast.kernels.relu_forward`, :func:`~numpy_vae.fast.kernels.relu_backward`):
+bitwise the specification's layer on any shape and value (hypothesis; -0, infinities and NaN
+included) and the device passes; a forward as ``max(x, 0)`` and a backward with the slope 1 at
+0 differ.
 """
 
 import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from test_fast_vs_reference import run_adam_pair
 
 import numpy_vae.fast.likelihoods as fast_likelihoods
@@ -297,3 +305,79 @@ def test_bernoulli_kernel_equals_the_device_passes_bitwise(dtype, k):
     device = bernoulli_nll_fused(strict.xp.asarray(logits), strict.xp.asarray(x), strict.xp)
     for a, b in zip(host, device, strict=True):
         np.testing.assert_array_equal(a, strict.to_host(b))
+
+
+# ---------------------------------------------------------------------------- ReLU
+def relu_forward_as_max(a):
+    """Planted: ``max(a, 0)``, which gives +0 where the specification's ``a * 1[a > 0]`` gives
+    -0 (every negative input)."""
+    np.maximum(a, 0, out=a)
+
+
+def relu_backward_at_zero(d, y):
+    """Planted: the backward's slope read as ``1[y >= 0]``: 1 where the input was 0 or below."""
+    d[...] = d * (y >= 0)
+
+
+relu_values = st.one_of(
+    st.floats(-5, 5, width=32),
+    st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45]),
+)
+
+
+@pytest.mark.parametrize("planted", [None, "forward", "backward"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 5), st.integers(1, 40)), data=st.data())
+def test_relu_kernels_equal_the_specification_bitwise(monkeypatch, dtype, planted, shape, data):
+    """Forward and backward through the fast layer against :class:`numpy_vae.layers.ReLU`,
+    bit for bit (-0 for negative inputs, NaN kept); a forward as ``max(x, 0)`` (+0 for negative
+    inputs) and a backward with the slope 1 at 0 differ (an input of -1.5, or 0, is planted
+    into every batch of that check)."""
+    import numpy_vae.fast.layers as fast_layers
+    from numpy_vae import get_backend
+    from numpy_vae.fast.layers import FastReLU
+    from numpy_vae.layers import ReLU
+
+    x = data.draw(arrays(dtype, shape, elements=relu_values.map(dtype)))
+    d = data.draw(arrays(dtype, shape, elements=st.floats(-3, 3, width=32).map(dtype)))
+    if planted:
+        x.flat[0] = -1.5 if planted == "forward" else 0  # where the planted copy differs
+        d.flat[0] = 1
+        copy = {"forward": relu_forward_as_max, "backward": relu_backward_at_zero}[planted]
+        monkeypatch.setattr(fast_layers, f"relu_{planted}", copy)
+    spec = ReLU(get_backend("numpy", np.dtype(dtype).name))
+    fast = FastReLU(spec)
+    y_ref, dx_ref = spec.forward(x), spec.backward(d)
+    y = fast.forward(x.copy())  # a fresh output
+    buf = x.copy()
+    y_in_place = fast.forward(buf, out=buf)
+    dx = fast.backward(d.copy(), out=None)
+    same = [
+        np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+        for a, b in ((y, y_ref), (y_in_place, y_ref), (dx, dx_ref))
+    ]
+    if planted == "backward":  # the planted backward uses 1[y >= 0]: y = 0 at the zero input
+        assert not same[2]
+    elif planted == "forward":  # +0 for -1.5
+        assert not same[0] and not same[1]
+    else:
+        assert all(same) and y_in_place is buf
+
+
+def test_relu_kernels_equal_the_device_passes_bitwise():
+    from numpy_vae import get_backend
+    from numpy_vae.fast.layers import FastReLU
+    from numpy_vae.layers import ReLU
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 30)).astype(np.float32)
+    x[0, :4] = [0.0, -0.0, np.nan, -np.inf]
+    d = rng.standard_normal((7, 30)).astype(np.float32)
+    host = FastReLU(ReLU(get_backend("numpy", "float32")))
+    device = FastReLU(ReLU(get_backend("strict", "float32")))
+    got = [host.forward(x.copy()), host.backward(d.copy())]
+    want = [device.forward(strict.xp.asarray(x)), device.backward(strict.xp.asarray(d))]
+    for a, b in zip(got, want, strict=True):
+        b = strict.to_host(b)
+        assert np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))

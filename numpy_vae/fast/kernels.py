@@ -7,7 +7,8 @@ reused by the next process, so only the first run after an edit pays for compila
 :func:`compile_seconds` says how much). ``nogil=True`` lets :mod:`numpy_vae.fast.parallel` run
 a kernel on disjoint slices in several threads.
 
-Kernels take NumPy arrays only; a device array (CuPy) takes the device form beside each caller.
+Kernels take NumPy arrays only; a device array (CuPy) takes the in-place passes beside each
+caller, which compute the same operations in the same order (tested bitwise).
 Without numba the kernels are the same functions run by the Python interpreter (correct, and
 hundreds of times slower): :data:`COMPILED` says which, and training then runs the
 specification instead (:class:`numpy_vae.training.trainer.Trainer`).
@@ -94,7 +95,10 @@ def bernoulli_terms(logits, x, e, log_u, value, d_logits, grad):  # noqa: ANN001
     (:func:`numpy_vae.fast.likelihoods.bernoulli_nll_fused` derives both.) ``logits``, ``e``,
     ``log_u``, ``value`` and ``d_logits`` are (R, D); ``x`` is (R / K, D), row ``r`` of the
     logits paired with row ``r // K`` of ``x`` (K samples per example). Writes each term into
-    ``value`` and, with ``grad``, the gradient into ``d_logits``, which may be ``logits``.
+    ``value`` and, with ``grad``, the gradient into ``d_logits``. Each element is read before
+    it is written, so ``d_logits`` may be ``logits`` (and ``value`` ``log_u``), but then the
+    loop runs unvectorized: LLVM checks whether the arrays overlap and, if so, takes its scalar
+    form.
     """
     rows, n = logits.shape
     per_x = rows // x.shape[0]
@@ -112,6 +116,32 @@ def bernoulli_terms(logits, x, e, log_u, value, d_logits, grad):  # noqa: ANN001
                 d_logits[r, j] = f / u - x_j
 
 
+@kernel
+def relu_forward(a):  # noqa: ANN001, ANN201
+    r"""ReLU in place on a 2-D array, in one pass: :math:`a \leftarrow a \cdot \mathbb 1[a > 0]`.
+
+    The product with 1 or 0 (rather than ``max(a, 0)``) is the specification's ``x * mask``,
+    bit for bit: -0 for a negative ``a``, NaN kept. The output is positive exactly where the
+    input was, so :func:`relu_backward` reads its slope from the output and no mask is kept.
+    """
+    one = a.dtype.type(1)
+    zero = one - one
+    for r in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[r, j] = a[r, j] * (one if a[r, j] > zero else zero)
+
+
+@kernel
+def relu_backward(d, y):  # noqa: ANN001, ANN201
+    r"""ReLU's backward in place on ``d``, from the layer's output ``y`` (2-D, not overlapping
+    ``d``): :math:`\partial L / \partial x = d \cdot \mathbb 1[y > 0]`."""
+    one = d.dtype.type(1)
+    zero = one - one
+    for r in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            d[r, j] = d[r, j] * (one if y[r, j] > zero else zero)
+
+
 #: The kernels, each with example arguments of each dtype (see :func:`compile_seconds`).
 def _examples() -> list[tuple[Any, tuple]]:
     import numpy
@@ -123,6 +153,8 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((adam_update, (*a, *scalars)))
         b = [numpy.zeros((1, 1), dtype) for _ in range(6)]
         out.append((bernoulli_terms, (*b, True)))
+        out.append((relu_forward, (b[0],)))
+        out.append((relu_backward, (b[0], b[1])))
     return out
 
 
