@@ -381,3 +381,33 @@ def test_relu_kernels_equal_the_device_passes_bitwise():
     for a, b in zip(got, want, strict=True):
         b = strict.to_host(b)
         assert np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_without_numba_installed_the_package_imports_and_trains_the_specification(tmp_path):
+    """In a fresh process where ``import numba`` fails: the fast path imports (its kernels as
+    plain Python), a training run says so in one line and trains the specification."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from test_train import synthetic_arrays\n"
+        "from numpy_vae.fast import kernels\n"
+        "from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer\n"
+        "assert not kernels.COMPILED and kernels.compile_seconds() == 0\n"
+        "config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=32, eval_batch_size=16)\n"
+        "trainer = Trainer(config, Dataset(**synthetic_arrays(64, 16)))\n"
+        "assert trainer.config.reference and type(trainer.model).__name__ == 'VAE'\n"
+        "print(trainer.train_epoch()['train_loss'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("numba is not importable"), lines
+    assert float(done.stdout) > 0
