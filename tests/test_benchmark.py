@@ -148,6 +148,8 @@ def test_report_is_complete_and_serialisable(tmp_path):
     assert set(result["phases_s"]) == {"data", "forward", "backward", "optimizer", "loop", "total"}
     text = format_report(report)
     assert "784-8-2 batch 64" in text and "optimizer" in text
+    assert report["kernels"]["numba"] and 0 <= report["kernels"]["ready_s"] < 120
+    assert "kernels: numba" in text
     assert format_sweep(report).startswith("| batch | hidden |")
 
 

@@ -644,6 +644,9 @@ def run(
 ) -> dict[str, Any]:
     """Benchmark every spec; return the JSON-ready report (``jax``: also time a jitted JAX
     step of the same model, where JAX is installed)."""
+    from numpy_vae.fast import kernels
+
+    kernel_seconds = kernels.compile_seconds()  # first: nothing has called a kernel yet
     images, source = load_images(mnist, n, seed)
     blas = blas_info()
     cpu_before = cpu_snapshot()
@@ -684,6 +687,10 @@ def run(
         "dtype": "float32",
         "blas": {**blas, "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
         "elementwise_threads": default_threads(),
+        "kernels": {
+            "numba": kernels.numba.__version__ if kernels.COMPILED else None,
+            "ready_s": kernel_seconds,
+        },
         "torch": torch_meta or None,
         "jax": jax_meta or None,
         "numpy_version": np.__version__,
@@ -711,6 +718,14 @@ def format_report(report: dict[str, Any]) -> str:
             else " torch not run"
         ),
     ]
+    kernels = report.get("kernels")
+    if kernels:
+        lines.append(
+            f"kernels: numba {kernels['numba']}, compiled or loaded from its cache in "
+            f"{kernels['ready_s']:.2f} s (before the timed epochs)"
+            if kernels["numba"]
+            else "kernels: numba not importable, the kernels ran as plain Python"
+        )
     busy = report["contention"]
     if busy:
         lines.append(

@@ -10,7 +10,8 @@ there (values and gradients within a few units in the last place, stated in the 
 - :mod:`~numpy_vae.fast.likelihoods`: the Bernoulli value and gradient from one exp and one log.
 - :mod:`~numpy_vae.fast.layers`: layers computing in place, and a Sequential that lends buffers.
 - :mod:`~numpy_vae.fast.model`: :class:`FastVAE`, the model's training step on all of the above.
-- :mod:`~numpy_vae.fast.optim`: :class:`FastAdam`, Adam in 12 in-place passes over threads.
+- :mod:`~numpy_vae.fast.kernels`: compiled loops (numba), each a formula as one pass.
+- :mod:`~numpy_vae.fast.optim`: :class:`FastAdam`, Adam in one compiled pass, subnormal-safe.
 """
 
 from numpy_vae.fast.model import FastVAE

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from numpy_vae.fast.buffers import Buffers
+from numpy_vae.fast.kernels import relu_backward, relu_forward
 from numpy_vae.layers import Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
 
 Array = Any
@@ -56,23 +59,44 @@ class FastLinear:
 
 
 class FastReLU:
-    """:class:`~numpy_vae.layers.ReLU` in place; its mask lives in a buffer of its own."""
+    """:class:`~numpy_vae.layers.ReLU` in place, the specification's ``x * 1[x > 0]`` bit for bit.
 
-    keeps_output = False
+    NumPy arrays take the compiled passes :func:`~numpy_vae.fast.kernels.relu_forward` and
+    :func:`~numpy_vae.fast.kernels.relu_backward` (one pass each, against two and one NumPy
+    passes with a boolean mask), which read the slope from the layer's output: so the layer
+    keeps its output (``keeps_output``), and nothing may write over it before the backward.
+    Device arrays take the NumPy passes with the mask in a buffer of its own.
+    """
+
+    keeps_output = True
 
     def __init__(self, layer: ReLU) -> None:
         self.xp = layer.xp
         self._mask = None
+        self._y = None
         self._buffers = Buffers(layer.xp)  # the mask is internal, so it can always be reused
 
     def forward(self, x: Array, out: Array | None = None) -> Array:
-        self._mask = self.xp.greater(x, 0, out=self._buffers.get("mask", x.shape, bool))
-        return self.xp.multiply(x, self._mask, out=out)
+        if self.xp is not numpy:
+            self._mask = self.xp.greater(x, 0, out=self._buffers.get("mask", x.shape, bool))
+            return self.xp.multiply(x, self._mask, out=out)
+        y = x.copy() if out is None else out
+        if y is not x:
+            y[...] = x
+        relu_forward(y)  # (B, width): the layers' activations are 2-D
+        self._y = y
+        return y
 
     def backward(
         self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
     ) -> Array:
-        return self.xp.multiply(d_out, self._mask, out=out)
+        if self.xp is not numpy:
+            return self.xp.multiply(d_out, self._mask, out=out)
+        d = d_out.copy() if out is None else out
+        if d is not d_out:
+            d[...] = d_out
+        relu_backward(d, self._y)
+        return d
 
 
 class FastLeakyReLU:
@@ -148,8 +172,8 @@ class FastSequential:
 
     Every Linear layer writes into an array of ``buffers``, and every activation works in place
     on its input, except where that input is the caller's (the first layer's ``x``, the last
-    layer's ``d_out``) or is kept by the layer that made it (Tanh and Sigmoid keep their output
-    for their backward). Results live in ``buffers`` and are overwritten by the next call.
+    layer's ``d_out``) or is kept by the layer that made it (ReLU, Tanh and Sigmoid keep their
+    output for their backward). Results live in ``buffers`` and are overwritten by the next call.
 
     Parameters
     ----------

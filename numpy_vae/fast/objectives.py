@@ -110,7 +110,8 @@ class FastELBO(FastObjective):
         # (an autoregressive decoder reads the data as its pixels: teacher forcing)
         out = model.fast_decoder.forward(model.context(z, onehot), x, buffers["decoder"])
 
-        # The likelihood's gradient is written over ``out``, which nothing else holds.
+        # The likelihood's gradient: over ``out`` (which nothing else holds) on a device, into
+        # the loss buffers on the host (bernoulli_nll_fused says why).
         if isinstance(model.likelihood, Bernoulli):
             recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"])
         else:
@@ -180,8 +181,8 @@ class FastMultiSample(FastObjective):
             nll, xw = self._bernoulli_rows(model, out, x, n, k)  # out now holds sigmoid(l)
         elif isinstance(model.likelihood, Bernoulli):
             rows3 = out.reshape(n, k, -1)  # x broadcast against each example's K rows
-            nll, _ = bernoulli_nll_fused(rows3, x[:, None, :], xp, rows3, buffers["loss"])
-            xw = None  # out now holds sigmoid(l) - x; nll is (B, K)
+            nll, d_rows = bernoulli_nll_fused(rows3, x[:, None, :], xp, rows3, buffers["loss"])
+            out, xw = d_rows.reshape(n * k, -1), None  # sigmoid(l) - x; nll is (B, K)
         else:
             x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
             x_rows[...] = x[:, None, :]  # each example beside each of its samples

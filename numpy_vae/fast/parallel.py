@@ -1,7 +1,8 @@
-"""Split elementwise NumPy work over a few threads.
+"""Split elementwise NumPy work and compiled kernels over a few threads.
 
-NumPy's ufuncs run on one core, but they release the GIL inside their inner loops, so two
-threads working on *disjoint* slices of the same arrays run at the same time. Elementwise work
+NumPy's ufuncs run on one core, but they release the GIL inside their inner loops (and the
+kernels of :mod:`numpy_vae.fast.kernels` release it for their whole call), so two threads
+working on *disjoint* slices of the same arrays run at the same time. Elementwise work
 on disjoint slices gives bitwise the same result as one call over the whole array, so splitting
 never changes a number; it only pays when each slice is large (a hand-over between threads costs
 tens of microseconds, and the GIL is held between ufunc calls), which is why callers pass a
@@ -10,8 +11,9 @@ minimum slice size below which everything runs in the calling thread.
 The matrix products need none of this: BLAS has its own threads. But those threads can get in
 the way: OpenBLAS's idle threads busy-wait on the cores for ``2**OPENBLAS_THREAD_TIMEOUT`` CPU
 cycles after every product (default ``2**28``, about 0.1 s, i.e. the whole training step), and a
-thread of ours then fights them for a core. Measured on a 2-core machine, Adam right after a
-matrix product took 2.9 ms in one thread, 3.3 ms in two with spinning BLAS threads, and 1.9 ms
+thread of ours then fights them for a core. Measured on a 2-core machine (Adam as 12 NumPy
+passes, before it was one compiled pass), Adam right after a matrix product took 2.9 ms in one
+thread, 3.3 ms in two with spinning BLAS threads, and 1.9 ms
 in two with ``OPENBLAS_THREAD_TIMEOUT=18`` (about 0.1 ms of spinning: awake between the products
 of one pass, asleep during the elementwise work). So :func:`default_threads` is 1 unless the
 BLAS threads are known not to spin, and the scripts (``scripts/train_mnist.py``,

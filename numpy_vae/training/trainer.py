@@ -23,8 +23,9 @@ initial parameters, which are drawn on the host.
 from __future__ import annotations
 
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy
@@ -32,6 +33,7 @@ import numpy
 from numpy_vae.backend import BACKENDS, DTYPES, Backend, get_backend
 from numpy_vae.config import ModelConfig
 from numpy_vae.decoders import DECODERS
+from numpy_vae.fast import kernels
 from numpy_vae.fast.model import FastVAE
 from numpy_vae.fast.optim import FastAdam
 from numpy_vae.model import VAE, LossParts
@@ -313,6 +315,13 @@ class Trainer:
                 f"batch size {config.batch_size} is larger than the {n_train} training images; "
                 f"choose a batch size (--batch-size) of at most {n_train}"
             )
+        if not config.reference and self.backend.xp is numpy and not kernels.COMPILED:
+            print(
+                "numba is not importable: training runs the specification (numpy_vae.VAE and "
+                "Adam, as --reference) instead of the compiled fast path",
+                file=sys.stderr,
+            )
+            self.config = config = replace(config, reference=True)
         model_config = config.model_config()
         if config.reference:  # the specification: plain NumPy, one array per parameter
             self.model = VAE(

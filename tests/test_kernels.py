@@ -1,0 +1,413 @@
+"""The compiled kernels of the fast path (numpy_vae/fast/kernels.py), each held to what it
+replaces, and each check shown to catch a planted bug in a copy of the kernel.
+
+Adam (:func:`numpy_vae.fast.kernels.adam_update`):
+
+- against the specification's Adam for hundreds of steps, within the bound of
+  ``tests/test_fast_vs_reference.py`` (``run_adam_pair``), for the real kernel; a copy that
+  reads the old ``m`` in its last line (an in-place ordering bug) breaks that bound;
+- bitwise against its pass form :func:`numpy_vae.fast.optim.adam_update_passes` (what device
+  arrays and strided views take), flushes included;
+- the flush: after a step, exactly the moments below the smallest normal number are 0, and
+  the parameter moves by at most the bound of :mod:`numpy_vae.fast.optim`'s docstring,
+  ``eta_t tau / eps + |step| sqrt(tau) / eps_hat`` (plus the parameter's own rounding), from
+  where the unflushed kernel takes it; a flush at a higher threshold breaks that bound;
+- over steps of zero gradient no subnormal number is left in ``m`` or ``v`` (the
+  specification's Adam, on the same gradients, has them).
+
+The Bernoulli terms (:func:`numpy_vae.fast.kernels.bernoulli_terms`, inside
+:func:`numpy_vae.fast.likelihoods.bernoulli_nll_fused`):
+
+- against the specification's :func:`numpy_vae.likelihoods.bernoulli_nll`: the gradient
+  bitwise, the value within ``(2 D + 16) u S`` (``tests/test_fast_vs_reference.py`` derives
+  it; its hypothesis test runs the kernel on any shape and value); copies without the Sterbenz
+  correction, or with ``sigmoid(-|l|)`` for every logit, break it;
+- bitwise against the in-place passes that device arrays take, for K = 1 and for K samples
+  per example with ``x`` broadcast.
+
+ReLU (:func:`numpy_vae.fast.kernels.relu_forward`, :func:`~numpy_vae.fast.kernels.relu_backward`):
+bitwise the specification's layer on any shape and value (hypothesis; -0, infinities and NaN
+included) and the device passes; a forward as ``max(x, 0)`` and a backward with the slope 1 at
+0 differ.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from test_fast_vs_reference import run_adam_pair
+
+import numpy_vae.fast.likelihoods as fast_likelihoods
+import numpy_vae.fast.optim as fast_optim
+from numpy_vae import Adam
+from numpy_vae.devices import strict
+from numpy_vae.fast import FastAdam, kernels
+from numpy_vae.fast.kernels import adam_update, bernoulli_terms
+from numpy_vae.fast.likelihoods import bernoulli_nll_fused
+from numpy_vae.likelihoods import bernoulli_nll
+
+DTYPES = [np.float32, np.float64]
+
+
+def subnormals(a):
+    a = np.asarray(a)
+    return int(((a != 0) & (np.abs(a) < np.finfo(a.dtype).smallest_normal)).sum())
+
+
+def adam_reading_the_old_m(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, minus_scale,
+                           eps_hat, tiny):  # fmt: skip
+    """Planted: the kernel with its last line reading ``m[i]`` before it is written."""
+    zero = tiny - tiny
+    for i in range(p.size):
+        m_i = m[i] + one_minus_beta1 * (g[i] - m[i])
+        v_i = v[i] * beta2 + (g[i] * one_minus_beta2) * g[i]
+        v_i = v_i if v_i >= tiny else zero
+        v[i] = v_i
+        p[i] += m[i] / (np.sqrt(v_i) + eps_hat) * minus_scale
+        m[i] = m_i if abs(m_i) >= tiny else zero
+
+
+def adam_flushing_at(threshold):
+    """Planted: the kernel flushing its moments below ``threshold`` instead of ``tiny``."""
+
+    def flushing(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, tiny):  # noqa: ARG001
+        adam_update(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, p.dtype.type(threshold))
+
+    return flushing
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_adam_kernel_follows_the_specification_and_the_check_bites(monkeypatch, planted):
+    if planted:
+        monkeypatch.setattr(fast_optim, "adam_update", adam_reading_the_old_m)
+        with pytest.raises(AssertionError):
+            run_adam_pair(FastAdam, 3000, 30, np.float64, "dense")
+    else:
+        ref, fast = run_adam_pair(FastAdam, 3000, 200, np.float32, "stopping")
+        assert ref.step_count == fast.step_count == 200
+
+
+class Unflushed(FastAdam):
+    def flush_threshold(self, dtype):
+        return 0.0
+
+
+def strided_pair(n, dtype, seed=0):
+    """The same parameters twice: contiguous (the kernel) and as a strided view (the passes)."""
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(n).astype(dtype)
+    base, g_base = np.zeros((n, 2), dtype), np.zeros((n, 2), dtype)
+    base[:, 0] = p0
+    contiguous, g = p0.copy(), np.zeros(n, dtype)
+    fast = FastAdam([contiguous], [g], lr=1e-2)
+    passes = FastAdam([base[:, 0]], [g_base[:, 0]], lr=1e-2)
+    assert fast._compiled == [True] and passes._compiled == [False]
+    return fast, passes, g, g_base[:, 0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_kernel_equals_its_pass_form_bitwise(dtype):
+    """Gradients of every scale, then zero for half the entries: 40 steps reach the flush."""
+    n = 500
+    fast, passes, g, g_view = strided_pair(n, dtype)
+    unflushed = Unflushed([fast.params[0].copy()], [g], lr=fast.lr)  # where the flush acts
+    rng = np.random.default_rng(1)
+    lowest = int(math.log10(np.finfo(dtype).smallest_normal)) - 5  # -42 or -312
+    flushed = 0
+    for t in range(40):
+        grad = rng.standard_normal(n) * 10.0 ** rng.integers(lowest, 2, n).astype(float)
+        grad[: n // 2] *= t < 5
+        g[...] = grad.astype(dtype)
+        g_view[...] = g
+        fast.step()
+        passes.step()
+        unflushed.step()
+        flushed += subnormals(unflushed.m[0]) + subnormals(unflushed.v[0])
+        for a, b in zip(
+            (fast.params[0], fast.m[0], fast.v[0]),
+            (passes.params[0], passes.m[0], passes.v[0]),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+    assert flushed > 0  # the flush was exercised: without it there are subnormals
+
+
+def flush_case(dtype, step=10, n=400, seed=0):
+    """Moments one step before the flush: ``m`` from 0.5 tau to 20 tau (after the step's decay by
+    0.9 some fall below tau), ``v`` likewise, gradients 0, parameters 0 (so the step itself is
+    the parameter, unrounded by a large value beside it)."""
+    rng = np.random.default_rng(seed)
+    tau = np.finfo(dtype).smallest_normal
+    m = (tau * rng.uniform(0.5, 20, n) * rng.choice([-1, 1], n)).astype(dtype)
+    v = (tau * rng.uniform(0.5, 3, n)).astype(dtype)
+    v[::3] = 1e-6  # a large v beside a small m: only m is flushed
+    m[1::3] = 1e-3  # a large m beside a small v: only v is flushed
+    return m, v, np.zeros(n, dtype), np.zeros(n, dtype), step
+
+
+def one_step(kernel, dtype, m, v, p, g, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, tiny=None):
+    m, v, p = m.copy(), v.copy(), p.copy()
+    bc2 = math.sqrt(1 - b2**t)
+    scale, eps_hat = lr * bc2 / (1 - b1**t), eps * bc2
+    tiny = np.finfo(dtype).smallest_normal if tiny is None else tiny
+    cast = np.dtype(dtype).type
+    kernel(p, g, m, v, *(cast(s) for s in (1 - b1, b2, 1 - b2, -scale, eps_hat, tiny)))
+    return m, v, p, lr / (1 - b1**t), eps_hat
+
+
+@pytest.mark.parametrize("planted", [None, 1e8])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flush_zeroes_exactly_the_subnormal_moments_within_the_stated_bound(dtype, planted):
+    """Against the same kernel without a flush (``tiny = 0``), one step from the same state; the
+    bound is the docstring's plus ``4 u`` of each side's step (its division, root, sum and
+    product round). Planted: a flush below ``1e8 tau``."""
+    eps = 1e-8
+    m, v, p, g, t = flush_case(dtype)
+    tau = float(np.finfo(dtype).smallest_normal)
+    kernel = adam_update if planted is None else adam_flushing_at(planted * tau)
+    m1, v1, p1, lr_t, eps_hat = one_step(kernel, dtype, m, v, p, g, t, eps=eps)
+    m0, v0, p0, _, _ = one_step(adam_update, dtype, m, v, p, g, t, eps=eps, tiny=0.0)
+    assert ((np.abs(m0) < tau) & (m0 != 0)).any() and ((v0 < tau) & (v0 != 0)).any()
+    u = np.finfo(dtype).eps / 2
+    step = np.abs(p1.astype(np.float64))  # the parameters started at 0
+    bound = lr_t * tau / eps + step * math.sqrt(tau) / eps_hat
+    bound += 4 * u * (np.abs(p1) + np.abs(p0))  # each side's rounding of its step
+    within = np.all(np.abs(p1.astype(np.float64) - p0) <= bound)
+    exact = np.array_equal(m1, np.where(np.abs(m0) < tau, 0, m0)) and np.array_equal(
+        v1, np.where(v0 < tau, 0, v0)
+    )
+    if planted is None:
+        assert exact and within
+        assert subnormals(m1) == subnormals(v1) == 0
+    else:
+        assert not (exact and within)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_subnormal_moments_over_steps_of_zero_gradient(dtype):
+    """Gradients of 1e-3 for 5 steps, then 0 for 2000 (m shrinks by 0.9 a step and is below
+    float32's tau after ~800, float64's after ~6700, which only the first gradients of 1e-300
+    reach here); some entries start with gradients of 1e-18 (v = 1e-39 at once in float32).
+    The specification's Adam keeps subnormals; FastAdam keeps none at any step."""
+    n = 64
+    grads = np.full(n, 1e-3)
+    grads[::4] = 1e-18 if dtype == np.float32 else 1e-160
+    grads[1::4] = 1e-300 if dtype == np.float64 else 1e-3
+    p_ref, g_ref = np.ones(n, dtype), np.zeros(n, dtype)
+    p_fast, g_fast = np.ones(n, dtype), np.zeros(n, dtype)
+    ref = Adam([p_ref], [g_ref])
+    fast = FastAdam([p_fast], [g_fast])
+    seen_ref = 0
+    for t in range(2005):
+        g_ref[...] = g_fast[...] = grads.astype(dtype) if t < 5 else 0
+        ref.step()
+        fast.step()
+        assert subnormals(fast.m[0]) == subnormals(fast.v[0]) == 0, t
+        seen_ref += subnormals(ref.m[0]) + subnormals(ref.v[0])
+    assert seen_ref > 0  # the case is exercised: without the flush there are subnormals
+
+
+def test_kernels_are_compiled_and_their_cost_is_reported():
+    assert kernels.COMPILED
+    assert adam_update.__module__ == "numpy_vae.fast.kernels"
+    seconds = kernels.compile_seconds()
+    assert 0 <= seconds < 120
+
+
+def test_without_numba_training_runs_the_specification_and_says_so(monkeypatch, capsys):
+    from test_train import synthetic_arrays
+
+    from numpy_vae import VAE
+    from numpy_vae.fast import FastVAE
+    from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer
+
+    data = Dataset(**synthetic_arrays(64, 16))
+    config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=32, eval_batch_size=16)
+    monkeypatch.setattr(kernels, "COMPILED", False)
+    trainer = Trainer(config, data)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "numba is not importable" in lines[0], lines
+    assert trainer.config.reference and not config.reference
+    assert type(trainer.model) is VAE and type(trainer.optimizer) is Adam
+    assert np.isfinite(trainer.train_epoch()["train_loss"])
+    monkeypatch.setattr(kernels, "COMPILED", True)
+    assert isinstance(Trainer(config, data).model, FastVAE)
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------- Bernoulli terms
+def bernoulli_terms_uncorrected(logits, x, e, log_u, value, d_logits, grad):
+    """Planted: ``log(1 + e)`` as ``log(u)`` alone (the Sterbenz correction dropped)."""
+    per_x = logits.shape[0] // x.shape[0]
+    for r in range(logits.shape[0]):
+        for j in range(logits.shape[1]):
+            logit, x_j, e_j = logits[r, j], x[r // per_x, j], e[r, j]
+            value[r, j] = ((logit >= 0) - x_j) * logit + log_u[r, j]
+            if grad:
+                d_logits[r, j] = (1 if logit >= 0 else e_j) / (e_j + 1) - x_j
+
+
+def bernoulli_terms_one_sided(logits, x, e, log_u, value, d_logits, grad):
+    """Planted: ``sigmoid(l)`` as ``e / (1 + e)`` for every logit (right only for l < 0)."""
+    bernoulli_terms(logits, x, e, log_u, value, d_logits, grad)
+    d_logits[...] = e / (e + 1) - x[:: max(1, x.shape[0] // logits.shape[0])]
+
+
+def bernoulli_case(dtype, seed=0):
+    """Logits of every size, saturated included (l = -20: every term below u in float32)."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((6, 300)) * 10).astype(dtype)
+    logits[0] = -20
+    logits[1, ::3] = 0
+    x = (rng.random((6, 300)) < 0.4).astype(dtype)
+    x[0] = 0
+    return logits, x
+
+
+@pytest.mark.parametrize("planted", [None, "uncorrected", "one_sided"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bernoulli_kernel_follows_the_specification_and_the_check_bites(
+    monkeypatch, dtype, planted
+):
+    from test_fast_vs_reference import assert_nll_within_bound
+
+    if planted:
+        copy = {"uncorrected": bernoulli_terms_uncorrected, "one_sided": bernoulli_terms_one_sided}
+        monkeypatch.setattr(fast_likelihoods, "bernoulli_terms", copy[planted])
+    logits, x = bernoulli_case(dtype)
+    ref_nll, ref_grad = bernoulli_nll(logits, x, np)
+    nll, grad = bernoulli_nll_fused(logits.copy(), x, np)
+
+    def check():
+        assert_nll_within_bound(nll, ref_nll, logits, x)
+        np.testing.assert_array_equal(grad, ref_grad)
+
+    if planted is None:
+        check()
+    else:
+        with pytest.raises(AssertionError):
+            check()
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bernoulli_kernel_equals_the_device_passes_bitwise(dtype, k):
+    rng = np.random.default_rng(k)
+    logits = (rng.standard_normal((5, k, 40)) * 12).astype(dtype)
+    logits[0, 0, :3] = [0.0, -0.0, 1e4]
+    x = (rng.random((5, 1, 40)) < 0.5).astype(dtype)
+    if k == 1:
+        logits, x = logits[:, 0], x[:, 0]
+    host = bernoulli_nll_fused(logits.copy(), x, np)
+    device = bernoulli_nll_fused(strict.xp.asarray(logits), strict.xp.asarray(x), strict.xp)
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_array_equal(a, strict.to_host(b))
+
+
+# ---------------------------------------------------------------------------- ReLU
+def relu_forward_as_max(a):
+    """Planted: ``max(a, 0)``, which gives +0 where the specification's ``a * 1[a > 0]`` gives
+    -0 (every negative input)."""
+    np.maximum(a, 0, out=a)
+
+
+def relu_backward_at_zero(d, y):
+    """Planted: the backward's slope read as ``1[y >= 0]``: 1 where the input was 0 or below."""
+    d[...] = d * (y >= 0)
+
+
+relu_values = st.one_of(
+    st.floats(-5, 5, width=32),
+    st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45]),
+)
+
+
+@pytest.mark.parametrize("planted", [None, "forward", "backward"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 5), st.integers(1, 40)), data=st.data())
+def test_relu_kernels_equal_the_specification_bitwise(monkeypatch, dtype, planted, shape, data):
+    """Forward and backward through the fast layer against :class:`numpy_vae.layers.ReLU`,
+    bit for bit (-0 for negative inputs, NaN kept); a forward as ``max(x, 0)`` (+0 for negative
+    inputs) and a backward with the slope 1 at 0 differ (an input of -1.5, or 0, is planted
+    into every batch of that check)."""
+    import numpy_vae.fast.layers as fast_layers
+    from numpy_vae import get_backend
+    from numpy_vae.fast.layers import FastReLU
+    from numpy_vae.layers import ReLU
+
+    x = data.draw(arrays(dtype, shape, elements=relu_values.map(dtype)))
+    d = data.draw(arrays(dtype, shape, elements=st.floats(-3, 3, width=32).map(dtype)))
+    if planted:
+        x.flat[0] = -1.5 if planted == "forward" else 0  # where the planted copy differs
+        d.flat[0] = 1
+        copy = {"forward": relu_forward_as_max, "backward": relu_backward_at_zero}[planted]
+        monkeypatch.setattr(fast_layers, f"relu_{planted}", copy)
+    spec = ReLU(get_backend("numpy", np.dtype(dtype).name))
+    fast = FastReLU(spec)
+    y_ref, dx_ref = spec.forward(x), spec.backward(d)
+    y = fast.forward(x.copy())  # a fresh output
+    buf = x.copy()
+    y_in_place = fast.forward(buf, out=buf)
+    dx = fast.backward(d.copy(), out=None)
+    same = [
+        np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+        for a, b in ((y, y_ref), (y_in_place, y_ref), (dx, dx_ref))
+    ]
+    if planted == "backward":  # the planted backward uses 1[y >= 0]: y = 0 at the zero input
+        assert not same[2]
+    elif planted == "forward":  # +0 for -1.5
+        assert not same[0] and not same[1]
+    else:
+        assert all(same) and y_in_place is buf
+
+
+def test_relu_kernels_equal_the_device_passes_bitwise():
+    from numpy_vae import get_backend
+    from numpy_vae.fast.layers import FastReLU
+    from numpy_vae.layers import ReLU
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 30)).astype(np.float32)
+    x[0, :4] = [0.0, -0.0, np.nan, -np.inf]
+    d = rng.standard_normal((7, 30)).astype(np.float32)
+    host = FastReLU(ReLU(get_backend("numpy", "float32")))
+    device = FastReLU(ReLU(get_backend("strict", "float32")))
+    got = [host.forward(x.copy()), host.backward(d.copy())]
+    want = [device.forward(strict.xp.asarray(x)), device.backward(strict.xp.asarray(d))]
+    for a, b in zip(got, want, strict=True):
+        b = strict.to_host(b)
+        assert np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_without_numba_installed_the_package_imports_and_trains_the_specification(tmp_path):
+    """In a fresh process where ``import numba`` fails: the fast path imports (its kernels as
+    plain Python), a training run says so in one line and trains the specification."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from test_train import synthetic_arrays\n"
+        "from numpy_vae.fast import kernels\n"
+        "from numpy_vae.training.trainer import Dataset, TrainConfig, Trainer\n"
+        "assert not kernels.COMPILED and kernels.compile_seconds() == 0\n"
+        "config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=32, eval_batch_size=16)\n"
+        "trainer = Trainer(config, Dataset(**synthetic_arrays(64, 16)))\n"
+        "assert trainer.config.reference and type(trainer.model).__name__ == 'VAE'\n"
+        "print(trainer.train_epoch()['train_loss'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("numba is not importable"), lines
+    assert float(done.stdout) > 0
