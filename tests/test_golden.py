@@ -15,15 +15,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_vae import VAE, bounds, get_backend
-from numpy_vae.checks.golden import VARIANTS, _preactivations, adam_of, model_config
+from numpy_vae import VAE, bounds, completion, get_backend
+from numpy_vae.checks.golden import (
+    COMPLETION_VARIANTS,
+    VARIANTS,
+    _preactivations,
+    adam_of,
+    completion_config,
+    model_config,
+)
 from numpy_vae.config import ModelConfig
 from numpy_vae.fast import FastVAE
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients, relative_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PATHS = sorted(FIXTURES.glob("golden_*.npz"))
+ALL_PATHS = sorted(FIXTURES.glob("golden_*.npz"))
+# The completion models' files (their own format, below) and the VAE's.
+COMPLETION_PATHS = [p for p in ALL_PATHS if p.stem.removeprefix("golden_") in COMPLETION_VARIANTS]
+PATHS = [p for p in ALL_PATHS if p not in COMPLETION_PATHS]
 IDS = [p.stem.removeprefix("golden_") for p in PATHS]
+COMPLETION_IDS = [p.stem.removeprefix("golden_") for p in COMPLETION_PATHS]
 F64 = get_backend("numpy", "float64")
 REQUIRED_VARIANTS = {
     "default",
@@ -122,6 +133,7 @@ def made_masks_from_docs(model_config):
 def test_every_variant_has_a_file():
     assert REQUIRED_VARIANTS <= set(IDS)
     assert set(IDS) == set(VARIANTS), "regenerate with: python scripts/make_golden.py"
+    assert set(COMPLETION_IDS) == set(COMPLETION_VARIANTS) == {"completion", "completion_baseline"}
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
@@ -337,3 +349,183 @@ def test_the_kink_check_sees_every_sample_of_every_example():
         one = _preactivations(model, x, None, eps[:, k])
         np.testing.assert_array_equal(many[0], one[0])  # the encoder sees x alone
         np.testing.assert_allclose(many[1].reshape(5, 3, 8)[:, k], one[1], rtol=1e-15)
+
+
+# ------------------------------------------------------------------ the completion models' files
+COMPLETION_MODEL_KEYS = {"visible_dim", "hidden_dim", "widths", "activation"}
+
+
+def completion_shapes(config):
+    """Parameter names and shapes of a completion file, from its config alone, as
+    docs/12-porting.md describes them: each network Linear layers at indices 0, 2, ...,
+    (out, in), through ``widths`` to its output."""
+    mc = config["model"]
+    v, h, widths = mc["visible_dim"], mc["hidden_dim"], mc["widths"]
+    if config["model_class"] == "CompletionBaseline":
+        nets = {"net": (v, h)}
+    else:
+        two_l = 2 * mc["latent_dim"]
+        nets = {
+            "prior": (v, two_l),
+            "recognition": (v + h, two_l),
+            "generation": (v + mc["latent_dim"], h),
+        }
+    shapes = {}
+    for net, (fan_in, out) in nets.items():
+        sizes = [fan_in, *widths, out]
+        for i in range(len(sizes) - 1):
+            shapes[f"{net}.{2 * i}.weight"] = (sizes[i + 1], sizes[i])
+            shapes[f"{net}.{2 * i}.bias"] = (sizes[i + 1],)
+    return shapes
+
+
+def documented_split(images, side, n_given):
+    """``visible`` and ``hidden`` as the porting guide defines them: the pixels of the given
+    quadrants (bottom-left; then top-left; then top-right) and the rest, each in row-major
+    order."""
+    half, grid = side // 2, np.zeros((side, side), dtype=bool)
+    corners = [(half, 0), (0, 0), (0, half)][:n_given]
+    for row, col in corners:
+        grid[row : row + half, col : col + half] = True
+    mask = grid.ravel()
+    return images[:, mask], images[:, ~mask]
+
+
+def build_completion(config, arrays):
+    """The file's model from its own config: ``numpy_vae.completion.<model_class>(**model)``."""
+    model = getattr(completion, config["model_class"])(**config["model"], backend=F64)
+    assert list(model.params) == config["param_names"]
+    for name in config["param_names"]:
+        model.params[name][...] = arrays[f"param/{name}"]
+    return model
+
+
+@pytest.mark.parametrize("path", COMPLETION_PATHS, ids=COMPLETION_IDS)
+def test_completion_file_holds_every_documented_key(path):
+    config, a = load(path)
+    assert config["format"] == "numpy-vae golden completion v1"
+    assert config["variant"] == path.stem.removeprefix("golden_")
+    cvae = config["model_class"] == "CompletionCVAE"
+    assert config["model_class"] in ("CompletionCVAE", "CompletionBaseline")
+    assert set(config["model"]) == COMPLETION_MODEL_KEYS | ({"latent_dim"} if cvae else set())
+    assert config["model"] == completion_config(config["variant"]), "regenerate the file"
+    assert config["adam"] == {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "steps": 3}
+    side, n_given, mc = config["side"], config["n_given"], config["model"]
+    assert (side, n_given) == (8, 2)
+    assert (
+        mc["visible_dim"] == n_given * side**2 // 4
+        and mc["hidden_dim"] == side**2 - mc["visible_dim"]
+    )
+    shapes = completion_shapes(config)
+    assert config["param_names"] == list(shapes)
+    n = len(a["images"])
+    expected = {
+        "config": (),
+        "images": (n, side * side),
+        "visible": (n, mc["visible_dim"]),
+        "hidden": (n, mc["hidden_dim"]),
+        "loss": (),
+        "recon": (),
+        "adam3_loss": (3,),
+    }
+    if cvae:
+        latent = mc["latent_dim"]
+        expected |= {
+            "eps": (n, latent),
+            "kl": (),
+            "kl_per_dim": (latent,),
+            "adam3_eps": (3, n, latent),
+        }
+    for prefix in ("param/", "grad/", "adam3/"):
+        expected.update({prefix + name: shape for name, shape in shapes.items()})
+    assert set(a) == set(expected)
+    for key, shape in expected.items():
+        assert a[key].shape == shape, key
+        if key != "config":
+            assert a[key].dtype == np.float64 and np.all(np.isfinite(a[key])), key
+    assert 0 <= a["images"].min() and a["images"].max() <= 1
+    visible, hidden = documented_split(a["images"], side, n_given)
+    np.testing.assert_array_equal(a["visible"], visible)
+    np.testing.assert_array_equal(a["hidden"], hidden)
+    if cvae:
+        np.testing.assert_array_equal(a["adam3_eps"][0], a["eps"])
+
+
+def port_completion_loss(config, a, eps):
+    """(loss, recon, kl (B, L) or None) of a completion file's model at its initial parameters,
+    in plain NumPy from the documented formulas."""
+    mc = config["model"]
+    p = {name: a[f"param/{name}"] for name in config["param_names"]}
+
+    def net(name, h):
+        i = 0
+        while f"{name}.{i + 2}.weight" in p:
+            h, i = np.maximum(h @ p[f"{name}.{i}.weight"].T + p[f"{name}.{i}.bias"], 0), i + 2
+        return h @ p[f"{name}.{i}.weight"].T + p[f"{name}.{i}.bias"]
+
+    def nll(logits, x):
+        return (np.logaddexp(0, logits) - x * logits).sum()
+
+    v, h = a["visible"], a["hidden"]
+    if config["model_class"] == "CompletionBaseline":
+        recon = nll(net("net", v), h)
+        return recon, recon, None
+    latent = mc["latent_dim"]
+    prior, rec = net("prior", v), net("recognition", np.concatenate([v, h], axis=1))
+    mu_p, b, mu_q, a_q = prior[:, :latent], prior[:, latent:], rec[:, :latent], rec[:, latent:]
+    z = mu_q + np.exp(a_q / 2) * eps
+    recon = nll(net("generation", np.concatenate([v, z], axis=1)), h)
+    kl = 0.5 * (b - a_q + np.exp(a_q - b) + (mu_q - mu_p) ** 2 * np.exp(-b) - 1)
+    return recon + kl.sum(), recon, kl
+
+
+@pytest.mark.parametrize("path", COMPLETION_PATHS, ids=COMPLETION_IDS)
+def test_completion_stored_loss_follows_the_documented_formula(path):
+    """loss = recon + sum KL (the CVAE; recon alone for the baseline), recomputed in plain NumPy
+    from the file's parameters and inputs."""
+    config, a = load(path)
+    loss, recon, kl = port_completion_loss(config, a, a.get("eps"))
+    assert relative_error(loss, a["loss"]) <= BOUND and relative_error(recon, a["recon"]) <= BOUND
+    assert a["adam3_loss"][0] == a["loss"]
+    if kl is None:
+        assert a["loss"] == a["recon"]
+        return
+    assert relative_error(kl.sum(axis=0), a["kl_per_dim"]) <= BOUND
+    assert a["loss"] == pytest.approx(a["recon"] + a["kl"], rel=1e-14)
+    assert a["kl"] == pytest.approx(a["kl_per_dim"].sum(), rel=1e-14) and a["kl"] > 0
+
+
+@pytest.mark.parametrize("path", COMPLETION_PATHS, ids=COMPLETION_IDS)
+def test_completion_files_own_config_rebuilds_the_model_and_its_three_adam_steps(path):
+    """``<model_class>(**config["model"])`` with the file's parameters: the loss, parts and
+    every gradient, then three Adam steps, each to 1e-12 relative."""
+    config, a = load(path)
+    model = build_completion(config, a)
+    assert {n: p.shape for n, p in model.params.items()} == completion_shapes(config)
+    parts = model.loss(a["visible"], a["hidden"], eps=a.get("eps"))
+    keys = ("loss", "recon", "kl", "kl_per_dim") if "kl" in a else ("loss", "recon")
+    for key in keys:
+        assert relative_error(getattr(parts, key), a[key]) <= BOUND, key
+    errors = {name: relative_error(g, a[f"grad/{name}"]) for name, g in model.grads.items()}
+    assert max(errors.values()) <= BOUND, errors
+    adam = config["adam"]
+    opt = adam_of(model, adam)
+    for step in range(adam["steps"]):
+        eps = a["adam3_eps"][step] if "adam3_eps" in a else None
+        parts = model.loss(a["visible"], a["hidden"], eps=eps)
+        assert relative_error(parts.loss, a["adam3_loss"][step]) <= BOUND
+        opt.step()
+    errors = {name: relative_error(p, a[f"adam3/{name}"]) for name, p in model.params.items()}
+    assert max(errors.values()) <= BOUND, errors
+    moved = {name: relative_error(p, a[f"param/{name}"]) for name, p in model.params.items()}
+    assert all(v > 1e-4 for k, v in moved.items() if k.endswith("weight")), moved
+
+
+@pytest.mark.parametrize("path", COMPLETION_PATHS, ids=COMPLETION_IDS)
+def test_completion_stored_gradients_agree_with_finite_differences(path):
+    config, a = load(path)
+    model = build_completion(config, a)
+    stored = {name: a[f"grad/{name}"] for name in config["param_names"]}
+    eps = a.get("eps")
+    loss = lambda: model.loss(a["visible"], a["hidden"], eps=eps, grad=False).loss  # noqa: E731
+    assert_gradients_close(check_gradients(loss, model.params, stored), 1e-7)

@@ -37,6 +37,10 @@ mean_k log_w[b, k]``; ``recon`` and ``kl`` are reported beside it as :meth:`VAE.
 them (``-sum_b mean_k log p(x_b|z_bk)`` and the closed-form KL), and ``kl_weight`` is 1. The
 gradients are the loss's own, except the encoder's and head's under the STL and DReG
 estimators, which are those estimators' (:mod:`numpy_vae.bounds`).
+
+The files of the completion models (:data:`COMPLETION_VARIANTS`, :mod:`numpy_vae.completion`)
+have a layout of their own, format ``numpy-vae golden completion v1``: see
+:func:`make_completion_golden`.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import numpy as np
 
 from numpy_vae import __version__, bounds
 from numpy_vae.backend import get_backend
+from numpy_vae.completion import CompletionBaseline, CompletionCVAE, quadrant_split
 from numpy_vae.made import made_masks
 from numpy_vae.model import VAE
 from numpy_vae.optim import Adam
@@ -126,13 +131,50 @@ VARIANTS: dict[str, GoldenVariant] = {
     ),
 }
 
+COMPLETION_FORMAT = "numpy-vae golden completion v1"
+#: The completion files' images: 8 x 8, 2 of the 4 quadrants given (the left half), so
+#: ``visible`` and ``hidden`` are 32 pixels each.
+COMPLETION_SIDE, COMPLETION_N_GIVEN = 8, 2
+COMPLETION_SMALL = {"widths": [8], "activation": "relu"}
+COMPLETION_CLASSES = {"CompletionCVAE": CompletionCVAE, "CompletionBaseline": CompletionBaseline}
+
+
+@dataclass(frozen=True)
+class CompletionGoldenVariant:
+    """One golden configuration of :mod:`numpy_vae.completion`: the model's class, constructor
+    arguments on top of :data:`COMPLETION_SMALL` and the sizes of the quadrants, and the seed of
+    the weights and of the data."""
+
+    description: str
+    model_class: str
+    model: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+# One seed for both: the two files hold the same images, so a port's two models see one batch.
+# Seed 21 keeps every ReLU input of the CVAE's three networks and of the baseline's at least
+# MIN_KINK_DISTANCE from 0 in all three Adam steps (seed 20 does not).
+COMPLETION_VARIANTS: dict[str, CompletionGoldenVariant] = {
+    "completion": CompletionGoldenVariant(
+        "completion CVAE: learned prior p(z | visible), 8 x 8 images, left half given",
+        "CompletionCVAE",
+        {"latent_dim": 3},
+        seed=21,
+    ),
+    "completion_baseline": CompletionGoldenVariant(
+        "completion baseline: deterministic network, 8 x 8 images, left half given",
+        "CompletionBaseline",
+        seed=21,
+    ),
+}
+
 # Central differences at step h (five-point: up to 2h) must not straddle a kink; the golden
 # files' own finite-difference test uses h = 1e-4.
 MIN_KINK_DISTANCE = 1e-3
 MIN_FREE_BITS_MARGIN = 0.2  # as a fraction of lambda
 
 
-def adam_of(model: VAE, settings: dict[str, Any]) -> Adam:
+def adam_of(model: Any, settings: dict[str, Any]) -> Adam:
     """The specification's Adam over ``model``'s parameters with a golden file's ``adam``
     settings (``lr``, ``betas``, ``eps``)."""
     params, grads = list(model.params.values()), list(model.grads.values())
@@ -162,7 +204,8 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     Parameters
     ----------
     variant : str
-        A key of :data:`VARIANTS`.
+        A key of :data:`VARIANTS`, or of :data:`COMPLETION_VARIANTS`
+        (:func:`make_completion_golden`).
 
     Returns
     -------
@@ -175,8 +218,11 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
         If the variant is unknown, or its data lie too near a kink (ReLU at 0, the free-bits
         allowance) for finite differences to check the file.
     """
+    if variant in COMPLETION_VARIANTS:
+        return make_completion_golden(variant)
     if variant not in VARIANTS:
-        raise ValueError(f"unknown golden variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        known = ", ".join([*VARIANTS, *COMPLETION_VARIANTS])
+        raise ValueError(f"unknown golden variant {variant!r}; choose one of {known}")
     spec = VARIANTS[variant]
     config = model_config(variant)
     model = VAE(**config, backend=get_backend("numpy", "float64"), seed=spec.seed)
@@ -248,8 +294,125 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     return arrays
 
 
+def completion_config(variant: str) -> dict[str, Any]:
+    """Constructor arguments of a completion variant's model (without ``seed`` and ``backend``):
+    ``COMPLETION_CLASSES[model_class](**completion_config(variant))`` builds it."""
+    spec = COMPLETION_VARIANTS[variant]
+    half = COMPLETION_SIDE * COMPLETION_SIDE // 4
+    sizes = {
+        "visible_dim": COMPLETION_N_GIVEN * half,
+        "hidden_dim": (4 - COMPLETION_N_GIVEN) * half,
+    }
+    return {**sizes, **COMPLETION_SMALL, **spec.model}
+
+
+def make_completion_golden(variant: str) -> dict[str, np.ndarray]:
+    """The arrays of ``golden_<variant>.npz`` for a completion model (numpy-vae, float64).
+
+    Layout: ``config`` (JSON: ``format`` :data:`COMPLETION_FORMAT`, ``variant``,
+    ``description``, ``model_class``, ``model`` (the constructor arguments), ``side``,
+    ``n_given``, ``param_names``, ``adam``); ``param/<name>``; ``images`` (B, side^2) in [0, 1]
+    and their :func:`~numpy_vae.completion.quadrant_split` ``visible`` (B, V) and ``hidden``
+    (B, H); for the CVAE ``eps`` (B, L); ``loss``, ``recon`` and, for the CVAE, ``kl`` and
+    ``kl_per_dim`` (L,); ``grad/<name>``; for the CVAE ``adam3_eps`` (3, B, L);
+    ``adam3_loss`` (3,) and ``adam3/<name>``. The baseline's ``loss`` is its ``recon``.
+
+    Raises
+    ------
+    ValueError
+        If a pre-activation of any network lies within :data:`MIN_KINK_DISTANCE` of the ReLU
+        kink in any of the three steps.
+    """
+    spec = COMPLETION_VARIANTS[variant]
+    config = completion_config(variant)
+    cls = COMPLETION_CLASSES[spec.model_class]
+    model = cls(**config, backend=get_backend("numpy", "float64"), seed=spec.seed)
+    rng = np.random.default_rng(1000 + spec.seed)
+    images = rng.random((BATCH, COMPLETION_SIDE * COMPLETION_SIDE))  # grey levels in [0, 1]
+    visible, hidden = quadrant_split(images, COMPLETION_N_GIVEN, COMPLETION_SIDE)
+    latent = model.latent_dim
+    steps_eps = rng.standard_normal((ADAM["steps"], BATCH, latent)) if latent else None
+
+    names = list(model.params)
+    header = {
+        "format": COMPLETION_FORMAT,
+        "variant": variant,
+        "description": spec.description,
+        "model_class": spec.model_class,
+        "model": config,
+        "side": COMPLETION_SIDE,
+        "n_given": COMPLETION_N_GIVEN,
+        "param_names": names,
+        "adam": ADAM,
+        "numpy_vae_version": __version__,
+    }
+    arrays: dict[str, np.ndarray] = {"config": np.array(json.dumps(header, sort_keys=True))}
+    for name in names:
+        arrays[f"param/{name}"] = model.params[name].copy()
+    arrays.update(images=images, visible=visible, hidden=hidden)
+    if latent:
+        arrays["eps"] = steps_eps[0].copy()
+
+    def step_eps(step: int) -> np.ndarray | None:
+        return None if steps_eps is None else steps_eps[step]
+
+    parts = model.loss(visible, hidden, eps=step_eps(0))
+    arrays["loss"] = np.array(float(parts.loss))
+    arrays["recon"] = np.array(float(parts.recon))
+    if latent:
+        arrays["kl"] = np.array(float(parts.kl))
+        arrays["kl_per_dim"] = parts.kl_per_dim.copy()
+    for name in names:
+        arrays[f"grad/{name}"] = model.grads[name].copy()
+
+    opt = adam_of(model, ADAM)
+    losses = []
+    for step in range(ADAM["steps"]):
+        smallest = min(
+            np.abs(a).min()
+            for a in completion_preactivations(model.params, visible, hidden, step_eps(step))
+        )
+        if smallest < MIN_KINK_DISTANCE:
+            raise ValueError(
+                f"{variant}: a pre-activation is {smallest:.2e} from the ReLU kink "
+                f"(< {MIN_KINK_DISTANCE:g}) in Adam step {step + 1}; choose another seed"
+            )
+        losses.append(float(model.loss(visible, hidden, eps=step_eps(step)).loss))
+        opt.step()
+    if latent:
+        arrays["adam3_eps"] = steps_eps
+    arrays["adam3_loss"] = np.array(losses)
+    for name in names:
+        arrays[f"adam3/{name}"] = model.params[name].copy()
+    return arrays
+
+
+def completion_preactivations(
+    params: dict[str, np.ndarray], visible: np.ndarray, hidden: np.ndarray, eps: Any
+) -> list[np.ndarray]:
+    """Inputs of every hidden ReLU of a completion model (CVAE with ``eps`` (B, L), baseline
+    with ``eps`` None), recomputed from ``params`` alone."""
+
+    def run(net: str, h: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        pres, i = [], 0
+        while f"{net}.{i + 2}.weight" in params:
+            pres.append(h @ params[f"{net}.{i}.weight"].T + params[f"{net}.{i}.bias"])
+            h, i = np.maximum(pres[-1], 0.0), i + 2
+        return pres, h @ params[f"{net}.{i}.weight"].T + params[f"{net}.{i}.bias"]
+
+    if eps is None:
+        return run("net", visible)[0]
+    latent = eps.shape[1]
+    prior, _ = run("prior", visible)
+    recognition, stats = run("recognition", np.concatenate([visible, hidden], axis=1))
+    z = stats[:, :latent] + np.exp(0.5 * stats[:, latent:]) * eps
+    generation, _ = run("generation", np.concatenate([visible, z], axis=1))
+    return prior + recognition + generation
+
+
 def write_golden(variant: str, directory: str | Path) -> Path:
-    """Write ``golden_<variant>.npz`` (compressed) into ``directory``; return its path."""
+    """Write ``golden_<variant>.npz`` (compressed) into ``directory``; return its path. ``variant``
+    is a key of :data:`VARIANTS` or of :data:`COMPLETION_VARIANTS`."""
     path = Path(directory) / f"golden_{variant}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **make_golden(variant))
