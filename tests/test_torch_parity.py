@@ -15,6 +15,12 @@ The MADE decoder's variants (made, made_deep, made_no_z, made_iwae_dreg, made_co
 images, as the decoder requires) are checked for one step at full size (encoder 784-400-20,
 masked widths 500 or (500, 500), batch 128) and trained for a short run like the multi-sample
 ones (50 steps, 784-32-20, masked layers of 32 at the variant's depth, batch 32).
+
+The completion models (numpy_vae.completion: the CVAE with its learned prior, and the baseline
+network) are held to the same bounds against their twins in numpy_vae.checks.torch_completion:
+the left half of synthetic MNIST-shaped binary images given, the right half predicted (392
+pixels each), batch 16, one hidden layer of 64, z of 8; one step at every activation, 100 Adam
+steps, their golden files, and a wrong KL factor on either side that parity catches.
 """
 
 import json
@@ -33,6 +39,7 @@ torch = pytest.importorskip(
 from test_checks_bite import std_is_exp_logvar, std_is_exp_logvar_backward  # noqa: E402
 
 import numpy_vae.bounds as bounds_module  # noqa: E402
+import numpy_vae.completion as completion_module  # noqa: E402
 import numpy_vae.decoders as decoders_module  # noqa: E402
 import numpy_vae.kl as kl_module  # noqa: E402
 import numpy_vae.layers as layers_module  # noqa: E402
@@ -41,6 +48,7 @@ import numpy_vae.made as made_module  # noqa: E402
 import numpy_vae.model as model_module  # noqa: E402
 import numpy_vae.objectives as objectives_module  # noqa: E402
 from numpy_vae import VAE, get_backend  # noqa: E402
+from numpy_vae.checks import torch_completion as tc  # noqa: E402
 from numpy_vae.checks import torch_twin as tt  # noqa: E402
 from numpy_vae.config import ModelConfig  # noqa: E402
 from numpy_vae.gradcheck import relative_error  # noqa: E402
@@ -48,7 +56,8 @@ from numpy_vae.optim import Adam  # noqa: E402
 
 F64 = get_backend("numpy", "float64")
 FIXTURES = Path(__file__).parent / "fixtures"
-GOLDEN = sorted(FIXTURES.glob("golden_*.npz"))
+COMPLETION_GOLDEN = sorted(FIXTURES.glob("golden_completion*.npz"))
+GOLDEN = [p for p in sorted(FIXTURES.glob("golden_*.npz")) if p not in COMPLETION_GOLDEN]
 TRAINING_HIDDEN = {"default": (400,)}  # every other variant: (128,)
 MADE_VARIANTS = [v for v, spec in tt.VARIANTS.items() if spec.model.get("decoder") == "made"]
 ELBO_VARIANTS = [
@@ -431,3 +440,139 @@ def test_numpy_vae_does_not_import_torch_and_the_twin_says_how_to_get_it():
     )
     assert "pip install torch==2.13.0" in out.stdout
     assert 'pip install -e ".[torch]"' in out.stdout
+
+
+# ------------------------------------------------------------------ the completion models
+def completion_model(kind, widths=(64,), activation="relu", seed=0):
+    """A float64 completion model of ``kind`` (``cvae``, ``baseline``) on the left-half /
+    right-half split of 28 x 28 images (392 pixels each), z of 8 for the CVAE."""
+    latent = {"latent_dim": 8} if kind == "cvae" else {}
+    cls = tc.MODELS[kind]
+    return cls(392, 392, widths, activation=activation, backend=F64, seed=seed, **latent)
+
+
+def completion_batch(kind, n=16, seed=0):
+    visible, hidden = tc.completion_data(n=n, seed=seed)
+    eps = np.random.default_rng(seed + 1).standard_normal((n, 8)) if kind == "cvae" else None
+    return visible, hidden, eps
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("kind", ["cvae", "baseline"])
+def test_completion_one_forward_backward_matches_autograd(kind, activation):
+    """Two hidden layers (64, 32): the loss, its parts and every gradient of all three networks
+    (prior, recognition, generation; or the baseline's one) to 1e-12."""
+    model = completion_model(kind, widths=(64, 32), activation=activation)
+    twin = tc.completion_twin_of(model)
+    assert {type(m) for m in twin.modules()} >= {torch.nn.Linear, torch.nn.Sequential}
+    diffs = tc.compare_once(model, twin, *completion_batch(kind))
+    assert set(diffs) >= {f"grad/{name}" for name in model.params}
+    assert max(diffs.values()) <= tt.ONE_STEP_BOUND, diffs
+
+
+@pytest.mark.parametrize("kind", ["cvae", "baseline"])
+def test_completion_hundred_adam_steps_match_torch_optim(kind):
+    report = tc.compare_training(kind, steps=100)
+    assert report.ok, "\n".join(report.failures)
+    assert report.config["kind"] == kind and report.config["batch_size"] == 16
+    assert report.rows[-1].loss < 0.8 * report.rows[0].loss  # it trained
+    if kind == "cvae":
+        assert all(row.loss > 0 for row in report.rows)
+
+
+def kl_with_half_the_prior_logvar_gradient_missing(mu_q, logvar_q, mu_p, logvar_p, xp):
+    """numpy_vae.kl.gaussian_kl with a wrong factor in one gradient: d KL / d logvar_p is
+    (1 - ratio - scaled_sq) / 2, here / 4. The value is right."""
+    kl, d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = kl_module.gaussian_kl(
+        mu_q, logvar_q, mu_p, logvar_p, xp
+    )
+    return kl, d_mu_q, d_logvar_q, d_mu_p, 0.5 * d_logvar_p
+
+
+def test_completion_parity_catches_a_wrong_factor_in_the_kl_gradient(monkeypatch):
+    """Only the prior network's gradients are wrong (the KL's logvar_p gradient reaches it
+    alone): the loss and the other two networks still agree, the prior's do not."""
+    model = completion_model("cvae")
+    twin = tc.completion_twin_of(model)
+    batch = completion_batch("cvae")
+    assert max(tc.compare_once(model, twin, *batch).values()) <= tt.ONE_STEP_BOUND
+    monkeypatch.setattr(
+        completion_module, "gaussian_kl", kl_with_half_the_prior_logvar_gradient_missing
+    )
+    diffs = tc.compare_once(model, twin, *batch)
+    assert diffs["loss"] <= tt.ONE_STEP_BOUND
+    for name in model.params:
+        if name.startswith("prior."):
+            assert diffs[f"grad/{name}"] > 1e-3, (name, diffs)
+        else:
+            assert diffs[f"grad/{name}"] <= tt.ONE_STEP_BOUND, (name, diffs)
+    assert not tc.compare_training("cvae", steps=1).ok  # the harness reports it too
+
+
+def test_completion_parity_catches_a_wrong_kl_factor_in_the_twin(monkeypatch):
+    """A twin whose closed-form KL misses its factor 1/2 fails on the loss and the gradients."""
+    model = completion_model("cvae")
+    batch = completion_batch("cvae")
+    right = tc.gaussian_kl_elements
+    monkeypatch.setattr(tc, "gaussian_kl_elements", lambda *args: 2 * right(*args))
+    diffs = tc.compare_once(model, tc.completion_twin_of(model), *batch)
+    assert diffs["kl"] > 0.4 and diffs["loss"] > 1e-4
+    assert diffs["grad/prior.0.weight"] > 0.1
+
+
+@pytest.mark.parametrize("kind", ["cvae", "baseline"])
+def test_completion_twin_computes_without_numpy_vae(monkeypatch, kind):
+    """Once built, the twin runs with numpy-vae's layers, KL, likelihood and reparameterization
+    disabled, and owns its weights."""
+    model = completion_model(kind, widths=(16,))
+    twin = tc.completion_twin_of(model)
+    visible, hidden, eps = completion_batch(kind)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the twin called into numpy-vae")
+
+    for name in ("gaussian_kl", "reparameterize", "reparameterize_backward"):
+        monkeypatch.setattr(completion_module, name, refuse)
+    monkeypatch.setattr(likelihoods_module, "bernoulli_nll", refuse)
+    for cls in (
+        layers_module.Linear,
+        layers_module.Sequential,
+        completion_module.CompletionCVAE,
+        completion_module.CompletionBaseline,
+    ):
+        for method in ("forward", "backward", "loss"):
+            monkeypatch.setattr(cls, method, refuse, raising=False)
+    tc.twin_loss_backward(twin, visible, hidden, eps)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in twin.parameters())
+    assert {type(m).__module__.split(".")[0] for m in twin.modules() if m is not twin} == {"torch"}
+    first = next(iter(model.params))
+    before = tc.twin_params(twin)[first]
+    model.params[first][...] += 1.0
+    np.testing.assert_array_equal(tc.twin_params(twin)[first], before)
+
+
+@pytest.mark.parametrize("path", COMPLETION_GOLDEN, ids=[p.stem for p in COMPLETION_GOLDEN])
+def test_completion_twin_reproduces_the_golden_files(path):
+    """The twin built from the file alone (its ``model_class`` and ``model``, its parameters by
+    name): loss, parts, every gradient and three torch.optim.Adam steps, each to 1e-12."""
+    with np.load(path, allow_pickle=False) as f:
+        a = {key: f[key] for key in f.files}
+    config = json.loads(a["config"].item())
+    kind = {"CompletionCVAE": "cvae", "CompletionBaseline": "baseline"}[config["model_class"]]
+    twin = tc.build_twin(kind, config["model"])
+    tc.load_params(twin, {name: a[f"param/{name}"] for name in config["param_names"]})
+    parts = tc.twin_loss_backward(twin, a["visible"], a["hidden"], a.get("eps"))
+    for key in ("loss", "recon", "kl", "kl_per_dim") if kind == "cvae" else ("loss", "recon"):
+        assert relative_error(parts[key], a[key]) <= 1e-12, key
+    grads = tc.twin_grads(twin)
+    for name in config["param_names"]:
+        assert relative_error(grads[name], a[f"grad/{name}"]) <= 1e-12, name
+    adam = config["adam"]
+    opt = tc.twin_adam(twin, lr=adam["lr"], betas=tuple(adam["betas"]), eps=adam["eps"])
+    for step in range(adam["steps"]):
+        eps = a["adam3_eps"][step] if kind == "cvae" else None
+        tc.twin_loss_backward(twin, a["visible"], a["hidden"], eps)
+        opt.step()
+    params = tc.twin_params(twin)
+    for name in config["param_names"]:
+        assert relative_error(params[name], a[f"adam3/{name}"]) <= 1e-12, name
