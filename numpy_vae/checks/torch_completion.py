@@ -27,9 +27,16 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as err:  # pragma: no cover - as numpy_vae.checks.torch_twin
+    raise ImportError(
+        "numpy_vae.checks.torch_completion needs PyTorch, an optional dependency of numpy-vae: "
+        "`pip install torch==2.13.0` (CPU)."
+    ) from err
 
 from numpy_vae.backend import get_backend
 from numpy_vae.checks.torch_twin import (
