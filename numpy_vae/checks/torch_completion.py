@@ -71,7 +71,8 @@ def gaussian_kl_elements(
 
 def sequential(widths: tuple[int, ...], out: int, activation: str, dtype: torch.dtype):
     """``nn.Sequential``: Linear and activation through ``widths``, then a Linear to ``out``
-    (so the Linear layers sit at even indices, as numpy-vae names them)."""
+    (so the Linear layers sit at even indices, as numpy-vae names them). ``leaky_relu`` is
+    ``nn.LeakyReLU()`` at its default slope 0.01, the completion networks' slope."""
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
         layers += [nn.Linear(fan_in, fan_out, dtype=dtype), TORCH_ACTIVATIONS[activation]()]
