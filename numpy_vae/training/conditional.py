@@ -101,3 +101,87 @@ def write_conditional_figures(
     plots.plot_analogies(rows, labels[index], run_dir / "analogies.png", word)
     written.append(run_dir / "analogies.png")
     return written
+
+
+def softmax_regression(
+    x: numpy.ndarray, y: numpy.ndarray, steps: int = 300, lr: float = 0.5, l2: float = 1e-4
+) -> Callable[[numpy.ndarray], numpy.ndarray]:
+    """A linear classifier of host rows ``x`` (N, F) into labels 0..9: softmax regression on
+    standardized features, full-batch gradient descent. Returns ``predict(rows) -> labels``."""
+    x = numpy.asarray(x, dtype=numpy.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    xs = (x - mean) / std
+    w, b = numpy.zeros((x.shape[1], 10)), numpy.zeros(10)
+    target = numpy.eye(10)[numpy.asarray(y)]
+    for _ in range(steps):
+        logits = xs @ w + b
+        p = numpy.exp(logits - logits.max(axis=1, keepdims=True))
+        g = (p / p.sum(axis=1, keepdims=True) - target) / len(x)  # d(mean cross-entropy)/d logits
+        w -= lr * (xs.T @ g + l2 * w)
+        b -= lr * g.sum(axis=0)
+    return lambda rows: ((numpy.asarray(rows, dtype=numpy.float64) - mean) / std @ w + b).argmax(1)
+
+
+def label_in_z(
+    model: Any, train: tuple[Any, Any], test: tuple[Any, Any], batch: int = 1000
+) -> dict[str, float]:
+    """How well the label can be told from posterior means ``(x, y)`` (each on the model's
+    backend; a conditional model encodes each image with its own label): the accuracy on
+    ``test`` of a nearest-class-mean classifier and of softmax regression fitted on ``train``,
+    and the share of the means' variance that lies between the class means."""
+    mu, labels = [], []
+    for x, y in (train, test):
+        y_host = numpy.asarray(model.backend.to_host(y))
+        given = y if model.n_classes else None
+        parts = [
+            model.backend.to_host(
+                model.encode(x[s : s + batch], None if given is None else given[s : s + batch])[0]
+            )
+            for s in range(0, x.shape[0], batch)
+        ]
+        mu.append(numpy.concatenate(parts).astype(numpy.float64))
+        labels.append(y_host)
+    between = numpy.stack([mu[0][labels[0] == k].mean(axis=0) for k in range(10)]).var(axis=0)
+    return {
+        "nearest_class_mean": nearest_class_mean_accuracy(mu[0], labels[0], mu[1], labels[1]),
+        "softmax_regression": float(
+            (softmax_regression(mu[0], labels[0])(mu[1]) == labels[1]).mean()
+        ),
+        "between_class_share": float(between.sum() / mu[0].var(axis=0).sum()),
+    }
+
+
+def samples_read_as_label(
+    model: Any,
+    classify: Callable[[numpy.ndarray], numpy.ndarray],
+    temperatures: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0),
+    per_class: int = 500,
+    seed: int = 1,
+) -> dict[float, float]:
+    """For each temperature T, the fraction of decoded class samples, z = T * eps with the same
+    eps at every T, that ``classify`` (an image classifier) reads as the label they were
+    decoded with."""
+    eps = numpy.random.default_rng(seed).standard_normal((10 * per_class, model.latent_dim))
+    labels = numpy.repeat(numpy.arange(10), per_class)
+    y = model.xp.asarray(labels)
+    read = {}
+    for t in temperatures:
+        images = model.backend.to_host(model.decode(model.backend.asarray(t * eps), y))
+        read[t] = float((classify(images) == labels).mean())
+    return read
+
+
+def analogies_read_as(
+    model: Any, classify: Callable[[numpy.ndarray], numpy.ndarray], x: Any, y: Any
+) -> dict[str, float]:
+    """Style analogies of the images ``x`` (labels ``y``) decoded with every other label: the
+    fraction that ``classify`` reads as the label decoded with, and as the image's own label."""
+    own = numpy.asarray(model.backend.to_host(y))
+    decoded = model.backend.to_host(style_analogies(model, x, y))
+    n, c = decoded.shape[:2]
+    read = classify(decoded.reshape(n * c, -1)).reshape(n, c)
+    other = numpy.arange(c)[None, :] != own[:, None]
+    return {
+        "decoded_label": float((read == numpy.arange(c)[None, :])[other].mean()),
+        "own_label": float((read == own[:, None])[other].mean()),
+    }
