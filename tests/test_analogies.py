@@ -13,9 +13,14 @@ from numpy_vae.training import plots
 from numpy_vae.training.conditional import (
     CONDITIONAL_FIGURES,
     PER_CLASS,
+    analogies_read_as,
     analogy_rows,
     class_samples,
+    label_in_z,
     nearest_class_mean_accuracy,
+    nearest_code_distance,
+    samples_read_as_label,
+    softmax_regression,
     style_analogies,
 )
 
@@ -70,6 +75,33 @@ def test_nearest_class_mean_accuracy():
     y_train = np.array([1, 1, 6, 6])
     mu_test = np.array([[0.1, 0.3], [4.0, 4.0], [0.5, 0.5]])
     assert nearest_class_mean_accuracy(mu_train, y_train, mu_test, np.array([1, 6, 6])) == 2 / 3
+
+
+def test_softmax_regression_separates_planted_classes():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 30)
+    x = np.eye(10)[y] * 3 + rng.normal(0, 0.3, (300, 10))
+    assert np.mean(softmax_regression(x, y)(x) == y) > 0.95
+
+
+def test_nearest_code_distance_is_to_the_same_label():
+    codes, code_labels = np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([0, 1])
+    z, labels = np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([1, 1])
+    assert nearest_code_distance(codes, code_labels, z, labels) == 5.0
+
+
+def test_the_readings_of_samples_and_analogies(model):
+    """With a classifier that reads every image as 3: 10 % of samples at any temperature; of
+    the analogies decoded with another label, the ninth decoded with 3."""
+    threes = lambda images: np.full(len(images), 3)  # noqa: E731
+    assert samples_read_as_label(model, threes, (1.0, 0.0), per_class=4) == {1.0: 0.1, 0.0: 0.1}
+    x = np.random.default_rng(0).random((4, 16)).astype(np.float32)
+    read = analogies_read_as(model, threes, x, np.array([3, 0, 1, 2]))
+    assert read == {"decoded_label": pytest.approx(3 / 36), "own_label": pytest.approx(9 / 36)}
+    train = (np.random.default_rng(1).random((40, 16)).astype(np.float32), np.arange(40) % 10)
+    found = label_in_z(model, train, (x, np.array([3, 0, 1, 2])), batch=16)
+    assert 0 <= found["between_class_share"] <= 1 and found["posterior_variance"] > 0
+    assert {"nearest_code_T1", "nearest_code_T0.5", "nearest_code_T0"} <= set(found)
 
 
 def test_analogy_columns_are_labelled(tmp_path, monkeypatch):
