@@ -9,6 +9,7 @@ import pytest
 
 from numpy_vae.cli.train import main as train_main
 from numpy_vae.training import plots
+from numpy_vae.training.conditional import CONDITIONAL_FIGURES
 
 IMAGE_FIGURES = {"samples.png", "reconstructions.png", "traversal.png", "interpolation.png"}
 ANY_DATA = {"curves.png", "kl_per_dim.png", "latent_means.png"}  # latent_means: 2-D latents
@@ -76,7 +77,7 @@ def test_square_images_of_another_size_get_the_image_figures(tmp_path, capsys):
     status, run_dir = run(tmp_path, 16, "--conditional")  # 4 x 4
     out, err = capsys.readouterr()
     assert status == 0, err
-    assert pngs(run_dir) == IMAGE_FIGURES | ANY_DATA | {"class_samples.png", "manifold.png"}
+    assert pngs(run_dir) == IMAGE_FIGURES | ANY_DATA | {*CONDITIONAL_FIGURES, "manifold.png"}
     assert "skipped" not in out
 
 

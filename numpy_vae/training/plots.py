@@ -217,6 +217,7 @@ def _labelled_rows(
     title: str,
     xlabel: str,
     path: str | os.PathLike[str],
+    col_labels: Sequence[str] = (),
 ) -> None:
     pad = 2
     grid = image_grid(images, rows, cols, pad=pad)
@@ -229,7 +230,11 @@ def _labelled_rows(
         ax.set_yticks([pad + cell * r + side / 2 for r in range(rows)], row_labels)
     else:
         ax.set_yticks([])
-    ax.set_xticks([])
+    if col_labels:  # each label at the middle of its column
+        ax.set_xticks([pad + cell * c + side / 2 for c in range(cols)], col_labels)
+        ax.tick_params(axis="x", length=0)
+    else:
+        ax.set_xticks([])
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     for spine in ax.spines.values():
@@ -239,13 +244,33 @@ def _labelled_rows(
 
 
 def plot_class_samples(
-    images: numpy.ndarray, per_class: int, path: str | os.PathLike[str], label_name: str = "digit"
+    images: numpy.ndarray,
+    per_class: int,
+    path: str | os.PathLike[str],
+    label_name: str = "digit",
+    temperature: float = 1.0,
 ) -> None:
-    """Conditional samples: row d holds ``per_class`` draws of p(x | z, y = d), z ~ N(0, I);
+    """Conditional samples: row d holds ``per_class`` decoder means of p(x | z, y = d), with
+    z ~ N(0, T^2 I) at the ``temperature`` T; below T = 1 the first column is z = 0.
     ``label_name`` as in :func:`plot_latent_means`."""
+    if temperature == 1.0:
+        title, xlabel = f"Conditional samples, one row per {label_name} y", "z ~ N(0, I)"
+    else:
+        title = f"Conditional samples at T = {temperature:g}, one row per {label_name} y"
+        xlabel = f"first column z = 0, then z = {temperature:g} eps, eps ~ N(0, I)"
+    _labelled_rows(images, 10, per_class, [str(d) for d in range(10)], title, xlabel, path)
+
+
+def plot_analogies(
+    rows: numpy.ndarray, labels: Sequence[int], path: str | os.PathLike[str], label_name: str
+) -> None:
+    """Style analogies: ``rows`` (n, 1 + C, D), a test image, then its posterior mean (encoded
+    with its own label, ``labels[i]``) decoded with each label 0..C-1."""
+    n, cols = rows.shape[0], rows.shape[1]
     _labelled_rows(
-        images, 10, per_class, [str(d) for d in range(10)],
-        f"Conditional samples, one row per {label_name} y", "samples z ~ N(0, I)", path,
+        rows.reshape(n * cols, -1), n, cols, [f"{label_name} {int(k)}" for k in labels],
+        f"Style analogies: each test {label_name}'s z decoded with every label",
+        f"input | decoded with y = 0 to {cols - 2}", path, ["input", *map(str, range(cols - 1))],
     )  # fmt: skip
 
 

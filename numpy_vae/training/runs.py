@@ -12,7 +12,9 @@
         kl_per_dim.png       each latent dimension's KL on the test set, active units marked
         traversal.png        the most informative latent dimensions varied one at a time
         interpolation.png    decoded points between two test digits' posterior means
-        class_samples.png    conditional model only: one row of samples per digit
+        class_samples.png    conditional model only: one row of samples per digit, z ~ N(0, I)
+        class_samples_t0.5.png  the same at temperature 0.5, first column z = 0
+        analogies.png        conditional model only: test digits' z decoded with every label
         latent_means.png     2-D latent only: test-set posterior means coloured by digit
         manifold.png         2-D latent only: images decoded from a grid over N(0, 1) quantiles
 
@@ -54,6 +56,7 @@ from numpy_vae.training.checkpoint import (
     params_sha256,
     save_checkpoint,
 )
+from numpy_vae.training.conditional import CONDITIONAL_FIGURES, write_conditional_figures
 from numpy_vae.training.data import Dataset, data_record
 from numpy_vae.training.evaluate import (
     active_units,
@@ -752,7 +755,7 @@ def _variant_figures(
     data_values = _data_values(trainer)
     if plots.image_side(data_values) is None:
         skipped += ["traversal.png", "interpolation.png"]
-        skipped += ["class_samples.png"] if cfg.conditional else []
+        skipped += list(CONDITIONAL_FIGURES) if cfg.conditional else []
         return written
 
     fixed_y: Callable[[int], Any] = lambda n: None  # noqa: E731
@@ -785,16 +788,5 @@ def _variant_figures(
     written.append(run_dir / "interpolation.png")
 
     if cfg.conditional:
-        per_class = 10
-        z = backend.asarray(
-            numpy.random.default_rng(cfg.seed).standard_normal((10 * per_class, model.latent_dim))
-        )
-        y = xp.repeat(xp.arange(10), per_class)
-        plots.plot_class_samples(
-            shown(model.decode(z, y)),
-            per_class,
-            run_dir / "class_samples.png",
-            plots.class_word(data_values),
-        )
-        written.append(run_dir / "class_samples.png")
+        written += write_conditional_figures(trainer, run_dir, shown)
     return written
