@@ -322,6 +322,11 @@ def train_epoch(
     return total / len(order)
 
 
+def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl``: one JSON object per epoch, written atomically."""
+    write_atomic(path, lambda f: f.write("".join(json.dumps(h) + "\n" for h in history)), "w")
+
+
 def train_row(
     config: dict[str, Any],
     data: StudyData,
@@ -365,6 +370,7 @@ def train_row(
     for stale in run_dir.glob(".*.part"):  # a killed write's temporary file
         stale.unlink(missing_ok=True)
     write_json(run_dir / CONFIG, config)
+    write_metrics(run_dir / METRICS, history)  # behind the checkpoint if killed between them
     visible, hidden = quadrant_data(data.train_images, config["n_given"], data.side)
     while len(history) < epochs:
         epoch = len(history) + 1
@@ -382,11 +388,7 @@ def train_row(
         )  # fmt: skip
         history.append({"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - start})
         save_row(run_dir / CHECKPOINT, config, model, adam, history)
-        write_atomic(
-            run_dir / METRICS,
-            lambda f: f.write("".join(json.dumps(h) + "\n" for h in history)),
-            "w",
-        )
+        write_metrics(run_dir / METRICS, history)
         name = f"{config['model']} given {config['n_given']}"
         print(
             f"{name}: epoch {epoch:>3}/{epochs}  train {loss:8.3f} nats  "
