@@ -156,3 +156,9 @@ def test_another_setting_in_the_same_folder_is_refused_not_read_back(npz, tmp_pa
     np.savez(other, train_images=images(rng, 100), test_images=images(rng, 20))
     err = usage_error(main, [*quick, "--hidden", "16", "--data-file", str(other)])
     assert "data_sha256" in err
+    figures = ["--figures", str(tmp_path / "figs"), "--data-file", str(other)]
+    assert "trained on other data" in usage_error(main, [*quick, "--hidden", "16", *figures])
+    checkpoint = tmp_path / run_name("baseline", 2) / "checkpoint.npz"
+    checkpoint.write_bytes(b"not an archive")
+    err = usage_error(main, [*quick, "--hidden", "16"])
+    assert "not a completion study checkpoint" in err and str(checkpoint) in err
