@@ -21,6 +21,7 @@ PROGRAMS = {
     "burda-study": "burda_study",
     "collapse-study": "collapse_study",
     "disentanglement-study": "disentanglement_study",
+    "completion-study": "completion_study",
     "make-golden": "make_golden",
     "summarize-runs": "summarize_runs",
 }

@@ -1,0 +1,212 @@
+"""The command line of ``scripts/completion_study.py``: MNIST quadrant completion.
+
+Trains a row per model (the baseline network, the CVAE with a learned prior) and number of given
+quadrants (1, 2, 3), all with one budget, on MNIST binarized at 0.5, and measures each on a fixed
+subset of the test images: the baseline's exact negative conditional log-likelihood, the CVAE's
+negative ELBO and its importance-sampled negative conditional log-likelihood for each S of
+--iw-samples (nats per image). Stopped anywhere, the same command continues (each row resumes
+from its checkpoint; a measured row is read back). --table prints the measured rows beside
+Pyro's published table; --figures draws, for each number of given quadrants, the visible part,
+the truth, the baseline's prediction and several completions of the CVAE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from numpy_vae.cli.common import (
+    Parser,
+    add_progress_flags,
+    add_study_folders,
+    chosen_rows,
+    fail,
+    finite_float,
+    hidden_widths,
+    load_dataset,
+    nonnegative_int,
+    positive_int,
+    run_study,
+)
+from numpy_vae.experiments.completion_study import (
+    BASE,
+    GIVENS,
+    IW_SAMPLES,
+    MODELS,
+    collect,
+    load_row_model,
+    markdown_table,
+    plot_completions,
+    run_name,
+    run_row,
+    study_data,
+)
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        )
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="completion_study.py", description=__doc__.split("\n\n", 1)[1])
+    p.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated models, from baseline, cvae"
+    )
+    p.add_argument(
+        "--given",
+        type=positive_ints,
+        default=GIVENS,
+        metavar="N1,N2,...",
+        help="numbers of given quadrants, comma-separated, from 1, 2, 3 (default: 1,2,3)",
+    )
+    p.add_argument(
+        "--epochs", type=positive_int, default=BASE["epochs"], help="the budget of every row"
+    )
+    p.add_argument(
+        "--hidden",
+        type=hidden_widths,
+        default=BASE["widths"],
+        metavar="W1,W2,...",
+        help="hidden widths of every network, comma-separated (default: 500,500)",
+    )
+    p.add_argument(
+        "--latent-dim", type=positive_int, default=BASE["latent_dim"], help="size of the CVAE's z"
+    )
+    p.add_argument(
+        "--lr", type=finite_float(0, False), default=BASE["lr"], help="Adam learning rate"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=BASE["batch_size"], help="examples per step"
+    )
+    p.add_argument(
+        "--test-images",
+        type=positive_int,
+        default=1000,
+        help="test images (drawn at random once, the same for every row) to measure on",
+    )
+    p.add_argument(
+        "--iw-samples",
+        type=positive_ints,
+        default=IW_SAMPLES,
+        metavar="S1,S2,...",
+        help="importance samples of the CVAE's estimate, comma-separated (default: 1,10,100,1000)",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="seed of every row (0: runs/completion_<model>_given<N>; S: ..._seed<S>)",
+    )
+    add_study_folders(p)
+    p.add_argument(
+        "--data-file",
+        type=Path,
+        help="an .npz of uint8 train_images and test_images (square, even side) instead of MNIST",
+    )
+    p.add_argument(
+        "--table", action="store_true", help="train nothing: print the measured rows' table"
+    )
+    p.add_argument(
+        "--figures",
+        type=Path,
+        metavar="DIR",
+        help="train nothing: draw completion_given<N>.png of the measured rows into DIR",
+    )
+    add_progress_flags(p, "batches")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/completion_study.py``; returns the exit status."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        models = chosen_rows(args.models, MODELS)
+    except ValueError as err:
+        return fail(p.prog, str(err).replace("row(s)", "model(s)"))
+    if not set(args.given) <= set(GIVENS):
+        return fail(p.prog, f"--given: 1, 2 or 3 quadrants, got {','.join(map(str, args.given))}")
+    if args.table:
+        found = {k: r for k, r in collect(args.runs_dir, args.seed).items() if wanted(k, args)}
+        if not found:
+            where = f"{args.runs_dir}/{run_name('<model>', args.given[0], args.seed)}/"
+            return fail(p.prog, f"no measured row under {where}")
+        print(markdown_table(found))
+        if not args.figures:
+            return 0
+
+    def body() -> None:
+        dataset, source = load_dataset(args.data_dir, args.data_file)
+        data = study_data(dataset.train_images, dataset.test_images, source)
+        if args.figures:
+            draw(args, models, data, p.prog)
+            return
+        bar = not args.no_progress and sys.stderr.isatty()
+        for n_given in args.given:
+            for model in models:
+                r = run_row(
+                    model,
+                    n_given,
+                    data,
+                    args.runs_dir,
+                    seed=args.seed,
+                    test_images=args.test_images,
+                    iw_samples=args.iw_samples,
+                    progress=bar,
+                    log_interval=args.log_interval,
+                    epochs=args.epochs,
+                    widths=args.hidden,
+                    latent_dim=args.latent_dim,
+                    lr=args.lr,
+                    batch_size=args.batch_size,
+                )
+                print(row_line(r), flush=True)
+
+    return run_study(p.prog, body, "a row")
+
+
+def wanted(key: tuple[str, int], args: argparse.Namespace) -> bool:
+    model, n_given = key
+    return model in args.models.split(",") and n_given in args.given
+
+
+def draw(args: argparse.Namespace, models: list[str], data: Any, prog: str) -> None:
+    """``--figures``: a figure per number of given quadrants with a trained row."""
+    written = []
+    for n_given in args.given:
+        trained = {}
+        for model in models:
+            run_dir = args.runs_dir / run_name(model, n_given, args.seed)
+            if (run_dir / "completion.json").is_file():
+                trained[model], config = load_row_model(run_dir)
+                if config["data_sha256"] != data.sha256:
+                    raise ValueError(f"{run_dir} was trained on other data than {data.source}")
+        if trained:
+            path = args.figures / f"completion_given{n_given}.png"
+            plot_completions(trained, data, n_given, path, seed=args.seed)
+            written.append(str(path))
+    if not written:
+        where = f"{args.runs_dir}/{run_name('<model>', args.given[0], args.seed)}/"
+        raise ValueError(f"no measured row under {where}")
+    print(f"wrote {', '.join(written)}")
+
+
+def row_line(r: dict[str, Any]) -> str:
+    """The line ``main`` prints for a measured row."""
+    head = f"{r['model']} given {r['n_given']} (epoch {r['epoch']}): "
+    if r["model"] == "baseline":
+        return head + f"-log p(hidden|visible) {r['neg_cll']:.2f} ± {r['neg_cll_se']:.2f}"
+    iw = ", ".join(f"S={s} {v:.2f}" for s, v in r["neg_cll_iw"].items())
+    return head + f"-ELBO {r['neg_elbo']:.2f} ± {r['neg_elbo_se']:.2f}; -log p(hidden|visible) {iw}"
