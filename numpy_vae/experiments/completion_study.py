@@ -46,7 +46,7 @@ from numpy_vae.training.checkpoint import CheckpointError, params_sha256
 from numpy_vae.training.data import binarize, load_mnist, scale_images
 from numpy_vae.training.plots import save_figure
 from numpy_vae.training.progress import Progress
-from numpy_vae.training.runs import CHECKPOINT, CONFIG, METRICS, ConfigMismatch
+from numpy_vae.training.runs import CHECKPOINT, CONFIG, METRICS, check_config
 
 
 def quadrant_data(
@@ -149,6 +149,9 @@ PYRO = {1: (100.4, 71.8), 2: (61.9, 51.0), 3: (25.4, 24.2)}
 #: Draws of z per test image for the CVAE's negative ELBO (Pyro's ``num_particles``).
 ELBO_PARTICLES = 10
 RESULT = "completion.json"
+#: What may change between two invocations of a row: more epochs, and the data's name (its
+#: hash is compared).
+ROW_IGNORE = ("epochs", "data")
 FORMAT = 1
 #: Test images evaluated per pass (bounds the memory of the importance sampling).
 EVAL_BLOCK = 100
@@ -211,38 +214,6 @@ def build_model(config: dict[str, Any]) -> CompletionModel:
     if config["model"] == "baseline":
         return CompletionBaseline(*dims, widths, activation, seed=seed)
     return CompletionCVAE(*dims, widths, config["latent_dim"], activation, seed=seed)
-
-
-def check_row_config(
-    run_dir: Path, config: dict[str, Any], stored: dict[str, Any] | None = None
-) -> None:
-    """Refuse the folder of a row trained with another configuration (anything but the epochs
-    and the data's name differs): ``stored`` is the configuration found there, by default its
-    ``config.json``.
-
-    Raises
-    ------
-    ConfigMismatch
-        In one line, naming the settings that differ.
-    """
-    if stored is None:
-        try:
-            stored = json.loads((run_dir / CONFIG).read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(
-                f"{run_dir / CONFIG}: cannot read the run's configuration ({err})"
-            ) from err
-    keys = sorted((set(stored) | set(config)) - {"epochs", "data"})
-    differ = [
-        f"{key} {stored.get(key)} (asked: {config.get(key)})"
-        for key in keys
-        if stored.get(key) != config.get(key)
-    ]
-    if differ:
-        raise ConfigMismatch(
-            f"{run_dir} holds a run trained with {', '.join(differ)}: give this setting its own "
-            f"runs folder (--runs-dir), or remove {run_dir}"
-        )
 
 
 def save_row(path: Path, config: dict[str, Any], model: CompletionModel, adam: Adam,
@@ -351,9 +322,9 @@ def train_row(
     epochs = config["epochs"]
     if (run_dir / CHECKPOINT).is_file():
         if (run_dir / CONFIG).is_file():
-            check_row_config(run_dir, config)
+            check_config(run_dir, config, ROW_IGNORE)
         state = load_row(run_dir / CHECKPOINT)
-        check_row_config(run_dir, config, state["config"])
+        check_config(run_dir, config, ROW_IGNORE, state["config"])
         model, adam = restore(state)
         history = state["history"]
         if len(history) > epochs:
@@ -479,7 +450,7 @@ def run_row(
     run_dir = Path(runs_dir) / run_name(model, n_given, seed)
     path = run_dir / RESULT
     if (run_dir / CONFIG).is_file():
-        check_row_config(run_dir, config)
+        check_config(run_dir, config, ROW_IGNORE)
     wanted = {"config": config, "test_images": test_images}
     if model == "cvae":
         wanted["iw_samples"] = list(iw_samples)

@@ -243,7 +243,7 @@ def train_or_resume(
     """
     resume = (run_dir / CHECKPOINT).is_file()
     if resume and (run_dir / CONFIG).is_file():
-        check_config(run_dir, config)
+        check_config(run_dir, json.loads(json.dumps(config.to_json())))  # tuples as lists
     options = {"progress": progress, "log_interval": log_interval, "extra_config": extra_config}
     return train_run(config, data, run_dir, resume=resume, **options)
 
@@ -256,22 +256,35 @@ class ConfigMismatch(ValueError):
     """A run is reopened with another configuration than its ``config.json`` records."""
 
 
-def check_config(run_dir: Path, config: TrainConfig) -> None:
-    """Refuse to continue the run in ``run_dir`` with ``config`` if any setting other than
-    ``epochs`` differs from the one it was trained with (a changed ``--hidden`` between two
-    invocations of a study would otherwise fail on the checkpoint's shapes, or worse, read
-    back the other setting's figures)."""
-    try:
-        stored = json.loads((run_dir / CONFIG).read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"{run_dir / CONFIG}: cannot read the run's configuration ({err})"
-        ) from err
-    wanted = json.loads(json.dumps(config.to_json()))  # tuples as JSON lists, as stored
+def check_config(
+    run_dir: Path,
+    wanted: dict[str, Any],
+    ignore: tuple[str, ...] = ("epochs",),
+    stored: dict[str, Any] | None = None,
+) -> None:
+    """Refuse to continue the run in ``run_dir`` with the configuration ``wanted`` (as JSON
+    values) if any setting it names, other than those in ``ignore``, differs from the one the
+    run was trained with: ``stored``, by default its ``config.json``. A changed ``--hidden``
+    between two invocations of a study would otherwise fail on the checkpoint's shapes, or
+    worse, read back the other setting's figures. A setting the stored configuration lacks (a
+    run from before the setting existed) is not compared.
+
+    Raises
+    ------
+    ConfigMismatch
+        In one line, naming each setting that differs.
+    """
+    if stored is None:
+        try:
+            stored = json.loads((run_dir / CONFIG).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"{run_dir / CONFIG}: cannot read the run's configuration ({err})"
+            ) from err
     differ = [
         f"{key} {stored[key]} (asked: {value})"
         for key, value in wanted.items()
-        if key != "epochs" and key in stored and stored[key] != value
+        if key not in ignore and key in stored and stored[key] != value
     ]
     if differ:
         raise ConfigMismatch(
