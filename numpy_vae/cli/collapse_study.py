@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from numpy_vae.cli.common import (
     Parser,
     add_progress_flags,
     add_study_folders,
+    add_study_reports,
     chosen_rows,
     fail,
     nonnegative_int,
@@ -63,15 +63,7 @@ def parser() -> argparse.ArgumentParser:
         "same rows repeated)",
     )
     add_study_folders(p)
-    p.add_argument(
-        "--table", action="store_true", help="train nothing: print the measured rows' table"
-    )
-    p.add_argument(
-        "--figures",
-        type=Path,
-        metavar="DIR",
-        help="train nothing: draw kl_per_dim.png and samples.png of the measured rows into DIR",
-    )
+    add_study_reports(p, "kl_per_dim.png and samples.png")
     add_progress_flags(p, "batches")
     return p
 

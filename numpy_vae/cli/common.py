@@ -428,6 +428,28 @@ def run_study(prog: str, body: Callable[[], None], measuring: str) -> int:
     return 0
 
 
+def add_study_reports(parser: argparse.ArgumentParser, figures: str) -> None:
+    """Add ``--table`` and ``--figures DIR``, the two reports of a study's measured rows, each
+    of which trains nothing.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The study's parser.
+    figures : str
+        What ``--figures`` draws, for its help ("kl_per_dim.png and samples.png").
+    """
+    parser.add_argument(
+        "--table", action="store_true", help="train nothing: print the measured rows' table"
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        metavar="DIR",
+        help=f"train nothing: draw {figures} of the measured rows into DIR",
+    )
+
+
 def add_study_folders(parser: argparse.ArgumentParser) -> None:
     """Add ``--runs-dir`` (the parent of a study's runs) and ``--data-dir`` (the MNIST cache) to
     the parser of a study that trains its rows on MNIST: the folders :func:`run_rows` reads.

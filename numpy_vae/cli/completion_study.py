@@ -22,6 +22,7 @@ from numpy_vae.cli.common import (
     Parser,
     add_progress_flags,
     add_study_folders,
+    add_study_reports,
     chosen_rows,
     fail,
     finite_float,
@@ -115,15 +116,7 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="an .npz of uint8 train_images and test_images (square, even side) instead of MNIST",
     )
-    p.add_argument(
-        "--table", action="store_true", help="train nothing: print the measured rows' table"
-    )
-    p.add_argument(
-        "--figures",
-        type=Path,
-        metavar="DIR",
-        help="train nothing: draw completion_given<N>.png of the measured rows into DIR",
-    )
+    add_study_reports(p, "completion_given<N>.png")
     add_progress_flags(p, "batches")
     return p
 
