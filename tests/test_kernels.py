@@ -29,6 +29,14 @@ ReLU (:func:`numpy_vae.fast.kernels.relu_forward`, :func:`~numpy_vae.fast.kernel
 bitwise the specification's layer on any shape and value (hypothesis; -0, infinities and NaN
 included) and the device passes; a forward as ``max(x, 0)`` and a backward with the slope 1 at
 0 differ.
+
+The reparameterization and KL (:func:`numpy_vae.fast.kernels.reparam_kl_forward`,
+:func:`~numpy_vae.fast.kernels.reparam_kl_backward`, as
+:class:`numpy_vae.fast.objectives.FastELBO` calls them after NumPy's exps): z, the KL terms and
+the gradient in ``[mu | logvar]`` bitwise the specification's (:mod:`numpy_vae.reparam`,
+:mod:`numpy_vae.kl`, the sum of :meth:`numpy_vae.VAE.backward`) on any shape, KL weight and free
+bits' weights (hypothesis); copies that regroup the KL's sum or the path term's product differ.
+(``tests/test_fast_vs_reference.py`` plants a doubled KL gradient in the step itself.)
 """
 
 import math
@@ -415,3 +423,94 @@ def test_without_numba_installed_the_package_imports_and_trains_the_specificatio
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("numba is not importable"), lines
     assert float(done.stdout) > 0
+
+
+# --------------------------------------------------------------- the reparameterization and KL
+def reparam_kl_passes(stats, eps, d_z, weight):
+    """The specification: :func:`~numpy_vae.reparam.reparameterize`, the KL and the sum of the
+    two paths into ``[mu | logvar]`` as :meth:`numpy_vae.VAE.backward` writes it."""
+    from numpy_vae.kl import kl_standard_normal
+    from numpy_vae.reparam import reparameterize, reparameterize_backward
+
+    latent = eps.shape[1]
+    mu, logvar = stats[:, :latent], stats[:, latent:]
+    z, cache = reparameterize(mu, logvar, eps, np)
+    kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, np)
+    d_mu, d_logvar = reparameterize_backward(d_z, cache)
+    return z, kl, np.concatenate([d_mu_kl * weight + d_mu, d_logvar_kl * weight + d_logvar], 1)
+
+
+def reparam_kl_kernels(stats, eps, d_z, weight, forward=None, backward=None):
+    """The kernels as :class:`numpy_vae.fast.objectives.FastELBO` calls them (NumPy's exps)."""
+    forward = forward or kernels.reparam_kl_forward
+    backward = backward or kernels.reparam_kl_backward
+    latent = eps.shape[1]
+    logvar = stats[:, latent:]
+    sigma, var, z, kl = (np.empty_like(eps) for _ in range(4))
+    np.exp(np.multiply(logvar, 0.5, out=sigma), out=sigma)
+    np.exp(logvar, out=var)
+    forward(stats, eps, sigma, var, z, kl)
+    d_stats = np.empty_like(stats)
+    weight = np.broadcast_to(np.asarray(weight, dtype=stats.dtype), (latent,))
+    backward(stats, d_z, eps, sigma, var, weight, d_stats)
+    return z, kl, d_stats
+
+
+def reparam_kl_forward_regrouped(stats, eps, sigma, var, z, kl):
+    """Planted: the KL as ``(mu^2 + (e^v - v)) - 1`` (the same sum, another grouping)."""
+    latent = z.shape[1]
+    mu, logvar = stats[:, :latent], stats[:, latent:]
+    z[...] = mu + sigma * eps
+    kl[...] = 0.5 * (mu * mu + (var - logvar) - 1)
+
+
+def reparam_kl_backward_regrouped(stats, d_z, eps, sigma, var, weight, d_stats):
+    """Planted: the path term as ``d_z (eps sigma) / 2`` (the same product, another grouping)."""
+    latent = d_z.shape[1]
+    d_stats[:, :latent] = stats[:, :latent] * weight + d_z
+    d_stats[:, latent:] = 0.5 * (var - 1) * weight + d_z * (eps * sigma) * 0.5
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 9), st.integers(1, 24)),
+    free_bits=st.booleans(),
+    kl_weight=st.sampled_from([1.0, 0.3, 0.0]),
+    data=st.data(),
+)
+def test_reparam_kl_kernels_equal_the_specification_bitwise(dtype, shape, free_bits, kl_weight,
+                                                            data):  # fmt: skip
+    """z, the KL terms and the gradient in ``[mu | logvar]`` bit for bit, on any shape, for a
+    KL weight and for free bits' 0/1 weight per dimension (logvar in [-30, 30], mu and the
+    incoming gradient up to 1e4 in size)."""
+    n, latent = shape
+    mu = data.draw(arrays(dtype, shape, elements=st.floats(-1e4, 1e4, width=32).map(dtype)))
+    logvar = data.draw(arrays(dtype, shape, elements=st.floats(-30, 30, width=32).map(dtype)))
+    eps = data.draw(arrays(dtype, shape, elements=st.floats(-6, 6, width=32).map(dtype)))
+    d_z = data.draw(arrays(dtype, shape, elements=st.floats(-1e4, 1e4, width=32).map(dtype)))
+    weight = kl_weight
+    if free_bits:
+        weight = kl_weight * data.draw(arrays(dtype, (latent,), elements=st.sampled_from([0, 1])))
+    stats = np.concatenate([mu, logvar], 1)
+    for got, want in zip(reparam_kl_kernels(stats, eps, d_z, weight),
+                         reparam_kl_passes(stats, eps, d_z, weight), strict=True):  # fmt: skip
+        assert same_bits(got, want)
+
+
+@pytest.mark.parametrize("planted", ["forward", "backward"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reparam_kl_check_bites(dtype, planted):
+    """A copy that regroups the KL's sum, or the path term's product, differs somewhere on a
+    64 x 20 batch (the bitwise check above would catch it)."""
+    rng = np.random.default_rng(0)
+    stats = (rng.standard_normal((64, 40)) * 3).astype(dtype)
+    eps, d_z = (rng.standard_normal((64, 20)).astype(dtype) for _ in range(2))
+    copy = {"forward": reparam_kl_forward_regrouped, "backward": reparam_kl_backward_regrouped}
+    got = reparam_kl_kernels(stats, eps, d_z, 1.0, **{planted: copy[planted]})
+    want = reparam_kl_passes(stats, eps, d_z, 1.0)
+    assert not all(same_bits(a, b) for a, b in zip(got, want, strict=True))

@@ -142,6 +142,56 @@ def relu_backward(d, y):  # noqa: ANN001, ANN201
             d[r, j] = d[r, j] * (one if y[r, j] > zero else zero)
 
 
+@kernel
+def reparam_kl_forward(stats, eps, sigma, var, z, kl):  # noqa: ANN001, ANN201
+    r"""The reparameterized sample and the KL terms, in one pass, given
+    :math:`\sigma = \exp(\tfrac12 v)` and :math:`e^{v}` (NumPy's SIMD passes):
+
+    .. math::
+        z = \mu + \sigma \odot \epsilon,\qquad
+        \mathrm{KL} = \tfrac12\left(\mu^2 + e^{v} - v - 1\right)
+
+    ``stats`` is the head's output ``[mu | v]`` (B, 2L), ``v = logvar``; ``eps``, ``sigma``,
+    ``var``, ``z`` and ``kl`` are (B, L). The operations and their order are those of
+    :func:`numpy_vae.reparam.reparameterize` and :func:`numpy_vae.kl.kl_standard_normal`.
+    """
+    rows, latent = z.shape
+    half = var.dtype.type(0.5)
+    one = var.dtype.type(1)
+    for r in range(rows):
+        for j in range(latent):
+            mu, logvar = stats[r, j], stats[r, latent + j]
+            z[r, j] = mu + sigma[r, j] * eps[r, j]
+            kl[r, j] = half * (mu * mu + var[r, j] - logvar - one)
+
+
+@kernel
+def reparam_kl_backward(stats, d_z, eps, sigma, var, weight, d_stats):  # noqa: ANN001, ANN201
+    r"""The gradient in ``[mu | v]`` of the decoder's path through ``z`` and of the weighted KL,
+    in one pass:
+
+    .. math::
+        \frac{\partial L}{\partial \mu} = w\,\mu + \frac{\partial L}{\partial z},\qquad
+        \frac{\partial L}{\partial v} = w\,\tfrac12\left(e^{v} - 1\right)
+            + \frac{\partial L}{\partial z} \odot \epsilon \odot \sigma \cdot \tfrac12
+
+    ``weight`` (L,) is the KL term's weight ``w`` of each latent dimension
+    (:func:`numpy_vae.kl.weighted_kl`); ``d_z``, ``eps``, ``sigma`` and ``var`` are (B, L),
+    ``stats`` and ``d_stats`` (B, 2L). The order is that of
+    :func:`numpy_vae.reparam.reparameterize_backward` and :meth:`numpy_vae.VAE.backward`.
+    """
+    rows, latent = d_z.shape
+    half = var.dtype.type(0.5)
+    one = var.dtype.type(1)
+    for r in range(rows):
+        for j in range(latent):
+            w = weight[j]
+            d_z_j = d_z[r, j]
+            d_stats[r, j] = stats[r, j] * w + d_z_j
+            path = d_z_j * eps[r, j] * sigma[r, j] * half
+            d_stats[r, latent + j] = half * (var[r, j] - one) * w + path
+
+
 #: The kernels, each with example arguments of each dtype (see :func:`compile_seconds`).
 def _examples() -> list[tuple[Any, tuple]]:
     import numpy
@@ -155,6 +205,8 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((bernoulli_terms, (*b, True)))
         out.append((relu_forward, (b[0],)))
         out.append((relu_backward, (b[0], b[1])))
+        out.append((reparam_kl_forward, tuple(b[:6])))
+        out.append((reparam_kl_backward, (*b[:5], a[0], b[5])))
     return out
 
 
