@@ -536,10 +536,13 @@ def test_negligible_weights_make_no_subnormal_gradients(kernel):
 
 
 def test_the_subnormal_check_bites(monkeypatch):
-    """Planted: the fast step without the flush; its output gradient then holds subnormals."""
+    """Planted: the fast step without the flush (neither the softmax kernel's nor the device
+    path's); its output gradient then holds subnormals."""
     import numpy_vae.fast.objectives as fast_objectives
+    from numpy_vae.fast.kernels import softmax_rows
 
     monkeypatch.setattr(fast_objectives, "flush_negligible_weights", lambda w_tilde, xp: w_tilde)
+    monkeypatch.setattr(fast_objectives, "softmax_rows", lambda e, tau: softmax_rows(e, tau - tau))
     _, fast, x, y, eps = spread_weights_pair()
     fast.loss(x, y, eps=eps, grad=False)
     assert subnormals(fast.objective._cache[1]) > 0

@@ -192,6 +192,99 @@ def reparam_kl_backward(stats, d_z, eps, sigma, var, weight, d_stats):  # noqa: 
             d_stats[r, latent + j] = half * (var[r, j] - one) * w + path
 
 
+@kernel
+def importance_log_weights(stats, eps, z, log_px, log_w, shifted):  # noqa: ANN001, ANN201
+    r"""The samples' log weights and their shift by each example's largest, in one pass:
+
+    .. math::
+        \log w_k = \log p(x \mid z_k) + \tfrac12 \textstyle\sum_j
+            \left(\epsilon_{kj}^2 + v_j - z_{kj}^2\right),\qquad
+        s_k = \log w_k - \max_j \log w_j
+
+    the specification's ``log p(x|z) + log p(z) - log q(z|x)`` with the two ``log 2 pi`` terms
+    cancelled before rounding (:func:`numpy_vae.bounds.log_prior`,
+    :func:`~numpy_vae.bounds.log_posterior`) and the sum over the L latent dimensions a running
+    one: within the bound of ``tests/test_kernels.py``. ``s`` is the exponent of
+    :func:`numpy_vae.bounds.normalized_weights` (a row with a NaN is NaN). ``stats`` is
+    ``[mu | v]`` (B, 2L); ``eps`` and ``z`` (B, K, L); ``log_px``, ``log_w``, ``shifted`` (B, K).
+    """
+    rows, samples, latent = eps.shape
+    half = stats.dtype.type(0.5)
+    for b in range(rows):
+        for k in range(samples):
+            total = half - half
+            for j in range(latent):
+                e, z_j = eps[b, k, j], z[b, k, j]
+                total += e * e + stats[b, latent + j] - z_j * z_j
+            log_w[b, k] = log_px[b, k] + half * total
+        m = log_w[b, 0]
+        for k in range(1, samples):
+            m = log_w[b, k] if log_w[b, k] > m or log_w[b, k] != log_w[b, k] else m
+            if m != m:
+                break
+        for k in range(samples):
+            shifted[b, k] = log_w[b, k] - m
+
+
+@kernel
+def softmax_rows(e, tau):  # noqa: ANN001, ANN201
+    r"""The normalized weights in place from :math:`e_k = \exp(\log w_k - \max_j \log w_j)`
+    (NumPy's exp), those below ``tau`` set to 0:
+
+    .. math:: \tilde w_k = \frac{e_k}{\sum_j e_j},\qquad
+              \tilde w_k \leftarrow 0 \text{ where } \tilde w_k < \tau
+
+    (:func:`numpy_vae.fast.objectives.flush_negligible_weights` gives ``tau`` and what the
+    flush changes). The sum over the K samples is a running one (NumPy's is pairwise from 8
+    samples on): within ``(2 K + 2) u`` of the specification's weight, relative.
+    """
+    zero = tau - tau
+    for b in range(e.shape[0]):
+        total = zero
+        for k in range(e.shape[1]):
+            total += e[b, k]
+        for k in range(e.shape[1]):
+            w = e[b, k] / total
+            e[b, k] = zero if w < tau else w
+
+
+@kernel
+def weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats):  # noqa: ANN001, ANN201
+    r"""The plain reparameterized estimator's gradient of minus the bound in ``[mu | v]``:
+
+    .. math::
+        -\frac{\partial L}{\partial \mu} = -\sum_k \tilde w_k g_k,\qquad
+        -\frac{\partial L}{\partial v} = -\Bigl(\sum_k \tilde w_k g_k \odot
+            \tfrac12 \sigma \odot \epsilon_k + \tfrac12\Bigr),\qquad
+        \tilde w_k g_k = -(d_k + \tilde w_k z_k)
+
+    with :math:`d_k` the decoder's backward in ``z_k`` (``d_rows`` (B K, at least L), the
+    weights already on its rows); :class:`numpy_vae.bounds.Reparameterized` and
+    :meth:`numpy_vae.fast.objectives.FastMultiSample.backward`, bit for bit for L >= 2: the
+    sums run over k in order, from the first term, as NumPy's sum over a (B, K, L) array's
+    middle axis does (for L = 1 that axis is contiguous and NumPy sums it pairwise from 8
+    samples on, so the caller takes the passes there).
+    ``w_tilde`` (B, K), ``z`` and ``eps`` (B, K, L), ``sigma`` (B, L), ``d_stats`` (B, 2L).
+    """
+    rows, samples, latent = eps.shape
+    half = sigma.dtype.type(0.5)
+    for b in range(rows):
+        for k in range(samples):
+            w = w_tilde[b, k]
+            for j in range(latent):
+                g = -(d_rows[b * samples + k, j] + w * z[b, k, j])
+                path = g * (half * sigma[b, j] * eps[b, k, j])
+                if k == 0:
+                    d_stats[b, j] = g
+                    d_stats[b, latent + j] = path
+                else:
+                    d_stats[b, j] += g
+                    d_stats[b, latent + j] += path
+        for j in range(latent):
+            d_stats[b, j] = -d_stats[b, j]
+            d_stats[b, latent + j] = -(d_stats[b, latent + j] + half)
+
+
 #: The kernels, each with example arguments of each dtype (see :func:`compile_seconds`).
 def _examples() -> list[tuple[Any, tuple]]:
     import numpy
@@ -207,6 +300,10 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((relu_backward, (b[0], b[1])))
         out.append((reparam_kl_forward, tuple(b[:6])))
         out.append((reparam_kl_backward, (*b[:5], a[0], b[5])))
+        c = [numpy.zeros((1, 1, 1), dtype) for _ in range(2)]
+        out.append((importance_log_weights, (b[0], c[0], c[1], b[1], b[2], b[3])))
+        out.append((softmax_rows, (b[0], scalars[5])))
+        out.append((weighted_encoder_gradient, (b[0], b[1], c[0], c[1], b[2], b[3])))
     return out
 
 

@@ -20,9 +20,15 @@ from typing import Any
 import numpy
 
 from numpy_vae import inputs
-from numpy_vae.bounds import log_posterior, log_prior
+from numpy_vae.bounds import Reparameterized, log_posterior, log_prior
 from numpy_vae.fast.decoders import FastMLPDecoder
-from numpy_vae.fast.kernels import reparam_kl_backward, reparam_kl_forward
+from numpy_vae.fast.kernels import (
+    importance_log_weights,
+    reparam_kl_backward,
+    reparam_kl_forward,
+    softmax_rows,
+    weighted_encoder_gradient,
+)
 from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
 from numpy_vae.kl import kl_standard_normal, weighted_kl
 from numpy_vae.likelihoods import Bernoulli
@@ -218,12 +224,32 @@ class FastMultiSample(FastObjective):
             nll, out = model.likelihood.nll(out, x_rows.reshape(n * k, x.shape[1]))
             xw = None
         log_px = -nll.reshape(n, k)
-        log_w = log_px + log_prior(z) - log_posterior(eps, logvar)
-        w_tilde = flush_negligible_weights(self.spec.weights(log_w, xp), xp)
+        log_w, w_tilde = self._weights(model, stats, eps, z, log_px)
         out *= w_tilde.reshape(n * k, 1)  # rows kernel: w~_k sigmoid(l); x's part in backward
         self._cache = (stats, out, w_tilde, z, eps, sigma, x, xw)
         kl, _, _ = kl_standard_normal(mu, logvar, xp)
         return LossParts.of_bound(self.spec.bound(log_w, xp), log_px, kl)
+
+    def _weights(
+        self, model: Any, stats: Array, eps: Array, z: Array, log_px: Array
+    ) -> tuple[Array, Array]:
+        """``log w`` (B, K) and the flushed weights ``w~`` (B, K). On the host, ``log w`` and
+        its shift by each row's largest in one compiled pass
+        (:func:`~numpy_vae.fast.kernels.importance_log_weights`), and the IWAE's softmax and
+        flush in another (:func:`~numpy_vae.fast.kernels.softmax_rows`) after NumPy's exp."""
+        xp, latent = model.xp, model.latent_dim
+        if xp is not numpy:
+            log_w = log_px + log_prior(z) - log_posterior(eps, stats[:, latent:])
+            return log_w, flush_negligible_weights(self.spec.weights(log_w, xp), xp)
+        buffers, dtype = model.buffers["loss"], stats.dtype
+        log_w = buffers.get("log_w", log_px.shape, dtype)
+        w_tilde = buffers.get("w_tilde", log_px.shape, dtype)
+        importance_log_weights(stats, eps, z, log_px, log_w, w_tilde)  # w_tilde: the shift
+        if not isinstance(self.spec, IWAE):
+            return log_w, flush_negligible_weights(self.spec.weights(log_w, xp), xp)
+        xp.exp(w_tilde, out=w_tilde)
+        softmax_rows(w_tilde, dtype.type(xp.finfo(dtype).tiny ** 0.5))
+        return log_w, w_tilde
 
     def _bernoulli_rows(
         self, model: Any, logits: Array, x: Array, n: int, k: int
@@ -266,11 +292,15 @@ class FastMultiSample(FastObjective):
             d_h.reshape(n, k, -1)[...] -= w_tilde[:, :, None] * xw[:, None, :]
             d_rows = model.fast_decoder.backward(d_h, buffers["decoder"], start=i - 1)
         d_rows = d_rows[:, :latent]
-        w_tilde_g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)  # w~_k g_k
-        d_mu, d_logvar = self.spec.estimator.encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
         d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
-        xp.negative(d_mu, out=d_stats[:, :latent])
-        xp.negative(d_logvar, out=d_stats[:, latent:])
+        plain = type(self.spec.estimator) is Reparameterized
+        if xp is numpy and plain and latent > 1:  # one compiled pass (its docstring: L > 1)
+            weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats)
+        else:
+            w_tilde_g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)  # w~_k g_k
+            d_mu, d_logvar = self.spec.estimator.encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
+            xp.negative(d_mu, out=d_stats[:, :latent])
+            xp.negative(d_logvar, out=d_stats[:, latent:])
         d_h = buffers["head"].get("d_in", (n, model.head.in_features), stats.dtype)
         model.fast_head.backward(d_stats, out=d_h)
         model.fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
