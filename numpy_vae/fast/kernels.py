@@ -269,17 +269,17 @@ def weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats):  # noqa:
     rows, samples, latent = eps.shape
     half = sigma.dtype.type(0.5)
     for b in range(rows):
-        for k in range(samples):
+        w = w_tilde[b, 0]
+        for j in range(latent):  # the first sample's terms start both sums
+            g = -(d_rows[b * samples, j] + w * z[b, 0, j])
+            d_stats[b, j] = g
+            d_stats[b, latent + j] = g * (half * sigma[b, j] * eps[b, 0, j])
+        for k in range(1, samples):
             w = w_tilde[b, k]
             for j in range(latent):
                 g = -(d_rows[b * samples + k, j] + w * z[b, k, j])
-                path = g * (half * sigma[b, j] * eps[b, k, j])
-                if k == 0:
-                    d_stats[b, j] = g
-                    d_stats[b, latent + j] = path
-                else:
-                    d_stats[b, j] += g
-                    d_stats[b, latent + j] += path
+                d_stats[b, j] += g
+                d_stats[b, latent + j] += g * (half * sigma[b, j] * eps[b, k, j])
         for j in range(latent):
             d_stats[b, j] = -d_stats[b, j]
             d_stats[b, latent + j] = -(d_stats[b, latent + j] + half)
