@@ -208,16 +208,17 @@ def test_one_step_of_every_variant_matches(variant, dtype, seed, logit_shift, lo
 
 
 def test_the_one_step_comparison_bites(monkeypatch):
-    """Plant a wrong factor in the fast path's KL route (d_logvar doubled)."""
+    """Plant a wrong factor in the fast path's KL route (its d_logvar doubled, in the kernel)."""
     import numpy_vae.fast.objectives as fast_objectives
 
-    original = fast_objectives.kl_standard_normal
+    original = fast_objectives.reparam_kl_backward
 
-    def doubled(mu, logvar, xp):
-        kl, d_mu, d_logvar = original(mu, logvar, xp)
-        return kl, d_mu, 2 * d_logvar
+    def doubled(stats, d_z, eps, sigma, var, weight, d_stats):
+        original(stats, d_z, eps, sigma, var, weight, d_stats)
+        latent = d_z.shape[1]
+        d_stats[:, latent:] += 0.5 * (var - 1) * weight
 
-    monkeypatch.setattr(fast_objectives, "kl_standard_normal", doubled)
+    monkeypatch.setattr(fast_objectives, "reparam_kl_backward", doubled)
     ref, fast = twins("default", np.float64, seed=0)
     with pytest.raises(AssertionError, match="encoder.0.weight"):
         assert_one_step_matches(ref, fast, *batch(ref, seed=0))
@@ -535,10 +536,13 @@ def test_negligible_weights_make_no_subnormal_gradients(kernel):
 
 
 def test_the_subnormal_check_bites(monkeypatch):
-    """Planted: the fast step without the flush; its output gradient then holds subnormals."""
+    """Planted: the fast step without the flush (neither the softmax kernel's nor the device
+    path's); its output gradient then holds subnormals."""
     import numpy_vae.fast.objectives as fast_objectives
+    from numpy_vae.fast.kernels import softmax_rows
 
     monkeypatch.setattr(fast_objectives, "flush_negligible_weights", lambda w_tilde, xp: w_tilde)
+    monkeypatch.setattr(fast_objectives, "softmax_rows", lambda e, tau: softmax_rows(e, tau - tau))
     _, fast, x, y, eps = spread_weights_pair()
     fast.loss(x, y, eps=eps, grad=False)
     assert subnormals(fast.objective._cache[1]) > 0

@@ -29,6 +29,26 @@ ReLU (:func:`numpy_vae.fast.kernels.relu_forward`, :func:`~numpy_vae.fast.kernel
 bitwise the specification's layer on any shape and value (hypothesis; -0, infinities and NaN
 included) and the device passes; a forward as ``max(x, 0)`` and a backward with the slope 1 at
 0 differ.
+
+The reparameterization and KL (:func:`numpy_vae.fast.kernels.reparam_kl_forward`,
+:func:`~numpy_vae.fast.kernels.reparam_kl_backward`, as
+:class:`numpy_vae.fast.objectives.FastELBO` calls them after NumPy's exps): z, the KL terms and
+the gradient in ``[mu | logvar]`` bitwise the specification's (:mod:`numpy_vae.reparam`,
+:mod:`numpy_vae.kl`, the sum of :meth:`numpy_vae.VAE.backward`) on any shape, KL weight and free
+bits' weights (hypothesis); copies that regroup the KL's sum or the path term's product differ.
+(``tests/test_fast_vs_reference.py`` plants a doubled KL gradient in the step itself.)
+
+The multi-sample weights and encoder gradient (:class:`numpy_vae.fast.objectives.FastMultiSample`):
+
+- :func:`~numpy_vae.fast.kernels.importance_log_weights`: ``log w`` within
+  ``(2 L + 8) u (|log p(x|z)| + sum_j (eps^2 + |v| + z^2 + 2 log 2 pi))`` of the
+  specification's three terms (one running sum with the ``log 2 pi`` terms cancelled, against
+  two pairwise sums), its shift by the row's largest bitwise; a copy without ``v`` breaks it;
+- :func:`~numpy_vae.fast.kernels.softmax_rows`: the flushed weights within ``(2 K + 2) u`` of
+  the specification's, relative (a running sum over K against NumPy's pairwise one); a copy
+  that leaves a sample out of the sum breaks it;
+- :func:`~numpy_vae.fast.kernels.weighted_encoder_gradient`: bitwise the plain estimator's
+  gradient for L >= 2 (hypothesis); a copy that regroups the path product differs.
 """
 
 import math
@@ -415,3 +435,252 @@ def test_without_numba_installed_the_package_imports_and_trains_the_specificatio
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("numba is not importable"), lines
     assert float(done.stdout) > 0
+
+
+# --------------------------------------------------------------- the reparameterization and KL
+def reparam_kl_passes(stats, eps, d_z, weight):
+    """The specification: :func:`~numpy_vae.reparam.reparameterize`, the KL and the sum of the
+    two paths into ``[mu | logvar]`` as :meth:`numpy_vae.VAE.backward` writes it."""
+    from numpy_vae.kl import kl_standard_normal
+    from numpy_vae.reparam import reparameterize, reparameterize_backward
+
+    latent = eps.shape[1]
+    mu, logvar = stats[:, :latent], stats[:, latent:]
+    z, cache = reparameterize(mu, logvar, eps, np)
+    kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, np)
+    d_mu, d_logvar = reparameterize_backward(d_z, cache)
+    return z, kl, np.concatenate([d_mu_kl * weight + d_mu, d_logvar_kl * weight + d_logvar], 1)
+
+
+def reparam_kl_kernels(stats, eps, d_z, weight, forward=None, backward=None):
+    """The kernels as :class:`numpy_vae.fast.objectives.FastELBO` calls them (NumPy's exps)."""
+    forward = forward or kernels.reparam_kl_forward
+    backward = backward or kernels.reparam_kl_backward
+    latent = eps.shape[1]
+    logvar = stats[:, latent:]
+    sigma, var, z, kl = (np.empty_like(eps) for _ in range(4))
+    np.exp(np.multiply(logvar, 0.5, out=sigma), out=sigma)
+    np.exp(logvar, out=var)
+    forward(stats, eps, sigma, var, z, kl)
+    d_stats = np.empty_like(stats)
+    weight = np.broadcast_to(np.asarray(weight, dtype=stats.dtype), (latent,))
+    backward(stats, d_z, eps, sigma, var, weight, d_stats)
+    return z, kl, d_stats
+
+
+def reparam_kl_forward_regrouped(stats, eps, sigma, var, z, kl):
+    """Planted: the KL as ``(mu^2 + (e^v - v)) - 1`` (the same sum, another grouping)."""
+    latent = z.shape[1]
+    mu, logvar = stats[:, :latent], stats[:, latent:]
+    z[...] = mu + sigma * eps
+    kl[...] = 0.5 * (mu * mu + (var - logvar) - 1)
+
+
+def reparam_kl_backward_regrouped(stats, d_z, eps, sigma, var, weight, d_stats):
+    """Planted: the path term as ``d_z (eps sigma) / 2`` (the same product, another grouping)."""
+    latent = d_z.shape[1]
+    d_stats[:, :latent] = stats[:, :latent] * weight + d_z
+    d_stats[:, latent:] = 0.5 * (var - 1) * weight + d_z * (eps * sigma) * 0.5
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 9), st.integers(1, 24)),
+    free_bits=st.booleans(),
+    kl_weight=st.sampled_from([1.0, 0.3, 0.0]),
+    data=st.data(),
+)
+def test_reparam_kl_kernels_equal_the_specification_bitwise(dtype, shape, free_bits, kl_weight,
+                                                            data):  # fmt: skip
+    """z, the KL terms and the gradient in ``[mu | logvar]`` bit for bit, on any shape, for a
+    KL weight and for free bits' 0/1 weight per dimension (logvar in [-30, 30], mu and the
+    incoming gradient up to 1e4 in size)."""
+    n, latent = shape
+    mu = data.draw(arrays(dtype, shape, elements=st.floats(-1e4, 1e4, width=32).map(dtype)))
+    logvar = data.draw(arrays(dtype, shape, elements=st.floats(-30, 30, width=32).map(dtype)))
+    eps = data.draw(arrays(dtype, shape, elements=st.floats(-6, 6, width=32).map(dtype)))
+    d_z = data.draw(arrays(dtype, shape, elements=st.floats(-1e4, 1e4, width=32).map(dtype)))
+    weight = kl_weight
+    if free_bits:
+        weight = kl_weight * data.draw(arrays(dtype, (latent,), elements=st.sampled_from([0, 1])))
+    stats = np.concatenate([mu, logvar], 1)
+    for got, want in zip(reparam_kl_kernels(stats, eps, d_z, weight),
+                         reparam_kl_passes(stats, eps, d_z, weight), strict=True):  # fmt: skip
+        assert same_bits(got, want)
+
+
+@pytest.mark.parametrize("planted", ["forward", "backward"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reparam_kl_check_bites(dtype, planted):
+    """A copy that regroups the KL's sum, or the path term's product, differs somewhere on a
+    64 x 20 batch (the bitwise check above would catch it)."""
+    rng = np.random.default_rng(0)
+    stats = (rng.standard_normal((64, 40)) * 3).astype(dtype)
+    eps, d_z = (rng.standard_normal((64, 20)).astype(dtype) for _ in range(2))
+    copy = {"forward": reparam_kl_forward_regrouped, "backward": reparam_kl_backward_regrouped}
+    got = reparam_kl_kernels(stats, eps, d_z, 1.0, **{planted: copy[planted]})
+    want = reparam_kl_passes(stats, eps, d_z, 1.0)
+    assert not all(same_bits(a, b) for a, b in zip(got, want, strict=True))
+
+
+# ------------------------------------------------------------------ the multi-sample weights
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_weights_bound(log_px, eps, logvar, z):
+    """|kernel - specification| for ``log w`` (the kernel's docstring):
+    ``(2 L + 8) u (|log p(x|z_k)| + sum_j (eps^2 + |v| + z^2 + 2 log 2 pi))``: both round each
+    term of the sums over the L latent dimensions a few times and sum them, the specification
+    two sums, pairwise, the kernel one, running, with the ``log 2 pi`` terms cancelled."""
+    u = np.finfo(eps.dtype).eps / 2
+    e, z, v = (a.astype(np.float64) for a in (eps, z, logvar[:, None, :]))
+    size = (e * e + np.abs(v) + z * z + 2 * LOG_2PI).sum(axis=-1)
+    return (2 * eps.shape[-1] + 8) * u * (np.abs(log_px.astype(np.float64)) + size)
+
+
+def log_weights_spec(stats, eps, log_px):
+    from numpy_vae.bounds import log_posterior, log_prior
+
+    latent = eps.shape[2]
+    mu, logvar = stats[:, :latent], stats[:, latent:]
+    z = mu[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
+    return z, log_px + log_prior(z) - log_posterior(eps, logvar)
+
+
+def log_weights_without_logvar(stats, eps, z, log_px, log_w, shifted):
+    """Planted: the log weights with ``log q``'s ``v`` term forgotten."""
+    log_w[...] = log_px + 0.5 * (eps * eps - z * z).sum(axis=-1)
+    shifted[...] = log_w - log_w.max(axis=1, keepdims=True)
+
+
+def multi_sample_case(dtype, n, k, latent, seed, spread=3.0):
+    rng = np.random.default_rng(seed)
+    stats = np.concatenate(
+        [rng.standard_normal((n, latent)) * 2, rng.uniform(-8, 3, (n, latent))], 1
+    ).astype(dtype)
+    eps = rng.standard_normal((n, k, latent)).astype(dtype)
+    log_px = (-100 + spread * rng.standard_normal((n, k))).astype(dtype)
+    return stats, eps, log_px
+
+
+@pytest.mark.parametrize("planted", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 6), st.integers(1, 60), st.integers(1, 50)),
+    seed=st.integers(0, 2**16),
+)
+def test_log_weights_kernel_follows_the_specification_within_its_bound(dtype, planted, shape,
+                                                                       seed):  # fmt: skip
+    """``log w`` within :func:`log_weights_bound` of ``log p(x|z) + log p(z) - log q(z|x)`` on
+    any B, K, L; its shift by the row's largest is the specification's subtraction on those
+    values, bit for bit. A copy that forgets ``v`` in ``log q`` breaks the bound."""
+    stats, eps, log_px = multi_sample_case(dtype, *shape, seed)
+    z, want = log_weights_spec(stats, eps, log_px)
+    log_w, shifted = np.empty_like(log_px), np.empty_like(log_px)
+    kernel = log_weights_without_logvar if planted else kernels.importance_log_weights
+    kernel(stats, eps, z, log_px, log_w, shifted)
+    within = np.abs(log_w.astype(np.float64) - want) <= log_weights_bound(
+        log_px, eps, stats[:, shape[2] :], z
+    )
+    if planted:
+        assert not within.all()
+    else:
+        assert within.all()
+        assert same_bits(shifted, log_w - log_w.max(axis=1, keepdims=True))
+
+
+def softmax_skipping_the_last(e, tau):
+    """Planted: the weights normalized by the sum of all but the last sample."""
+    total = e[:, :-1].sum(axis=1, keepdims=True) if e.shape[1] > 1 else e
+    w = e / total
+    e[...] = np.where(w < tau, 0, w)
+
+
+@pytest.mark.parametrize("planted", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 6), st.integers(2, 300)),
+    spread=st.sampled_from([0.1, 3.0, 30.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_softmax_kernel_follows_the_specification_within_its_bound(dtype, planted, shape,
+                                                                   spread, seed):  # fmt: skip
+    """The flushed weights within ``(2 K + 2) u`` of the specification's
+    (:func:`numpy_vae.bounds.normalized_weights`, then
+    :func:`numpy_vae.fast.objectives.flush_negligible_weights`), relative, from the same
+    ``log w``: the two sums over K (the kernel's running, NumPy's pairwise from 8 on) are each
+    within ``(K - 1) u``, the divisions within ``u``. Where one is flushed to 0 the other is 0
+    or within that bound of ``tau``. Spreads of 30 nats put weights below ``tau`` in float32.
+    A copy that leaves the last sample out of the sum breaks the bound."""
+    from numpy_vae.bounds import normalized_weights
+    from numpy_vae.fast.objectives import flush_negligible_weights
+
+    n, k = shape
+    log_w = (-100 + spread * np.random.default_rng(seed).standard_normal(shape)).astype(dtype)
+    if planted:  # the last sample the best one, so that leaving it out shows
+        log_w[:, -1] = log_w.max(axis=1)
+    want = flush_negligible_weights(normalized_weights(log_w, np), np).astype(np.float64)
+    tau = dtype(np.finfo(dtype).tiny ** 0.5)
+    e = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    (softmax_skipping_the_last if planted else kernels.softmax_rows)(e, tau)
+    u = np.finfo(dtype).eps / 2
+    bound = (2 * k + 2) * u * np.maximum(want, float(tau))
+    within = np.abs(e - want) <= bound
+    assert within.all() != planted
+
+
+def encoder_gradient_passes(d_rows, w_tilde, z, eps, sigma):
+    """The specification: :class:`numpy_vae.bounds.Reparameterized` as
+    :meth:`numpy_vae.fast.objectives.FastMultiSample.backward` calls it, negated."""
+    from numpy_vae.bounds import Reparameterized
+
+    n, k, latent = eps.shape
+    w_tilde_g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)
+    d_mu, d_logvar = Reparameterized().encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
+    return np.concatenate([-d_mu, -d_logvar], 1)
+
+
+def encoder_gradient_regrouped(d_rows, w_tilde, z, eps, sigma, d_stats):
+    """Planted: the path term as ``(g sigma) eps / 2`` (the same product, another grouping)."""
+    n, k, latent = eps.shape
+    g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)
+    d_stats[:, :latent] = -g.sum(axis=1)
+    d_stats[:, latent:] = -(((g * sigma[:, None, :]) * eps * 0.5).sum(axis=1) + 0.5)
+
+
+def encoder_gradient_case(dtype, n, k, latent, seed, kernel):
+    stats, eps, _ = multi_sample_case(dtype, n, k, latent, seed)
+    rng = np.random.default_rng(seed + 1)
+    d_rows = rng.standard_normal((n * k, latent + 3)).astype(dtype)[:, :latent]
+    w_tilde = rng.dirichlet(np.ones(k), n).astype(dtype)
+    sigma = np.exp(0.5 * stats[:, latent:])
+    z = stats[:, None, :latent] + sigma[:, None, :] * eps
+    d_stats = np.empty_like(stats)
+    kernel(d_rows, w_tilde, z, eps, sigma, d_stats)
+    return same_bits(d_stats, encoder_gradient_passes(d_rows, w_tilde, z, eps, sigma))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 6), st.integers(1, 60), st.integers(2, 50)),
+    seed=st.integers(0, 2**16),
+)
+def test_encoder_gradient_kernel_equals_the_specification_bitwise(dtype, shape, seed):
+    """The plain estimator's gradient in ``[mu | v]``, bit for bit, on any B, K and L >= 2
+    (the kernel's docstring says why not L = 1), from a strided decoder gradient (its rows
+    wider than L, as with a label appended)."""
+    assert encoder_gradient_case(dtype, *shape, seed, kernels.weighted_encoder_gradient)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_encoder_gradient_check_bites(dtype):
+    """A copy that regroups ``g sigma eps / 2`` differs somewhere on a 4 x 16 x 16 case."""
+    assert not encoder_gradient_case(dtype, 4, 16, 16, 0, encoder_gradient_regrouped)

@@ -142,6 +142,149 @@ def relu_backward(d, y):  # noqa: ANN001, ANN201
             d[r, j] = d[r, j] * (one if y[r, j] > zero else zero)
 
 
+@kernel
+def reparam_kl_forward(stats, eps, sigma, var, z, kl):  # noqa: ANN001, ANN201
+    r"""The reparameterized sample and the KL terms, in one pass, given
+    :math:`\sigma = \exp(\tfrac12 v)` and :math:`e^{v}` (NumPy's SIMD passes):
+
+    .. math::
+        z = \mu + \sigma \odot \epsilon,\qquad
+        \mathrm{KL} = \tfrac12\left(\mu^2 + e^{v} - v - 1\right)
+
+    ``stats`` is the head's output ``[mu | v]`` (B, 2L), ``v = logvar``; ``eps``, ``sigma``,
+    ``var``, ``z`` and ``kl`` are (B, L). The operations and their order are those of
+    :func:`numpy_vae.reparam.reparameterize` and :func:`numpy_vae.kl.kl_standard_normal`.
+    """
+    rows, latent = z.shape
+    half = var.dtype.type(0.5)
+    one = var.dtype.type(1)
+    for r in range(rows):
+        for j in range(latent):
+            mu, logvar = stats[r, j], stats[r, latent + j]
+            z[r, j] = mu + sigma[r, j] * eps[r, j]
+            kl[r, j] = half * (mu * mu + var[r, j] - logvar - one)
+
+
+@kernel
+def reparam_kl_backward(stats, d_z, eps, sigma, var, weight, d_stats):  # noqa: ANN001, ANN201
+    r"""The gradient in ``[mu | v]`` of the decoder's path through ``z`` and of the weighted KL,
+    in one pass:
+
+    .. math::
+        \frac{\partial L}{\partial \mu} = w\,\mu + \frac{\partial L}{\partial z},\qquad
+        \frac{\partial L}{\partial v} = w\,\tfrac12\left(e^{v} - 1\right)
+            + \frac{\partial L}{\partial z} \odot \epsilon \odot \sigma \cdot \tfrac12
+
+    ``weight`` (L,) is the KL term's weight ``w`` of each latent dimension
+    (:func:`numpy_vae.kl.weighted_kl`); ``d_z``, ``eps``, ``sigma`` and ``var`` are (B, L),
+    ``stats`` and ``d_stats`` (B, 2L). The order is that of
+    :func:`numpy_vae.reparam.reparameterize_backward` and :meth:`numpy_vae.VAE.backward`.
+    """
+    rows, latent = d_z.shape
+    half = var.dtype.type(0.5)
+    one = var.dtype.type(1)
+    for r in range(rows):
+        for j in range(latent):
+            w = weight[j]
+            d_z_j = d_z[r, j]
+            d_stats[r, j] = stats[r, j] * w + d_z_j
+            path = d_z_j * eps[r, j] * sigma[r, j] * half
+            d_stats[r, latent + j] = half * (var[r, j] - one) * w + path
+
+
+@kernel
+def importance_log_weights(stats, eps, z, log_px, log_w, shifted):  # noqa: ANN001, ANN201
+    r"""The samples' log weights and their shift by each example's largest, in one pass:
+
+    .. math::
+        \log w_k = \log p(x \mid z_k) + \tfrac12 \textstyle\sum_j
+            \left(\epsilon_{kj}^2 + v_j - z_{kj}^2\right),\qquad
+        s_k = \log w_k - \max_j \log w_j
+
+    the specification's ``log p(x|z) + log p(z) - log q(z|x)`` with the two ``log 2 pi`` terms
+    cancelled before rounding (:func:`numpy_vae.bounds.log_prior`,
+    :func:`~numpy_vae.bounds.log_posterior`) and the sum over the L latent dimensions a running
+    one: within the bound of ``tests/test_kernels.py``. ``s`` is the exponent of
+    :func:`numpy_vae.bounds.normalized_weights` (a row with a NaN is NaN). ``stats`` is
+    ``[mu | v]`` (B, 2L); ``eps`` and ``z`` (B, K, L); ``log_px``, ``log_w``, ``shifted`` (B, K).
+    """
+    rows, samples, latent = eps.shape
+    half = stats.dtype.type(0.5)
+    for b in range(rows):
+        for k in range(samples):
+            total = half - half
+            for j in range(latent):
+                e, z_j = eps[b, k, j], z[b, k, j]
+                total += e * e + stats[b, latent + j] - z_j * z_j
+            log_w[b, k] = log_px[b, k] + half * total
+        m = log_w[b, 0]
+        for k in range(1, samples):
+            m = log_w[b, k] if log_w[b, k] > m or log_w[b, k] != log_w[b, k] else m
+            if m != m:
+                break
+        for k in range(samples):
+            shifted[b, k] = log_w[b, k] - m
+
+
+@kernel
+def softmax_rows(e, tau):  # noqa: ANN001, ANN201
+    r"""The normalized weights in place from :math:`e_k = \exp(\log w_k - \max_j \log w_j)`
+    (NumPy's exp), those below ``tau`` set to 0:
+
+    .. math:: \tilde w_k = \frac{e_k}{\sum_j e_j},\qquad
+              \tilde w_k \leftarrow 0 \text{ where } \tilde w_k < \tau
+
+    (:func:`numpy_vae.fast.objectives.flush_negligible_weights` gives ``tau`` and what the
+    flush changes). The sum over the K samples is a running one (NumPy's is pairwise from 8
+    samples on): within ``(2 K + 2) u`` of the specification's weight, relative.
+    """
+    zero = tau - tau
+    for b in range(e.shape[0]):
+        total = zero
+        for k in range(e.shape[1]):
+            total += e[b, k]
+        for k in range(e.shape[1]):
+            w = e[b, k] / total
+            e[b, k] = zero if w < tau else w
+
+
+@kernel
+def weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats):  # noqa: ANN001, ANN201
+    r"""The plain reparameterized estimator's gradient of minus the bound in ``[mu | v]``:
+
+    .. math::
+        -\frac{\partial L}{\partial \mu} = -\sum_k \tilde w_k g_k,\qquad
+        -\frac{\partial L}{\partial v} = -\Bigl(\sum_k \tilde w_k g_k \odot
+            \tfrac12 \sigma \odot \epsilon_k + \tfrac12\Bigr),\qquad
+        \tilde w_k g_k = -(d_k + \tilde w_k z_k)
+
+    with :math:`d_k` the decoder's backward in ``z_k`` (``d_rows`` (B K, at least L), the
+    weights already on its rows); :class:`numpy_vae.bounds.Reparameterized` and
+    :meth:`numpy_vae.fast.objectives.FastMultiSample.backward`, bit for bit for L >= 2: the
+    sums run over k in order, from the first term, as NumPy's sum over a (B, K, L) array's
+    middle axis does (for L = 1 that axis is contiguous and NumPy sums it pairwise from 8
+    samples on, so the caller takes the passes there).
+    ``w_tilde`` (B, K), ``z`` and ``eps`` (B, K, L), ``sigma`` (B, L), ``d_stats`` (B, 2L).
+    """
+    rows, samples, latent = eps.shape
+    half = sigma.dtype.type(0.5)
+    for b in range(rows):
+        w = w_tilde[b, 0]
+        for j in range(latent):  # the first sample's terms start both sums
+            g = -(d_rows[b * samples, j] + w * z[b, 0, j])
+            d_stats[b, j] = g
+            d_stats[b, latent + j] = g * (half * sigma[b, j] * eps[b, 0, j])
+        for k in range(1, samples):
+            w = w_tilde[b, k]
+            for j in range(latent):
+                g = -(d_rows[b * samples + k, j] + w * z[b, k, j])
+                d_stats[b, j] += g
+                d_stats[b, latent + j] += g * (half * sigma[b, j] * eps[b, k, j])
+        for j in range(latent):
+            d_stats[b, j] = -d_stats[b, j]
+            d_stats[b, latent + j] = -(d_stats[b, latent + j] + half)
+
+
 #: The kernels, each with example arguments of each dtype (see :func:`compile_seconds`).
 def _examples() -> list[tuple[Any, tuple]]:
     import numpy
@@ -155,6 +298,12 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((bernoulli_terms, (*b, True)))
         out.append((relu_forward, (b[0],)))
         out.append((relu_backward, (b[0], b[1])))
+        out.append((reparam_kl_forward, tuple(b[:6])))
+        out.append((reparam_kl_backward, (*b[:5], a[0], b[5])))
+        c = [numpy.zeros((1, 1, 1), dtype) for _ in range(2)]
+        out.append((importance_log_weights, (b[0], c[0], c[1], b[1], b[2], b[3])))
+        out.append((softmax_rows, (b[0], scalars[5])))
+        out.append((weighted_encoder_gradient, (b[0], b[1], c[0], c[1], b[2], b[3])))
     return out
 
 

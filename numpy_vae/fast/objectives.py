@@ -17,9 +17,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from numpy_vae import inputs
-from numpy_vae.bounds import log_posterior, log_prior
+from numpy_vae.bounds import Reparameterized, log_posterior, log_prior
 from numpy_vae.fast.decoders import FastMLPDecoder
+from numpy_vae.fast.kernels import (
+    importance_log_weights,
+    reparam_kl_backward,
+    reparam_kl_forward,
+    softmax_rows,
+    weighted_encoder_gradient,
+)
 from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
 from numpy_vae.kl import kl_standard_normal, weighted_kl
 from numpy_vae.likelihoods import Bernoulli
@@ -28,6 +37,9 @@ from numpy_vae.objectives import ELBO, IWAE, KSampleVAE, LossParts, MultiSampleB
 from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 Array = Any
+
+#: FastELBO's (B, L) buffers beside the head: sigma, exp(logvar), z and the KL terms.
+SAMPLE_BUFFERS = ("sigma", "var", "z", "kl")
 
 
 def flush_negligible_weights(w_tilde: Array, xp: Any) -> Array:
@@ -89,7 +101,10 @@ class FastELBO(FastObjective):
       the encoder's first layer without its input gradient);
     - the Bernoulli value and gradient come from one exp and one log, written over the decoder
       output (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`);
-    - the two paths into ``mu`` and ``logvar`` are summed into one buffer, not concatenated.
+    - the sample ``z`` and the KL terms come from one compiled pass after NumPy's two exps
+      (:func:`~numpy_vae.fast.kernels.reparam_kl_forward`), and the two paths into ``mu`` and
+      ``logvar`` are summed by one more (:func:`~numpy_vae.fast.kernels.reparam_kl_backward`)
+      into one buffer, not concatenated (device arrays: the same operations as NumPy passes).
 
     The order of the arithmetic is the specification's, so every step but the Bernoulli kernel
     is bitwise equal to it. What :meth:`backward` reads lives in the buffers, so no other
@@ -106,7 +121,16 @@ class FastELBO(FastObjective):
         h = model.fast_encoder.forward(append_onehot(x, onehot, xp), buffers["encoder"])
         stats = model.fast_head.forward(h, out=buffers["head"].get("out", (n, 2 * latent), h.dtype))
         mu, logvar = stats[:, :latent], stats[:, latent:]
-        z, reparam_cache = reparameterize(mu, logvar, eps, xp)
+        if xp is numpy:  # exp from NumPy, the rest in one compiled pass (the same operations)
+            head = buffers["head"]
+            sigma, var, z, kl = (head.get(name, mu.shape, mu.dtype) for name in SAMPLE_BUFFERS)
+            xp.exp(xp.multiply(logvar, 0.5, out=sigma), out=sigma)
+            xp.exp(logvar, out=var)
+            reparam_kl_forward(stats, eps, sigma, var, z, kl)
+            reparam_cache, d_mu_kl, d_logvar_kl = (eps, sigma), None, var
+        else:
+            z, reparam_cache = reparameterize(mu, logvar, eps, xp)
+            kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
         # (an autoregressive decoder reads the data as its pixels: teacher forcing)
         out = model.fast_decoder.forward(model.context(z, onehot), x, buffers["decoder"])
 
@@ -116,7 +140,6 @@ class FastELBO(FastObjective):
             recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"])
         else:
             recon, d_out = model.likelihood.nll(out, x)
-        kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
         kl_term, kl_grad_weight = weighted_kl(kl, model.free_bits, kl_weight, xp)
         self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
         return LossParts.of(recon, kl, kl_term, kl_weight)
@@ -131,16 +154,28 @@ class FastELBO(FastObjective):
         )
         xp, latent, buffers = model.xp, model.latent_dim, model.buffers
         d_z = model.fast_decoder.backward(d_out, buffers["decoder"])[:, :latent]
-        d_mu, d_logvar = reparameterize_backward(d_z, reparam_cache)
         # d_stats = [d_mu + kl_weight d_mu_kl | d_logvar + kl_weight d_logvar_kl], in one buffer.
         d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
+        if d_mu_kl is None:  # forward's compiled pass: d_logvar_kl holds exp(logvar)
+            weight = xp.broadcast_to(xp.asarray(kl_grad_weight, dtype=stats.dtype), (latent,))
+            reparam_kl_backward(stats, d_z, *reparam_cache, d_logvar_kl, weight, d_stats)
+        else:
+            self._backward_passes(xp, latent, d_z, reparam_cache, d_mu_kl, d_logvar_kl,
+                                  kl_grad_weight, d_stats)  # fmt: skip
+        d_h = buffers["head"].get("d_in", (stats.shape[0], model.head.in_features), stats.dtype)
+        model.fast_head.backward(d_stats, out=d_h)
+        model.fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
+
+    @staticmethod
+    def _backward_passes(xp: Any, latent: int, d_z: Array, reparam_cache: tuple,
+                         d_mu_kl: Array, d_logvar_kl: Array, kl_grad_weight: Any,
+                         d_stats: Array) -> None:  # fmt: skip
+        """:func:`~numpy_vae.fast.kernels.reparam_kl_backward` as NumPy passes (device arrays)."""
+        d_mu, d_logvar = reparameterize_backward(d_z, reparam_cache)
         xp.multiply(d_mu_kl, kl_grad_weight, out=d_stats[:, :latent])
         d_stats[:, :latent] += d_mu
         xp.multiply(d_logvar_kl, kl_grad_weight, out=d_stats[:, latent:])
         d_stats[:, latent:] += d_logvar
-        d_h = buffers["head"].get("d_in", (stats.shape[0], model.head.in_features), stats.dtype)
-        model.fast_head.backward(d_stats, out=d_h)
-        model.fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
 
 
 class FastMultiSample(FastObjective):
@@ -189,12 +224,32 @@ class FastMultiSample(FastObjective):
             nll, out = model.likelihood.nll(out, x_rows.reshape(n * k, x.shape[1]))
             xw = None
         log_px = -nll.reshape(n, k)
-        log_w = log_px + log_prior(z) - log_posterior(eps, logvar)
-        w_tilde = flush_negligible_weights(self.spec.weights(log_w, xp), xp)
+        log_w, w_tilde = self._weights(model, stats, eps, z, log_px)
         out *= w_tilde.reshape(n * k, 1)  # rows kernel: w~_k sigmoid(l); x's part in backward
         self._cache = (stats, out, w_tilde, z, eps, sigma, x, xw)
         kl, _, _ = kl_standard_normal(mu, logvar, xp)
         return LossParts.of_bound(self.spec.bound(log_w, xp), log_px, kl)
+
+    def _weights(
+        self, model: Any, stats: Array, eps: Array, z: Array, log_px: Array
+    ) -> tuple[Array, Array]:
+        """``log w`` (B, K) and the flushed weights ``w~`` (B, K). On the host, ``log w`` and
+        its shift by each row's largest in one compiled pass
+        (:func:`~numpy_vae.fast.kernels.importance_log_weights`), and the IWAE's softmax and
+        flush in another (:func:`~numpy_vae.fast.kernels.softmax_rows`) after NumPy's exp."""
+        xp, latent = model.xp, model.latent_dim
+        if xp is not numpy:
+            log_w = log_px + log_prior(z) - log_posterior(eps, stats[:, latent:])
+            return log_w, flush_negligible_weights(self.spec.weights(log_w, xp), xp)
+        buffers, dtype = model.buffers["loss"], stats.dtype
+        log_w = buffers.get("log_w", log_px.shape, dtype)
+        w_tilde = buffers.get("w_tilde", log_px.shape, dtype)
+        importance_log_weights(stats, eps, z, log_px, log_w, w_tilde)  # w_tilde: the shift
+        if not isinstance(self.spec, IWAE):
+            return log_w, flush_negligible_weights(self.spec.weights(log_w, xp), xp)
+        xp.exp(w_tilde, out=w_tilde)
+        softmax_rows(w_tilde, dtype.type(xp.finfo(dtype).tiny ** 0.5))
+        return log_w, w_tilde
 
     def _bernoulli_rows(
         self, model: Any, logits: Array, x: Array, n: int, k: int
@@ -237,11 +292,15 @@ class FastMultiSample(FastObjective):
             d_h.reshape(n, k, -1)[...] -= w_tilde[:, :, None] * xw[:, None, :]
             d_rows = model.fast_decoder.backward(d_h, buffers["decoder"], start=i - 1)
         d_rows = d_rows[:, :latent]
-        w_tilde_g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)  # w~_k g_k
-        d_mu, d_logvar = self.spec.estimator.encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
         d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
-        xp.negative(d_mu, out=d_stats[:, :latent])
-        xp.negative(d_logvar, out=d_stats[:, latent:])
+        plain = type(self.spec.estimator) is Reparameterized
+        if xp is numpy and plain and latent > 1:  # one compiled pass (its docstring: L > 1)
+            weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats)
+        else:
+            w_tilde_g = -(d_rows.reshape(n, k, latent) + w_tilde[:, :, None] * z)  # w~_k g_k
+            d_mu, d_logvar = self.spec.estimator.encoder_gradient(w_tilde_g, w_tilde, eps, sigma)
+            xp.negative(d_mu, out=d_stats[:, :latent])
+            xp.negative(d_logvar, out=d_stats[:, latent:])
         d_h = buffers["head"].get("d_in", (n, model.head.in_features), stats.dtype)
         model.fast_head.backward(d_stats, out=d_h)
         model.fast_encoder.backward(d_h, buffers["encoder"], need_input_grad=False)
