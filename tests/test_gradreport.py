@@ -269,9 +269,11 @@ def test_the_report_covers_the_fast_path(case):
 
 
 def plant_in_fast_iwae(monkeypatch):
-    """Double d_logvar in the fast multi-sample step only: it calls its own (fast) model's
-    estimator, which is wrapped for the duration of that step."""
+    """Double d_logvar in the fast multi-sample step only: in its compiled encoder gradient
+    (which it runs for L >= 2) and in its own (fast) model's estimator, which it runs otherwise
+    and which is wrapped for the duration of that step."""
     real = fast_objectives.FastMultiSample.backward
+    kernel = fast_objectives.weighted_encoder_gradient
 
     def backward(self, model):
         estimator = self.spec.estimator
@@ -281,18 +283,40 @@ def plant_in_fast_iwae(monkeypatch):
         finally:
             del estimator.encoder_gradient  # the class's method again
 
+    def weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats):
+        kernel(d_rows, w_tilde, z, eps, sigma, d_stats)
+        d_stats[:, sigma.shape[1] :] *= 2
+
     monkeypatch.setattr(fast_objectives.FastMultiSample, "backward", backward)
+    monkeypatch.setattr(fast_objectives, "weighted_encoder_gradient", weighted_encoder_gradient)
+
+
+def plant_in_fast_elbo(monkeypatch, term):
+    """Add a second copy of one of the two terms of the fast ELBO's d_logvar (so the term is
+    doubled) after its compiled pass: ``"kl"``, the KL's, or ``"path"``, the decoder's path
+    through z; the device passes are wrapped the same way."""
+    kernel = fast_objectives.reparam_kl_backward
+
+    def reparam_kl_backward(stats, d_z, eps, sigma, var, weight, d_stats):
+        kernel(stats, d_z, eps, sigma, var, weight, d_stats)
+        extra = 0.5 * (var - 1) * weight if term == "kl" else d_z * eps * sigma * 0.5
+        d_stats[:, d_z.shape[1] :] += extra
+
+    monkeypatch.setattr(fast_objectives, "reparam_kl_backward", reparam_kl_backward)
+    if term == "kl":
+        monkeypatch.setattr(fast_objectives, "kl_standard_normal",
+                            doubled(fast_objectives.kl_standard_normal, 2))  # fmt: skip
+    else:
+        monkeypatch.setattr(fast_objectives, "reparameterize_backward",
+                            doubled(fast_objectives.reparameterize_backward, 1))  # fmt: skip
 
 
 # The issue's bug: 2 * d_logvar in the fast path, which the specification never runs.
 FAST_PLANTS = {
-    "elbo KL d_logvar": ({}, lambda mp: mp.setattr(fast_objectives, "kl_standard_normal",
-                          doubled(fast_objectives.kl_standard_normal, 2))),
-    "elbo reparameterization d_logvar": ({}, lambda mp: mp.setattr(
-        fast_objectives, "reparameterize_backward",
-        doubled(fast_objectives.reparameterize_backward, 1))),
+    "elbo KL d_logvar": ({}, lambda mp: plant_in_fast_elbo(mp, "kl")),
+    "elbo reparameterization d_logvar": ({}, lambda mp: plant_in_fast_elbo(mp, "path")),
     "iwae encoder d_logvar": ({"objective": "iwae", "k": 3}, plant_in_fast_iwae),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("plant", FAST_PLANTS)
