@@ -15,7 +15,8 @@ Three backends:
     when this backend is chosen. If CuPy is missing or no GPU is visible, choosing it raises
     :class:`BackendUnavailable` with a one-line reason and the fix.
 ``"strict"``
-    A CPU test device (:mod:`numpy_vae.devices.strict`), not for users: NumPy underneath, CuPy's
+    A CPU test device (:mod:`numpy_vae.devices.strict`), for checking device code without a GPU
+    (``--backend strict``), slower than ``"numpy"`` for anything else: NumPy underneath, CuPy's
     manners on top (implicit conversion to NumPy raises, mixing with host arrays raises, CuPy's
     generator API, every transfer counted). The test suite runs the real code on it to prove
     that nothing leaks to the host on a machine without a GPU.
