@@ -1,8 +1,9 @@
 """A CPU stand-in for a GPU array module, for tests: NumPy underneath, CuPy's manners on top.
 
 **A test device.** It is slower than NumPy and exists to prove, on a machine without a GPU,
-that the package keeps its arrays on the device (``--backend strict`` checks a run that way). Choose it as backend
-``"strict"`` (``get_backend("strict")``, ``TrainConfig(backend="strict")``).
+that the package keeps its arrays on the device (``--backend strict`` checks a run that way).
+Choose it as backend ``"strict"`` (``get_backend("strict")``,
+``TrainConfig(backend="strict")``).
 
 CuPy differs from NumPy where it hurts, and :class:`DeviceArray` differs in the same ways:
 
