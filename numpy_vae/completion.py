@@ -312,7 +312,7 @@ def iw_conditional_log_likelihood(
     log_w = []
     for start in range(0, S, chunk):
         eps = rng.standard_normal((n, min(chunk, S - start), latent), dtype=model.dtype)
-        z = mu_q[:, None, :] + xp.exp(0.5 * logvar_q)[:, None, :] * eps
+        z = reparameterize(mu_q[:, None, :], logvar_q[:, None, :], eps, xp)[0]
         log_pz = log_normal(z, mu_p[:, None, :], logvar_p[:, None, :], xp)
         log_w.append(
             model.log_likelihood(visible, hidden, z) + log_pz - log_posterior(eps, logvar_q)

@@ -41,12 +41,13 @@ from numpy_vae.completion import (
 )
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.optim import Adam
+from numpy_vae.reparam import reparameterize
 from numpy_vae.training.atomic import write_atomic, write_json
 from numpy_vae.training.checkpoint import CheckpointError, params_sha256
 from numpy_vae.training.data import binarize, load_mnist, scale_images
 from numpy_vae.training.plots import save_figure
 from numpy_vae.training.progress import Progress
-from numpy_vae.training.runs import CHECKPOINT, CONFIG, METRICS, check_config
+from numpy_vae.training.runs import CHECKPOINT, CONFIG, METRICS, check_config, write_metrics
 
 
 def quadrant_data(
@@ -71,15 +72,7 @@ def train(
     """Adam on shuffled minibatches; the mean training loss of each epoch (nats per example)."""
     adam = Adam(list(model.params.values()), list(model.grads.values()), lr=lr)
     rng = np.random.default_rng(seed)
-    curve = []
-    for _ in range(epochs):
-        order, total = rng.permutation(len(visible)), 0.0
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            total += float(model.loss(visible[rows], hidden[rows], validate=False).loss)
-            adam.step()
-        curve.append(total / len(order))
-    return curve
+    return [train_epoch(model, adam, visible, hidden, batch_size, rng) for _ in range(epochs)]
 
 
 def evaluate(
@@ -293,11 +286,6 @@ def train_epoch(
     return total / len(order)
 
 
-def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    """``metrics.jsonl``: one JSON object per epoch, written atomically."""
-    write_atomic(path, lambda f: f.write("".join(json.dumps(h) + "\n" for h in history)), "w")
-
-
 def train_row(
     config: dict[str, Any],
     data: StudyData,
@@ -393,7 +381,7 @@ def neg_elbo_per_example(
     mu_q, logvar_q = model.recognition_stats(visible, hidden)
     kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p, np)[0].sum(axis=1)
     eps = rng.standard_normal((len(visible), ELBO_PARTICLES, model.latent_dim), dtype=model.dtype)
-    z = mu_q[:, None, :] + np.exp(0.5 * logvar_q)[:, None, :] * eps
+    z = reparameterize(mu_q[:, None, :], logvar_q[:, None, :], eps, np)[0]
     return -model.log_likelihood(visible, hidden, z).mean(axis=1) + kl
 
 
