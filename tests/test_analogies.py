@@ -9,18 +9,20 @@ import pytest
 from numpy_vae import VAE
 from numpy_vae.cli.evaluate import main as evaluate_main
 from numpy_vae.cli.train import main as train_main
-from numpy_vae.training import plots
-from numpy_vae.training.conditional import (
-    CONDITIONAL_FIGURES,
-    PER_CLASS,
+from numpy_vae.experiments.conditional import (
     analogies_read_as,
-    analogy_rows,
-    class_samples,
     label_in_z,
     nearest_class_mean_accuracy,
     nearest_code_distance,
     samples_read_as_label,
     softmax_regression,
+)
+from numpy_vae.training import plots
+from numpy_vae.training.conditional import (
+    CONDITIONAL_FIGURES,
+    PER_CLASS,
+    analogy_rows,
+    class_samples,
     style_analogies,
 )
 

@@ -10,6 +10,8 @@
 - :mod:`~numpy_vae.experiments.disentanglement_study`: beta-VAE on dSprites, a row per beta:
   reconstruction against the two metrics.
 - :mod:`~numpy_vae.experiments.variants`: the table of finished runs, labelled by variant.
+- :mod:`~numpy_vae.experiments.conditional`: how much of the label a conditional VAE's z
+  carries, and an image classifier's reading of its class samples and style analogies.
 - :mod:`~numpy_vae.experiments.completion_study`: MNIST quadrant completion, the baseline
   network against the CVAE with a learned prior (a minimal training and evaluation).
 """

@@ -11,5 +11,6 @@
 - :mod:`~numpy_vae.training.checkpoint`, :mod:`~numpy_vae.training.atomic`: files that are never
   half-written.
 - :mod:`~numpy_vae.training.runs`: a run folder from start to resume.
-- :mod:`~numpy_vae.training.plots`: the figures.
+- :mod:`~numpy_vae.training.plots`: the figures; :mod:`~numpy_vae.training.conditional`: a
+  conditional model's class samples and style analogies.
 """
