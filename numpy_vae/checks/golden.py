@@ -280,18 +280,28 @@ def make_golden(variant: str) -> dict[str, np.ndarray]:
     for name in names:
         arrays[f"grad/{name}"] = model.grads[name].copy()
 
+    def checked_loss(step: int) -> Any:
+        parts = model.loss(x, y, eps=steps_eps[step], kl_weight=kl_weight)
+        _check_kinks(model, x, y, steps_eps[step], parts, variant)
+        return parts
+
+    arrays["adam3_eps"] = steps_eps
+    record_adam_steps(model, arrays, checked_loss)
+    return arrays
+
+
+def record_adam_steps(model: Any, arrays: dict[str, np.ndarray], loss_at: Any) -> None:
+    """The file's :data:`ADAM` steps from the parameters it holds, each after ``loss_at(step)``
+    (the loss and its backward, with whatever check the file's data need), into ``arrays``:
+    ``adam3_loss`` (steps,) and ``adam3/<name>``, the parameters after the last step."""
     opt = adam_of(model, ADAM)
     losses = []
     for step in range(ADAM["steps"]):
-        parts = model.loss(x, y, eps=steps_eps[step], kl_weight=kl_weight)
-        _check_kinks(model, x, y, steps_eps[step], parts, variant)
-        losses.append(float(parts.loss))
+        losses.append(float(loss_at(step).loss))
         opt.step()
-    arrays["adam3_eps"] = steps_eps
     arrays["adam3_loss"] = np.array(losses)
-    for name in names:
-        arrays[f"adam3/{name}"] = model.params[name].copy()
-    return arrays
+    for name, param in model.params.items():
+        arrays[f"adam3/{name}"] = param.copy()
 
 
 def completion_config(variant: str) -> dict[str, Any]:
@@ -365,9 +375,7 @@ def make_completion_golden(variant: str) -> dict[str, np.ndarray]:
     for name in names:
         arrays[f"grad/{name}"] = model.grads[name].copy()
 
-    opt = adam_of(model, ADAM)
-    losses = []
-    for step in range(ADAM["steps"]):
+    def checked_loss(step: int) -> Any:
         smallest = min(
             np.abs(a).min()
             for a in completion_preactivations(model.params, visible, hidden, step_eps(step))
@@ -377,13 +385,11 @@ def make_completion_golden(variant: str) -> dict[str, np.ndarray]:
                 f"{variant}: a pre-activation is {smallest:.2e} from the ReLU kink "
                 f"(< {MIN_KINK_DISTANCE:g}) in Adam step {step + 1}; choose another seed"
             )
-        losses.append(float(model.loss(visible, hidden, eps=step_eps(step)).loss))
-        opt.step()
+        return model.loss(visible, hidden, eps=step_eps(step))
+
     if latent:
         arrays["adam3_eps"] = steps_eps
-    arrays["adam3_loss"] = np.array(losses)
-    for name in names:
-        arrays[f"adam3/{name}"] = model.params[name].copy()
+    record_adam_steps(model, arrays, checked_loss)
     return arrays
 
 
