@@ -389,6 +389,15 @@ SAMPLED = [
     dict(activation="relu", estimator="dreg"),
     dict(activation="tanh", estimator="stl", n_classes=3),
     dict(activation="leaky_relu", estimator="reparam", likelihood="gaussian"),
+    dict(activation="tanh", estimator="reparam", decoder="made", made_hidden=(9,)),
+    dict(
+        activation="relu",
+        estimator="stl",
+        decoder="made",
+        made_hidden=(9, 7),
+        made_direct=True,
+        n_classes=3,
+    ),  # fmt: skip
 ]
 
 
@@ -413,11 +422,19 @@ def sampled_errors(spec, fast, x, y, eps):
     return loss, {name: relative_error(spec.grads[name], fast.grads[name]) for name in spec.grads}
 
 
-# Both Bernoulli kernels for the Bernoulli variants; the Gaussian one has a single path.
+def sampled_kernels(variant):
+    """The Bernoulli kernels a variant's step can take: both for the MLP decoder, the
+    broadcast one for MADE (the rows kernel needs the MLP's last layer); the Gaussian
+    likelihood has a single path."""
+    if variant.get("likelihood") == "gaussian":
+        return ["rows"]
+    return ["broadcast"] if variant.get("decoder") == "made" else ["rows", "broadcast"]
+
+
 SAMPLED_KERNELS = [
     pytest.param(variant, kernel, id="-".join(map(str, [*variant.values(), kernel])))
     for variant in SAMPLED
-    for kernel in (["rows"] if variant.get("likelihood") == "gaussian" else ["rows", "broadcast"])
+    for kernel in sampled_kernels(variant)
 ]
 
 
@@ -472,6 +489,37 @@ def test_the_multi_sample_bound_bites_on_the_broadcast_kernel(monkeypatch):
     monkeypatch.setattr(fast_objectives, "bernoulli_nll_fused", swapped)
     spec, fast, x, y, eps = sampled_pair("float64", SAMPLED[0])
     fast.objective.rows_kernel_min_k = 10**9
+    _, grads = sampled_errors(spec, fast, x, y, eps)
+    assert max(grads.values()) > 8 * (30 + 30 + 9) * np.finfo("float64").eps
+
+
+def test_the_made_multi_sample_step_is_the_fast_one(monkeypatch):
+    """The MADE decoder's multi-sample step runs through the fast path, not the
+    specification's objective (which would pass the comparison above trivially)."""
+    spec, fast, x, y, eps = sampled_pair("float64", SAMPLED[4])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the specification's multi-sample step ran")
+
+    monkeypatch.setattr(fast.objective.spec, "forward", refuse)
+    monkeypatch.setattr(fast.objective.spec, "backward", refuse)
+    fast.loss(x, y, eps=eps)
+
+
+def test_the_multi_sample_bound_bites_on_the_made_rows(monkeypatch):
+    """Planted: the MADE decoder's K rows per example built by tiling x (example b's pixels
+    beside another example's samples) instead of repeating each example K times."""
+    import numpy_vae.fast.objectives as fast_objectives
+
+    spec, fast, x, y, eps = sampled_pair("float64", SAMPLED[4])
+    real = fast.fast_decoder.forward
+
+    def tiled(context, x_rows, buffers):
+        n, k = eps.shape[:2]
+        return real(context, np.tile(x_rows[::k], (k, 1)), buffers)
+
+    monkeypatch.setattr(fast.fast_decoder, "forward", tiled)
+    assert fast_objectives.FastMLPDecoder is not type(fast.fast_decoder)  # the MADE path runs
     _, grads = sampled_errors(spec, fast, x, y, eps)
     assert max(grads.values()) > 8 * (30 + 30 + 9) * np.finfo("float64").eps
 

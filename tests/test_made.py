@@ -14,7 +14,6 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from numpy_vae import VAE, get_backend
-from numpy_vae.fast import FastVAE
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients
 from numpy_vae.layers import MaskedLinear
 from numpy_vae.made import MADEDecoder, degrees, made_masks
@@ -237,19 +236,6 @@ def test_fast_made_decoder_is_bitwise_the_specification(d, hidden, direct, made_
         assert np.array_equal(fast.backward(d_logits, buffers), spec.backward(d_logits))
         for name, g in spec.gradients().items():
             assert np.array_equal(twin.gradients()[name], g), name
-
-
-def test_fast_model_runs_the_specification_for_the_made_multi_sample_step():
-    """FastVAE has no MADE multi-sample step: loss and gradients are the specification's."""
-    rng = np.random.default_rng(5)
-    x = (rng.random((6, 10)) < 0.5).astype(np.float64)
-    kwargs = {"decoder": "made", "made_hidden": (9,), "objective": "iwae", "k": 4}
-    spec = VAE(10, hidden_dims=(8,), latent_dim=3, backend=F64, seed=2, **kwargs)
-    fast = FastVAE(10, hidden_dims=(8,), latent_dim=3, backend=F64, seed=2, **kwargs)
-    eps = rng.standard_normal(spec.noise_shape(6))
-    assert float(spec.loss(x, eps=eps).loss) == float(fast.loss(x, eps=eps).loss)
-    for name, g in spec.grads.items():
-        assert np.array_equal(g, fast.grads[name]), name
 
 
 # ---------------------------------------------------------------- the sampler

@@ -59,7 +59,6 @@ import numpy
 from numpy_vae.backend import get_backend
 from numpy_vae.config import ModelConfig
 from numpy_vae.fast import FastVAE
-from numpy_vae.fast.decoders import FastMLPDecoder
 from numpy_vae.fast.layers import FastLeakyReLU, FastReLU, FastSequential
 from numpy_vae.gradcheck import numerical_gradient, relative_error
 from numpy_vae.layers import LeakyReLU, ReLU, Sequential
@@ -553,8 +552,6 @@ def gradient_report(
         fast = FastVAE(input_dim, config=config, backend=backend, seed=seed)
         fast.load_state_dict(model.state_dict())
         fast_step = type(fast.objective).__name__
-        if fast.objective.multi_sample and not isinstance(fast.fast_decoder, FastMLPDecoder):
-            fast_step += " (the specification's step for this decoder)"
     rows: list[Row] = []
     fast_rows: list[Row] = []
     agreement: list[Agreement] = []

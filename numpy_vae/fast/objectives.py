@@ -9,9 +9,9 @@ step, which :class:`~numpy_vae.fast.FastVAE` takes in place of the specification
   likelihood that never repeats x K times
   (:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll`; for K below
   :attr:`FastMultiSample.rows_kernel_min_k` the ELBO's fused kernel with x broadcast is faster).
-  It is not bitwise the specification's (other groupings of the same sums); the tests state the
-  bound. A decoder without a fast multi-sample step (MADE: no profile has asked for one) runs
-  the specification's."""
+  The MADE decoder reads x (teacher forcing), so its K rows per example are x repeated into a
+  buffer, and its likelihood takes the broadcast kernel at every K. It is not bitwise the
+  specification's (other groupings of the same sums); the tests state the bound."""
 
 from __future__ import annotations
 
@@ -199,8 +199,6 @@ class FastMultiSample(FastObjective):
     def forward(self, model: Any, x: Array, y: Array | None = None, eps: Array | None = None,
                 kl_weight: float | None = None, validate: bool = True) -> LossParts:  # fmt: skip
         """:meth:`MultiSampleBound.forward`, keeping what :meth:`backward` needs in buffers."""
-        if not isinstance(model.fast_decoder, FastMLPDecoder):  # the specification's step
-            return self.spec.forward(model, x, y, eps, kl_weight, validate)
         inputs.check_kl_weight(1.0 if kl_weight is None else kl_weight, True, self.name)
         x, onehot, eps = inputs.loss_inputs(model, x, y, eps, validate, k=self.k)
         xp, latent, buffers = model.xp, model.latent_dim, model.buffers
@@ -211,18 +209,27 @@ class FastMultiSample(FastObjective):
         sigma = xp.exp(0.5 * logvar)
         z = mu[:, None, :] + sigma[:, None, :] * eps
         rows = model.context(z.reshape(n * k, latent), onehot, k)
-        out = model.fast_decoder.forward(rows, None, buffers["decoder"])
-        if isinstance(model.likelihood, Bernoulli) and k >= self.rows_kernel_min_k:
+        bernoulli = isinstance(model.likelihood, Bernoulli)
+        x_rows = None  # each example beside each of its samples, (B K, D), where it is read
+        if model.decoder.reads_pixels or not bernoulli:
+            x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
+            x_rows[...] = x[:, None, :]
+            x_rows = x_rows.reshape(n * k, x.shape[1])
+        out = model.fast_decoder.forward(rows, x_rows, buffers["decoder"])
+        xw = None
+        # The rows kernel works on the MLP's last layer; an autoregressive decoder has none.
+        if (
+            bernoulli
+            and isinstance(model.fast_decoder, FastMLPDecoder)
+            and k >= self.rows_kernel_min_k
+        ):
             nll, xw = self._bernoulli_rows(model, out, x, n, k)  # out now holds sigmoid(l)
-        elif isinstance(model.likelihood, Bernoulli):
+        elif bernoulli:
             rows3 = out.reshape(n, k, -1)  # x broadcast against each example's K rows
             nll, d_rows = bernoulli_nll_fused(rows3, x[:, None, :], xp, rows3, buffers["loss"])
-            out, xw = d_rows.reshape(n * k, -1), None  # sigmoid(l) - x; nll is (B, K)
+            out = d_rows.reshape(n * k, -1)  # sigmoid(l) - x; nll is (B, K)
         else:
-            x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
-            x_rows[...] = x[:, None, :]  # each example beside each of its samples
-            nll, out = model.likelihood.nll(out, x_rows.reshape(n * k, x.shape[1]))
-            xw = None
+            nll, out = model.likelihood.nll(out, x_rows)
         log_px = -nll.reshape(n, k)
         log_w, w_tilde = self._weights(model, stats, eps, z, log_px)
         out *= w_tilde.reshape(n * k, 1)  # rows kernel: w~_k sigmoid(l); x's part in backward
@@ -272,8 +279,8 @@ class FastMultiSample(FastObjective):
         w~_k h_k)``, ``db -= sum_b (sum_k w~_bk) x_b``, ``dh_k -= w~_k (x W)``. After the
         broadcast kernel (and for other likelihoods) the whole gradient is in the array.
         """
-        if self._cache is None:  # the specification's forward ran (or none did)
-            return self.spec.backward(model)
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
         (stats, d_out, w_tilde, z, eps, sigma, x, xw), self._cache = self._cache, None
         xp, latent, buffers = model.xp, model.latent_dim, model.buffers
         n, k = w_tilde.shape
