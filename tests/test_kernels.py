@@ -49,6 +49,11 @@ The multi-sample weights and encoder gradient (:class:`numpy_vae.fast.objectives
   that leaves a sample out of the sum breaks it;
 - :func:`~numpy_vae.fast.kernels.weighted_encoder_gradient`: bitwise the plain estimator's
   gradient for L >= 2 (hypothesis); a copy that regroups the path product differs.
+
+The rows kernel's sums of logarithms (:func:`numpy_vae.fast.kernels.log1p_row_sums`): each
+row's sum of ``log(1 + e)`` within ``2 D u + (c + r + 1) u S`` of float64's ``log1p`` and the
+sigmoid within ``2 u``, relative (hypothesis, any width); copies that leave out the pixels past
+the last whole group, or take ``e / u`` as every logit's sigmoid, break it.
 """
 
 import math
@@ -684,3 +689,72 @@ def test_encoder_gradient_kernel_equals_the_specification_bitwise(dtype, shape, 
 def test_encoder_gradient_check_bites(dtype):
     """A copy that regroups ``g sigma eps / 2`` differs somewhere on a 4 x 16 x 16 case."""
     assert not encoder_gradient_case(dtype, 4, 16, 16, 0, encoder_gradient_regrouped)
+
+
+# ----------------------------------------------------------- the rows kernel's sums of logs
+def log1p_row_sums_skipping_the_remainder(e, products, total, logits, grad):
+    """Planted: the pixels past the last whole group of ``products`` left out."""
+    group = e.shape[1] // products
+    whole = group * products
+    kernels.log1p_row_sums(e[:, :whole].copy(), products, total, logits[:, :whole], grad)
+
+
+def log1p_row_sums_one_sided(e, products, total, logits, grad):
+    """Planted: ``e / u`` as the sigmoid of every logit (right only where l < 0)."""
+    kernels.log1p_row_sums(e, products, total, -np.abs(logits), grad)
+    logits[...] = -np.abs(logits)
+    logits[...] = e / (1 + e)
+
+
+@pytest.mark.parametrize("planted", [None, "remainder", "one_sided"])
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 1100)),
+    scale=st.sampled_from([0.5, 5.0, 40.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_log1p_row_sums_within_the_bound_and_the_check_bites(planted, dtype, shape, scale, seed):
+    """Each row's sum of log(1 + e) within ``2 D u + (c + r + 1) u S`` of float64's log1p
+    (``2 G - 1`` roundings in each of the c products' logs, G c + r = D, then a running sum of
+    c + r logarithms of total S), and the sigmoid within ``2 u`` relative (``1 + e`` and
+    the division) of ``max(e, 1[l >= 0]) / (1 + e)`` in float64, for the ``e`` given. The
+    planted copies (the remainder left out, ``e / u`` for every logit) break it where the
+    remainder holds a pixel of non-negligible ``e`` and where a logit is positive."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(shape) * scale).astype(dtype)
+    e = np.exp(-np.abs(logits))
+    products = fast_likelihoods.log_products(shape[1])
+    total, sigmoid = np.empty(shape[0], dtype), logits.copy()
+    copy = {
+        None: kernels.log1p_row_sums,
+        "remainder": log1p_row_sums_skipping_the_remainder,
+        "one_sided": log1p_row_sums_one_sided,
+    }[planted]
+    copy(e, products, total, sigmoid, True)
+    u = np.finfo(dtype).eps / 2
+    e64 = e.astype(np.float64)
+    want = np.log1p(e64).sum(axis=1)
+    group, d = shape[1] // products, shape[1]
+    r = d - group * products
+    bound = 2 * d * u + (products + r + 1) * u * want
+    want_sigmoid = np.maximum(e64, logits >= 0) / (1 + e64)
+    ok = np.all(np.abs(total - want) <= bound) and np.all(
+        np.abs(sigmoid - want_sigmoid) <= 2 * u * want_sigmoid
+    )
+    if planted is None:
+        assert ok
+    elif planted == "remainder" and np.all(np.log1p(e64[:, d - r :]).sum(axis=1) <= bound):
+        pass  # what the copy leaves out is within the bound (no remainder, or e underflows)
+    elif planted == "one_sided" and not (logits > 0).any():
+        pass  # no positive logit to get wrong
+    else:
+        assert not ok
+
+
+def test_log_products_keep_every_product_within_64_factors():
+    """Every width up to 20,000 pixels: a multiple of 8 products, at least 16, none with more
+    than 64 factors (so a float32 product of numbers in [1, 2] stays below 2^64)."""
+    for d in range(1, 20_001):
+        c = fast_likelihoods.log_products(d)
+        assert c % 8 == 0 and c >= 16 and d // c <= 64, d

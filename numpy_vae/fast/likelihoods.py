@@ -19,9 +19,21 @@ from typing import Any
 import numpy
 
 from numpy_vae.fast.buffers import Buffers
-from numpy_vae.fast.kernels import bernoulli_terms
+from numpy_vae.fast.kernels import bernoulli_terms, log1p_row_sums
 
 Array = Any
+
+
+def log_products(d: int) -> int:
+    """How many products the rows kernel's sums of logarithms form per row of ``d`` pixels
+    (:func:`~numpy_vae.fast.kernels.log1p_row_sums`): a multiple of 8 (a 256-bit register of
+    float32), at least 16, and enough that no product has more than 64 factors in [1, 2] (at
+    most 2^64, far inside float32's range). 784 pixels: 16 products of 49 factors. Measured
+    on a (5000, 784) float32 array, one thread: 1.3 ms for the pass (2.6 ms with the sigmoid)
+    at 16 products, against 1.8 (10.8) ms at 12 products of 64 and 6.9 ms for NumPy's add and
+    64-factor products."""
+    at_least = max(16, -(-d // 64))  # ceil(d / 64) products keep each at 64 factors or fewer
+    return -(-at_least // 8) * 8
 
 
 def bernoulli_nll_fused(
@@ -135,13 +147,15 @@ def bernoulli_rows_nll(
     - ``sum_d x_d l_d = (x W) . h + x . b``: an H-wide dot per sample instead of a pass over D;
     - ``sum_d softplus(l_d) = (sum_d l_d + sum_d |l_d|) / 2 + sum_d log(1 + e_d)`` with
       ``e = exp(-|l|)`` (``max(l, 0) = (l + |l|) / 2``) and ``sum_d l_d = h . (sum_d W_d) +
-      sum_d b_d``, another H-wide dot; the logs are taken of 64-factor products
-      (:func:`sum_of_logs`);
+      sum_d b_d``, another H-wide dot; the logs are taken of products of up to 64
+      factors (:func:`~numpy_vae.fast.kernels.log1p_row_sums`; device arrays:
+      :func:`sum_of_logs`);
     - ``sigmoid(l) = max(e, 1[l >= 0]) / (1 + e)`` shares ``e``.
 
-    Passes over the (B K, D) logits: one abs, one exp, four elementwise and two sums with the
-    gradient (the specification's value and gradient take about twenty); without it, one abs,
-    one exp, two elementwise and two sums. ``buffers`` gives the (B K, D) temporaries.
+    Passes over the (B K, D) logits on the host: one abs, one sum, one negation, NumPy's exp,
+    and one compiled pass for the sums of logs and, with the gradient, the sigmoid (the
+    specification's value and gradient take about twenty). ``buffers`` gives the (B K, D)
+    temporaries.
     """
     n, shape = x.shape[0], logits.shape
 
@@ -157,6 +171,10 @@ def bernoulli_rows_nll(
     sum_abs = e.sum(axis=1)
     xp.negative(e, out=e)
     xp.exp(e, out=e)
+    if xp is numpy:  # the sums of logs and the sigmoid in one compiled pass
+        log1p_sums = xp.empty(shape[0], dtype=logits.dtype)
+        log1p_row_sums(e, log_products(shape[1]), log1p_sums, logits, grad)
+        return 0.5 * (sum_l + sum_abs) + log1p_sums - xl.reshape(n * k), xw
     u = xp.add(e, 1, out=take("u") if grad else e)  # in [1, 2]
     softplus = 0.5 * (sum_l + sum_abs) + sum_of_logs(u, xp)
     if grad:
