@@ -212,7 +212,7 @@ class ModelConfig:
                 f"{self.objective} objective samples the KL inside log w (leave beta=1, "
                 "free_bits=0)"
             )
-        if decoder.binary_pixels and not LIKELIHOODS[self.likelihood].bounded:
+        if decoder.binary_pixels and not LIKELIHOODS[self.likelihood].draws_binary:
             problems.append(
                 f"the {self.decoder} decoder models binary pixels: it needs likelihood='bernoulli'"
             )

@@ -109,7 +109,7 @@ def check_batch(model: Any, x: Array, y: Array | None) -> tuple[Array, Array | N
     """
     backend = model.backend
     x, lo, hi = as_float_batch("x", x, model.input_dim, "input_dim", backend)
-    if model.likelihood.bounded and (lo < 0 or hi > 1):
+    if model.likelihood.unit_interval and (lo < 0 or hi > 1):
         raise ValueError(
             f"x has values in [{lo:g}, {hi:g}] but the {type(model.likelihood).__name__} "
             "likelihood needs pixel intensities in [0, 1]: scale them (e.g. x / 255) or use "
@@ -155,7 +155,7 @@ def check_decoder_inputs(
 
 def check_sample_inputs(model: Any, z: Array, y: Array | None) -> tuple[Array, Array | None]:
     """Codes and labels to draw binary pixels from: the likelihood must be Bernoulli."""
-    if not model.likelihood.bounded:
+    if not model.likelihood.draws_binary:
         raise ValueError(
             f"decode_sample draws binary pixels, which needs the Bernoulli likelihood; this "
             f"model's is {model.likelihood.name} (its mean is decode(z))"

@@ -134,7 +134,9 @@ class Bernoulli:
 
     name = "bernoulli"
     #: The data must lie in [0, 1] (checked at the input boundary, :mod:`numpy_vae.inputs`).
-    bounded = True
+    unit_interval = True
+    #: Its draws are binary pixels (``decode_sample``, and the MADE decoder's own inputs).
+    draws_binary = True
 
     def __init__(self, xp: ModuleType) -> None:
         self.xp = xp
@@ -172,7 +174,8 @@ class Gaussian:
     """
 
     name = "gaussian"
-    bounded = False
+    unit_interval = False
+    draws_binary = False
 
     def __init__(self, sigma: float, xp: ModuleType) -> None:
         self.sigma = float(sigma)
