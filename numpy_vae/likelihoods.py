@@ -8,7 +8,7 @@ the model, each with the same three methods:
 - ``log_prob(out, x)``: ``log p(x | z)`` per example (the value alone);
 - ``mean(out)``: the mean of p(x | z), what a figure shows.
 
-The fast path computes the Bernoulli value and gradient from one exp and one log
+The fast path computes the Bernoulli value and gradient from one exp and a few logs per row
 (:func:`numpy_vae.fast.likelihoods.bernoulli_nll_fused`), held to :func:`bernoulli_nll` by the
 tests.
 """

@@ -342,7 +342,8 @@ def sample_log_likelihood_bound(model, x, z, y):
     """(D + H + 16) u times the sum of the magnitudes the two orders round (every product
     x_d W_dj h_j and W_dj h_j, every x_d b_d and b_d, every softplus(l_d): the fast kernel
     forms sum_d x_d l_d and sum_d l_d as dots over H, and max(l, 0) as (l + |l|) / 2), plus
-    (D + 64) u for its products of 64 factors in [1, 2] (each rounds 63 times)."""
+    (D + 64) u for its logarithms of products of up to 64 factors in [1, 2] (each within
+    (3 G + 1) u, relative, of its value)."""
     n, k, latent = z.shape
     rows = z.reshape(n * k, latent).astype(np.float64)
     if y is not None:
@@ -446,7 +447,7 @@ def test_the_fast_multi_sample_step_matches_the_specification(dtype, variant, ob
     Bernoulli rows kernel never repeats x: it applies the ``- c_k x_b`` part of the output
     gradient per example (``dW -= x^T sum_k c_k h_k``, ...), so each entry is the same terms
     summed in another grouping, sums of at most B K + D + H terms. The loss: 8 D u relative
-    (its softplus sum is formed from 64-factor products and (sum l + sum |l|) / 2). The
+    (its softplus sum is formed from logarithms of products and (sum l + sum |l|) / 2). The
     broadcast kernel (the ELBO's, below ``rows_kernel_min_k`` samples) is held to the same."""
     spec, fast, x, y, eps = sampled_pair(dtype, variant, objective=objective)
     fast.objective.rows_kernel_min_k = 1 if kernel == "rows" else 10**9

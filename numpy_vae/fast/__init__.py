@@ -7,7 +7,7 @@ there (values and gradients within a few units in the last place, stated in the 
 - :mod:`~numpy_vae.fast.buffers`: scratch arrays reused from one step to the next.
 - :mod:`~numpy_vae.fast.parameters`: one flat vector for all parameters, one for all gradients.
 - :mod:`~numpy_vae.fast.parallel`: elementwise work split over threads.
-- :mod:`~numpy_vae.fast.likelihoods`: the Bernoulli value and gradient from one exp and one log.
+- :mod:`~numpy_vae.fast.likelihoods`: the Bernoulli value and gradient from one exp and a few logs.
 - :mod:`~numpy_vae.fast.layers`: layers computing in place, and a Sequential that lends buffers.
 - :mod:`~numpy_vae.fast.model`: :class:`FastVAE`, the model's training step on all of the above.
 - :mod:`~numpy_vae.fast.kernels`: compiled loops (numba), each a formula as one pass.

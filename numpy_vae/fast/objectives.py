@@ -99,8 +99,8 @@ class FastELBO(FastObjective):
 
     - the layers run through their fast twins, into the model's buffers (activations in place,
       the encoder's first layer without its input gradient);
-    - the Bernoulli value and gradient come from one exp and one log, written over the decoder
-      output (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`);
+    - the Bernoulli value and gradient come from one exp and one compiled pass, written into
+      the loss buffers (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`);
     - the sample ``z`` and the KL terms come from one compiled pass after NumPy's two exps
       (:func:`~numpy_vae.fast.kernels.reparam_kl_forward`), and the two paths into ``mu`` and
       ``logvar`` are summed by one more (:func:`~numpy_vae.fast.kernels.reparam_kl_backward`)
