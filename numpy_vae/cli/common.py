@@ -428,6 +428,58 @@ def run_study(prog: str, body: Callable[[], None], measuring: str) -> int:
     return 0
 
 
+def add_network_flags(
+    group: Any,
+    hidden: Sequence[int],
+    latent_dim: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    *,
+    widths_of: str = "of the encoder",
+    z: str = "z",
+) -> None:
+    """Add ``--hidden W1,W2,...`` and, each where it is given a default, ``--latent-dim``,
+    ``--batch-size`` and ``--lr``: the network and optimizer flags of a command that builds a
+    network of its own (the benchmark, the PyTorch comparison, the studies), declared once so
+    that each is spelled, checked and explained alike everywhere. ``train_mnist.py`` and
+    ``gradcheck.py`` take every model field instead (:func:`add_model_flags`).
+
+    Parameters
+    ----------
+    group : argparse.ArgumentParser or argument group
+        Where the flags go.
+    hidden : sequence of int
+        The default hidden widths.
+    latent_dim, batch_size : int, optional
+        The defaults of ``--latent-dim`` and ``--batch-size``; without one, no such flag.
+    lr : float, optional
+        The default of ``--lr`` (Adam's learning rate); without one, no such flag.
+    widths_of : str
+        Whose widths ``--hidden`` gives, for its help ("of every network").
+    z : str
+        Whose size ``--latent-dim`` gives, for its help ("the CVAE's z").
+    """
+    group.add_argument(
+        "--hidden",
+        type=hidden_widths,
+        default=hidden,
+        metavar="W1,W2,...",
+        help=f"hidden widths {widths_of}, comma-separated",
+    )
+    if latent_dim is not None:
+        group.add_argument(
+            "--latent-dim", type=positive_int, default=latent_dim, help=f"size of {z}"
+        )
+    if batch_size is not None:
+        group.add_argument(
+            "--batch-size", type=positive_int, default=batch_size, help="examples per step"
+        )
+    if lr is not None:
+        group.add_argument(
+            "--lr", type=finite_float(0, False), default=lr, help="Adam learning rate"
+        )
+
+
 def add_study_reports(parser: argparse.ArgumentParser, figures: str) -> None:
     """Add ``--table`` and ``--figures DIR``, the two reports of a study's measured rows, each
     of which trains nothing.
