@@ -149,6 +149,13 @@ def add_progress_flags(group: Any, steps: str) -> None:
     )
 
 
+def progress_bar(args: argparse.Namespace) -> bool:
+    """Whether to draw a progress bar, by the flags of :func:`add_progress_flags`: not with
+    ``--no-progress``, and only where standard error is a terminal (in a log file or a pipe a
+    redrawn bar is noise; ``--log-interval`` prints plain lines there instead)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The :class:`ModelConfig` of the flags that :func:`add_model_flags` added."""
     return ModelConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig)})

@@ -13,12 +13,11 @@ the truth, the baseline's prediction and several completions of the CVAE.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from numpy_vae.cli.common import Parser, add_network_flags, fail, load_dataset
+from numpy_vae.cli.common import Parser, add_network_flags, fail, load_dataset, progress_bar
 from numpy_vae.cli.study import add_budget, add_flags, chosen_rows, make_reports, run_study
 from numpy_vae.experiments.completion_study import (
     BASE,
@@ -110,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.figures:
             draw(args, models, data, p.prog)
             return
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         for n_given in args.given:
             for model in models:
                 r = run_row(

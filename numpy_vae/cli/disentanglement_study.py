@@ -11,12 +11,11 @@ measured rows; --figure draws reconstruction and the metrics against beta.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from numpy_vae.cli.common import Parser, add_network_flags, fail, positive_int
+from numpy_vae.cli.common import Parser, add_network_flags, fail, positive_int, progress_bar
 from numpy_vae.cli.study import add_budget, add_flags, make_reports, run_study
 from numpy_vae.experiments.disentanglement_study import (
     BASE,
@@ -101,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         data = study_data(grid, args.n_train, args.n_test, args.seed)
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         for beta in args.betas:
             r = run_row(
                 beta,

@@ -24,6 +24,7 @@ from numpy_vae.cli.common import (
     load_dataset,
     nonnegative_int,
     positive_int,
+    progress_bar,
 )
 from numpy_vae.training.data import default_data_dir, default_runs_dir
 from numpy_vae.training.runs import Terminated, sigterm_interrupts
@@ -279,7 +280,7 @@ def run_rows(
 
     def body() -> None:
         dataset, _ = load_dataset(args.data_dir, None)
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         for row in rows:
             measured = run_row(
                 row,
