@@ -250,6 +250,26 @@ def twin_log_w(twin, x, y, eps):
         return (-parts.nll + log_pz - log_qz).numpy()
 
 
+def assert_twin_follows_golden(harness, twin, config, a, parts, loss_at):
+    """What every golden file records after its checked loss, to 1e-12 relative: the loss's
+    ``parts`` (computed by the twin), the twin's gradients, and its parameters after the file's
+    Adam steps, each after ``loss_at(step)`` (the loss and its backward). ``harness`` is the
+    twin's module (:mod:`numpy_vae.checks.torch_twin` or ``torch_completion``)."""
+    for key, value in parts.items():
+        assert relative_error(value, a[key]) <= 1e-12, key
+    grads = harness.twin_grads(twin)
+    for name in config["param_names"]:
+        assert relative_error(grads[name], a[f"grad/{name}"]) <= 1e-12, name
+    adam = config["adam"]
+    opt = harness.twin_adam(twin, lr=adam["lr"], betas=tuple(adam["betas"]), eps=adam["eps"])
+    for step in range(adam["steps"]):
+        loss_at(step)
+        opt.step()
+    params = harness.twin_params(twin)
+    for name in config["param_names"]:
+        assert relative_error(params[name], a[f"adam3/{name}"]) <= 1e-12, name
+
+
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_torch_twin_reproduces_the_golden_files(path):
     """Every golden file, every objective and estimator (elbo, vae, iwae with reparam, STL and
@@ -261,19 +281,14 @@ def test_torch_twin_reproduces_the_golden_files(path):
     if "log_w" in a:
         assert relative_error(twin_log_w(twin, a["x"], y, a["eps"]), a["log_w"]) <= 1e-12
     parts = tt.twin_loss_backward(twin, a["x"], y, a["eps"], w)
-    for key in ("loss", "recon", "kl", "kl_per_dim"):
-        assert relative_error(parts[key], a[key]) <= 1e-12, key
-    grads = tt.twin_grads(twin)
-    for name in config["param_names"]:
-        assert relative_error(grads[name], a[f"grad/{name}"]) <= 1e-12, name
-    adam = config["adam"]
-    opt = tt.twin_adam(twin, lr=adam["lr"], betas=tuple(adam["betas"]), eps=adam["eps"])
-    for step in range(adam["steps"]):
-        tt.twin_loss_backward(twin, a["x"], y, a["adam3_eps"][step], w)
-        opt.step()
-    params = tt.twin_params(twin)
-    for name in config["param_names"]:
-        assert relative_error(params[name], a[f"adam3/{name}"]) <= 1e-12, name
+    assert_twin_follows_golden(
+        tt,
+        twin,
+        config,
+        a,
+        {key: parts[key] for key in ("loss", "recon", "kl", "kl_per_dim")},
+        lambda step: tt.twin_loss_backward(twin, a["x"], y, a["adam3_eps"][step], w),
+    )
 
 
 # ------------------------------------------------------------------ the twin is a real check
@@ -562,17 +577,10 @@ def test_completion_twin_reproduces_the_golden_files(path):
     twin = tc.build_twin(kind, config["model"])
     tc.load_params(twin, {name: a[f"param/{name}"] for name in config["param_names"]})
     parts = tc.twin_loss_backward(twin, a["visible"], a["hidden"], a.get("eps"))
-    for key in ("loss", "recon", "kl", "kl_per_dim") if kind == "cvae" else ("loss", "recon"):
-        assert relative_error(parts[key], a[key]) <= 1e-12, key
-    grads = tc.twin_grads(twin)
-    for name in config["param_names"]:
-        assert relative_error(grads[name], a[f"grad/{name}"]) <= 1e-12, name
-    adam = config["adam"]
-    opt = tc.twin_adam(twin, lr=adam["lr"], betas=tuple(adam["betas"]), eps=adam["eps"])
-    for step in range(adam["steps"]):
+    keys = ("loss", "recon", "kl", "kl_per_dim") if kind == "cvae" else ("loss", "recon")
+
+    def loss_at(step):
         eps = a["adam3_eps"][step] if kind == "cvae" else None
         tc.twin_loss_backward(twin, a["visible"], a["hidden"], eps)
-        opt.step()
-    params = tc.twin_params(twin)
-    for name in config["param_names"]:
-        assert relative_error(params[name], a[f"adam3/{name}"]) <= 1e-12, name
+
+    assert_twin_follows_golden(tc, twin, config, a, {key: parts[key] for key in keys}, loss_at)

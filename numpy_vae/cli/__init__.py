@@ -2,7 +2,8 @@
 
 ``scripts/<name>.py`` is a shim that calls ``numpy_vae.cli.<name>.main``. Shared here: one-line
 errors with exit status 2 (:class:`~numpy_vae.cli.common.Parser`), the argument types, the model
-flags and the data loading (:mod:`numpy_vae.cli.common`). Nothing below this ring imports it.
+flags and the data loading (:mod:`numpy_vae.cli.common`); the flags, reports and run of rows
+that the studies share (:mod:`numpy_vae.cli.study`). Nothing below this ring imports it.
 """
 
 from numpy_vae.cli.common import add_model_flags

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from numpy_vae.cli.common import (
     Parser,
-    hidden_widths,
+    add_network_flags,
     nonnegative_int,
     positive_int,
 )
@@ -30,18 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="benchmark.py",
         description="Time a training epoch of numpy-vae against PyTorch and the GEMM floor.",
     )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=default.batch_size, help="examples per step"
-    )
-    parser.add_argument(
-        "--hidden",
-        type=hidden_widths,
-        default=default.hidden_dims,
-        metavar="W1,W2,...",
-        help="hidden widths of the encoder, comma-separated",
-    )
-    parser.add_argument(
-        "--latent-dim", type=positive_int, default=default.latent_dim, help="size of z"
+    add_network_flags(
+        parser,
+        default.hidden_dims,
+        latent_dim=default.latent_dim,
+        batch_size=default.batch_size,
     )
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed epochs each")
     parser.add_argument("--mnist", action="store_true", help="real MNIST instead of synthetic")

@@ -14,25 +14,14 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from numpy_vae.cli.common import (
-    Parser,
-    add_progress_flags,
-    add_study_folders,
-    chosen_rows,
-    fail,
-    positive_int,
-    run_rows,
-)
+from numpy_vae.cli.common import Parser, fail, positive_int
+from numpy_vae.cli.study import add_budget, add_flags, add_rows, chosen_rows, make_reports, run_rows
 from numpy_vae.experiments.burda import ROWS, collect, markdown_table, run_row
 
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="burda_study.py", description=__doc__.split("\n\n", 1)[1])
-    p.add_argument(
-        "--rows",
-        default=",".join(ROWS),
-        help=f"comma-separated rows to train, from {', '.join(ROWS)}",
-    )
+    add_rows(p, ROWS)
     p.add_argument(
         "--stages",
         type=positive_int,
@@ -40,21 +29,19 @@ def parser() -> argparse.ArgumentParser:
         help="train each row through this many stages (1..8; 8 is the paper's 3,280 epochs; "
         "stages end at epochs 1, 4, 13, 40, 121, 364, 1093, 3280)",
     )
-    p.add_argument("--iw-k", type=positive_int, default=5000, help="importance samples for NLL")
-    p.add_argument(
-        "--test-images",
-        type=positive_int,
-        help="measure the NLL on this many test images drawn at random once (default: all "
-        "10,000; k = 5000 on all of them is about 10 CPU-minutes per stage)",
+    add_budget(
+        p,
+        iw_k=5000,
+        measured="the NLL (default: all 10,000; k = 5000 on all of them is about 10 CPU-minutes "
+        "per stage)",
     )
-    add_study_folders(p)
-    p.add_argument(
-        "--table",
-        action="store_true",
-        help="train nothing: print the measured stages as the Markdown table of "
-        "docs/10-importance-weighting.md",
+    add_flags(
+        p,
+        None,
+        None,
+        table="the measured stages as the Markdown table of docs/10-importance-weighting.md",
+        steps="batches, and test images of the NLL estimate",
     )
-    add_progress_flags(p, "batches, and test images of the NLL estimate")
     return p
 
 
@@ -63,13 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.table:
-        found = collect(args.runs_dir)
-        if not found:
-            return fail(
-                p.prog, f"no measured stage under {args.runs_dir} (burda_<row>/stage_*.json)"
-            )
-        print(markdown_table(found))
-        return 0
+        where = f"{args.runs_dir} (burda_<row>/stage_*.json)"
+        return make_reports(
+            p.prog, args, collect(args.runs_dir), where, markdown_table, what="stage"
+        )
     try:
         rows = chosen_rows(args.rows, ROWS)
     except ValueError as err:

@@ -13,19 +13,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from numpy_vae.cli.common import (
-    Parser,
-    add_progress_flags,
-    add_study_folders,
-    add_study_reports,
-    chosen_rows,
-    fail,
-    nonnegative_int,
-    positive_int,
-    run_rows,
-)
+from numpy_vae.cli.common import Parser, fail
+from numpy_vae.cli.study import add_budget, add_flags, add_rows, chosen_rows, make_reports, run_rows
 from numpy_vae.experiments.collapse import (
     ROWS,
     collect,
@@ -40,31 +32,9 @@ from numpy_vae.training.checkpoint import load_model
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="collapse_study.py", description=__doc__.split("\n\n", 1)[1])
-    p.add_argument(
-        "--rows", default=",".join(ROWS), help=f"comma-separated rows, from {', '.join(ROWS)}"
-    )
-    p.add_argument(
-        "--epochs", type=positive_int, default=20, help="the budget of every row, in epochs"
-    )
-    p.add_argument(
-        "--iw-k", type=positive_int, default=1000, help="importance samples for the test NLL"
-    )
-    p.add_argument(
-        "--test-images",
-        type=positive_int,
-        default=1000,
-        help="test images (drawn at random once) for the IW NLL and the mutual information",
-    )
-    p.add_argument(
-        "--seed",
-        type=nonnegative_int,
-        default=0,
-        help="seed of every row (0: runs/collapse_<row>; N: runs/collapse_<row>_seed<N>, the "
-        "same rows repeated)",
-    )
-    add_study_folders(p)
-    add_study_reports(p, "kl_per_dim.png and samples.png")
-    add_progress_flags(p, "batches")
+    add_rows(p, ROWS)
+    add_budget(p, 20, iw_k=1000, test_images=1000, measured="the IW NLL and the mutual information")
+    add_flags(p, "collapse_<row>", "kl_per_dim.png and samples.png")
     return p
 
 
@@ -79,23 +49,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.table or args.figures:
         measured = collect(args.runs_dir, args.seed)
         found = {row: measured[row] for row in rows if row in measured}  # in the order asked
-        if not found:
-            where = f"{args.runs_dir}/{run_name('<row>', args.seed)}/"
-            return fail(p.prog, f"no measured row under {where}")
-        if args.table:
-            print(markdown_table(found))
-        if args.figures:
-            try:
-                plot_kl_per_dim(
-                    args.runs_dir, list(found), args.figures / "kl_per_dim.png", args.seed
-                )
-                models = {r: load_model(args.runs_dir / run_name(r, args.seed)) for r in found}
-                plot_samples(models, args.figures / "samples.png")
-            except (ValueError, OSError) as err:
-                return fail(p.prog, str(err).replace("\n", " "))
-            print(f"wrote {args.figures / 'kl_per_dim.png'} and {args.figures / 'samples.png'}")
-        return 0
+        where = f"{args.runs_dir}/{run_name('<row>', args.seed)}/"
+        return make_reports(p.prog, args, found, where, markdown_table, draw)
     return run_rows(p.prog, args, rows, run_row, args.epochs, row_lines, "a row", args.seed)
+
+
+def draw(args: argparse.Namespace, found: dict[str, Any]) -> list[Path]:
+    """``--figures``: the KL per dimension and samples of the measured rows ``found``."""
+    kl_per_dim, samples = args.figures / "kl_per_dim.png", args.figures / "samples.png"
+    plot_kl_per_dim(args.runs_dir, list(found), kl_per_dim, args.seed)
+    models = {r: load_model(args.runs_dir / run_name(r, args.seed)) for r in found}
+    plot_samples(models, samples)
+    return [kl_per_dim, samples]
 
 
 def row_lines(row: str, r: dict[str, Any]) -> list[str]:

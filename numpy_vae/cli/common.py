@@ -10,9 +10,9 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import numpy
 
@@ -22,17 +22,14 @@ from numpy_vae.training.data import (
     DataError,
     Dataset,
     default_data_dir,
-    default_runs_dir,
     load_mnist,
 )
 from numpy_vae.training.data import data_record as make_data_record
 from numpy_vae.training.runs import (
     CONFIG,
     Interrupted,
-    Terminated,
     check_data,
     recorded_data,
-    sigterm_interrupts,
 )
 from numpy_vae.training.trainer import RETIRED_KEYS, Diverged, TrainConfig
 
@@ -150,6 +147,13 @@ def add_progress_flags(group: Any, steps: str) -> None:
         help="off a terminal (a log file, a pipe), print a progress line with elapsed time and "
         f"ETA every N {steps} (0: none)",
     )
+
+
+def progress_bar(args: argparse.Namespace) -> bool:
+    """Whether to draw a progress bar, by the flags of :func:`add_progress_flags`: not with
+    ``--no-progress``, and only where standard error is a terminal (in a log file or a pipe a
+    redrawn bar is noise; ``--log-interval`` prints plain lines there instead)."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
@@ -407,158 +411,56 @@ def failure_status(prog: str, err: BaseException) -> int:
     return fail(prog, str(err).replace("\n", " "))
 
 
-def run_study(prog: str, body: Callable[[], None], measuring: str) -> int:
-    """Run a study's ``body`` (training runs, each measured at its end) and return the exit
-    status: 0 when it ends; 2 with a one-line error for bad input or a file problem; 1 for a
-    diverged run; 130 (143 for SIGTERM) when interrupted. An interrupted training keeps its last
-    checkpoint; an interrupted measurement of ``measuring`` writes nothing. Either way the same
-    command continues."""
-    try:
-        with sigterm_interrupts():
-            body()
-    except RUN_FAILURES as err:
-        return failure_status(prog, err)
-    except (KeyboardInterrupt, Terminated) as err:
-        print(
-            f"\nstopped while measuring {measuring} (nothing of it was written); the same "
-            "command continues from the last checkpoint and measures it again",
-            file=sys.stderr,
+def add_network_flags(
+    group: Any,
+    hidden: Sequence[int],
+    latent_dim: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    *,
+    widths_of: str = "of the encoder",
+    z: str = "z",
+) -> None:
+    """Add ``--hidden W1,W2,...`` and, each where it is given a default, ``--latent-dim``,
+    ``--batch-size`` and ``--lr``: the network and optimizer flags of a command that builds a
+    network of its own (the benchmark, the PyTorch comparison, the studies), declared once so
+    that each is spelled, checked and explained alike everywhere. ``train_mnist.py`` and
+    ``gradcheck.py`` take every model field instead (:func:`add_model_flags`).
+
+    Parameters
+    ----------
+    group : argparse.ArgumentParser or argument group
+        Where the flags go.
+    hidden : sequence of int
+        The default hidden widths.
+    latent_dim, batch_size : int, optional
+        The defaults of ``--latent-dim`` and ``--batch-size``; without one, no such flag.
+    lr : float, optional
+        The default of ``--lr`` (Adam's learning rate); without one, no such flag.
+    widths_of : str
+        Whose widths ``--hidden`` gives, for its help ("of every network").
+    z : str
+        Whose size ``--latent-dim`` gives, for its help ("the CVAE's z").
+    """
+    group.add_argument(
+        "--hidden",
+        type=hidden_widths,
+        default=hidden,
+        metavar="W1,W2,...",
+        help=f"hidden widths {widths_of}, comma-separated",
+    )
+    if latent_dim is not None:
+        group.add_argument(
+            "--latent-dim", type=positive_int, default=latent_dim, help=f"size of {z}"
         )
-        return 143 if isinstance(err, Terminated) else 130
-    return 0
-
-
-def add_study_reports(parser: argparse.ArgumentParser, figures: str) -> None:
-    """Add ``--table`` and ``--figures DIR``, the two reports of a study's measured rows, each
-    of which trains nothing.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The study's parser.
-    figures : str
-        What ``--figures`` draws, for its help ("kl_per_dim.png and samples.png").
-    """
-    parser.add_argument(
-        "--table", action="store_true", help="train nothing: print the measured rows' table"
-    )
-    parser.add_argument(
-        "--figures",
-        type=Path,
-        metavar="DIR",
-        help=f"train nothing: draw {figures} of the measured rows into DIR",
-    )
-
-
-def add_study_folders(parser: argparse.ArgumentParser) -> None:
-    """Add ``--runs-dir`` (the parent of a study's runs) and ``--data-dir`` (the MNIST cache) to
-    the parser of a study that trains its rows on MNIST: the folders :func:`run_rows` reads.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The study's parser.
-    """
-    parser.add_argument(
-        "--runs-dir", type=Path, default=default_runs_dir(), help="parent of the runs"
-    )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="MNIST cache")
-
-
-def chosen_rows(text: str, known: Sequence[str]) -> list[str]:
-    """The rows a study's ``--rows`` names, in the order given.
-
-    Parameters
-    ----------
-    text : str
-        The flag's value: comma-separated row names (blanks around them are ignored).
-    known : sequence of str
-        The study's rows.
-
-    Returns
-    -------
-    list of str
-        The rows named.
-
-    Raises
-    ------
-    ValueError
-        When a name is not one of ``known``, or none is given; the message is the program's
-        one-line error.
-    """
-    rows = [r.strip() for r in text.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in known]
-    if unknown or not rows:
-        raise ValueError(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    return rows
-
-
-Result = TypeVar("Result")
-
-
-def run_rows(
-    prog: str,
-    args: argparse.Namespace,
-    rows: Sequence[str],
-    run_row: Callable[..., Result],
-    budget: int,
-    report: Callable[[str, Result], Iterable[str]],
-    measuring: str,
-    seed: int = 0,
-) -> int:
-    """Train and measure each of a study's ``rows`` on MNIST in turn, print the lines that
-    ``report`` makes of each row's measurement, and return the exit status of :func:`run_study`.
-
-    The studies of :mod:`numpy_vae.experiments` (``burda``, ``collapse``) share the signature of
-    ``run_row`` and the flags that feed it, so that their command lines share this loop.
-
-    Parameters
-    ----------
-    prog : str
-        The program's name, for its one-line errors.
-    args : argparse.Namespace
-        The parsed command line; it has ``--runs-dir`` and ``--data-dir``
-        (:func:`add_study_folders`), ``--iw-k``, ``--test-images`` and the progress flags
-        (:func:`add_progress_flags`).
-    rows : sequence of str
-        The rows to run, in order (:func:`chosen_rows`).
-    run_row : callable
-        The study's ``run_row(row, dataset, runs_dir, budget, *, iw_k, test_images, seed,
-        progress, log_interval)``: trains a row (resuming its checkpoint) and measures it.
-    budget : int
-        Its fourth argument: how far each row trains (stages, epochs).
-    report : callable
-        ``report(row, measured)``: the lines printed for what ``run_row`` returned.
-    measuring : str
-        What an interruption stops the measurement of, for its message.
-    seed : int, optional
-        The seed of every row.
-
-    Returns
-    -------
-    int
-        The exit status.
-    """
-
-    def body() -> None:
-        dataset, _ = load_dataset(args.data_dir, None)
-        bar = not args.no_progress and sys.stderr.isatty()
-        for row in rows:
-            measured = run_row(
-                row,
-                dataset,
-                args.runs_dir,
-                budget,
-                iw_k=args.iw_k,
-                test_images=args.test_images,
-                seed=seed,
-                progress=bar,
-                log_interval=args.log_interval,
-            )
-            for line in report(row, measured):
-                print(line, flush=True)  # each row's lines as soon as it is measured
-
-    return run_study(prog, body, measuring)
+    if batch_size is not None:
+        group.add_argument(
+            "--batch-size", type=positive_int, default=batch_size, help="examples per step"
+        )
+    if lr is not None:
+        group.add_argument(
+            "--lr", type=finite_float(0, False), default=lr, help="Adam learning rate"
+        )
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:

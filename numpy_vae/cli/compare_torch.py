@@ -21,10 +21,9 @@ import numpy as np
 from numpy_vae.checks.variants import VARIANTS
 from numpy_vae.cli.common import (
     Parser,
+    add_network_flags,
     existing_data_dir,
     fail,
-    finite_float,
-    hidden_widths,
     nonnegative_int,
     positive_int,
 )
@@ -52,16 +51,7 @@ def parser() -> argparse.ArgumentParser:
         help="precision of both: in float64 the agreement bounds apply (exit status 1 if one "
         "fails); in float32 the drift is reported without a bound (default: float64)",
     )
-    p.add_argument(
-        "--hidden",
-        type=hidden_widths,
-        default=(400,),
-        metavar="W1,W2,...",
-        help="hidden widths of the encoder, comma-separated",
-    )
-    p.add_argument("--latent-dim", type=positive_int, default=20, help="size of z")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="examples per step")
-    p.add_argument("--lr", type=finite_float(0, False), default=1e-3, help="Adam learning rate")
+    add_network_flags(p, (400,), latent_dim=20, batch_size=128, lr=1e-3)
     p.add_argument("--seed", type=nonnegative_int, default=0, help="weights, data and noise")
     p.add_argument(
         "--every", type=nonnegative_int, default=10, help="print every k-th step (0: none)"

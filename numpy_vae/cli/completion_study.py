@@ -13,25 +13,12 @@ the truth, the baseline's prediction and several completions of the CVAE.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from numpy_vae.cli.common import (
-    Parser,
-    add_progress_flags,
-    add_study_folders,
-    add_study_reports,
-    chosen_rows,
-    fail,
-    finite_float,
-    hidden_widths,
-    load_dataset,
-    nonnegative_int,
-    positive_int,
-    run_study,
-)
+from numpy_vae.cli.common import Parser, add_network_flags, fail, load_dataset, progress_bar
+from numpy_vae.cli.study import add_budget, add_flags, chosen_rows, make_reports, run_study
 from numpy_vae.experiments.completion_study import (
     BASE,
     GIVENS,
@@ -72,30 +59,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="N1,N2,...",
         help="numbers of given quadrants, comma-separated, from 1, 2, 3 (default: 1,2,3)",
     )
-    p.add_argument(
-        "--epochs", type=positive_int, default=BASE["epochs"], help="the budget of every row"
-    )
-    p.add_argument(
-        "--hidden",
-        type=hidden_widths,
-        default=BASE["widths"],
-        metavar="W1,W2,...",
-        help="hidden widths of every network, comma-separated (default: 500,500)",
-    )
-    p.add_argument(
-        "--latent-dim", type=positive_int, default=BASE["latent_dim"], help="size of the CVAE's z"
-    )
-    p.add_argument(
-        "--lr", type=finite_float(0, False), default=BASE["lr"], help="Adam learning rate"
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=BASE["batch_size"], help="examples per step"
-    )
-    p.add_argument(
-        "--test-images",
-        type=positive_int,
-        default=1000,
-        help="test images (drawn at random once, the same for every row) to measure on",
+    add_budget(p, BASE["epochs"], test_images=1000, measured="every measurement")
+    add_network_flags(
+        p,
+        BASE["widths"],
+        latent_dim=BASE["latent_dim"],
+        batch_size=BASE["batch_size"],
+        lr=BASE["lr"],
+        widths_of="of every network",
+        z="the CVAE's z",
     )
     p.add_argument(
         "--iw-samples",
@@ -105,19 +77,11 @@ def parser() -> argparse.ArgumentParser:
         help="importance samples of the CVAE's estimate, comma-separated (default: 1,10,100,1000)",
     )
     p.add_argument(
-        "--seed",
-        type=nonnegative_int,
-        default=0,
-        help="seed of every row (0: runs/completion_<model>_given<N>; S: ..._seed<S>)",
-    )
-    add_study_folders(p)
-    p.add_argument(
         "--data-file",
         type=Path,
         help="an .npz of uint8 train_images and test_images (square, even side) instead of MNIST",
     )
-    add_study_reports(p, "completion_given<N>.png")
-    add_progress_flags(p, "batches")
+    add_flags(p, "completion_<model>_given<N>", "completion_given<N>.png")
     return p
 
 
@@ -133,12 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(p.prog, f"--given: 1, 2 or 3 quadrants, got {','.join(map(str, args.given))}")
     if args.table:
         found = {k: r for k, r in collect(args.runs_dir, args.seed).items() if wanted(k, args)}
-        if not found:
-            where = f"{args.runs_dir}/{run_name('<model>', args.given[0], args.seed)}/"
-            return fail(p.prog, f"no measured row under {where}")
-        print(markdown_table(found))
-        if not args.figures:
-            return 0
+        where = f"{args.runs_dir}/{run_name('<model>', args.given[0], args.seed)}/"
+        # The figures need the data set: they are drawn below, where it is loaded.
+        status = make_reports(p.prog, args, found, where, markdown_table)
+        if status or not args.figures:
+            return status
 
     def body() -> None:
         dataset, source = load_dataset(args.data_dir, args.data_file)
@@ -146,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.figures:
             draw(args, models, data, p.prog)
             return
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         for n_given in args.given:
             for model in models:
                 r = run_row(

@@ -11,19 +11,12 @@ measured rows; --figure draws reconstruction and the metrics against beta.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from numpy_vae.cli.common import (
-    Parser,
-    add_progress_flags,
-    fail,
-    hidden_widths,
-    nonnegative_int,
-    positive_int,
-    run_study,
-)
+from numpy_vae.cli.common import Parser, add_network_flags, fail, positive_int, progress_bar
+from numpy_vae.cli.study import add_budget, add_flags, make_reports, run_study
 from numpy_vae.experiments.disentanglement_study import (
     BASE,
     BETAS,
@@ -34,7 +27,6 @@ from numpy_vae.experiments.disentanglement_study import (
     run_row,
     study_data,
 )
-from numpy_vae.training.data import default_runs_dir
 from numpy_vae.training.dsprites import DSPRITES, FactorGrid
 
 
@@ -60,9 +52,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="B1,B2,...",
         help="the rows' KL weights, comma-separated",
     )
-    p.add_argument(
-        "--epochs", type=positive_int, default=BASE["epochs"], help="the budget of every row"
-    )
+    add_budget(p, BASE["epochs"])
     p.add_argument(
         "--n-train", type=positive_int, default=100_000, help="training images, drawn once"
     )
@@ -73,37 +63,21 @@ def parser() -> argparse.ArgumentParser:
         default=DSPRITES.image_size,
         help="side of the images in pixels (dSprites' factor grid, drawn smaller)",
     )
-    p.add_argument(
-        "--hidden",
-        type=hidden_widths,
-        default=BASE["hidden_dims"],
-        metavar="W1,W2,...",
-        help="hidden widths of the encoder (the decoder mirrors them), comma-separated",
-    )
+    add_network_flags(p, BASE["hidden_dims"], widths_of="of the encoder (the decoder mirrors them)")
     p.add_argument(
         "--metric-points",
         type=positive_int,
         default=10_000,
         help="tuples for MIG, training votes of the FactorVAE score (half as many to score it)",
     )
-    p.add_argument(
-        "--seed",
-        type=nonnegative_int,
-        default=0,
-        help="seed of every row and of the data sample (0: runs/disentanglement_beta<B>; N: "
-        "runs/disentanglement_beta<B>_seed<N>)",
+    add_flags(
+        p,
+        "disentanglement_beta<B>",
+        "reconstruction and the two metrics against beta",
+        seed_of="every row and of the data sample",
+        mnist=False,
+        into="PNG",
     )
-    p.add_argument("--runs-dir", type=Path, default=default_runs_dir(), help="parent of the runs")
-    p.add_argument(
-        "--table", action="store_true", help="train nothing: print the measured rows' table"
-    )
-    p.add_argument(
-        "--figure",
-        type=Path,
-        metavar="PNG",
-        help="train nothing: draw reconstruction and the two metrics against beta into PNG",
-    )
-    add_progress_flags(p, "batches")
     return p
 
 
@@ -111,20 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/disentanglement_study.py``; returns the exit status."""
     p = parser()
     args = p.parse_args(argv)
-    if args.table or args.figure:
+    if args.table or args.figures:
         found = [r for r in collect(args.runs_dir, args.seed) if r["beta"] in args.betas]
-        if not found:
-            where = f"{args.runs_dir}/{run_name(args.betas[0], args.seed)}/"
-            return fail(p.prog, f"no measured row under {where} (or the other betas)")
-        if args.table:
-            print(markdown_table(found))
-        if args.figure:
-            try:
-                plot_study(found, args.figure)
-            except (ValueError, OSError) as err:
-                return fail(p.prog, str(err).replace("\n", " "))
-            print(f"wrote {args.figure}")
-        return 0
+        where = f"{args.runs_dir}/{run_name(args.betas[0], args.seed)}/ (or the other betas)"
+        return make_reports(p.prog, args, found, where, markdown_table, draw)
     n_images = DSPRITES.n_images
     if args.image_size < 8 or args.n_train + args.n_test > n_images:
         return fail(
@@ -136,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         data = study_data(grid, args.n_train, args.n_test, args.seed)
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         for beta in args.betas:
             r = run_row(
                 beta,
@@ -157,3 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     return run_study(p.prog, body, "a row")
+
+
+def draw(args: argparse.Namespace, found: list[dict[str, Any]]) -> list[Path]:
+    """``--figure``: reconstruction and the two metrics of the measured rows against beta."""
+    plot_study(found, args.figures)
+    return [args.figures]

@@ -10,7 +10,6 @@ test images), and appends the same to RUN_DIR/evaluations.jsonl, which keeps eve
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from numpy_vae.cli.common import (
     load_run_dataset,
     nonnegative_int,
     positive_int,
+    progress_bar,
 )
 from numpy_vae.training.checkpoint import load_checkpoint
 from numpy_vae.training.data import default_data_dir
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         trainer.load_state_dict(state)
         start = time.perf_counter()
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         evaluation = evaluate_run(
             trainer, args.iw_samples, bar, args.log_interval, args.test_images
         )

@@ -11,7 +11,6 @@ mean what they mean for train_mnist.py.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from numpy_vae.checks.gradreport import DEFAULT_STEP, DEFAULT_TOL, PATHS, gradie
 from numpy_vae.cli.common import (
     Parser,
     add_model_flags,
+    fail,
     finite_float,
     model_config_from_args,
     positive_int,
@@ -74,6 +74,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json is not None:
             write_json(args.json, report.to_json())
     except (ValueError, OSError) as err:
-        print(f"{p.prog}: error: {err}", file=sys.stderr)
-        return 2
+        return fail(p.prog, str(err))
     return 0 if report.passed else 1

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from numpy_vae.cli.common import (
     int_at_least,
     load_run_dataset,
     positive_int,
+    progress_bar,
 )
 from numpy_vae.experiments.estimators import (
     SAMPLE_COUNTS,
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # Each estimator passes every draw through the decoder once (values or gradients).
         rows = 2 * args.repeats * max(args.sample_counts)
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         if bar or args.log_interval:
             label = "decoder passes, rows of z"
             objective.progress = Progress(rows, label, bar=bar, log_interval=args.log_interval)
@@ -271,7 +271,7 @@ def snr_main(
     ``data``: the run's own data (:func:`run_data`), named ``source``."""
     if len(args.sample_counts) < 2:
         return fail(p.prog, "--snr needs at least two sample counts")
-    bar = not args.no_progress and sys.stderr.isatty()
+    bar = progress_bar(args)
 
     def run(case: GaussianCase | NetworkCase, draws: int, what: str) -> SNRStudy:
         total = draws * sum(args.sample_counts)  # snr_study counts draws times K

@@ -25,6 +25,7 @@ from numpy_vae.cli.common import (
     model_config_from_args,
     nonnegative_int,
     positive_int,
+    progress_bar,
     stored_config,
 )
 from numpy_vae.config import MODEL_FIELDS
@@ -285,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.n_classes and dataset.train_labels is None:
             return fail(prog, f"--conditional needs labels, and {source} has none")
         print(f"run folder: {run_dir}   data: {source}")
-        bar = not args.no_progress and sys.stderr.isatty()
+        bar = progress_bar(args)
         with sigterm_interrupts():  # SIGTERM ends the run as Ctrl-C does
             trainer = train_run(
                 config,
