@@ -6,19 +6,17 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from numpy_vae import completion, get_backend
+from numpy_vae import completion, get_backend, quadrants
 from numpy_vae.completion import (
     CompletionBaseline,
     CompletionCVAE,
     iw_conditional_log_likelihood,
-    quadrant_join,
-    quadrant_mask,
-    quadrant_split,
 )
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.layers import Linear
 from numpy_vae.optim import Adam
+from numpy_vae.quadrants import quadrant_join, quadrant_mask, quadrant_split
 from numpy_vae.reparam import reparameterize_backward
 
 F64 = get_backend("numpy", "float64")
@@ -434,12 +432,12 @@ def test_completions_check_their_noise():
 
 def test_a_join_refuses_parts_of_the_wrong_widths():
     images = (np.random.default_rng(1).random((3, 16)) > 0.5).astype(np.float64)
-    visible, hidden = completion.quadrant_split(images, 2, side=4)
-    assert np.array_equal(completion.quadrant_join(visible, hidden, 2, side=4), images)
+    visible, hidden = quadrants.quadrant_split(images, 2, side=4)
+    assert np.array_equal(quadrants.quadrant_join(visible, hidden, 2, side=4), images)
     with pytest.raises(ValueError, match=r"\(B, 8\) and \(B, 8\)"):
-        completion.quadrant_join(visible[:, :4], hidden, 2, side=4)
+        quadrants.quadrant_join(visible[:, :4], hidden, 2, side=4)
     with pytest.raises(ValueError, match=r"\(B, 4\) and \(B, 12\)"):
-        completion.quadrant_join(visible, hidden, 1, side=4)
+        quadrants.quadrant_join(visible, hidden, 1, side=4)
 
 
 def test_the_study_evaluation_leaves_the_model_generator_alone():

@@ -51,10 +51,11 @@ from numpy_vae.checks.torch_twin import (
     synthetic_mnist,
     to_tensor,
 )
-from numpy_vae.completion import CompletionBaseline, CompletionCVAE, quadrant_split
+from numpy_vae.completion import CompletionBaseline, CompletionCVAE
 from numpy_vae.gradcheck import relative_error
 from numpy_vae.layers import ACTIVATIONS
 from numpy_vae.optim import Adam
+from numpy_vae.quadrants import quadrant_split
 
 #: The two models, by the name the harness and the golden files give them.
 MODELS = {"cvae": CompletionCVAE, "baseline": CompletionBaseline}

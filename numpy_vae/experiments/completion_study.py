@@ -35,12 +35,10 @@ from numpy_vae.completion import (
     CompletionCVAE,
     CompletionModel,
     iw_conditional_log_likelihood,
-    quadrant_join,
-    quadrant_mask,
-    quadrant_split,
 )
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.optim import Adam
+from numpy_vae.quadrants import quadrant_join, quadrant_mask, quadrant_split
 from numpy_vae.reparam import reparameterize
 from numpy_vae.training.atomic import write_atomic, write_json
 from numpy_vae.training.checkpoint import CheckpointError, params_sha256
