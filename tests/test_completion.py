@@ -13,6 +13,7 @@ from numpy_vae.completion import (
     iw_conditional_log_likelihood,
 )
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients
+from numpy_vae.gsnn import CompletionGSNN, CompletionHybrid
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.layers import Linear
 from numpy_vae.optim import Adam
@@ -117,6 +118,22 @@ def assume_checkable(model, loss):
     assume(smallest > 1e-3 and smallest > 1e-3 * abs(float(loss)))
 
 
+def assert_every_gradient_checks(model, scale, seed, batch, binary):
+    """``model``'s weights scaled by ``scale``, a batch and ``eps`` drawn from ``seed``: every
+    parameter's gradient against central differences (draws the checker cannot resolve are
+    skipped); every network's weight and bias of every layer is checked."""
+    for p in model.params.values():
+        p *= scale
+    rng = np.random.default_rng(seed)
+    visible, hidden = completion_batch(rng, batch, model.visible_dim, model.hidden_dim, binary)
+    eps = rng.standard_normal((batch, model.latent_dim))
+    assume_checkable(model, model.loss(visible, hidden, eps).loss)
+    errors = gradient_errors(model, visible, hidden, eps)
+    assert_gradients_close(errors)
+    assert {name.split(".")[0] for name in errors} == set(model.networks())
+    assert len(errors) == len(model.networks()) * 2 * (len(model.widths) + 1)
+
+
 @given(latent_dim=st.integers(1, 3), scale=st.sampled_from([1.0, 3.0]), **sizes)
 def test_cvae_gradients_of_every_parameter(
     batch, visible_dim, hidden_dim, widths, activation, seed, binary, latent_dim, scale
@@ -124,16 +141,8 @@ def test_cvae_gradients_of_every_parameter(
     """All three networks; weights scaled up so that the logits and log-variances leave the
     linear regime (the KL's exp(logvar_q - logvar_p) and the prior's gradients then matter)."""
     model = CompletionCVAE(visible_dim, hidden_dim, widths, latent_dim, activation, F64, seed)
-    for p in model.params.values():
-        p *= scale
-    rng = np.random.default_rng(seed)
-    visible, hidden = completion_batch(rng, batch, visible_dim, hidden_dim, binary)
-    eps = rng.standard_normal((batch, latent_dim))
-    assume_checkable(model, model.loss(visible, hidden, eps).loss)
-    errors = gradient_errors(model, visible, hidden, eps)
-    assert_gradients_close(errors)
-    assert {name.split(".")[0] for name in errors} == {"prior", "recognition", "generation"}
-    assert len(errors) == 3 * 2 * (len(widths) + 1)
+    assert set(model.networks()) == {"prior", "recognition", "generation"}
+    assert_every_gradient_checks(model, scale, seed, batch, binary)
 
 
 @given(**sizes)
@@ -200,14 +209,19 @@ def test_loss_parts_match_independent_formulas():
     assert parts.loss == pytest.approx(parts.neg_elbo, rel=1e-15)
 
 
-def test_adam_trains_both_models_on_a_fixed_batch():
-    """The params and grads dicts fit the optimizer: 200 steps on one batch (and, for the CVAE,
-    one fixed eps) lower the loss by more than a quarter."""
+def test_adam_trains_every_model_on_a_fixed_batch():
+    """The params and grads dicts fit the optimizer: 200 steps on one batch (and, with a z, one
+    fixed eps) lower the loss by more than a quarter (the GSNN and the hybrid: numpy_vae.gsnn)."""
     rng = np.random.default_rng(3)
     visible, hidden = completion_batch(rng, 16, 6, 4, True)
     eps = rng.standard_normal((16, 2))
-    for model, noise in ((CompletionBaseline(6, 4, (8,), seed=3), None),
-                         (CompletionCVAE(6, 4, (8,), 2, seed=3), eps)):  # fmt: skip
+    latent = [
+        cls(6, 4, (8,), 2, seed=3) for cls in (CompletionCVAE, CompletionGSNN, CompletionHybrid)
+    ]
+    for model, noise in [
+        (CompletionBaseline(6, 4, (8,), seed=3), None),
+        *[(m, eps) for m in latent],
+    ]:
         adam = Adam(list(model.params.values()), list(model.grads.values()), lr=1e-2)
         first = float(model.loss(visible, hidden, noise).loss)
         for _ in range(200):

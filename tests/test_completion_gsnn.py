@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_completion import (
     TINY_HIDDEN,
-    assume_checkable,
+    assert_every_gradient_checks,
     completion_batch,
     exact_log_likelihood,
     gradient_errors,
@@ -27,29 +27,14 @@ from numpy_vae.reparam import reparameterize_backward
 F64 = get_backend("numpy", "float64")
 
 
-def scaled(model, scale):
-    """The model with its weights scaled up (logits and log-variances leave the linear
-    regime, where a wrong factor in an exp shows)."""
-    for p in model.params.values():
-        p *= scale
-    return model
-
-
 # ---------------------------------------------------------------- gradients
 @given(latent_dim=st.integers(1, 3), scale=st.sampled_from([1.0, 3.0]), **sizes)
 def test_gsnn_gradients_of_every_parameter(
     batch, visible_dim, hidden_dim, widths, activation, seed, binary, latent_dim, scale
 ):
     model = CompletionGSNN(visible_dim, hidden_dim, widths, latent_dim, activation, F64, seed)
-    scaled(model, scale)
-    rng = np.random.default_rng(seed)
-    visible, hidden = completion_batch(rng, batch, visible_dim, hidden_dim, binary)
-    eps = rng.standard_normal((batch, latent_dim))
-    assume_checkable(model, model.loss(visible, hidden, eps).loss)
-    errors = gradient_errors(model, visible, hidden, eps)
-    assert_gradients_close(errors)
-    assert {name.split(".")[0] for name in errors} == {"prior", "generation"}
-    assert len(errors) == 2 * 2 * (len(widths) + 1)
+    assert set(model.networks()) == {"prior", "generation"}
+    assert_every_gradient_checks(model, scale, seed, batch, binary)
 
 
 @given(
@@ -67,15 +52,8 @@ def test_hybrid_gradients_of_every_parameter(
     model = CompletionHybrid(
         visible_dim, hidden_dim, widths, latent_dim, activation, F64, seed, alpha=alpha
     )
-    scaled(model, scale)
-    rng = np.random.default_rng(seed)
-    visible, hidden = completion_batch(rng, batch, visible_dim, hidden_dim, binary)
-    eps = rng.standard_normal((batch, latent_dim))
-    assume_checkable(model, model.loss(visible, hidden, eps).loss)
-    errors = gradient_errors(model, visible, hidden, eps)
-    assert_gradients_close(errors)
-    assert {name.split(".")[0] for name in errors} == {"prior", "recognition", "generation"}
-    assert len(errors) == 3 * 2 * (len(widths) + 1)
+    assert set(model.networks()) == {"prior", "recognition", "generation"}
+    assert_every_gradient_checks(model, scale, seed, batch, binary)
 
 
 def small_batch(seed=1, batch=3, visible_dim=4, hidden_dim=3, latent_dim=2):
@@ -244,20 +222,6 @@ def test_the_gsnn_loss_is_minus_log_p_at_the_prior_draw():
     assert float(parts.loss) == pytest.approx(-log_p.sum(), rel=1e-13)
     assert parts.recon == parts.loss and parts.kl == 0 and parts.kl_per_dim.shape == (0,)
     assert set(model.networks()) == {"prior", "generation"}
-
-
-def test_adam_trains_the_gsnn_and_the_hybrid_on_a_fixed_batch():
-    rng = np.random.default_rng(3)
-    visible, hidden = completion_batch(rng, 16, 6, 4, True)
-    eps = rng.standard_normal((16, 2))
-    for model in (CompletionGSNN(6, 4, (8,), 2, seed=3), CompletionHybrid(6, 4, (8,), 2, seed=3)):
-        adam = Adam(list(model.params.values()), list(model.grads.values()), lr=1e-2)
-        first = float(model.loss(visible, hidden, eps).loss)
-        for _ in range(200):
-            model.loss(visible, hidden, eps)
-            adam.step()
-        last = float(model.loss(visible, hidden, eps, grad=False).loss)
-        assert last < 0.75 * first, (type(model).__name__, first, last)
 
 
 # ---------------------------------------------------------------- the prior-sampled estimate

@@ -118,19 +118,10 @@ class TorchCompletionBaseline(nn.Module):
         return {"loss": recon, "recon": recon, "kl": visible.new_zeros((len(visible), 0))}
 
 
-class LatentTwin:
-    """What the twins with a latent z share: their construction from constructor arguments."""
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
-        """From constructor arguments (:func:`build_twin`)."""
-        return cls(*sizes_of(config), config["latent_dim"], config.get("activation", "relu"), dtype)
-
-
-class TorchCompletionCVAE(LatentTwin, nn.Module):
-    """:class:`numpy_vae.completion.CompletionCVAE` in PyTorch: the prior network
-    ``p(z | visible)``, the recognition network ``q(z | visible, hidden)`` and the generation
-    network ``p(hidden | visible, z)``, which reads ``[visible | z]``."""
+class LatentTwin(nn.Module):
+    """What the twins with a latent z share: the prior network ``p(z | visible)``, the
+    generation network ``p(hidden | visible, z)``, which reads ``[visible | z]``, and their
+    construction from constructor arguments."""
 
     def __init__(
         self,
@@ -142,14 +133,30 @@ class TorchCompletionCVAE(LatentTwin, nn.Module):
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        self.visible_dim, self.hidden_dim, self.widths = visible_dim, hidden_dim, widths
+        self.latent_dim, self.activation, self.dtype = latent_dim, activation, dtype
         self.prior = sequential((visible_dim, *widths), 2 * latent_dim, activation, dtype)
-        self.recognition = sequential(
-            (visible_dim + hidden_dim, *widths), 2 * latent_dim, activation, dtype
-        )
         self.generation = sequential(
             (visible_dim + latent_dim, *widths), hidden_dim, activation, dtype
         )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+        """From constructor arguments (:func:`build_twin`)."""
+        return cls(*sizes_of(config), config["latent_dim"], config.get("activation", "relu"), dtype)
+
+
+class TorchCompletionCVAE(LatentTwin):
+    """:class:`numpy_vae.completion.CompletionCVAE` in PyTorch: the prior and generation networks
+    (:class:`LatentTwin`) and the recognition network ``q(z | visible, hidden)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """:class:`LatentTwin`'s arguments."""
+        super().__init__(*args, **kwargs)
+        self.recognition = sequential(
+            (self.visible_dim + self.hidden_dim, *self.widths),
+            2 * self.latent_dim, self.activation, self.dtype,
+        )  # fmt: skip
 
     def loss(self, visible: torch.Tensor, hidden: torch.Tensor, eps: torch.Tensor) -> dict:
         """The negative ELBO summed over the batch, ``recon + sum KL``, at
@@ -173,25 +180,9 @@ def gsnn_nll(model: nn.Module, visible: torch.Tensor, hidden: torch.Tensor, eps:
     return F.binary_cross_entropy_with_logits(logits, hidden, reduction="sum")
 
 
-class TorchCompletionGSNN(LatentTwin, nn.Module):
+class TorchCompletionGSNN(LatentTwin):
     """:class:`numpy_vae.gsnn.CompletionGSNN` in PyTorch: the prior network and the generation
-    network; the loss is :func:`gsnn_nll`."""
-
-    def __init__(
-        self,
-        visible_dim: int,
-        hidden_dim: int,
-        widths: tuple[int, ...],
-        latent_dim: int,
-        activation: str = "relu",
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.prior = sequential((visible_dim, *widths), 2 * latent_dim, activation, dtype)
-        self.generation = sequential(
-            (visible_dim + latent_dim, *widths), hidden_dim, activation, dtype
-        )
+    network (:class:`LatentTwin`); the loss is :func:`gsnn_nll`."""
 
     def loss(self, visible: torch.Tensor, hidden: torch.Tensor, eps: torch.Tensor) -> dict:
         """``loss`` = ``recon`` (0-d), ``kl`` (B, 0): there is no KL term."""
