@@ -1,13 +1,8 @@
-r"""Image completion with the conditional VAE of Sohn, Lee and Yan (2015): MNIST quadrants.
+r"""Image completion with the conditional VAE of Sohn, Lee and Yan (2015).
 
-An image is cut into four 14 x 14 quadrants; one, two or three are given (``visible``) and the
-model predicts the rest (``hidden``). Which quadrants are given, as Pyro's ``examples/cvae``
-masks them (each set holds the one before)::
-
-    n_given = 1: bottom-left        n_given = 2: bottom-left, top-left (the left half)
-    n_given = 3: bottom-left, top-left, top-right (all but the bottom-right)
-
-Two models of :math:`p(\text{hidden} \mid \text{visible})`, each with forward and backward:
+Given part of an image (``visible``; :mod:`numpy_vae.quadrants` cuts MNIST digits into the
+paper's quadrants), predict the rest (``hidden``). Two models of
+:math:`p(\text{hidden} \mid \text{visible})`, each with forward and backward:
 
 - :class:`CompletionBaseline`, a deterministic network: pixel logits from ``visible``,
   :math:`p(h \mid v) = \prod_d \mathrm{Bernoulli}(h_d \mid \sigma(f(v)_d))`, exact.
@@ -28,17 +23,22 @@ Evaluation (:func:`iw_conditional_log_likelihood`): with :math:`z_s \sim q(z \mi
 
 whose argument of the log is unbiased: its mean is a lower bound (Jensen) rising toward
 :math:`\log p(h \mid v)` with S (Burda et al. 2016), exact for every S when q is the posterior.
+
+:class:`LatentCompletion` holds what every model with a latent z shares (the prior and the
+generation network's methods); :mod:`numpy_vae.gsnn` builds the paper's GSNN and hybrid
+objective on it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy
 
 from numpy_vae import inputs
-from numpy_vae.backend import Backend, array_module, get_backend
+from numpy_vae.backend import Backend, get_backend
 from numpy_vae.bounds import log_mean_exp, log_posterior, repeat_rows
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.layers import Linear, Sequential, mlp
@@ -49,38 +49,6 @@ from numpy_vae.reparam import reparameterize, reparameterize_backward
 
 Array = Any
 LOG_2PI = math.log(2 * math.pi)
-#: The visible quadrants for each number given (Pyro's ``examples/cvae`` masks).
-GIVEN = {1: ("bottom_left",), 2: ("bottom_left", "top_left"),
-         3: ("bottom_left", "top_left", "top_right")}  # fmt: skip
-
-
-def quadrant_mask(n_given: int, side: int = 28) -> numpy.ndarray:
-    """Boolean (side * side,): True on the pixels of the ``n_given`` visible quadrants."""
-    inputs.check_quadrants(None, n_given, side)
-    half, mask = side // 2, numpy.zeros((side, side), dtype=bool)
-    corners = {"top_left": (0, 0), "top_right": (0, half), "bottom_left": (half, 0)}
-    for name in GIVEN[n_given]:
-        row, col = corners[name]
-        mask[row : row + half, col : col + half] = True
-    return mask.ravel()
-
-
-def quadrant_split(images: Array, n_given: int, side: int = 28) -> tuple[Array, Array]:
-    """``visible`` (B, n_given side^2 / 4) and ``hidden`` (B, the rest) of flattened images
-    (B, side^2), each in row-major pixel order."""
-    inputs.check_quadrants(images, n_given, side)
-    mask = array_module(images).asarray(quadrant_mask(n_given, side))
-    return images[:, mask], images[:, ~mask]
-
-
-def quadrant_join(visible: Array, hidden: Array, n_given: int, side: int = 28) -> Array:
-    """The images (B, side^2) whose :func:`quadrant_split` is ``(visible, hidden)``."""
-    inputs.check_quadrants(None, n_given, side, (visible, hidden))
-    xp = array_module(visible)
-    mask = xp.asarray(quadrant_mask(n_given, side))
-    images = xp.zeros((visible.shape[0], side * side), dtype=visible.dtype)
-    images[:, mask], images[:, ~mask] = visible, hidden
-    return images
 
 
 def network(
@@ -98,7 +66,7 @@ def log_normal(z: Array, mu: Array, logvar: Array, xp: Any) -> Array:
 
 
 class CompletionModel:
-    """What the two models share: sizes, backend, the Bernoulli likelihood, the generator
+    """What every completion model shares: sizes, backend, the Bernoulli likelihood, the generator
     ``rng`` (seeded ``seed + 1``), :meth:`loss`, and ``params`` / ``grads`` by the names
     ``"<network>.<index>.<weight or bias>"`` of :meth:`networks` (the optimizers take
     ``list(model.params.values())`` and ``list(model.grads.values())``). Subclasses define
@@ -121,6 +89,13 @@ class CompletionModel:
 
     def networks(self) -> dict[str, Sequential]:
         raise NotImplementedError
+
+    def take_saved(self) -> Any:
+        """What the last :meth:`forward` kept for :meth:`backward`, handed over once."""
+        if self._saved is None:
+            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
+        saved, self._saved = self._saved, None
+        return saved
 
     def loss(self, visible: Array, hidden: Array, eps: Array | None = None, grad: bool = True,
              validate: bool = True) -> LossParts:  # fmt: skip
@@ -176,10 +151,7 @@ class CompletionBaseline(CompletionModel):
 
     def backward(self) -> None:
         """The network's backward pass from ``d_logits = sigmoid(logits) - hidden``."""
-        if self._saved is None:
-            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
-        d_logits, self._saved = self._saved, None
-        self.net.backward(d_logits)
+        self.net.backward(self.take_saved())
 
     def conditional_log_likelihood(self, visible: Array, hidden: Array) -> Array:
         """``log p(hidden | visible)`` per example, (B,): exact."""
@@ -191,7 +163,38 @@ class CompletionBaseline(CompletionModel):
         return self.likelihood.mean(self.net.forward(inputs.check_visible(self, visible)))
 
 
-class CompletionCVAE(CompletionModel):
+class LatentCompletion(CompletionModel):
+    """What the models with a latent z share: ``p(h | v) = integral of p(h | v, z) p(z | v)
+    dz`` with the prior network ``self.prior`` (outputs ``[mu_p | logvar_p]``) and the
+    generation network ``self.generation`` (reads ``[visible | z]``), which subclasses build."""
+
+    prior: Sequential
+    generation: Sequential
+
+    def prior_stats(self, visible: Array) -> tuple[Array, Array]:
+        """``mu_p, logvar_p`` (B, L) of p(z | visible)."""
+        stats = self.prior.forward(visible)
+        return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
+
+    def log_likelihood(self, visible: Array, hidden: Array, z: Array) -> Array:
+        """``log p(hidden_b | visible_b, z_bs)`` (B, S) for ``z`` (B, S, L). Value only."""
+        n, s, latent = z.shape
+        rows = self.xp.concatenate([repeat_rows(visible, s, self.xp), z.reshape(n * s, latent)], 1)
+        logits = self.generation.forward(rows)
+        return self.likelihood.log_prob(logits, repeat_rows(hidden, s, self.xp)).reshape(n, s)
+
+    def complete(self, visible: Array, eps: Array | None = None) -> Array:
+        """Pixel probabilities of the hidden part (B, hidden_dim) for one draw
+        ``z = mu_p + exp(logvar_p / 2) eps`` of the prior network per row (``eps`` from
+        ``self.rng`` if omitted)."""
+        visible = inputs.check_visible(self, visible)
+        eps = inputs.completion_noise(self, eps, visible.shape[0])
+        mu_p, logvar_p = self.prior_stats(visible)
+        z = reparameterize(mu_p, logvar_p, eps, self.xp)[0]
+        return self.likelihood.mean(self.generation.forward(self.xp.concatenate([visible, z], 1)))
+
+
+class CompletionCVAE(LatentCompletion):
     """The CVAE: prior network p(z | visible), recognition q(z | visible, hidden) and
     generation p(hidden | visible, z) (the generation network reads ``[visible | z]``).
 
@@ -241,9 +244,7 @@ class CompletionCVAE(CompletionModel):
            ``d_mu_p = -(mu_q - mu_p) exp(-logvar_p)`` and ``d_logvar_p = (1 - exp(logvar_q -
            logvar_p) - (mu_q - mu_p)^2 exp(-logvar_p)) / 2`` (:func:`~numpy_vae.kl.gaussian_kl`).
         """
-        if self._saved is None:
-            raise RuntimeError("backward() needs a forward() first (each forward allows one)")
-        (d_logits, reparam_cache, kl_grads), self._saved = self._saved, None
+        d_logits, reparam_cache, kl_grads = self.take_saved()
         d_mu_q_kl, d_logvar_q_kl, d_mu_p, d_logvar_p = kl_grads
         d_z = self.generation.backward(d_logits)[:, self.visible_dim :]  # 1
         d_mu_q, d_logvar_q = reparameterize_backward(d_z, reparam_cache)  # 2
@@ -251,32 +252,22 @@ class CompletionCVAE(CompletionModel):
         self.recognition.backward(self.xp.concatenate([d_mu_q, d_logvar_q], axis=1))  # 4
         self.prior.backward(self.xp.concatenate([d_mu_p, d_logvar_p], axis=1))  # 5
 
-    def prior_stats(self, visible: Array) -> tuple[Array, Array]:
-        """``mu_p, logvar_p`` (B, L) of p(z | visible)."""
-        stats = self.prior.forward(visible)
-        return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
-
     def recognition_stats(self, visible: Array, hidden: Array) -> tuple[Array, Array]:
         """``mu_q, logvar_q`` (B, L) of q(z | visible, hidden)."""
         stats = self.recognition.forward(self.xp.concatenate([visible, hidden], axis=1))
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
-    def log_likelihood(self, visible: Array, hidden: Array, z: Array) -> Array:
-        """``log p(hidden_b | visible_b, z_bs)`` (B, S) for ``z`` (B, S, L). Value only."""
-        n, s, latent = z.shape
-        rows = self.xp.concatenate([repeat_rows(visible, s, self.xp), z.reshape(n * s, latent)], 1)
-        logits = self.generation.forward(rows)
-        return self.likelihood.log_prob(logits, repeat_rows(hidden, s, self.xp)).reshape(n, s)
 
-    def complete(self, visible: Array, eps: Array | None = None) -> Array:
-        """Pixel probabilities of the hidden part (B, hidden_dim) for one draw
-        ``z = mu_p + exp(logvar_p / 2) eps`` of the prior network per row (``eps`` from
-        ``self.rng`` if omitted)."""
-        visible = inputs.check_visible(self, visible)
-        eps = inputs.completion_noise(self, eps, visible.shape[0])
-        mu_p, logvar_p = self.prior_stats(visible)
-        z = reparameterize(mu_p, logvar_p, eps, self.xp)[0]
-        return self.likelihood.mean(self.generation.forward(self.xp.concatenate([visible, z], 1)))
+def latent_draws(
+    model: LatentCompletion, mu: Array, logvar: Array, S: int, rng: Any, chunk: int
+) -> Iterator[tuple[Array, Array]]:
+    """``S`` draws ``z = mu + exp(logvar / 2) eps`` per row of ``mu``, ``logvar`` (B, L),
+    ``chunk`` at a time: ``(eps, z)``, each (B, c, L), with ``eps`` from
+    ``rng.standard_normal(shape, dtype=)``."""
+    n, latent = mu.shape
+    for start in range(0, S, chunk):
+        eps = rng.standard_normal((n, min(chunk, S - start), latent), dtype=model.dtype)
+        yield eps, reparameterize(mu[:, None, :], logvar[:, None, :], eps, model.xp)[0]
 
 
 def iw_conditional_log_likelihood(
@@ -306,13 +297,11 @@ def iw_conditional_log_likelihood(
     """
     visible, hidden = inputs.completion_pair(model, visible, hidden)
     S, chunk = inputs.check_int("S", S, 1), inputs.check_int("chunk", chunk, 1)
-    xp, n, latent = model.xp, visible.shape[0], model.latent_dim
+    xp = model.xp
     mu_p, logvar_p = model.prior_stats(visible)
     mu_q, logvar_q = model.recognition_stats(visible, hidden)
     log_w = []
-    for start in range(0, S, chunk):
-        eps = rng.standard_normal((n, min(chunk, S - start), latent), dtype=model.dtype)
-        z = reparameterize(mu_q[:, None, :], logvar_q[:, None, :], eps, xp)[0]
+    for eps, z in latent_draws(model, mu_q, logvar_q, S, rng, chunk):
         log_pz = log_normal(z, mu_p[:, None, :], logvar_p[:, None, :], xp)
         log_w.append(
             model.log_likelihood(visible, hidden, z) + log_pz - log_posterior(eps, logvar_q)

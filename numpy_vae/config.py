@@ -233,6 +233,19 @@ class ModelConfig:
                 )
         return problems
 
+    @staticmethod
+    def of(config: Any, hyperparameters: dict[str, Any]) -> ModelConfig:
+        """The model's configuration from a constructor's arguments: ``config`` (its model
+        fields, if it is a training configuration) or one built from ``hyperparameters``, not
+        both (:class:`numpy_vae.VAE` takes either)."""
+        if config is None:
+            return ModelConfig(**hyperparameters)
+        if hyperparameters:
+            raise ValueError("give the hyperparameters either as config= or by name, not both")
+        if not isinstance(config, ModelConfig):
+            raise ValueError(f"config must be a ModelConfig, got {type(config).__name__}")
+        return config.model_config()
+
     @property
     def conditional(self) -> bool:
         """Whether the model is a conditional VAE (``n_classes > 0``)."""

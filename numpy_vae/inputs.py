@@ -31,20 +31,6 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def check_config(config: Any, hyperparameters: dict[str, Any]) -> Any:
-    """The model's :class:`~numpy_vae.config.ModelConfig`: ``config`` (its model fields, if it
-    is a training configuration) or one built from ``hyperparameters``, not both."""
-    from numpy_vae.config import ModelConfig  # the config imports the math files' names
-
-    if config is None:
-        return ModelConfig(**hyperparameters)
-    if hyperparameters:
-        raise ValueError("give the hyperparameters either as config= or by name, not both")
-    if not isinstance(config, ModelConfig):
-        raise ValueError(f"config must be a ModelConfig, got {type(config).__name__}")
-    return config.model_config()
-
-
 def check_elbo_weights(model: Any, kl_weight: Any) -> float:
     """The ELBO's KL weight (default ``model.beta``) as a float; checks ``model.free_bits``,
     which may change between calls, too."""
@@ -54,15 +40,22 @@ def check_elbo_weights(model: Any, kl_weight: Any) -> float:
     return check_kl_weight(model.beta if kl_weight is None else kl_weight, False, "elbo")
 
 
+def check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf) -> float:
+    """``value`` (a number, or a 0-d host array) as a float if it is finite and in [low, high]."""
+    try:
+        number = math.nan if isinstance(value, bool | str) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and low <= number <= high):
+        bound = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return number
+
+
 def check_kl_weight(kl_weight: Any, multi_sample: bool, objective: str) -> float:
     """The KL weight as a float: finite and >= 0, and 1 for a multi-sample objective (which
     has no separate KL term to weight)."""
-    try:  # a number, or a 0-d host array
-        value = math.nan if isinstance(kl_weight, bool | str) else float(kl_weight)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
+    value = check_number("kl_weight", kl_weight)
     if multi_sample and value != 1:
         raise ValueError(
             f"kl_weight {value:g} is a weight of the elbo objective's analytic KL; the "

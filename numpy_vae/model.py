@@ -69,7 +69,7 @@ class VAE:
         seed: int = 0,
         **hyperparameters: Any,
     ) -> None:
-        config = inputs.check_config(config, hyperparameters)
+        config = ModelConfig.of(config, hyperparameters)
         self.input_dim = inputs.check_int("input_dim", input_dim, 1)
         self.seed = inputs.check_int("seed", seed, 0)
         self.backend = get_backend() if backend is None else get_backend(backend)

@@ -18,7 +18,7 @@ PACKAGE = Path(numpy_vae.__file__).resolve().parent
 ROOT = PACKAGE.parent
 SPEC = {
     "reparam", "kl", "likelihoods", "layers", "decoders", "model", "optim", "gradcheck",
-    "bounds", "objectives", "made", "inputs", "completion",
+    "bounds", "objectives", "made", "inputs", "completion", "quadrants", "gsnn",
 }  # fmt: skip
 RANKS = {"fast": 1, "training": 2, "checks": 3, "devices": 4, "experiments": 4, "cli": 5}
 LEAVES = {"numpy_vae.devices.strict"}

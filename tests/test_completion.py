@@ -6,19 +6,18 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from numpy_vae import completion, get_backend
+from numpy_vae import completion, get_backend, quadrants
 from numpy_vae.completion import (
     CompletionBaseline,
     CompletionCVAE,
     iw_conditional_log_likelihood,
-    quadrant_join,
-    quadrant_mask,
-    quadrant_split,
 )
 from numpy_vae.gradcheck import assert_gradients_close, check_gradients
+from numpy_vae.gsnn import CompletionGSNN, CompletionHybrid
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.layers import Linear
 from numpy_vae.optim import Adam
+from numpy_vae.quadrants import quadrant_join, quadrant_mask, quadrant_split
 from numpy_vae.reparam import reparameterize_backward
 
 F64 = get_backend("numpy", "float64")
@@ -119,6 +118,22 @@ def assume_checkable(model, loss):
     assume(smallest > 1e-3 and smallest > 1e-3 * abs(float(loss)))
 
 
+def assert_every_gradient_checks(model, scale, seed, batch, binary):
+    """``model``'s weights scaled by ``scale``, a batch and ``eps`` drawn from ``seed``: every
+    parameter's gradient against central differences (draws the checker cannot resolve are
+    skipped); every network's weight and bias of every layer is checked."""
+    for p in model.params.values():
+        p *= scale
+    rng = np.random.default_rng(seed)
+    visible, hidden = completion_batch(rng, batch, model.visible_dim, model.hidden_dim, binary)
+    eps = rng.standard_normal((batch, model.latent_dim))
+    assume_checkable(model, model.loss(visible, hidden, eps).loss)
+    errors = gradient_errors(model, visible, hidden, eps)
+    assert_gradients_close(errors)
+    assert {name.split(".")[0] for name in errors} == set(model.networks())
+    assert len(errors) == len(model.networks()) * 2 * (len(model.widths) + 1)
+
+
 @given(latent_dim=st.integers(1, 3), scale=st.sampled_from([1.0, 3.0]), **sizes)
 def test_cvae_gradients_of_every_parameter(
     batch, visible_dim, hidden_dim, widths, activation, seed, binary, latent_dim, scale
@@ -126,16 +141,8 @@ def test_cvae_gradients_of_every_parameter(
     """All three networks; weights scaled up so that the logits and log-variances leave the
     linear regime (the KL's exp(logvar_q - logvar_p) and the prior's gradients then matter)."""
     model = CompletionCVAE(visible_dim, hidden_dim, widths, latent_dim, activation, F64, seed)
-    for p in model.params.values():
-        p *= scale
-    rng = np.random.default_rng(seed)
-    visible, hidden = completion_batch(rng, batch, visible_dim, hidden_dim, binary)
-    eps = rng.standard_normal((batch, latent_dim))
-    assume_checkable(model, model.loss(visible, hidden, eps).loss)
-    errors = gradient_errors(model, visible, hidden, eps)
-    assert_gradients_close(errors)
-    assert {name.split(".")[0] for name in errors} == {"prior", "recognition", "generation"}
-    assert len(errors) == 3 * 2 * (len(widths) + 1)
+    assert set(model.networks()) == {"prior", "recognition", "generation"}
+    assert_every_gradient_checks(model, scale, seed, batch, binary)
 
 
 @given(**sizes)
@@ -202,14 +209,19 @@ def test_loss_parts_match_independent_formulas():
     assert parts.loss == pytest.approx(parts.neg_elbo, rel=1e-15)
 
 
-def test_adam_trains_both_models_on_a_fixed_batch():
-    """The params and grads dicts fit the optimizer: 200 steps on one batch (and, for the CVAE,
-    one fixed eps) lower the loss by more than a quarter."""
+def test_adam_trains_every_model_on_a_fixed_batch():
+    """The params and grads dicts fit the optimizer: 200 steps on one batch (and, with a z, one
+    fixed eps) lower the loss by more than a quarter (the GSNN and the hybrid: numpy_vae.gsnn)."""
     rng = np.random.default_rng(3)
     visible, hidden = completion_batch(rng, 16, 6, 4, True)
     eps = rng.standard_normal((16, 2))
-    for model, noise in ((CompletionBaseline(6, 4, (8,), seed=3), None),
-                         (CompletionCVAE(6, 4, (8,), 2, seed=3), eps)):  # fmt: skip
+    latent = [
+        cls(6, 4, (8,), 2, seed=3) for cls in (CompletionCVAE, CompletionGSNN, CompletionHybrid)
+    ]
+    for model, noise in [
+        (CompletionBaseline(6, 4, (8,), seed=3), None),
+        *[(m, eps) for m in latent],
+    ]:
         adam = Adam(list(model.params.values()), list(model.grads.values()), lr=1e-2)
         first = float(model.loss(visible, hidden, noise).loss)
         for _ in range(200):
@@ -434,12 +446,12 @@ def test_completions_check_their_noise():
 
 def test_a_join_refuses_parts_of_the_wrong_widths():
     images = (np.random.default_rng(1).random((3, 16)) > 0.5).astype(np.float64)
-    visible, hidden = completion.quadrant_split(images, 2, side=4)
-    assert np.array_equal(completion.quadrant_join(visible, hidden, 2, side=4), images)
+    visible, hidden = quadrants.quadrant_split(images, 2, side=4)
+    assert np.array_equal(quadrants.quadrant_join(visible, hidden, 2, side=4), images)
     with pytest.raises(ValueError, match=r"\(B, 8\) and \(B, 8\)"):
-        completion.quadrant_join(visible[:, :4], hidden, 2, side=4)
+        quadrants.quadrant_join(visible[:, :4], hidden, 2, side=4)
     with pytest.raises(ValueError, match=r"\(B, 4\) and \(B, 12\)"):
-        completion.quadrant_join(visible, hidden, 1, side=4)
+        quadrants.quadrant_join(visible, hidden, 1, side=4)
 
 
 def test_the_study_evaluation_leaves_the_model_generator_alone():

@@ -54,7 +54,13 @@ def test_the_rows_share_pyros_sizes_and_differ_in_model_and_quadrants(data):
     assert run_name("cvae", 3) == "completion_cvae_given3"
     assert run_name("baseline", 1, 2) == "completion_baseline_given1_seed2"
     with pytest.raises(ValueError, match="unknown model"):
-        row_config("gsnn", 1, data)
+        row_config("vae", 1, data)
+    hybrid = row_config("hybrid", 2, data)
+    assert hybrid["alpha"] == 0.5 and "alpha" not in cvae
+    assert "alpha" not in row_config("gsnn", 2, data)
+    assert row_config("hybrid", 2, data, alpha=0.25)["alpha"] == 0.25
+    with pytest.raises(ValueError, match="unknown settings alpha"):
+        row_config("cvae", 2, data, alpha=0.25)
 
 
 def test_a_row_trains_measures_resumes_and_is_read_back(data, tmp_path, capsys):
@@ -88,6 +94,30 @@ def test_a_row_trains_measures_resumes_and_is_read_back(data, tmp_path, capsys):
     assert "| 2 | 1/2 |" in table and "| 61.9 | 51.0 |" in table and "CVAE S=5" in table
 
 
+def test_the_gsnn_and_hybrid_rows_train_measure_resume_and_are_read_back(data, tmp_path):
+    """Each row reports the estimates that apply to it (the GSNN has no recognition network, so
+    no ELBO and no importance sampling); stopped after one epoch and continued, a row ends with
+    the parameters of one that ran through; another alpha is another configuration."""
+    kw = {"test_images": 40, "iw_samples": (1, 30), **QUICK}
+    gsnn = run_row("gsnn", 2, data, tmp_path, epochs=2, **kw)
+    assert set(gsnn["neg_cll_mc"]) == {"1", "30"} and "neg_elbo" not in gsnn
+    assert "neg_cll_iw" not in gsnn and gsnn["iw_samples"] == [1, 30]
+    hybrid = run_row("hybrid", 2, data, tmp_path, epochs=1, **kw)
+    assert set(hybrid) >= {"neg_elbo", "neg_cll_iw", "neg_cll_mc"}
+    assert hybrid["config"]["alpha"] == 0.5
+    assert run_row("hybrid", 2, data, tmp_path, epochs=1, **kw) == hybrid  # read back
+    resumed = run_row("hybrid", 2, data, tmp_path, epochs=2, **kw)
+    straight = run_row("hybrid", 2, data, tmp_path / "straight", epochs=2, **kw)
+    assert resumed["params_sha256"] == straight["params_sha256"]
+    assert resumed["neg_cll_mc"] == straight["neg_cll_mc"]
+    with pytest.raises(ConfigMismatch, match=r"alpha 0.5 \(asked: 0.25\)"):
+        run_row("hybrid", 2, data, tmp_path, epochs=2, alpha=0.25, **kw)
+    table = markdown_table(collect(tmp_path))
+    assert "| given | model | epochs | -ELBO | IS S=1 | IS S=30 | prior S=1 | prior S=30 |" in table
+    assert "| 2 | gsnn | 2 |  |  |  |" in table and "| 2 | hybrid | 2 |" in table
+    assert "Pyro" not in table  # no baseline or CVAE row: no table beside Pyro's
+
+
 def test_another_configuration_in_the_folder_is_refused(data, tmp_path):
     kw = {"test_images": 20, **QUICK}
     run_row("baseline", 1, data, tmp_path, epochs=2, **kw)
@@ -108,6 +138,8 @@ def test_the_command_line_trains_resumes_tabulates_and_draws(npz, tmp_path, caps
     assert main([*quick, "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "cvae given 3 (epoch 1): -ELBO" in out and "baseline given 1 (epoch 1)" in out
+    assert "gsnn given 1 (epoch 1): -log p(hidden|visible) (z from the prior) S=1" in out
+    assert "hybrid given 3 (epoch 1): -ELBO" in out
     assert "epoch   1/1" in out  # trained
     assert main([*quick, "--epochs", "1"]) == 0  # measured: read back
     again = capsys.readouterr().out
@@ -130,7 +162,7 @@ def test_the_command_line_refuses_in_one_line(npz, tmp_path, usage_error):
     runs = ["--runs-dir", str(tmp_path), "--data-file", str(npz)]
     assert "no measured row" in usage_error(main, [*runs, "--table"])
     assert "no measured row" in usage_error(main, [*runs, "--figures", str(tmp_path / "f")])
-    assert "unknown model(s) gsnn" in usage_error(main, [*runs, "--models", "cvae,gsnn"])
+    assert "unknown model(s) vae" in usage_error(main, [*runs, "--models", "cvae,vae"])
     assert "1, 2 or 3 quadrants" in usage_error(main, [*runs, "--given", "4"])
     assert "positive integers" in usage_error(main, [*runs, "--iw-samples", "10,0"])
     assert "--epochs" in usage_error(main, [*runs, "--epochs", "0"])

@@ -17,10 +17,11 @@ masked widths 500 or (500, 500), batch 128) and trained for a short run like the
 ones (50 steps, 784-32-20, masked layers of 32 at the variant's depth, batch 32).
 
 The completion models (numpy_vae.completion: the CVAE with its learned prior, and the baseline
-network) are held to the same bounds against their twins in numpy_vae.checks.torch_completion:
-the left half of synthetic MNIST-shaped binary images given, the right half predicted (392
-pixels each), batch 16, one hidden layer of 64, z of 8; one step at every activation, 100 Adam
-steps, their golden files, and a wrong KL factor on either side that parity catches.
+network; numpy_vae.gsnn: the GSNN and the hybrid objective at alpha 0.5) are held to the same
+bounds against their twins in numpy_vae.checks.torch_completion: the left half of synthetic
+MNIST-shaped binary images given, the right half predicted (392 pixels each), batch 16, one
+hidden layer of 64, z of 8; one step at every activation, 100 Adam steps, the golden files, a
+wrong KL factor on either side and a wrong weight in the hybrid's twin that parity catches.
 """
 
 import json
@@ -41,6 +42,7 @@ from test_checks_bite import std_is_exp_logvar, std_is_exp_logvar_backward  # no
 import numpy_vae.bounds as bounds_module  # noqa: E402
 import numpy_vae.completion as completion_module  # noqa: E402
 import numpy_vae.decoders as decoders_module  # noqa: E402
+import numpy_vae.gsnn as gsnn_module  # noqa: E402
 import numpy_vae.kl as kl_module  # noqa: E402
 import numpy_vae.layers as layers_module  # noqa: E402
 import numpy_vae.likelihoods as likelihoods_module  # noqa: E402
@@ -458,25 +460,28 @@ def test_numpy_vae_does_not_import_torch_and_the_twin_says_how_to_get_it():
 
 
 # ------------------------------------------------------------------ the completion models
+COMPLETION_KINDS = ["cvae", "baseline", "gsnn", "hybrid"]
+
+
 def completion_model(kind, widths=(64,), activation="relu", seed=0):
-    """A float64 completion model of ``kind`` (``cvae``, ``baseline``) on the left-half /
-    right-half split of 28 x 28 images (392 pixels each), z of 8 for the CVAE."""
-    latent = {"latent_dim": 8} if kind == "cvae" else {}
+    """A float64 completion model of ``kind`` (a key of ``tc.MODELS``) on the left-half /
+    right-half split of 28 x 28 images (392 pixels each), z of 8 where there is one."""
+    latent = {} if kind == "baseline" else {"latent_dim": 8}
     cls = tc.MODELS[kind]
     return cls(392, 392, widths, activation=activation, backend=F64, seed=seed, **latent)
 
 
 def completion_batch(kind, n=16, seed=0):
     visible, hidden = tc.completion_data(n=n, seed=seed)
-    eps = np.random.default_rng(seed + 1).standard_normal((n, 8)) if kind == "cvae" else None
+    eps = None if kind == "baseline" else np.random.default_rng(seed + 1).standard_normal((n, 8))
     return visible, hidden, eps
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
-@pytest.mark.parametrize("kind", ["cvae", "baseline"])
+@pytest.mark.parametrize("kind", COMPLETION_KINDS)
 def test_completion_one_forward_backward_matches_autograd(kind, activation):
-    """Two hidden layers (64, 32): the loss, its parts and every gradient of all three networks
-    (prior, recognition, generation; or the baseline's one) to 1e-12."""
+    """Two hidden layers (64, 32): the loss, its parts and every gradient of every network
+    (prior, recognition, generation; the GSNN's two; the baseline's one) to 1e-12."""
     model = completion_model(kind, widths=(64, 32), activation=activation)
     twin = tc.completion_twin_of(model)
     assert {type(m) for m in twin.modules()} >= {torch.nn.Linear, torch.nn.Sequential}
@@ -485,14 +490,26 @@ def test_completion_one_forward_backward_matches_autograd(kind, activation):
     assert max(diffs.values()) <= tt.ONE_STEP_BOUND, diffs
 
 
-@pytest.mark.parametrize("kind", ["cvae", "baseline"])
+@pytest.mark.parametrize("kind", COMPLETION_KINDS)
 def test_completion_hundred_adam_steps_match_torch_optim(kind):
     report = tc.compare_training(kind, steps=100)
     assert report.ok, "\n".join(report.failures)
     assert report.config["kind"] == kind and report.config["batch_size"] == 16
     assert report.rows[-1].loss < 0.8 * report.rows[0].loss  # it trained
-    if kind == "cvae":
+    if kind != "baseline":
         assert all(row.loss > 0 for row in report.rows)
+
+
+def test_completion_parity_catches_a_wrong_weight_in_the_hybrid_twin(monkeypatch):
+    """A hybrid twin whose GSNN term weighs alpha instead of 1 - alpha (alpha 0.5 would hide
+    it: alpha 0.3): the loss and the gradients differ."""
+    model = tc.MODELS["hybrid"](392, 392, (64,), 8, backend=F64, seed=0, alpha=0.3)
+    batch = completion_batch("hybrid")
+    assert max(tc.compare_once(model, tc.completion_twin_of(model), *batch).values()) <= 1e-12
+    twin, right = tc.completion_twin_of(model), tc.gsnn_nll
+    monkeypatch.setattr(tc, "gsnn_nll", lambda *args: 0.3 / 0.7 * right(*args))
+    diffs = tc.compare_once(model, twin, *batch)
+    assert diffs["loss"] > 1e-3 and diffs["grad/generation.0.weight"] > 1e-3, diffs
 
 
 def kl_with_half_the_prior_logvar_gradient_missing(mu_q, logvar_q, mu_p, logvar_p, xp):
@@ -535,7 +552,7 @@ def test_completion_parity_catches_a_wrong_kl_factor_in_the_twin(monkeypatch):
     assert diffs["grad/prior.0.weight"] > 0.1
 
 
-@pytest.mark.parametrize("kind", ["cvae", "baseline"])
+@pytest.mark.parametrize("kind", COMPLETION_KINDS)
 def test_completion_twin_computes_without_numpy_vae(monkeypatch, kind):
     """Once built, the twin runs with numpy-vae's layers, KL, likelihood and reparameterization
     disabled, and owns its weights."""
@@ -548,12 +565,16 @@ def test_completion_twin_computes_without_numpy_vae(monkeypatch, kind):
 
     for name in ("gaussian_kl", "reparameterize", "reparameterize_backward"):
         monkeypatch.setattr(completion_module, name, refuse)
+    for name in ("gsnn_forward", "gsnn_backward", "reparameterize", "reparameterize_backward"):
+        monkeypatch.setattr(gsnn_module, name, refuse)
     monkeypatch.setattr(likelihoods_module, "bernoulli_nll", refuse)
     for cls in (
         layers_module.Linear,
         layers_module.Sequential,
         completion_module.CompletionCVAE,
         completion_module.CompletionBaseline,
+        gsnn_module.CompletionGSNN,
+        gsnn_module.CompletionHybrid,
     ):
         for method in ("forward", "backward", "loss"):
             monkeypatch.setattr(cls, method, refuse, raising=False)

@@ -54,10 +54,11 @@ import numpy as np
 
 from numpy_vae import __version__, bounds
 from numpy_vae.backend import get_backend
-from numpy_vae.completion import CompletionBaseline, CompletionCVAE, quadrant_split
+from numpy_vae.completion import CompletionBaseline, CompletionCVAE
 from numpy_vae.made import made_masks
 from numpy_vae.model import VAE
 from numpy_vae.optim import Adam
+from numpy_vae.quadrants import quadrant_split
 
 FORMAT = "numpy-vae golden v1"
 ADAM = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "steps": 3}
@@ -322,7 +323,7 @@ def make_completion_golden(variant: str) -> dict[str, np.ndarray]:
     Layout: ``config`` (JSON: ``format`` :data:`COMPLETION_FORMAT`, ``variant``,
     ``description``, ``model_class``, ``model`` (the constructor arguments), ``side``,
     ``n_given``, ``param_names``, ``adam``); ``param/<name>``; ``images`` (B, side^2) in [0, 1]
-    and their :func:`~numpy_vae.completion.quadrant_split` ``visible`` (B, V) and ``hidden``
+    and their :func:`~numpy_vae.quadrants.quadrant_split` ``visible`` (B, V) and ``hidden``
     (B, H); for the CVAE ``eps`` (B, L); ``loss``, ``recon`` and, for the CVAE, ``kl`` and
     ``kl_per_dim`` (L,); ``grad/<name>``; for the CVAE ``adam3_eps`` (3, B, L);
     ``adam3_loss`` (3,) and ``adam3/<name>``. The baseline's ``loss`` is its ``recon``.

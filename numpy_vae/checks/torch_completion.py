@@ -1,4 +1,5 @@
-"""PyTorch twins of the completion models (:mod:`numpy_vae.completion`), and their parity harness.
+"""PyTorch twins of the completion models (:mod:`numpy_vae.completion`, :mod:`numpy_vae.gsnn`),
+and their parity harness.
 
 Written the plain way, as :mod:`numpy_vae.checks.torch_twin` writes the VAE: each network an
 ``nn.Sequential`` of ``nn.Linear`` layers and activations, the Bernoulli negative log-likelihood
@@ -7,7 +8,9 @@ two diagonal Gaussians in closed form (:func:`gaussian_kl_elements`), ``loss.bac
 ``torch.optim.Adam``. A numpy-vae model is read for its sizes, activation, dtype and initial
 weights only; the ``state_dict`` keys of a twin are numpy-vae's parameter names
 (``prior.0.weight``, ..., ``generation.2.bias``; ``net.0.weight``, ... for the baseline), so the
-weights copy one-to-one and every comparison is by name.
+weights copy one-to-one and every comparison is by name. The GSNN's twin has the prior and
+generation networks only; the hybrid's is the CVAE's twin with the loss
+``alpha * (CVAE's) + (1 - alpha) * (GSNN's)``, both draws from the one ``eps``.
 
 ::
 
@@ -18,7 +21,7 @@ weights copy one-to-one and every comparison is by name.
     hand-written gradients      ≟      autograd gradients        (float64: <= 1e-12)
     numpy_vae.Adam              ≟      torch.optim.Adam          (100 steps: <= 1e-10)
 
-``python -m numpy_vae.checks.torch_completion`` prints the parity figures of both models.
+``python -m numpy_vae.checks.torch_completion`` prints the parity figures of every model.
 """
 
 from __future__ import annotations
@@ -51,13 +54,20 @@ from numpy_vae.checks.torch_twin import (
     synthetic_mnist,
     to_tensor,
 )
-from numpy_vae.completion import CompletionBaseline, CompletionCVAE, quadrant_split
+from numpy_vae.completion import CompletionBaseline, CompletionCVAE, CompletionModel
 from numpy_vae.gradcheck import relative_error
+from numpy_vae.gsnn import CompletionGSNN, CompletionHybrid
 from numpy_vae.layers import ACTIVATIONS
 from numpy_vae.optim import Adam
+from numpy_vae.quadrants import quadrant_split
 
-#: The two models, by the name the harness and the golden files give them.
-MODELS = {"cvae": CompletionCVAE, "baseline": CompletionBaseline}
+#: The models, by the name the harness and the golden files give them.
+MODELS = {
+    "cvae": CompletionCVAE,
+    "baseline": CompletionBaseline,
+    "gsnn": CompletionGSNN,
+    "hybrid": CompletionHybrid,
+}
 
 
 def gaussian_kl_elements(
@@ -97,16 +107,21 @@ class TorchCompletionBaseline(nn.Module):
         super().__init__()
         self.net = sequential((visible_dim, *widths), hidden_dim, activation, dtype)
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+        """From constructor arguments (:func:`build_twin`)."""
+        return cls(*sizes_of(config), config.get("activation", "relu"), dtype)
+
     def loss(self, visible: torch.Tensor, hidden: torch.Tensor, eps: Any = None) -> dict:
         """``loss`` = ``recon`` (0-d), ``kl`` (B, 0): no latent variable, no ``eps``."""
         recon = F.binary_cross_entropy_with_logits(self.net(visible), hidden, reduction="sum")
         return {"loss": recon, "recon": recon, "kl": visible.new_zeros((len(visible), 0))}
 
 
-class TorchCompletionCVAE(nn.Module):
-    """:class:`numpy_vae.completion.CompletionCVAE` in PyTorch: the prior network
-    ``p(z | visible)``, the recognition network ``q(z | visible, hidden)`` and the generation
-    network ``p(hidden | visible, z)``, which reads ``[visible | z]``."""
+class LatentTwin(nn.Module):
+    """What the twins with a latent z share: the prior network ``p(z | visible)``, the
+    generation network ``p(hidden | visible, z)``, which reads ``[visible | z]``, and their
+    construction from constructor arguments."""
 
     def __init__(
         self,
@@ -118,14 +133,30 @@ class TorchCompletionCVAE(nn.Module):
         dtype: torch.dtype = torch.float64,
     ) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        self.visible_dim, self.hidden_dim, self.widths = visible_dim, hidden_dim, widths
+        self.latent_dim, self.activation, self.dtype = latent_dim, activation, dtype
         self.prior = sequential((visible_dim, *widths), 2 * latent_dim, activation, dtype)
-        self.recognition = sequential(
-            (visible_dim + hidden_dim, *widths), 2 * latent_dim, activation, dtype
-        )
         self.generation = sequential(
             (visible_dim + latent_dim, *widths), hidden_dim, activation, dtype
         )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+        """From constructor arguments (:func:`build_twin`)."""
+        return cls(*sizes_of(config), config["latent_dim"], config.get("activation", "relu"), dtype)
+
+
+class TorchCompletionCVAE(LatentTwin):
+    """:class:`numpy_vae.completion.CompletionCVAE` in PyTorch: the prior and generation networks
+    (:class:`LatentTwin`) and the recognition network ``q(z | visible, hidden)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """:class:`LatentTwin`'s arguments."""
+        super().__init__(*args, **kwargs)
+        self.recognition = sequential(
+            (self.visible_dim + self.hidden_dim, *self.widths),
+            2 * self.latent_dim, self.activation, self.dtype,
+        )  # fmt: skip
 
     def loss(self, visible: torch.Tensor, hidden: torch.Tensor, eps: torch.Tensor) -> dict:
         """The negative ELBO summed over the batch, ``recon + sum KL``, at
@@ -140,7 +171,62 @@ class TorchCompletionCVAE(nn.Module):
         return {"loss": recon + kl.sum(), "recon": recon, "kl": kl}
 
 
-def activation_of(model: CompletionBaseline | CompletionCVAE) -> str:
+def gsnn_nll(model: nn.Module, visible: torch.Tensor, hidden: torch.Tensor, eps: torch.Tensor):
+    """``-log p(hidden | visible, z)`` summed over the batch at the prior's draw
+    ``z = mu_p + exp(logvar_p / 2) eps``."""
+    mu_p, logvar_p = model.prior(visible).split(model.latent_dim, dim=1)
+    z = mu_p + torch.exp(0.5 * logvar_p) * eps
+    logits = model.generation(torch.cat([visible, z], dim=1))
+    return F.binary_cross_entropy_with_logits(logits, hidden, reduction="sum")
+
+
+class TorchCompletionGSNN(LatentTwin):
+    """:class:`numpy_vae.gsnn.CompletionGSNN` in PyTorch: the prior network and the generation
+    network (:class:`LatentTwin`); the loss is :func:`gsnn_nll`."""
+
+    def loss(self, visible: torch.Tensor, hidden: torch.Tensor, eps: torch.Tensor) -> dict:
+        """``loss`` = ``recon`` (0-d), ``kl`` (B, 0): there is no KL term."""
+        recon = gsnn_nll(self, visible, hidden, eps)
+        return {"loss": recon, "recon": recon, "kl": visible.new_zeros((len(visible), 0))}
+
+
+class TorchCompletionHybrid(TorchCompletionCVAE):
+    """:class:`numpy_vae.gsnn.CompletionHybrid` in PyTorch: the CVAE's twin, whose loss is
+    ``alpha`` times the negative ELBO plus ``1 - alpha`` times :func:`gsnn_nll` at the same
+    ``eps``; ``recon`` and ``kl`` are the ELBO's."""
+
+    def __init__(self, *args: Any, alpha: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.alpha = alpha
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+        """From constructor arguments, ``alpha`` among them."""
+        twin = super().from_config(config, dtype)
+        twin.alpha = config["alpha"]
+        return twin
+
+    def loss(self, visible: torch.Tensor, hidden: torch.Tensor, eps: torch.Tensor) -> dict:
+        elbo = super().loss(visible, hidden, eps)
+        gsnn = gsnn_nll(self, visible, hidden, eps)
+        return {**elbo, "loss": self.alpha * elbo["loss"] + (1 - self.alpha) * gsnn}
+
+
+#: The twin of each model of :data:`MODELS`.
+TWINS = {
+    "cvae": TorchCompletionCVAE,
+    "baseline": TorchCompletionBaseline,
+    "gsnn": TorchCompletionGSNN,
+    "hybrid": TorchCompletionHybrid,
+}
+
+
+def sizes_of(config: dict[str, Any]) -> tuple[int, int, tuple[int, ...]]:
+    """``visible_dim``, ``hidden_dim`` and ``widths`` of constructor arguments."""
+    return config["visible_dim"], config["hidden_dim"], tuple(config["widths"])
+
+
+def activation_of(model: CompletionModel) -> str:
     """The activation name of a numpy-vae completion model, read off its first network's layers."""
     first = next(iter(model.networks().values()))
     kinds = {
@@ -151,26 +237,23 @@ def activation_of(model: CompletionBaseline | CompletionCVAE) -> str:
 
 
 def build_twin(kind: str, config: dict[str, Any], dtype: torch.dtype = torch.float64) -> nn.Module:
-    """A twin of ``kind`` (a key of :data:`MODELS`) from constructor arguments ``config``:
-    ``visible_dim``, ``hidden_dim``, ``widths``, ``activation`` and, for the CVAE,
-    ``latent_dim`` (a golden file's ``config["model"]``)."""
-    args = (config["visible_dim"], config["hidden_dim"], tuple(config["widths"]))
-    activation = config.get("activation", "relu")
-    if kind == "cvae":
-        return TorchCompletionCVAE(*args, config["latent_dim"], activation, dtype)
-    return TorchCompletionBaseline(*args, activation, dtype)
+    """A twin of ``kind`` (a key of :data:`TWINS`) from constructor arguments ``config``:
+    ``visible_dim``, ``hidden_dim``, ``widths``, ``activation`` and, with a latent z,
+    ``latent_dim`` and the hybrid's ``alpha`` (a golden file's ``config["model"]``)."""
+    return TWINS[kind].from_config(config, dtype)
 
 
-def completion_twin_of(model: CompletionBaseline | CompletionCVAE) -> nn.Module:
+def completion_twin_of(model: CompletionModel) -> nn.Module:
     """The twin of a numpy-vae completion model: its sizes, activation, dtype and (copied)
     weights, loaded by name with ``strict=True``."""
-    kind = "cvae" if isinstance(model, CompletionCVAE) else "baseline"
+    kind = next(name for name, cls in MODELS.items() if type(model) is cls)
     config = {
         "visible_dim": model.visible_dim,
         "hidden_dim": model.hidden_dim,
         "widths": model.widths,
         "latent_dim": model.latent_dim,
         "activation": activation_of(model),
+        "alpha": getattr(model, "alpha", None),
     }
     twin = build_twin(kind, config, TORCH_DTYPES[np.dtype(model.dtype).name])
     load_params(twin, model.params)
@@ -263,7 +346,7 @@ def compare_training(
     seed: int = 0,
     lr: float = 1e-3,
 ) -> ParityReport:
-    """Train a completion model (``kind``: ``cvae`` or ``baseline``) and its twin side by side
+    """Train a completion model (``kind``, a key of :data:`MODELS`) and its twin side by side
     in float64 on identical batches of MNIST-shaped quadrants and identical ``eps`` (drawn on
     the NumPy side), from numpy-vae's initial weights. The bounds are the VAE twin's:
     :data:`ONE_STEP_BOUND` (the loss, its parts and every gradient of the first step) and
@@ -276,7 +359,7 @@ def compare_training(
         "widths": widths,
         "activation": activation,
     }
-    if kind == "cvae":
+    if kind != "baseline":
         sizes["latent_dim"] = latent_dim
     model = MODELS[kind](**sizes, backend=f64, seed=seed)
     twin = completion_twin_of(model)
@@ -288,7 +371,7 @@ def compare_training(
     seconds = {"numpy": 0.0, "torch": 0.0}
     for step in range(steps):
         idx = next(order)
-        eps = rng.standard_normal((batch_size, latent_dim)) if kind == "cvae" else None
+        eps = rng.standard_normal((batch_size, latent_dim)) if model.latent_dim else None
         t0 = time.perf_counter()
         parts = model.loss(visible[idx], hidden[idx], eps=eps)
         opt_np.step()
@@ -329,7 +412,7 @@ def compare_training(
 
 
 def main() -> int:
-    """Print the float64 parity figures of both models (torch at one thread)."""
+    """Print the float64 parity figures of every model (torch at one thread)."""
     torch.set_num_threads(1)
     ok = True
     for kind in MODELS:

@@ -1,13 +1,15 @@
 """The command line of ``scripts/completion_study.py``: MNIST quadrant completion.
 
-Trains a row per model (the baseline network, the CVAE with a learned prior) and number of given
-quadrants (1, 2, 3), all with one budget, on MNIST binarized at 0.5, and measures each on a fixed
-subset of the test images: the baseline's exact negative conditional log-likelihood, the CVAE's
-negative ELBO and its importance-sampled negative conditional log-likelihood for each S of
---iw-samples (nats per image). Stopped anywhere, the same command continues (each row resumes
-from its checkpoint; a measured row is read back). --table prints the measured rows beside
-Pyro's published table; --figures draws, for each number of given quadrants, the visible part,
-the truth, the baseline's prediction and several completions of the CVAE.
+Trains a row per model (the baseline network, the CVAE with a learned prior, and Sohn et al.'s
+GSNN and hybrid objective) and number of given quadrants (1, 2, 3), all with one budget, on MNIST
+binarized at 0.5, and measures each on a fixed subset of the test images: the baseline's exact
+negative conditional log-likelihood; the negative ELBO and the importance-sampled negative
+conditional log-likelihood of the CVAE and the hybrid; the prior-sampled one of the GSNN and the
+hybrid; each sampled estimate for each S of --iw-samples (nats per image). Stopped anywhere, the
+same command continues (each row resumes from its checkpoint; a measured row is read back).
+--table prints the measured rows beside Pyro's published table; --figures draws, for each number
+of given quadrants, the visible part, the truth, the baseline's prediction and several
+completions of the CVAE.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def positive_ints(text: str) -> tuple[int, ...]:
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="completion_study.py", description=__doc__.split("\n\n", 1)[1])
     p.add_argument(
-        "--models", default=",".join(MODELS), help="comma-separated models, from baseline, cvae"
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated models, from {', '.join(MODELS)} (default: all)",
     )
     p.add_argument(
         "--given",
@@ -74,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
         type=positive_ints,
         default=IW_SAMPLES,
         metavar="S1,S2,...",
-        help="importance samples of the CVAE's estimate, comma-separated (default: 1,10,100,1000)",
+        help="samples S of each sampled estimate, comma-separated (default: 1,10,100,1000)",
     )
     p.add_argument(
         "--data-file",
@@ -160,9 +164,13 @@ def draw(args: argparse.Namespace, models: list[str], data: Any, prog: str) -> N
 
 
 def row_line(r: dict[str, Any]) -> str:
-    """The line ``main`` prints for a measured row."""
+    """The line ``main`` prints for a measured row: each figure it holds."""
     head = f"{r['model']} given {r['n_given']} (epoch {r['epoch']}): "
     if r["model"] == "baseline":
         return head + f"-log p(hidden|visible) {r['neg_cll']:.2f} ± {r['neg_cll_se']:.2f}"
-    iw = ", ".join(f"S={s} {v:.2f}" for s, v in r["neg_cll_iw"].items())
-    return head + f"-ELBO {r['neg_elbo']:.2f} ± {r['neg_elbo_se']:.2f}; -log p(hidden|visible) {iw}"
+    parts = [f"-ELBO {r['neg_elbo']:.2f} ± {r['neg_elbo_se']:.2f}"] if "neg_elbo" in r else []
+    for key, how in (("neg_cll_iw", ""), ("neg_cll_mc", " (z from the prior)")):
+        if key in r:
+            figures = ", ".join(f"S={s} {v:.2f}" for s, v in r[key].items())
+            parts.append(f"-log p(hidden|visible){how} {figures}")
+    return head + "; ".join(parts)

@@ -13,5 +13,6 @@
 - :mod:`~numpy_vae.experiments.conditional`: how much of the label a conditional VAE's z
   carries, and an image classifier's reading of its class samples and style analogies.
 - :mod:`~numpy_vae.experiments.completion_study`: MNIST quadrant completion, the baseline
-  network against the CVAE with a learned prior (a minimal training and evaluation).
+  network against the CVAE with a learned prior, the GSNN and the hybrid objective (a minimal
+  training and evaluation, and the resumable study).
 """

@@ -1,7 +1,8 @@
 """MNIST quadrant completion (Sohn et al. 2015), minimal: train the baseline network and the CVAE
 of :mod:`numpy_vae.completion` on one split, then report each model's negative conditional
 log-likelihood on test examples (nats per example): the baseline's exact, the CVAE's negative
-ELBO and its importance-sampled estimate.
+ELBO and its importance-sampled estimate. The study also trains the GSNN and the hybrid
+objective of :mod:`numpy_vae.gsnn`.
 
 The pixels are binarized at 0.5 (``x > 0.5``), so that ``p(hidden | visible)`` is a probability
 of a binary image and the figures are log-probabilities. This is a sanity check of the models
@@ -10,12 +11,13 @@ baseline guess fed to the prior network, few epochs).
 
 The study (:func:`run_row`, the program ``scripts/completion_study.py``): a row per model
 (:data:`MODELS`) and number of given quadrants (:data:`GIVENS`), all with one budget (epochs,
-widths, latent size, Adam's learning rate, batch size). A row trains into
+widths, latent size, Adam's learning rate, batch size), each measured with the estimates that
+apply to it (:data:`ESTIMATES`). A row trains into
 ``runs/completion_<model>_given<N>`` with a checkpoint per epoch and continues from it when
 stopped; its measurement on a fixed subset of the test images is ``RUN/completion.json``, read
 back while the checkpoint and the settings are the same. A folder that holds a row of another
 configuration is refused (:class:`~numpy_vae.training.runs.ConfigMismatch`). The models train
-on the specification classes of :mod:`numpy_vae.completion` with
+on the specification classes of :mod:`numpy_vae.completion` and :mod:`numpy_vae.gsnn` with
 :class:`~numpy_vae.optim.Adam`; there is no fast path for them.
 """
 
@@ -35,12 +37,11 @@ from numpy_vae.completion import (
     CompletionCVAE,
     CompletionModel,
     iw_conditional_log_likelihood,
-    quadrant_join,
-    quadrant_mask,
-    quadrant_split,
 )
+from numpy_vae.gsnn import CompletionGSNN, CompletionHybrid, mc_conditional_log_likelihood
 from numpy_vae.kl import gaussian_kl
 from numpy_vae.optim import Adam
+from numpy_vae.quadrants import quadrant_join, quadrant_mask, quadrant_split
 from numpy_vae.reparam import reparameterize
 from numpy_vae.training.atomic import write_atomic, write_json
 from numpy_vae.training.checkpoint import CheckpointError, params_sha256
@@ -122,7 +123,33 @@ def sanity_run(
     return {"n_given": n_given, "epochs": epochs, **figures, "curves": curves}
 
 
-MODELS = ("baseline", "cvae")
+#: The model of each row, by its name.
+MODEL_CLASSES: dict[str, type[CompletionModel]] = {
+    "baseline": CompletionBaseline,
+    "cvae": CompletionCVAE,
+    "gsnn": CompletionGSNN,
+    "hybrid": CompletionHybrid,
+}
+MODELS = tuple(MODEL_CLASSES)
+#: What each model's rows measure (:func:`measure`): ``exact``, the baseline's
+#: ``-log p(hidden | visible)``; ``elbo``, the negative ELBO (a model with a recognition
+#: network); ``iw`` and ``mc``, minus the importance-sampled estimate (z from q) and the
+#: prior-sampled one (z from the prior network), each for every S.
+ESTIMATES = {
+    "baseline": ("exact",),
+    "cvae": ("elbo", "iw"),
+    "gsnn": ("mc",),
+    "hybrid": ("elbo", "iw", "mc"),
+}
+#: The sampled estimates, and the tail of their generators' seeds ``[block, S, *tail]`` (the
+#: prior-sampled estimate's draws are not the importance-sampled one's).
+ESTIMATORS = {
+    "iw": (iw_conditional_log_likelihood, ()),
+    "mc": (mc_conditional_log_likelihood, (1,)),
+}
+#: The settings of one model only, beside :data:`BASE`: the hybrid's weight of the CVAE's loss
+#: (the paper's value could not be read; an even mix).
+MODEL_SETTINGS: dict[str, dict[str, Any]] = {"hybrid": {"alpha": 0.5}}
 GIVENS = (1, 2, 3)
 IW_SAMPLES = (1, 10, 100, 1000)
 #: What every row shares by default: the sizes and optimizer of Pyro's ``examples/cvae`` (two
@@ -185,13 +212,15 @@ def row_config(
     model: str, n_given: int, data: StudyData, seed: int = 0, **changes: Any
 ) -> dict[str, Any]:
     """The configuration of a row, as ``config.json`` stores it: :data:`BASE` with ``changes``
-    (``epochs``, ``widths``, ...), the model, the quadrants, the seed and the data."""
+    (``epochs``, ``widths``, ...; the hybrid's ``alpha``, :data:`MODEL_SETTINGS`), the model,
+    the quadrants, the seed and the data."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    unknown = set(changes) - set(BASE)
+    own = MODEL_SETTINGS.get(model, {})
+    unknown = set(changes) - set(BASE) - set(own)
     if unknown:
         raise ValueError(f"unknown settings {', '.join(sorted(unknown))}")
-    settings = {**BASE, **changes}
+    settings = {**BASE, **own, **changes}
     if model == "baseline":
         del settings["latent_dim"]
     config = {"study": "completion", "model": model, "n_given": n_given, "side": data.side}
@@ -203,10 +232,11 @@ def build_model(config: dict[str, Any]) -> CompletionModel:
     """A new model of a row's configuration (its initial weights)."""
     visible_dim = int(quadrant_mask(config["n_given"], config["side"]).sum())
     dims = (visible_dim, config["side"] ** 2 - visible_dim)
-    widths, activation, seed = tuple(config["widths"]), config["activation"], config["seed"]
-    if config["model"] == "baseline":
-        return CompletionBaseline(*dims, widths, activation, seed=seed)
-    return CompletionCVAE(*dims, widths, config["latent_dim"], activation, seed=seed)
+    own = {key: config[key] for key in ("latent_dim", "alpha") if key in config}
+    return MODEL_CLASSES[config["model"]](
+        *dims, widths=tuple(config["widths"]), activation=config["activation"],
+        seed=config["seed"], **own,
+    )  # fmt: skip
 
 
 def save_row(path: Path, config: dict[str, Any], model: CompletionModel, adam: Adam,
@@ -386,30 +416,38 @@ def neg_elbo_per_example(
 
 
 def measure(
-    model: CompletionModel, visible: np.ndarray, hidden: np.ndarray, iw_samples: tuple[int, ...]
+    model: CompletionModel,
+    visible: np.ndarray,
+    hidden: np.ndarray,
+    iw_samples: tuple[int, ...],
+    estimates: tuple[str, ...],
 ) -> dict[str, Any]:
-    """A trained row's figures on the test examples, nats per example with standard errors:
-    the baseline's exact ``neg_cll``; the CVAE's ``neg_elbo`` and ``neg_cll_iw`` for each S of
-    ``iw_samples`` (keys ``"S"``). Test images are taken :data:`EVAL_BLOCK` at a time; each
-    block's draws come from generators seeded by the block and S."""
+    """A trained row's figures on the test examples, nats per example with standard errors, for
+    each of ``estimates`` (:data:`ESTIMATES`): ``neg_cll`` (exact), ``neg_elbo``, and
+    ``neg_cll_iw``, ``neg_cll_mc`` for each S of ``iw_samples`` (keys ``"S"``). Test images are
+    taken :data:`EVAL_BLOCK` at a time; each block's draws come from generators seeded by the
+    block and S (:data:`ESTIMATORS`)."""
     blocks = range(0, len(visible), EVAL_BLOCK)
     pairs = [(visible[i : i + EVAL_BLOCK], hidden[i : i + EVAL_BLOCK]) for i in blocks]
-    if isinstance(model, CompletionBaseline):
+    result: dict[str, Any] = {}
+    if "exact" in estimates:
         nll = np.concatenate([-model.conditional_log_likelihood(v, h) for v, h in pairs])
-        mean, se = mean_and_se(nll)
-        return {"neg_cll": mean, "neg_cll_se": se}
-    elbo = [neg_elbo_per_example(model, v, h, np.random.default_rng([b, 0])) for b, (v, h) in
-            enumerate(pairs)]  # fmt: skip
-    neg_elbo, neg_elbo_se = mean_and_se(np.concatenate(elbo))
-    result: dict[str, Any] = {"neg_elbo": neg_elbo, "neg_elbo_se": neg_elbo_se}
-    result["neg_cll_iw"], result["neg_cll_iw_se"] = {}, {}
-    for S in iw_samples:
-        estimates = [
-            -iw_conditional_log_likelihood(model, v, h, S, np.random.default_rng([b, S]))
-            for b, (v, h) in enumerate(pairs)
-        ]
-        mean, se = mean_and_se(np.concatenate(estimates))
-        result["neg_cll_iw"][str(S)], result["neg_cll_iw_se"][str(S)] = mean, se
+        result["neg_cll"], result["neg_cll_se"] = mean_and_se(nll)
+    if "elbo" in estimates:
+        elbo = [neg_elbo_per_example(model, v, h, np.random.default_rng([b, 0])) for b, (v, h) in
+                enumerate(pairs)]  # fmt: skip
+        result["neg_elbo"], result["neg_elbo_se"] = mean_and_se(np.concatenate(elbo))
+    for name, (estimate, tail) in ESTIMATORS.items():
+        if name not in estimates:
+            continue
+        means, errors = {}, {}
+        for S in iw_samples:
+            values = [
+                -estimate(model, v, h, S, np.random.default_rng([b, S, *tail]))
+                for b, (v, h) in enumerate(pairs)
+            ]
+            means[str(S)], errors[str(S)] = mean_and_se(np.concatenate(values))
+        result[f"neg_cll_{name}"], result[f"neg_cll_{name}_se"] = means, errors
     return result
 
 
@@ -440,7 +478,7 @@ def run_row(
     if (run_dir / CONFIG).is_file():
         check_config(run_dir, config, ROW_IGNORE)
     wanted = {"config": config, "test_images": test_images}
-    if model == "cvae":
+    if {"iw", "mc"} & set(ESTIMATES[model]):
         wanted["iw_samples"] = list(iw_samples)
     if path.is_file() and (run_dir / CHECKPOINT).is_file():
         done = json.loads(path.read_text())
@@ -452,7 +490,7 @@ def run_row(
     rows = evaluation_subset(data, test_images)
     visible, hidden = quadrant_data(data.test_images[rows], n_given, data.side)
     start = time.perf_counter()
-    figures = measure(trained, visible, hidden, tuple(iw_samples))
+    figures = measure(trained, visible, hidden, tuple(iw_samples), ESTIMATES[model])
     result = {
         "model": model,
         "n_given": n_given,
@@ -480,7 +518,17 @@ def collect(runs_dir: Path, seed: int = 0) -> dict[tuple[str, int], dict[str, An
 
 
 def markdown_table(found: dict[tuple[str, int], dict[str, Any]]) -> str:
-    """A line per number of given quadrants: the measured figures beside Pyro's."""
+    """A line per number of given quadrants: the baseline's and the CVAE's figures beside
+    Pyro's; then, if there are GSNN or hybrid rows, :func:`latent_table`."""
+    tables = [latent_table(found)] if {"gsnn", "hybrid"} & {m for m, _ in found} else []
+    if {"baseline", "cvae"} & {m for m, _ in found}:
+        tables.insert(0, pyro_table(found))
+    return "\n\n".join(tables)
+
+
+def pyro_table(found: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """A line per number of given quadrants: the baseline's and the CVAE's figures beside
+    Pyro's."""
     samples = sorted({int(s) for r in found.values() for s in r.get("neg_cll_iw", {})})
     head = ["given", "epochs", "baseline", "CVAE -ELBO", *[f"CVAE S={s}" for s in samples]]
     head += ["Pyro baseline", "Pyro CVAE -ELBO"]
@@ -498,6 +546,33 @@ def markdown_table(found: dict[tuple[str, int], dict[str, Any]]) -> str:
             cells.append("" if value is None else f"{value:.2f}")
         cells += [f"{PYRO[n_given][0]:.1f}", f"{PYRO[n_given][1]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latent_table(found: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """A line per model with a latent z (CVAE, GSNN, hybrid) and number of given quadrants:
+    the negative ELBO, minus the importance-sampled estimate (z from q, "IS") and minus the
+    prior-sampled one (z from the prior network, "prior") for each S measured; a blank where
+    the estimate does not apply to the model or was not measured."""
+    keys = {"IS": "neg_cll_iw", "prior": "neg_cll_mc"}
+    samples = {
+        name: sorted({int(s) for r in found.values() for s in r.get(key, {})})
+        for name, key in keys.items()
+    }
+    head = ["given", "model", "epochs", "-ELBO"]
+    head += [f"{name} S={s}" for name in keys for s in samples[name]]
+    lines = ["| " + " | ".join(head) + " |", "|---:|---|" + "---:|" * (len(head) - 2)]
+    for n_given in GIVENS:
+        for model in ("cvae", "gsnn", "hybrid"):
+            r = found.get((model, n_given))
+            if r is None:
+                continue
+            cells = [str(n_given), model, str(r["epoch"])]
+            cells.append(f"{r['neg_elbo']:.2f}" if "neg_elbo" in r else "")
+            for name, key in keys.items():
+                values = [r.get(key, {}).get(str(s)) for s in samples[name]]
+                cells += ["" if v is None else f"{v:.2f}" for v in values]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
