@@ -119,6 +119,8 @@ def test_compare_torch_answers_help_and_refuses_cleanly_without_torch():
         ("benchmark", ["--repeats", "two"], "--repeats: expected a positive integer"),
         ("check_gpu", ["--steps", "0"], "--steps: must be a positive integer"),
         ("gradcheck", ["--batch-size", "0"], "--batch-size: must be a positive integer"),
+        ("gradcheck", ["--seed", "-1"], "--seed: must be an integer >= 0"),
+        ("gradient_variance", ["--seed", "-1"], "--seed: must be an integer >= 0"),
     ],
 )
 def test_bad_values_are_one_line_with_status_2(module, argv, message, capsys):

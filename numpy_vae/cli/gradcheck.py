@@ -21,6 +21,7 @@ from numpy_vae.cli.common import (
     fail,
     finite_float,
     model_config_from_args,
+    nonnegative_int,
     positive_int,
 )
 from numpy_vae.training.atomic import write_json
@@ -31,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="gradcheck.py", description=__doc__.split("\n\n", 1)[1])
     add_model_flags(p)
     p.add_argument("--batch-size", type=positive_int, default=8, help="examples in the batch")
-    p.add_argument("--seed", type=int, default=0, help="weights, inputs, noise and entries")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="weights, inputs, noise and entries"
+    )
     p.add_argument(
         "--entries", type=positive_int, default=10, help="entries checked per parameter array"
     )

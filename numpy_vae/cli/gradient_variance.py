@@ -18,6 +18,7 @@ from numpy_vae.cli.common import (
     finite_float,
     int_at_least,
     load_run_dataset,
+    nonnegative_int,
     positive_int,
     progress_bar,
 )
@@ -107,7 +108,9 @@ def parser() -> argparse.ArgumentParser:
         help="independent K-sample estimates at the largest K",
     )
     p.add_argument("--latent-dim", type=positive_int, default=4, help="L of the closed-form case")
-    p.add_argument("--seed", type=int, default=0, help="noise, the closed-form case, the model")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="noise, the closed-form case, the model"
+    )
     p.add_argument(
         "--plot",
         type=Path,
