@@ -153,6 +153,27 @@ def test_report_is_complete_and_serialisable(tmp_path):
     assert format_sweep(report).startswith("| batch | hidden |")
 
 
+def test_rounds_alternate_and_every_round_counts():
+    """Two rounds: each library's epochs of both rounds make its median, each round's medians
+    are reported, and the instrumented pass runs once."""
+    specs = [ModelSpec(batch_size=64, hidden_dims=(8,), latent_dim=2)]
+    order = []
+    report = run(specs, n=300, repeats=2, torch=False, memory_epochs=0, log=order.append,
+                 rounds=2)  # fmt: skip
+    (result,) = report["results"]
+    assert len(result["numpy_epochs_s"]) == len(result["gemm_floor_epochs_s"]) == 4
+    assert [sorted(r) for r in result["rounds"]] == [["gemm_floor", "numpy"]] * 2
+    assert result["rounds"][1]["numpy"] == pytest.approx(
+        float(np.median(result["numpy_epochs_s"][2:]))
+    )
+    assert order == [
+        "round 1/2, numpy: 784-8-2 batch 64 ...",
+        "round 2/2, numpy: 784-8-2 batch 64 ...",
+    ]
+    text = format_report(report)
+    assert "2 alternating round(s)" in text and "round 2: numpy" in text
+
+
 def test_peak_memory_is_measured_in_a_fresh_process():
     spec = ModelSpec(batch_size=64, hidden_dims=(8,), latent_dim=2)
     out = run_memory(spec, mnist=False, n=300, epochs=1)

@@ -50,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true", help="batch-size and width sweep")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="data and weights")
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        help="rounds in which the libraries alternate (default: 1, or 3 with --iwae)",
+    )
     iwae = parser.add_argument_group("the Burda et al. 2016 model (--iwae)")
     iwae.add_argument(
         "--iwae",
@@ -60,7 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     iwae.add_argument(
         "--k", type=positive_int, nargs="+", default=[1, 5, 50], help="samples per example"
     )
-    iwae.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds")
     iwae.add_argument("--steps", type=positive_int, default=200, help="timed steps per K")
     iwae.add_argument("--threads", type=positive_int, default=1, help="BLAS threads")
     iwae.add_argument(
@@ -76,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         report = iwae_speed.run(
             args.k,
-            rounds=args.rounds,
+            rounds=args.rounds or 3,
             steps=args.steps,
             threads=args.threads,
             torch=not args.no_torch,
@@ -104,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases=not (args.no_phases or args.sweep),
         log=lambda s: print(s, file=sys.stderr),
         jax=args.jax,
+        rounds=args.rounds or 1,
     )
     print(format_report(report))
     if args.sweep:

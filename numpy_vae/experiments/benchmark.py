@@ -641,38 +641,56 @@ def run(
     phases: bool = True,
     log: Callable[[str], None] = print,
     jax: bool = False,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """Benchmark every spec; return the JSON-ready report (``jax``: also time a jitted JAX
-    step of the same model, where JAX is installed)."""
+    step of the same model, where JAX is installed).
+
+    ``rounds`` rounds, the libraries alternating within each (numpy-vae and its GEMM floor,
+    then PyTorch, then JAX, each from a fresh model and a warm-up epoch): a machine whose
+    speed drifts during the run then slows every library alike, where one library after the
+    other would charge the drift to the last. Each library's ``repeats`` epochs of every round
+    count towards its median; the instrumented epochs run in the first round only.
+    """
     from numpy_vae.fast import kernels
 
     kernel_seconds = kernels.compile_seconds()  # first: nothing has called a kernel yet
     images, source = load_images(mnist, n, seed)
     blas = blas_info()
     cpu_before = cpu_snapshot()
-    results = []
-    for spec in specs:
-        log(f"numpy: {spec.name} ...")
-        results.append(benchmark_numpy(spec, images, repeats, seed, phases))
+    results: list[Result] = []
     torch_meta: dict[str, Any] = {}
-    if torch and torch_available():
-        log("torch (subprocess) ...")
-        out = run_torch(specs, mnist, n, repeats, blas["threads"] or 1, seed)
-        torch_meta = {"version": out["version"], "threads": out["threads"]}
-        for result, seconds in zip(results, out["runs"], strict=True):
-            result.torch_seconds = seconds
     jax_meta: dict[str, Any] = {}
-    if jax and jax_available():
-        log("jax (subprocess) ...")
-        out = run_jax(specs, mnist, n, repeats, seed)
-        jax_meta = {"version": out["version"], "devices": out["devices"]}
-        for result, seconds in zip(results, out["runs"], strict=True):
-            jax_median = statistics.median(seconds)
-            result.extra.update(
-                jax_epoch_s=jax_median,
-                jax_epochs_s=seconds,
-                numpy_over_jax=result.numpy / jax_median,
-            )
+    per_round: list[list[dict[str, float]]] = [[] for _ in specs]
+    for r in range(rounds):
+        for i, spec in enumerate(specs):
+            log(f"round {r + 1}/{rounds}, numpy: {spec.name} ...")
+            result = benchmark_numpy(spec, images, repeats, seed, phases and r == 0)
+            if r == 0:
+                results.append(result)
+            else:  # this round's epochs join the first round's
+                results[i].numpy_seconds += result.numpy_seconds
+                results[i].floor_seconds += result.floor_seconds
+            per_round[i].append({"numpy": result.numpy, "gemm_floor": result.floor})
+        if torch and torch_available():
+            log(f"round {r + 1}/{rounds}, torch (subprocess) ...")
+            out = run_torch(specs, mnist, n, repeats, blas["threads"] or 1, seed)
+            torch_meta = {"version": out["version"], "threads": out["threads"]}
+            for i, (result, seconds) in enumerate(zip(results, out["runs"], strict=True)):
+                result.torch_seconds = (result.torch_seconds or []) + seconds
+                per_round[i][r]["torch"] = statistics.median(seconds)
+        if jax and jax_available():
+            log(f"round {r + 1}/{rounds}, jax (subprocess) ...")
+            out = run_jax(specs, mnist, n, repeats, seed)
+            jax_meta = {"version": out["version"], "devices": out["devices"]}
+            for i, (result, seconds) in enumerate(zip(results, out["runs"], strict=True)):
+                result.extra["jax_epochs_s"] = result.extra.get("jax_epochs_s", []) + seconds
+                per_round[i][r]["jax"] = statistics.median(seconds)
+    for result, rounds_of_spec in zip(results, per_round, strict=True):
+        result.extra["rounds"] = rounds_of_spec
+        if "jax_epochs_s" in result.extra:
+            jax_median = statistics.median(result.extra["jax_epochs_s"])
+            result.extra.update(jax_epoch_s=jax_median, numpy_over_jax=result.numpy / jax_median)
     if memory_epochs:
         for result in results:
             log(f"peak memory of {memory_epochs} epochs (subprocess): {result.spec.name} ...")
@@ -684,6 +702,7 @@ def run(
         "data": source,
         "n_images": n,
         "repeats": repeats,
+        "rounds": rounds,
         "dtype": "float32",
         "blas": {**blas, "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
         "elementwise_threads": default_threads(),
@@ -708,7 +727,7 @@ def format_report(report: dict[str, Any]) -> str:
     torch_meta = report["torch"]
     lines = [
         f"data: {report['n_images']} {report['data']} images (uint8, k/255 per batch), float32,"
-        f" median of {report['repeats']}",
+        f" median of {report['repeats']} epochs x {report.get('rounds', 1)} alternating round(s)",
         f"BLAS: {blas['library']} {blas.get('architecture') or ''}, {blas['threads']} threads "
         f"(OPENBLAS_THREAD_TIMEOUT={blas.get('OPENBLAS_THREAD_TIMEOUT')}), Adam in "
         f"{report['elementwise_threads']} thread(s);"
@@ -764,6 +783,13 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  {spec_name(r):<24}jax {r['jax_epoch_s']:.3f} s per epoch, "
                 f"numpy-vae / jax {r['numpy_over_jax']:.2f}"
             )
+    for r in report["results"]:
+        rounds = r.get("rounds") or []
+        if len(rounds) > 1:
+            lines.append("")
+            lines.append(f"each round's medians, {spec_name(r)} (s per epoch):")
+            for i, one in enumerate(rounds, start=1):
+                lines.append(f"  round {i}: " + ", ".join(f"{k} {v:.3f}" for k, v in one.items()))
     for r in report["results"]:
         p = r["phases_s"]
         if not p:
