@@ -513,14 +513,18 @@ def blas_info() -> dict[str, Any]:
             "library": "unknown (pip install threadpoolctl)",
             "threads": threads or os.cpu_count(),
         }
-    for pool in threadpool_info():
-        if pool.get("user_api") == "blas":
-            return {
-                "library": f"{pool.get('internal_api')} {pool.get('version')}",
-                "architecture": pool.get("architecture"),
-                "threads": pool.get("num_threads"),
-            }
-    return {"library": "unknown", "threads": os.cpu_count()}
+    pools = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    # NumPy's own first: SciPy (loaded by the data or plotting code) brings a second OpenBLAS,
+    # which NumPy never calls.
+    pools.sort(key=lambda pool: "numpy" not in str(pool.get("filepath", "")))
+    if not pools:
+        return {"library": "unknown", "threads": os.cpu_count()}
+    pool = pools[0]
+    return {
+        "library": f"{pool.get('internal_api')} {pool.get('version')}",
+        "architecture": pool.get("architecture"),
+        "threads": pool.get("num_threads"),
+    }
 
 
 def cpu_snapshot() -> dict[str, float] | None:
