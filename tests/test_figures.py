@@ -54,6 +54,15 @@ def test_latent_dimensions_are_numbered_from_1_everywhere(tmp_path, monkeypatch)
     assert list(drawn[1].axes[0].get_yticks()) == []  # no stray tick
 
 
+def test_traversal_rows_carry_their_dimensions_kl(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))
+    images = np.zeros((2 * 3, 784))
+    plots.plot_traversal(images, [3, 0], np.linspace(-1, 1, 3), tmp_path / "t", kl=[2.345, 0.0])
+    labels = [t.get_text() for t in drawn[0].axes[0].get_yticklabels()]
+    assert labels == ["z4\nKL 2.35", "z1\nKL 0.00"]
+
+
 def test_study_labels_and_legend(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))

@@ -279,11 +279,17 @@ def plot_traversal(
     dims: Sequence[int],
     values: numpy.ndarray,
     path: str | os.PathLike[str],
+    kl: Sequence[float] | None = None,
 ) -> None:
     """Row r varies latent dimension ``dims[r]`` (0-based; labelled ``z{dims[r] + 1}``, as the
-    other figures number them) over ``values`` with the others held at 0."""
+    other figures number them) over ``values`` with the others held at 0; ``kl[r]``, that
+    dimension's KL in nats per example, is written beside its label (how much the model uses
+    the dimension, which the row shows)."""
+    labels = [f"z{j + 1}" for j in dims]
+    if kl is not None:
+        labels = [f"{label}\nKL {k:.2f}" for label, k in zip(labels, kl, strict=True)]
     _labelled_rows(
-        images, len(dims), len(values), [f"z{j + 1}" for j in dims],
+        images, len(dims), len(values), labels,
         "Latent traversals (most informative dimensions, others at 0)",
         f"z_j from {values[0]:g} to {values[-1]:g}", path,
     )  # fmt: skip

@@ -782,7 +782,8 @@ def _variant_figures(
     for r, j in enumerate(dims):
         z[r * len(values) : (r + 1) * len(values), j] = values
     traversal = shown(model.decode(backend.asarray(z), fixed_y(len(z))))
-    plots.plot_traversal(traversal, dims, values, run_dir / "traversal.png")
+    kl = [float(test["kl_per_dim"][j]) for j in dims]
+    plots.plot_traversal(traversal, dims, values, run_dir / "traversal.png", kl)
     written.append(run_dir / "traversal.png")
 
     # Two test digits; for a conditional model two of the same class, decoded with that label.
