@@ -6,7 +6,7 @@ The published grid (sizes, ranges, order) is checked as numbers; the images on d
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from numpy_vae.training.data import Dataset
@@ -78,11 +78,33 @@ def test_an_image_depends_on_its_tuple_alone(factor_list):
 
 
 @given(tuples)
+@example((0, 5, 4, 0, 0))  # the largest square at 36 degrees in the corner: a border pixel
 def test_every_shape_lies_inside_the_image_and_is_not_empty(tuple_):
-    """No shape at any scale, orientation and position is cut by the border."""
+    """No shape at any scale, orientation and position reaches past the border. Every shape
+    lies in the square [-1, 1]^2 of its own frame, so within ``sqrt(2) r`` of its centre, and
+    that disc lies inside the image (MARGIN >= sqrt(2) RADIUS): every white pixel's centre lies
+    in it. (A white pixel on the outermost row is allowed: its centre is half a pixel inside
+    the border, and the largest square turned by 36 degrees reaches 0.28 pixels from it.)"""
     image = render(np.array([tuple_]))[0]
     assert image.any()
-    assert not (image[0].any() or image[-1].any() or image[:, 0].any() or image[:, -1].any())
+    values = DSPRITES.factor_values(np.array([tuple_]))[0]
+    reach = np.sqrt(2) * RADIUS * values[1]  # the disc around the centre, as a fraction of a side
+    c = MARGIN + (1 - 2 * MARGIN) * values[3:5]  # (x, y), y down the rows
+    assert np.all(c - reach >= 0) and np.all(c + reach <= 1)
+    rows, cols = np.nonzero(image)
+    side = DSPRITES.image_size
+    distance = np.hypot((cols + 0.5) / side - c[0], (rows + 0.5) / side - c[1])
+    assert distance.max() <= reach * (1 + 1e-12)
+
+
+def test_every_shape_lies_in_the_unit_square_of_its_own_frame():
+    """The premise of the test above: outside max(|p|, |q|) <= 1 no shape has a point."""
+    from numpy_vae.training.dsprites import SHAPES
+
+    p, q = np.meshgrid(np.linspace(-3, 3, 601), np.linspace(-3, 3, 601))
+    outside = np.maximum(np.abs(p), np.abs(q)) > 1
+    for inside in SHAPES:
+        assert not inside(p[outside], q[outside]).any(), inside.__name__
 
 
 @pytest.mark.parametrize("shape", [0, 1, 2])
