@@ -711,8 +711,7 @@ def log1p_row_sums_skipping_the_remainder(e, products, total, logits, grad):
 
 def log1p_row_sums_one_sided(e, products, total, logits, grad):
     """Planted: ``e / u`` as the sigmoid of every logit (right only where l < 0)."""
-    kernels.log1p_row_sums(e, products, total, -np.abs(logits), grad)
-    logits[...] = -np.abs(logits)
+    kernels.log1p_row_sums(e, products, total, logits, False)  # the sums, no sigmoid
     logits[...] = e / (1 + e)
 
 

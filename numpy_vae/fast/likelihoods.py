@@ -103,8 +103,8 @@ def bernoulli_nll_fused(
         bernoulli_row_sums(*rows, log_products(width), nll.reshape(-1),
                            d_logits.reshape(-1, width), grad)  # fmt: skip
         return nll, d_logits if grad else None
-    u = xp.add(e, 1, out=take("u"))
     # Device arrays (no compiled loop takes them): the same operations in in-place passes.
+    u = xp.add(e, 1, out=take("u"))
     positive = xp.greater_equal(logits, 0, out=take("positive", bool))
     value = xp.subtract(positive, x, out=take("value"), dtype=dtype)
     value *= logits  # l (1[l >= 0] - x) = max(l, 0) - x l
