@@ -538,3 +538,28 @@ def test_a_run_name_is_one_folder_name(data_file, tmp_path, capsys, name):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--name must be one folder name" in err
     assert not any(tmp_path.rglob("*.json")) and not any(tmp_path.rglob("*.npz"))
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_fast_path_takes_its_gradient_check_from_adams_pass(monkeypatch, skip):
+    """Without skipping, the fast path reads the gradient's health from FastAdam's own pass
+    (no pass of g . g before the update) and still stops at a poisoned step; skipping needs
+    the verdict first, so it takes the norm."""
+    calls = []
+    norm = Trainer._squared_gradient_norm
+
+    def counted(self):
+        calls.append(1)
+        return norm(self)
+
+    monkeypatch.setattr(Trainer, "_squared_gradient_norm", counted)
+    poison_step(monkeypatch, {3}, "gradient")
+    config = TrainConfig(hidden_dims=(8,), latent_dim=2, batch_size=64, skip_nonfinite=skip)
+    trainer = Trainer(config, tiny_dataset(n_train=256))
+    if skip:
+        trainer.train_epoch()
+        assert len(calls) == 4 and trainer.history[-1]["skipped_batches"] == 1
+    else:
+        with pytest.raises(Diverged, match=r"step 3 \(epoch 1, batch 3 of 4\).*decoder.0.weight"):
+            trainer.train_epoch()
+        assert calls == []

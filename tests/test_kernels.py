@@ -87,7 +87,7 @@ def subnormals(a):
 
 
 def adam_reading_the_old_m(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, minus_scale,
-                           eps_hat, tiny):  # fmt: skip
+                           eps_hat, tiny, largest):  # fmt: skip
     """Planted: the kernel with its last line reading ``m[i]`` before it is written."""
     zero = tiny - tiny
     for i in range(p.size):
@@ -97,15 +97,69 @@ def adam_reading_the_old_m(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, 
         v[i] = v_i
         p[i] += m[i] / (np.sqrt(v_i) + eps_hat) * minus_scale
         m[i] = m_i if abs(m_i) >= tiny else zero
+    return not (v <= largest).all()
 
 
 def adam_flushing_at(threshold):
     """Planted: the kernel flushing its moments below ``threshold`` instead of ``tiny``."""
 
-    def flushing(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, tiny):  # noqa: ARG001
-        adam_update(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, p.dtype.type(threshold))
+    def flushing(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, tiny, largest):  # noqa: ARG001
+        return adam_update(p, g, m, v, c1, b2, c2, minus_scale, eps_hat, p.dtype.type(threshold),
+                           largest)  # fmt: skip
 
     return flushing
+
+
+def adam_flushing_nan(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, minus_scale,
+                      eps_hat, tiny, largest):  # fmt: skip
+    """Planted: the kernel's flush written ``m if |m| >= tiny else 0``, which makes a NaN 0."""
+    zero = tiny - tiny
+    nonfinite = False
+    for i in range(p.size):
+        m_i = m[i] + one_minus_beta1 * (g[i] - m[i])
+        v_i = v[i] * beta2 + (g[i] * one_minus_beta2) * g[i]
+        m_i = m_i if abs(m_i) >= tiny else zero
+        v_i = v_i if v_i >= tiny else zero
+        m[i], v[i] = m_i, v_i
+        p[i] += m_i / (np.sqrt(v_i) + eps_hat) * minus_scale
+        nonfinite |= not v_i <= largest
+    return nonfinite
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the planted kernel runs as Python
+@pytest.mark.parametrize("planted", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_kernel_flags_exactly_the_steps_whose_gradient_is_not_finite(dtype, planted):
+    """The kernel's flag (the training step's health check) is set by an infinite or NaN
+    gradient entry, or one whose square overflows, anywhere in the vector (also inside a
+    SIMD block and in the scalar tail), and by nothing else; the NaN stays in ``m``, ``v``
+    and the parameter, as the in-place passes leave it. Planted: a flush that makes NaN 0."""
+    kernel = adam_flushing_nan if planted else adam_update
+    big = math.sqrt(float(np.finfo(dtype).max)) * 100  # finite, its square overflows
+    rng = np.random.default_rng(0)
+    results = []
+    for n, where in ((37, 3), (37, 36), (1000, 517)):
+        for bad in (None, np.inf, -np.inf, np.nan, big):
+            p, g, m, v = (rng.standard_normal(n).astype(dtype) for _ in range(4))
+            v = np.abs(v)
+            if bad is not None:
+                g[where] = bad
+            pass_arrays = [a.copy() for a in (p, g, m, v)]
+            _, _, m1, v1, p1 = one_step(kernel, dtype, m, v, p, g, 10, keep=True)
+            flag = one_step.flag
+            scratch = np.empty_like(p)
+            fast_optim.adam_update_passes(*pass_arrays, scratch, 0.9, 0.999, *one_step.scale_eps,
+                               float(np.finfo(dtype).smallest_normal), np)  # fmt: skip
+            after_passes = (pass_arrays[0], pass_arrays[2], pass_arrays[3])
+            same = all(
+                np.array_equal(a, b, equal_nan=True)
+                for a, b in zip((p1, m1, v1), after_passes, strict=True)
+            )
+            results.append((flag == (bad is not None), same))
+    if planted:
+        assert not all(ok and same for ok, same in results)
+    else:
+        assert all(ok for ok, _ in results) and all(same for _, same in results), results
 
 
 @pytest.mark.parametrize("planted", [False, True])
@@ -177,13 +231,21 @@ def flush_case(dtype, step=10, n=400, seed=0):
     return m, v, np.zeros(n, dtype), np.zeros(n, dtype), step
 
 
-def one_step(kernel, dtype, m, v, p, g, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, tiny=None):
+def one_step(kernel, dtype, m, v, p, g, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, tiny=None,
+             keep=False):  # fmt: skip
+    """One kernel step on copies of ``m, v, p``; ``keep``: return ``(lr_t, eps_hat, m, v, p)``
+    and leave the kernel's flag in ``one_step.flag`` and ``(scale, eps_hat)`` in
+    ``one_step.scale_eps``."""
     m, v, p = m.copy(), v.copy(), p.copy()
     bc2 = math.sqrt(1 - b2**t)
     scale, eps_hat = lr * bc2 / (1 - b1**t), eps * bc2
     tiny = np.finfo(dtype).smallest_normal if tiny is None else tiny
     cast = np.dtype(dtype).type
-    kernel(p, g, m, v, *(cast(s) for s in (1 - b1, b2, 1 - b2, -scale, eps_hat, tiny)))
+    scalars = (cast(s) for s in (1 - b1, b2, 1 - b2, -scale, eps_hat, tiny))
+    one_step.flag = kernel(p, g, m, v, *scalars, cast(np.finfo(dtype).max))
+    one_step.scale_eps = (scale, eps_hat)
+    if keep:
+        return lr / (1 - b1**t), eps_hat, m, v, p
     return m, v, p, lr / (1 - b1**t), eps_hat
 
 

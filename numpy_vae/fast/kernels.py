@@ -60,8 +60,11 @@ def kernel(function: Any) -> Any:
 
 
 @kernel
-def adam_update(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, minus_scale, eps_hat, tiny):  # noqa: ANN001, ANN201
+def adam_update(
+    p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, minus_scale, eps_hat, tiny, largest
+):  # noqa: ANN001, ANN201, E501
     r"""Adam's step on matching 1-D arrays, in place, in one pass; moments below ``tiny`` flushed.
+    Returns whether an entry of ``v`` is not finite afterwards (above ``largest``, or NaN).
 
     .. math::
         m \leftarrow m + (1-\beta_1)(g - m),\quad
@@ -70,18 +73,28 @@ def adam_update(p, g, m, v, one_minus_beta1, beta2, one_minus_beta2, minus_scale
 
     and then ``m = 0`` where ``|m| < tiny``, ``v = 0`` where ``v < tiny`` (before the update
     reads them). :class:`numpy_vae.fast.optim.FastAdam` gives ``s``, :math:`\hat\epsilon`,
-    the scalars cast to the arrays' dtype, and ``tiny`` (the dtype's smallest normal number,
-    or 0 for no flush); its docstring bounds what the flush changes.
+    the scalars cast to the arrays' dtype, ``tiny`` (the dtype's smallest normal number,
+    or 0 for no flush) and ``largest`` (its largest finite number); its docstring bounds what
+    the flush changes. The flag is the training step's health check: :math:`v` is not finite
+    exactly where :math:`g` is not, or where :math:`(1-\beta_2) g^2` overflows (a parameter
+    that would then stop moving). It costs nothing beside the pass (an ``or`` of each SIMD
+    lane's comparisons; an integer count instead took the loop from 8 to 4 lanes, 0.46 ms
+    against 0.35 ms over the default model's 650k float32 numbers), where a sum of
+    :math:`g \cdot g` before the step took a pass of its own (0.1 ms in training). The flush
+    keeps a NaN (``NaN < tiny`` is False), so that a NaN gradient shows in ``v``.
     """
     zero = tiny - tiny  # 0 in the arrays' dtype (a literal 0 would make numba use float64)
+    nonfinite = False
     for i in range(p.size):
         m_i = m[i] + one_minus_beta1 * (g[i] - m[i])
         v_i = v[i] * beta2 + (g[i] * one_minus_beta2) * g[i]
-        m_i = m_i if abs(m_i) >= tiny else zero
-        v_i = v_i if v_i >= tiny else zero
+        m_i = zero if abs(m_i) < tiny else m_i  # (a NaN stays: NaN < tiny is False)
+        v_i = zero if v_i < tiny else v_i
         m[i] = m_i
         v[i] = v_i
         p[i] += m_i / (sqrt(v_i) + eps_hat) * minus_scale
+        nonfinite |= not v_i <= largest  # (NaN <= largest is False)
+    return nonfinite
 
 
 @kernel
@@ -361,7 +374,7 @@ def _examples() -> list[tuple[Any, tuple]]:
     out = []
     for dtype in (numpy.float32, numpy.float64):
         a = [numpy.zeros(1, dtype) for _ in range(4)]
-        scalars = [dtype(s) for s in (0.1, 0.999, 0.001, -1e-3, 1e-8, 1e-38)]
+        scalars = [dtype(s) for s in (0.1, 0.999, 0.001, -1e-3, 1e-8, 1e-38, 1e38)]
         out.append((adam_update, (*a, *scalars)))
         b = [numpy.zeros((1, 1), dtype) for _ in range(6)]
         out.append((bernoulli_row_sums, (b[0], b[1], b[2], 1, a[0], b[3], True)))

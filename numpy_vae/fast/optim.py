@@ -117,27 +117,40 @@ class FastAdam(Adam):
         when ``eps`` is 0 (the module's bound needs ``eps > 0``)."""
         return float(numpy.finfo(dtype).smallest_normal) if self.eps > 0 else 0.0
 
-    def step(self) -> None:
+    def step(self) -> Any:
+        """One update of every parameter (the specification's, see the module). Returns
+        whether the step left a second-moment entry that is not finite (a bool, or a device
+        scalar on a device): the gradient was not finite there, or its square overflowed.
+        The check comes from the update's own pass; the parameters have then been updated
+        with it, so a caller that would rather skip such a step checks the gradient first.
+        """
         self.step_count += 1
         t = self.step_count
         beta1, beta2 = self.betas
         bias_correction2_sqrt = math.sqrt(1 - beta2**t)
         scale = self.lr * bias_correction2_sqrt / (1 - beta1**t)
         eps_hat = self.eps * bias_correction2_sqrt
+        nonfinite: Any = False
         for i, arrays in enumerate(zip(self.params, self.grads, self.m, self.v, strict=True)):
-            tiny = self.flush_threshold(arrays[0].dtype)
+            dtype = arrays[0].dtype
+            tiny = self.flush_threshold(dtype)
             if not self._compiled[i]:
                 scratch = self._scratch[i]
                 adam_update_passes(*arrays, scratch, beta1, beta2, scale, eps_hat, tiny, self.xp)
+                nonfinite = nonfinite | ~self.xp.isfinite(arrays[3]).all()
                 continue
-            cast = arrays[0].dtype.type  # float32 arrays compute in float32, as under NEP 50
-            scalars = tuple(cast(s) for s in (1 - beta1, beta2, 1 - beta2, -scale, eps_hat, tiny))
+            cast = dtype.type  # float32 arrays compute in float32, as under NEP 50
+            largest = numpy.finfo(dtype).max  # (the flag's threshold)
+            scalars = (1 - beta1, beta2, 1 - beta2, -scale, eps_hat, tiny, largest)
+            scalars = tuple(cast(s) for s in scalars)
             flat = [a.reshape(-1) for a in arrays]  # views: the arrays are contiguous
 
-            def update(lo: int, hi: int, flat: list = flat, scalars: tuple = scalars) -> None:
-                adam_update(*(a[lo:hi] for a in flat), *scalars)
+            def update(lo: int, hi: int, flat: list = flat, scalars: tuple = scalars) -> bool:
+                return adam_update(*(a[lo:hi] for a in flat), *scalars)
 
-            run_split(update, flat[0].size, self.threads, self.MIN_ELEMENTS_PER_THREAD, align=16)
+            parts = run_split(update, flat[0].size, self.threads, self.MIN_ELEMENTS_PER_THREAD, 16)
+            nonfinite = nonfinite or any(parts)
+        return nonfinite
 
 
 def adam_update_passes(
