@@ -198,7 +198,10 @@ def test_device_step_equals_host_step_without_transfers(kwargs):
             parts = model.loss(xd, yd, eps=epsd, kl_weight=0.5, validate=False)
             adam.step()
         assert (t.to_host, t.to_device) == (0, 0), t.report()
-        results.append([backend.to_host(a) for a in (parts.loss, model.flat.grad, model.flat.data)])
+        # (in the standard layout: the host stores its first weight transposed, the device not)
+        flat = model.flat
+        vectors = [flat.to_standard(backend.to_host(a)) for a in (flat.grad, flat.data)]
+        results.append([backend.to_host(parts.loss), *vectors])
     (host_loss, *host_arrays), (device_loss, *device_arrays) = results
     np.testing.assert_allclose(host_loss, device_loss, rtol=1e-14)
     for host_value, device_value in zip(host_arrays, device_arrays, strict=True):
@@ -261,7 +264,9 @@ def test_device_run_starts_from_the_host_run_parameters():
     data = tiny_data(192, 48)
     host = Trainer(TrainConfig(**TINY), data)
     device = Trainer(TrainConfig(backend="strict", **TINY), data)
-    np.testing.assert_array_equal(host.model.flat.data, STRICT.to_host(device.model.flat.data))
+    np.testing.assert_array_equal(  # (the host stores its first weight transposed)
+        host.model.flat.to_standard(host.model.flat.data), STRICT.to_host(device.model.flat.data)
+    )
     a, b = host.train_epoch(), device.train_epoch()
     assert a["train_loss"] != b["train_loss"]
     assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"]
@@ -317,8 +322,9 @@ def test_checkpoints_cross_between_backends(trained, tmp_path):
     host_trainer.load_state_dict(state)
     for name, p in device_trainer.model.params.items():
         np.testing.assert_array_equal(host_trainer.model.params[name], STRICT.to_host(p))
-    np.testing.assert_array_equal(
-        host_trainer.optimizer.m[0], STRICT.to_host(device_trainer.optimizer.m[0])
+    np.testing.assert_array_equal(  # (the host stores its first weight transposed)
+        host_trainer.model.flat.to_standard(host_trainer.optimizer.m[0]),
+        STRICT.to_host(device_trainer.optimizer.m[0]),
     )
     # And back: a host checkpoint loads into the device.
     host_trainer.model.flat.data += 0.5
@@ -326,7 +332,8 @@ def test_checkpoints_cross_between_backends(trained, tmp_path):
     fresh = Trainer(TrainConfig.from_json(state["config"]), tiny_data())
     fresh.load_state_dict(load_checkpoint(tmp_path / "host.npz"))
     np.testing.assert_array_equal(
-        STRICT.to_host(fresh.model.flat.data), host_trainer.model.flat.data
+        STRICT.to_host(fresh.model.flat.data),
+        host_trainer.model.flat.to_standard(host_trainer.model.flat.data),
     )
     assert fresh.epoch == 2 and fresh.optimizer.step_count == host_trainer.optimizer.step_count
 

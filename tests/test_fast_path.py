@@ -167,3 +167,52 @@ def test_linear_skips_input_gradient_when_asked():
     fast.forward(np.ones((2, 4)))
     assert fast.backward(np.ones((2, 3)), need_input_grad=False) is None
     np.testing.assert_allclose(layer.d_weight, np.full((3, 4), 2.0))
+
+
+@pytest.mark.parametrize("planted", [False, True])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},  # the default model
+        {
+            "hidden_dims": (200, 200),
+            "latent_dim": 50,
+            "activation": "tanh",
+            "objective": "iwae",
+            "k": 50,
+        },  # fmt: skip
+    ],
+)
+@pytest.mark.parametrize("n", [7, 20, 128])
+def test_the_transposed_first_weight_gives_the_same_bits(monkeypatch, config, planted, n):
+    """The fast model stores its first weight transposed for the BLAS's speed only
+    (:meth:`~numpy_vae.fast.FastVAE.transposed_weights`): a model storing it as is computes
+    the same loss and gradients, bit for bit, at 7 rows or more. Planted: a BLAS that rounds
+    the transposed layout's forward product differently, by one ulp in one entry."""
+    model = VAE(**config, seed=0)
+    stored = [name for name, p in model.params.items() if p.ndim == 2 and p.flags.f_contiguous]
+    assert stored == ["encoder.0.weight"] == model.transposed_weights()
+    x, _ = batch(n, seed=1)
+    eps = np.random.default_rng(2).standard_normal(model.noise_shape(n), dtype=np.float32)
+    if planted:
+        forward = FastLinear.forward
+
+        def rounding_otherwise(self, x, out=None):
+            y = forward(self, x, out=out)
+            if not self.layer.weight.flags.c_contiguous:
+                y[0, 0] = np.nextafter(y[0, 0], np.inf)
+            return y
+
+        monkeypatch.setattr(FastLinear, "forward", rounding_otherwise)
+    parts = model.loss(x, eps=eps)
+    grads = {name: g.copy() for name, g in model.grads.items()}
+
+    monkeypatch.setattr(VAE, "transposed_weights", lambda self: [])
+    plain = VAE(**config, seed=0)
+    assert all(p.flags.c_contiguous for p in plain.params.values())
+    plain.load_state_dict(model.state_dict())
+    plain_parts = plain.loss(x, eps=eps)
+    same = float(plain_parts.loss) == float(parts.loss) and all(
+        np.array_equal(g, plain.grads[name]) for name, g in grads.items()
+    )
+    assert same != planted

@@ -317,6 +317,19 @@ def test_reference_training_follows_the_fast_path_and_resumes_on_either(data_fil
             np.testing.assert_array_equal(again["params"][name], p)
         np.testing.assert_array_equal(again["adam_m"], state["adam_m"])
         np.testing.assert_array_equal(again["adam_v"], state["adam_v"])
+        # Each parameter's moments where the optimizer reads them (the fast path stores some
+        # weights transposed in its flat vector): the reference's, name by name.
+        sizes = [p.size for p in state["params"].values()]
+        for key in ("m", "v"):
+            parts = np.split(state[f"adam_{key}"], np.cumsum(sizes)[:-1])
+            expected = [part.reshape(p.shape) for part, p in zip(parts, state["params"].values(),
+                                                                  strict=True)]  # fmt: skip
+            moments = getattr(trainer.optimizer, key)
+            held = moments if reference else list(trainer.model.flat.split(moments[0]).values())
+            for a, b in zip(held, expected, strict=True):
+                np.testing.assert_array_equal(a, b)
+        transposed = [n for n, p in trainer.model.params.items() if not p.flags.c_contiguous]
+        assert transposed == ([] if reference else ["encoder.0.weight"])
 
 
 def test_an_old_conditional_config_is_refused_with_the_conversion(data_file, tmp_path, capsys):

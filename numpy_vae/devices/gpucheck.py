@@ -120,9 +120,10 @@ def gradient_errors(backend: Backend, seed: int = 0, max_entries: int = 12) -> d
 def lockstep(
     backend: Backend, batches: Sequence[numpy.ndarray], noise: Sequence[numpy.ndarray], seed: int
 ) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Initial flat parameters and the per-step losses of Adam steps on given host batches."""
+    """Initial flat parameters (in the standard layout, which is every backend's) and the
+    per-step losses of Adam steps on given host batches."""
     model = FastVAE(784, hidden_dims=(400,), latent_dim=20, backend=backend, seed=seed)
-    initial = backend.to_host(model.flat.data).copy()
+    initial = model.flat.to_standard(backend.to_host(model.flat.data))
     optimizer = FastAdam([model.flat.data], [model.flat.grad])
     losses = []
     for x, eps in zip(batches, noise, strict=True):

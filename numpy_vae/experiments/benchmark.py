@@ -253,9 +253,10 @@ def epoch_flops(model: VAE, n: int, batch_size: int) -> int:
 class GemmFloor:
     """Operands for exactly the products of one epoch, laid out as the model lays them out.
 
-    Weights are C-ordered (out, in) and used transposed in the forward product, activations and
-    gradients are C-ordered (B, features), every product writes into a preallocated ``out=``:
-    the same BLAS calls as :class:`numpy_vae.layers.Linear` makes.
+    Weights are (out, in), C-ordered or, where the model stores one transposed
+    (:meth:`numpy_vae.fast.FastVAE.transposed_weights`), Fortran-ordered like it, with its
+    gradient; activations and gradients are C-ordered (B, features), every product writes into
+    a preallocated ``out=``: the same BLAS calls as the model's layers make.
     """
 
     def __init__(self, model: VAE, n: int, batch_size: int, seed: int = 0) -> None:
@@ -269,13 +270,14 @@ class GemmFloor:
         self.layers = []
         for lay in linear_layers(model):
             fan_in, fan_out = lay.in_features, lay.out_features
+            order = "C" if lay.weight.flags.c_contiguous else "F"
             self.layers.append(
                 {
-                    "w": rand(fan_out, fan_in),
+                    "w": np.asarray(rand(fan_out, fan_in), order=order),
                     "x": rand(batch_size, fan_in),
                     "y": rand(batch_size, fan_out),
                     "dy": rand(batch_size, fan_out),
-                    "dw": rand(fan_out, fan_in),
+                    "dw": np.asarray(rand(fan_out, fan_in), order=order),
                     "dx": rand(batch_size, fan_in),
                 }
             )

@@ -5,12 +5,20 @@ attributes are *views* into one contiguous vector, and their gradients (``d_weig
 views into a second one. The optimizer then updates every parameter with a few whole-vector
 operations instead of a loop over arrays, and a checkpoint is two arrays. Names are stable:
 ``"<module>.<index>.<param>"`` in the order the modules were given.
+
+**Weights stored transposed.** Each view keeps its layer's shape (a Linear weight ``W`` is
+``(out, in)``), but the block behind a view named in ``transposed`` holds ``W^T`` row by row:
+the view is that block transposed (Fortran-ordered). Only the speed of the products changes,
+and not always for the better; :class:`~numpy_vae.fast.FastVAE` says which weight it
+stores so, and why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
+
+import numpy
 
 from numpy_vae.backend import Backend
 from numpy_vae.layers import Container, Layer
@@ -27,9 +35,19 @@ class FlatParameters:
         All parameters, and all gradients, end to end.
     params, grads : dict[str, array]
         Views into ``data`` and ``grad`` by parameter name, with the layers' shapes.
+
+    Parameters
+    ----------
+    modules : mapping of str to Layer
+        The parts of the model by name; their parameters become views, in this order.
+    backend : Backend
+    transposed : collection of str
+        Names of 2-D parameters whose block holds the transpose (see the module).
     """
 
-    def __init__(self, modules: Mapping[str, Layer], backend: Backend) -> None:
+    def __init__(
+        self, modules: Mapping[str, Layer], backend: Backend, transposed: Collection[str] = ()
+    ) -> None:
         slots = []  # (name, layer, attribute, shape, offset)
         offset = 0
         for module_name, module in modules.items():
@@ -51,21 +69,38 @@ class FlatParameters:
         self._slices: dict[str, tuple[int, int, tuple[int, ...]]] = {}
         for name, layer, attr, shape, start in slots:
             stop = start + _size(shape)
-            self.data[start:stop] = getattr(layer, attr).reshape(-1)
-            value = self.data[start:stop].reshape(shape)
-            grad = self.grad[start:stop].reshape(shape)
+            self._slices[name] = (start, stop, shape, name in transposed)
+            value, grad = (self._view(v, name) for v in (self.data, self.grad))
+            value[...] = getattr(layer, attr)
             setattr(layer, attr, value)
             setattr(layer, "d_" + attr, grad)
             self.params[name] = value
             self.grads[name] = grad
-            self._slices[name] = (start, stop, shape)
+
+    def _view(self, flat: Array, name: str) -> Array:
+        """Parameter ``name``'s view into ``flat``, in its layer's shape."""
+        start, stop, shape, transposed = self._slices[name]
+        if transposed:
+            return flat[start:stop].reshape(shape[::-1]).T
+        return flat[start:stop].reshape(shape)
 
     def split(self, flat: Array) -> dict[str, Array]:
         """Named views into any vector laid out like ``data`` (e.g. Adam's moments)."""
-        return {
-            name: flat[start:stop].reshape(shape)
-            for name, (start, stop, shape) in self._slices.items()
-        }
+        return {name: self._view(flat, name) for name in self._slices}
+
+    def to_standard(self, flat: Array) -> Array:
+        """A vector laid out like ``data`` in the standard layout: every parameter's entries
+        in C order, one after the other (the specification's ``reshape(-1)`` of each, as a
+        checkpoint stores Adam's moments), whichever blocks are stored transposed."""
+        return numpy.concatenate([v.reshape(-1) for v in self.split(flat).values()])
+
+    def from_standard(self, vector: Array) -> Array:
+        """The inverse of :meth:`to_standard`: a new vector laid out like ``data``."""
+        flat = numpy.empty_like(vector)
+        for name, view in self.split(flat).items():
+            start, stop, shape, _ = self._slices[name]
+            view[...] = vector[start:stop].reshape(shape)
+        return flat
 
 
 def _size(shape: tuple[int, ...]) -> int:

@@ -382,21 +382,22 @@ class Trainer:
         return self.model.flat.split(self.backend.to_host(self.model.flat.data))
 
     def _host_vector(self, arrays: list[Array]) -> numpy.ndarray:
-        """Optimizer arrays (one per optimizer slot) as one host vector."""
-        if len(arrays) == 1:
-            return self.backend.to_host(arrays[0])
+        """Optimizer arrays (one per optimizer slot) as one host vector: every parameter's
+        entries in C order, in the model's parameter order, on either path."""
+        if not self.config.reference:  # one flat vector, some of its blocks transposed
+            return self.model.flat.to_standard(self.backend.to_host(arrays[0]))
         return numpy.concatenate([self.backend.to_host(a).reshape(-1) for a in arrays])
 
     def _split_vector(self, vector: numpy.ndarray) -> list[numpy.ndarray]:
         """A host vector laid out like :meth:`_host_vector`'s, cut into the optimizer's slots."""
-        if not self.config.reference:
-            return [vector]
         shapes = [tuple(p.shape) for p in self.model.params.values()]
         sizes = [int(numpy.prod(s)) for s in shapes]
         if vector.size != sum(sizes):
             raise ValueError(
                 f"optimizer state has {vector.size} numbers, the model {sum(sizes)} parameters"
             )
+        if not self.config.reference:
+            return [self.model.flat.from_standard(vector)]
         parts = numpy.split(vector, numpy.cumsum(sizes)[:-1])
         return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
 
