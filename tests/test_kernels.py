@@ -830,3 +830,43 @@ def test_log_products_keep_every_product_within_64_factors():
     for d in range(1, 20_001):
         c = fast_likelihoods.log_products(d)
         assert c % 8 == 0 and c >= 16 and d // c <= 64, d
+
+
+def negative_abs_row_sums_skipping_the_remainder(logits, products, e, sums):
+    """Planted: the remainder's pixels past the last whole group left out of the sums."""
+    whole = logits.shape[1] // products * products
+    kernels.negative_abs_row_sums(logits, products, e, sums)
+    sums -= np.abs(logits[:, whole:]).sum(axis=1)
+
+
+@pytest.mark.parametrize("planted", [False, True])
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 1100)),
+    scale=st.sampled_from([0.5, 5.0, 40.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_negative_abs_row_sums_within_the_bound_and_the_check_bites(planted, dtype, shape, scale,
+                                                                    seed):  # fmt: skip
+    """``e`` is ``-|l|`` bit for bit, and each row's sum of ``|l|`` within ``(G + c + r) u S``
+    of float64's (G c + r = D pixels in c running sums, then the sums and the remainder added:
+    every term non-negative). Planted: the remainder's pixels left out, which breaks the bound
+    wherever they weigh more than it."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(shape) * scale).astype(dtype)
+    products = fast_likelihoods.log_products(shape[1])
+    e, sums = np.empty_like(logits), np.empty(shape[0], dtype)
+    kernel = negative_abs_row_sums_skipping_the_remainder if planted else None
+    (kernel or kernels.negative_abs_row_sums)(logits, products, e, sums)
+    want = np.abs(logits.astype(np.float64)).sum(axis=1)
+    group, d = shape[1] // products, shape[1]
+    r = d - group * products
+    u = np.finfo(dtype).eps / 2
+    bound = (group + products + r) * u * want
+    ok = np.array_equal(e, -np.abs(logits)) and np.all(np.abs(sums - want) <= bound)
+    left_out = np.abs(logits[:, d - r :].astype(np.float64)).sum(axis=1)
+    if not planted:
+        assert ok
+    elif np.any(left_out > 2 * bound):  # (else what the copy leaves out is within the bound)
+        assert not ok

@@ -322,6 +322,44 @@ def weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats):  # noqa:
 
 
 @kernel
+def negative_abs_row_sums(logits, products, e, sums):  # noqa: ANN001, ANN201
+    r""":math:`e = -|\ell|` and each row's :math:`\sum_d |\ell_d|`, in one pass:
+
+    .. math::
+        \sum_d |\ell_d| = \sum_{j < c} \sum_{g < G} |\ell_{gc + j}|
+            + \sum_{d \ge G c} |\ell_d|
+
+    in ``c = products`` running sums a stride of ``c`` apart, side by side in SIMD registers
+    as :func:`log1p_row_sums` forms its products (a fixed order: within :math:`(G + c + r) u`
+    of the row's sum, relative, with ``r`` the remainder's pixels; every term is
+    non-negative). The rows kernel's three NumPy passes (``abs``, ``sum``, ``negative``) in one:
+    ``e`` is ``exp``'s argument. ``logits`` and ``e`` (R, D), ``sums`` (R,); ``e`` may not be
+    ``logits`` (LLVM would then take the loop's scalar form).
+    """
+    rows, d = logits.shape
+    group = d // products
+    zero = e.dtype.type(0)
+    lanes = numpy.empty(products, e.dtype)
+    for r in range(rows):
+        for j in range(products):
+            lanes[j] = zero
+        for g in range(group):
+            for j in range(products):
+                i = g * products + j
+                magnitude = abs(logits[r, i])
+                lanes[j] += magnitude
+                e[r, i] = -magnitude
+        s = zero
+        for j in range(products):
+            s += lanes[j]
+        for i in range(group * products, d):
+            magnitude = abs(logits[r, i])
+            s += magnitude
+            e[r, i] = -magnitude
+        sums[r] = s
+
+
+@kernel
 def log1p_row_sums(e, products, total, logits, grad):  # noqa: ANN001, ANN201
     r"""Each row's :math:`\sum_d \log(1 + e_d)` from the logarithms of a few products, given
     :math:`e = \exp(-|\ell|)` (NumPy's SIMD exp), and with ``grad`` the sigmoid over
@@ -387,6 +425,7 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((softmax_rows, (b[0], scalars[5])))
         out.append((weighted_encoder_gradient, (b[0], b[1], c[0], c[1], b[2], b[3])))
         out.append((log1p_row_sums, (b[0], 1, a[0], b[1], True)))
+        out.append((negative_abs_row_sums, (b[0], 1, b[1], a[0])))
     return out
 
 

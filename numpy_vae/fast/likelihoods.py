@@ -20,7 +20,7 @@ from typing import Any
 import numpy
 
 from numpy_vae.fast.buffers import Buffers
-from numpy_vae.fast.kernels import bernoulli_row_sums, log1p_row_sums
+from numpy_vae.fast.kernels import bernoulli_row_sums, log1p_row_sums, negative_abs_row_sums
 
 Array = Any
 
@@ -156,9 +156,12 @@ def bernoulli_rows_nll(
       :func:`sum_of_logs`);
     - ``sigmoid(l) = max(e, 1[l >= 0]) / (1 + e)`` shares ``e``.
 
-    Passes over the (B K, D) logits on the host: one abs, one sum, one negation, NumPy's exp,
-    and one compiled pass for the sums of logs and, with the gradient, the sigmoid (the
-    specification's value and gradient take about twenty). ``buffers`` gives the (B K, D)
+    Passes over the (B K, D) logits on the host, with the gradient: a compiled pass for
+    ``-|l|`` and the sums of ``|l|``
+    (:func:`~numpy_vae.fast.kernels.negative_abs_row_sums`), NumPy's exp, and one compiled
+    pass for the sums of logs and the sigmoid (the specification's value and gradient take
+    about twenty); without it, ``abs``, ``sum`` and ``negative`` over the logits in place
+    instead of the first. ``buffers`` gives the (B K, D)
     temporaries.
     """
     n, shape = x.shape[0], logits.shape
@@ -170,10 +173,16 @@ def bernoulli_rows_nll(
     xl = (xw[:, None, :] * h.reshape(n, k, -1)).sum(axis=2)
     xl += (x @ b)[:, None]
     sum_l = h @ w.sum(axis=0) + b.sum()
-    # Without the gradient the logits are not needed again: e and u are written over them.
-    e = xp.abs(logits, out=take("e") if grad else logits)
-    sum_abs = e.sum(axis=1)
-    xp.negative(e, out=e)
+    if xp is numpy and grad:  # -|l| and the rows' sums of |l| in one compiled pass
+        e = xp.empty_like(logits) if buffers is None else take("e")
+        sum_abs = xp.empty(shape[0], dtype=logits.dtype)
+        negative_abs_row_sums(logits, log_products(shape[1]), e, sum_abs)
+    else:  # without the gradient the logits are not needed again: e is written over them
+        # (the compiled pass is no faster in place: a loop that writes over what it reads
+        # is not vectorized)
+        e = xp.abs(logits, out=take("e") if grad else logits)
+        sum_abs = e.sum(axis=1)
+        xp.negative(e, out=e)
     xp.exp(e, out=e)
     if xp is numpy:  # the sums of logs and the sigmoid in one compiled pass
         log1p_sums = xp.empty(shape[0], dtype=logits.dtype)
