@@ -14,19 +14,6 @@ training runs), :mod:`numpy_vae.training`, :mod:`numpy_vae.checks`, :mod:`numpy_
 """
 
 import importlib
-import os
-import sys
-
-# The installed commands (numpy-vae-train, python -m numpy_vae ...) get what scripts/*.py set
-# before NumPy loads OpenBLAS, which reads it only then: idle BLAS threads spin ~0.1 ms instead
-# of ~0.1 s after every product (see numpy_vae/fast/parallel.py). A library import leaves the
-# environment alone.
-if (
-    "numpy" not in sys.modules
-    and sys.argv
-    and (os.path.basename(sys.argv[0]).startswith("numpy-vae") or sys.argv[0] == "-m")
-):
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 
 from numpy_vae.backend import Backend, BackendUnavailable, get_backend
 from numpy_vae.gradcheck import check_gradients, numerical_gradient, relative_error

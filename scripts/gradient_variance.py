@@ -4,14 +4,9 @@
 The program is numpy_vae.cli.gradient_variance.
 """
 
-import os
 import sys
 
-# OpenBLAS reads this only when NumPy loads it: its idle threads then spin briefly instead of
-# ~0.1 s after every product (see numpy_vae/fast/parallel.py).
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
-
-from numpy_vae.cli.gradient_variance import main  # noqa: E402
+from numpy_vae.cli.gradient_variance import main
 
 if __name__ == "__main__":
     sys.exit(main())

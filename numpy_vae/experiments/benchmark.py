@@ -735,7 +735,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"data: {report['n_images']} {report['data']} images (uint8, k/255 per batch), float32,"
         f" median of {report['repeats']} epochs x {report.get('rounds', 1)} alternating round(s)",
         f"BLAS: {blas['library']} {blas.get('architecture') or ''}, {blas['threads']} threads "
-        f"(OPENBLAS_THREAD_TIMEOUT={blas.get('OPENBLAS_THREAD_TIMEOUT')}), Adam in "
+        f"({_spin(blas.get('OPENBLAS_THREAD_TIMEOUT'))}), Adam in "
         f"{report['elementwise_threads']} thread(s);"
         + (
             f" torch {torch_meta['version']}, {torch_meta['threads']} threads"
@@ -807,6 +807,13 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  {key:<10}{p[key]:>8.3f} s  {100 * p[key] / total:5.1f}%")
         lines.append(f"  {'total':<10}{total:>8.3f} s")
     return "\n".join(lines)
+
+
+def _spin(timeout: str | None) -> str:
+    """How OpenBLAS's idle threads wait, for the report."""
+    if not timeout:
+        return "idle threads spinning: OPENBLAS_THREAD_TIMEOUT unset"
+    return f"OPENBLAS_THREAD_TIMEOUT={timeout}"
 
 
 def spec_name(r: dict[str, Any]) -> str:

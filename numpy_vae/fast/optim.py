@@ -21,7 +21,9 @@ is held to it by ``tests/test_fast_vs_reference.py``. What makes it fast:
   so the matrix products slow down. With ``OMP_WAIT_POLICY=PASSIVE`` they matched the pool
   (0.15-0.17, epochs 1.70-1.75), but that must be set before the process starts; numba's
   ``workqueue`` layer was slower (0.35-0.87). So one set of threads shares the cores with
-  OpenBLAS: this package's pool, whose idle threads sleep, in ``default_threads()`` threads.
+  OpenBLAS: this package's pool, whose idle threads sleep, in ``default_threads()`` threads:
+  one, while OpenBLAS's own idle threads spin, which :mod:`numpy_vae.fast.parallel` measured
+  to be faster in training than quieting them for a second thread of Adam's.
 
 ``m`` and ``v`` are rounded as PyTorch's single-tensor CPU implementation rounds them (``lerp_``
 and ``mul_``/``addcmul_``). The last line is evaluated in the equivalent form

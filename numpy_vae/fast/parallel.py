@@ -8,17 +8,19 @@ never changes a number; it only pays when each slice is large (a hand-over betwe
 tens of microseconds, and the GIL is held between ufunc calls), which is why callers pass a
 minimum slice size below which everything runs in the calling thread.
 
-The matrix products need none of this: BLAS has its own threads. But those threads can get in
-the way: OpenBLAS's idle threads busy-wait on the cores for ``2**OPENBLAS_THREAD_TIMEOUT`` CPU
-cycles after every product (default ``2**28``, about 0.1 s, i.e. the whole training step), and a
-thread of ours then fights them for a core. Measured on a 2-core machine (Adam as 12 NumPy
-passes, before it was one compiled pass), Adam right after a matrix product took 2.9 ms in one
-thread, 3.3 ms in two with spinning BLAS threads, and 1.9 ms
-in two with ``OPENBLAS_THREAD_TIMEOUT=18`` (about 0.1 ms of spinning: awake between the products
-of one pass, asleep during the elementwise work). So :func:`default_threads` is 1 unless the
-BLAS threads are known not to spin, and the scripts (``scripts/train_mnist.py``,
-``scripts/benchmark.py``) set ``OPENBLAS_THREAD_TIMEOUT`` before NumPy loads OpenBLAS, which
-reads it only then.
+The matrix products need none of this: BLAS has its own threads. But those threads and ours
+share the cores. OpenBLAS's idle threads busy-wait for ``2**OPENBLAS_THREAD_TIMEOUT`` CPU
+cycles after every product (default ``2**28``, about 0.1 s: the whole training step) before
+they sleep, and a thread of ours then fights them for a core; a sleeping BLAS thread, on the
+other hand, has to be woken at the next product. With Adam as 12 NumPy passes (2.9 ms a
+step) it paid to quiet them (``OPENBLAS_THREAD_TIMEOUT=18``, about 0.1 ms of spinning) and run
+Adam in two threads. With Adam one compiled pass (0.35 ms) it no longer does: on the AVX-512
+Xeon (2026-12-07, real MNIST, default model, six interleaved rounds of four epochs in fresh
+processes, medians of the round medians) OpenBLAS's default spin with Adam in one thread took
+1.58 s per epoch, ``OPENBLAS_THREAD_TIMEOUT=22`` (about 1.5 ms of spinning) with Adam in one
+thread 1.58 s, and ``OPENBLAS_THREAD_TIMEOUT=18`` with Adam in two 1.69 s. So nothing here sets
+the variable, and :func:`default_threads` is 1 unless the BLAS threads are known not to spin
+(someone who sets a short timeout, or one BLAS thread, gets the split).
 """
 
 from __future__ import annotations
