@@ -466,6 +466,75 @@ def test_relu_kernels_equal_the_specification_bitwise(monkeypatch, dtype, plante
         assert all(same) and y_in_place is buf
 
 
+def bias_after_relu(a, b):
+    """Planted: the bias added after the ReLU instead of before it."""
+    kernels.relu_forward(a)
+    a += b
+
+
+def bias_sum_before_the_mask(d, y, d_bias):
+    """Planted: the bias gradient summed from the gradient before the ReLU's mask."""
+    d.sum(axis=0, out=d_bias)
+    kernels.relu_backward(d, y)
+
+
+@pytest.mark.parametrize("planted", [None, "forward", "backward"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    widths=st.tuples(st.integers(1, 12), st.integers(2, 12), st.integers(1, 12)),
+    seed=st.integers(0, 99),
+)
+def test_a_relu_adds_the_bias_before_it_bitwise(monkeypatch, dtype, planted, n, widths, seed):
+    """Linear, ReLU, Linear through :class:`~numpy_vae.fast.layers.FastSequential`, whose ReLU
+    adds the first Linear's bias and sums its gradient in its own passes, against the
+    specification's layers, bit for bit (outputs, input gradient, every parameter gradient).
+    Planted: the bias added after the ReLU, the bias gradient summed before the mask. (A layer
+    of width 1 is left to NumPy: it sums a single column pairwise.)"""
+    import numpy_vae.fast.layers as fast_layers
+    from numpy_vae import get_backend
+    from numpy_vae.fast.buffers import Buffers
+    from numpy_vae.fast.layers import FastSequential
+    from numpy_vae.layers import Linear, ReLU, Sequential
+
+    backend = get_backend("numpy", np.dtype(dtype).name)
+    rng = np.random.default_rng(seed)
+    spec = Sequential(
+        [Linear(widths[0], widths[1], backend, rng), ReLU(backend),
+         Linear(widths[1], widths[2], backend, rng)]
+    )  # fmt: skip
+    spec.layers[0].bias[...] = rng.standard_normal(widths[1])  # biases of both signs
+    if planted:
+        copy = {"forward": bias_after_relu, "backward": bias_sum_before_the_mask}[planted]
+        name = "bias_relu_forward" if planted == "forward" else "relu_backward_bias_sum"
+        monkeypatch.setattr(fast_layers, name, copy)
+    fast = FastSequential(spec)
+    assert not fast.layers[0].bias_here and fast.layers[1].linear is spec.layers[0]
+    narrow = Sequential([Linear(3, 1, backend, rng), ReLU(backend)])
+    assert FastSequential(narrow).layers[0].bias_here
+    x = rng.standard_normal((n, widths[0])).astype(dtype)
+    d = rng.standard_normal((n, widths[2])).astype(dtype)
+    y_ref = spec.forward(x)
+    dx_ref = spec.backward(d)
+    grads_ref = [g.copy() for g in (spec.layers[0].d_weight, spec.layers[0].d_bias,
+                                    spec.layers[2].d_weight, spec.layers[2].d_bias)]  # fmt: skip
+    y = fast.forward(x, Buffers(np)).copy()
+    dx = fast.backward(d, Buffers(np)).copy()
+    grads = [spec.layers[0].d_weight, spec.layers[0].d_bias, spec.layers[2].d_weight,
+             spec.layers[2].d_bias]  # fmt: skip
+    same = [np.array_equal(a, b) for a, b in zip([y, dx, *grads], [y_ref, dx_ref, *grads_ref],
+                                                  strict=True)]  # fmt: skip
+    pre = x @ spec.layers[0].weight.T + spec.layers[0].bias  # the ReLU's input
+    d_relu = d @ spec.layers[2].weight  # the gradient of the ReLU's output
+    if planted is None:
+        assert all(same)
+    elif planted == "forward" and (spec.layers[0].bias != 0).any():
+        assert not all(same)
+    elif planted == "backward" and (d_relu[pre <= 0] != 0).any():  # what the mask drops
+        assert not all(same)
+
+
 def test_relu_kernels_equal_the_device_passes_bitwise():
     from numpy_vae import get_backend
     from numpy_vae.fast.layers import FastReLU

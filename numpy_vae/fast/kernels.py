@@ -179,6 +179,36 @@ def relu_backward(d, y):  # noqa: ANN001, ANN201
 
 
 @kernel
+def bias_relu_forward(a, b):  # noqa: ANN001, ANN201
+    r"""The bias of the Linear layer before a ReLU and the ReLU, in place, in one pass:
+    :math:`a \leftarrow (a + b) \cdot \mathbb 1[a + b > 0]`, with ``b`` added to every row
+    (:func:`relu_forward` after NumPy's ``a += b``, the same operations)."""
+    one = a.dtype.type(1)
+    zero = one - one
+    for r in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            y = a[r, j] + b[j]
+            a[r, j] = y * (one if y > zero else zero)
+
+
+@kernel
+def relu_backward_bias_sum(d, y, d_bias):  # noqa: ANN001, ANN201
+    r""":func:`relu_backward` and the bias gradient of the Linear layer before it, in one pass:
+    :math:`d \leftarrow d \cdot \mathbb 1[y > 0]`, then
+    :math:`\partial L / \partial b_j = \sum_r d_{rj}`, summed over the rows in order, as
+    NumPy sums a C-ordered array over its first axis (the same bits: one row after another
+    into the sums, each row's entries side by side)."""
+    one = d.dtype.type(1)
+    zero = one - one
+    for j in range(d.shape[1]):
+        d_bias[j] = zero
+    for r in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            d[r, j] = d[r, j] * (one if y[r, j] > zero else zero)
+            d_bias[j] += d[r, j]
+
+
+@kernel
 def reparam_kl_forward(stats, eps, sigma, var, z, kl):  # noqa: ANN001, ANN201
     r"""The reparameterized sample and the KL terms, in one pass, given
     :math:`\sigma = \exp(\tfrac12 v)` and :math:`e^{v}` (NumPy's SIMD passes):
@@ -418,6 +448,8 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((bernoulli_row_sums, (b[0], b[1], b[2], 1, a[0], b[3], True)))
         out.append((relu_forward, (b[0],)))
         out.append((relu_backward, (b[0], b[1])))
+        out.append((bias_relu_forward, (b[0], a[0])))
+        out.append((relu_backward_bias_sum, (b[0], b[1], a[0])))
         out.append((reparam_kl_forward, tuple(b[:6])))
         out.append((reparam_kl_backward, (*b[:5], a[0], b[5])))
         c = [numpy.zeros((1, 1, 1), dtype) for _ in range(2)]

@@ -23,7 +23,12 @@ from typing import Any
 import numpy
 
 from numpy_vae.fast.buffers import Buffers
-from numpy_vae.fast.kernels import relu_backward, relu_forward
+from numpy_vae.fast.kernels import (
+    bias_relu_forward,
+    relu_backward,
+    relu_backward_bias_sum,
+    relu_forward,
+)
 from numpy_vae.layers import Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
 
 Array = Any
@@ -40,11 +45,14 @@ class FastLinear:
         self.layer, self.xp = layer, layer.xp
         self.out_features, self.in_features = layer.out_features, layer.in_features
         self.input = None  # the last forward's input, kept for the backward pass
+        # Whether the bias is added, and its gradient summed, here; False where the ReLU after
+        # this layer does both in its own pass (FastSequential arranges it).
+        self.bias_here = "bias" in layer.param_names
 
     def forward(self, x: Array, out: Array | None = None) -> Array:
         self.input = x  # kept, not copied
         y = self.xp.matmul(x, self.layer.weight.T, out=out)
-        if "bias" in self.layer.param_names:
+        if self.bias_here:
             y += self.layer.bias
         return y
 
@@ -53,7 +61,7 @@ class FastLinear:
     ) -> Array | None:
         layer = self.layer
         self.xp.matmul(d_out.T, self.input, out=layer.d_weight)
-        if "bias" in layer.param_names:
+        if self.bias_here:
             d_out.sum(axis=0, out=layer.d_bias)
         return self.xp.matmul(d_out, layer.weight, out=out) if need_input_grad else None
 
@@ -75,6 +83,10 @@ class FastReLU:
         self._mask = None
         self._y = None
         self._buffers = Buffers(layer.xp)  # the mask is internal, so it can always be reused
+        # The Linear layer before this one, whose bias this one adds and whose bias gradient it
+        # sums (:func:`~numpy_vae.fast.kernels.bias_relu_forward`,
+        # :func:`~numpy_vae.fast.kernels.relu_backward_bias_sum`), or None.
+        self.linear: Linear | None = None
 
     def forward(self, x: Array, out: Array | None = None) -> Array:
         if self.xp is not numpy:
@@ -83,7 +95,10 @@ class FastReLU:
         y = x.copy() if out is None else out
         if y is not x:
             y[...] = x
-        relu_forward(y)  # (B, width): the layers' activations are 2-D
+        if self.linear is None:
+            relu_forward(y)  # (B, width): the layers' activations are 2-D
+        else:
+            bias_relu_forward(y, self.linear.bias)
         self._y = y
         return y
 
@@ -95,7 +110,10 @@ class FastReLU:
         d = d_out.copy() if out is None else out
         if d is not d_out:
             d[...] = d_out
-        relu_backward(d, self._y)
+        if self.linear is None:
+            relu_backward(d, self._y)
+        else:
+            relu_backward_bias_sum(d, self._y, self.linear.d_bias)
         return d
 
 
@@ -183,6 +201,18 @@ class FastSequential:
 
     def __init__(self, sequential: Sequential) -> None:
         self.layers = [fast_layer(layer) for layer in sequential.layers]
+        # A ReLU after a Linear layer with a bias adds that bias and sums its gradient in its
+        # own compiled passes, one pass over the activations fewer each way (NumPy arrays; not
+        # a layer of width 1, whose column NumPy sums pairwise, where the pass sums in order).
+        for linear, relu in zip(self.layers[:-1], self.layers[1:], strict=True):
+            if (
+                isinstance(linear, FastLinear)
+                and isinstance(relu, FastReLU)
+                and linear.bias_here
+                and linear.xp is numpy
+                and linear.out_features > 1
+            ):
+                linear.bias_here, relu.linear = False, linear.layer
 
     def forward(self, x: Array, buffers: Buffers) -> Array:
         for i, layer in enumerate(self.layers):
