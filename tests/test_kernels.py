@@ -478,7 +478,18 @@ def bias_sum_before_the_mask(d, y, d_bias):
     kernels.relu_backward(d, y)
 
 
-@pytest.mark.parametrize("planted", [None, "forward", "backward"])
+def tanh_bias_sum_before_the_slope(d, y, d_bias):
+    """Planted: Tanh's bias gradient summed from the gradient before its slope."""
+    if d_bias.size:
+        d.sum(axis=0, out=d_bias)
+    kernels.tanh_backward(d, y, d_bias[:0])
+
+
+@pytest.mark.parametrize(
+    "activation,planted",
+    [("relu", None), ("relu", "forward"), ("relu", "backward"), ("tanh", None),
+     ("tanh", "backward")],
+)  # fmt: skip
 @pytest.mark.parametrize("dtype", DTYPES)
 @settings(max_examples=25, deadline=None)
 @given(
@@ -486,33 +497,42 @@ def bias_sum_before_the_mask(d, y, d_bias):
     widths=st.tuples(st.integers(1, 12), st.integers(2, 12), st.integers(1, 12)),
     seed=st.integers(0, 99),
 )
-def test_a_relu_adds_the_bias_before_it_bitwise(monkeypatch, dtype, planted, n, widths, seed):
-    """Linear, ReLU, Linear through :class:`~numpy_vae.fast.layers.FastSequential`, whose ReLU
-    adds the first Linear's bias and sums its gradient in its own passes, against the
-    specification's layers, bit for bit (outputs, input gradient, every parameter gradient).
-    Planted: the bias added after the ReLU, the bias gradient summed before the mask. (A layer
-    of width 1 is left to NumPy: it sums a single column pairwise.)"""
+def test_an_activation_takes_the_bias_before_it_bitwise(
+    monkeypatch, dtype, activation, planted, n, widths, seed
+):
+    """Linear, activation, Linear through :class:`~numpy_vae.fast.layers.FastSequential`, whose
+    ReLU adds the first Linear's bias and sums its gradient in its own passes (a Tanh sums it in
+    its backward), against the specification's layers, bit for bit (outputs, input gradient,
+    every parameter gradient). Planted: the bias added after the ReLU, the bias gradient summed
+    before the ReLU's mask or the Tanh's slope. (A layer of width 1 is left to NumPy: it sums a
+    single column pairwise.)"""
     import numpy_vae.fast.layers as fast_layers
     from numpy_vae import get_backend
     from numpy_vae.fast.buffers import Buffers
     from numpy_vae.fast.layers import FastSequential
-    from numpy_vae.layers import Linear, ReLU, Sequential
+    from numpy_vae.layers import Linear, ReLU, Sequential, Tanh
 
     backend = get_backend("numpy", np.dtype(dtype).name)
     rng = np.random.default_rng(seed)
+    act = {"relu": ReLU, "tanh": Tanh}[activation]
     spec = Sequential(
-        [Linear(widths[0], widths[1], backend, rng), ReLU(backend),
+        [Linear(widths[0], widths[1], backend, rng), act(backend),
          Linear(widths[1], widths[2], backend, rng)]
     )  # fmt: skip
     spec.layers[0].bias[...] = rng.standard_normal(widths[1])  # biases of both signs
     if planted:
-        copy = {"forward": bias_after_relu, "backward": bias_sum_before_the_mask}[planted]
-        name = "bias_relu_forward" if planted == "forward" else "relu_backward_bias_sum"
+        copy, name = {
+            ("relu", "forward"): (bias_after_relu, "bias_relu_forward"),
+            ("relu", "backward"): (bias_sum_before_the_mask, "relu_backward_bias_sum"),
+            ("tanh", "backward"): (tanh_bias_sum_before_the_slope, "tanh_backward"),
+        }[activation, planted]
         monkeypatch.setattr(fast_layers, name, copy)
     fast = FastSequential(spec)
-    assert not fast.layers[0].bias_here and fast.layers[1].linear is spec.layers[0]
-    narrow = Sequential([Linear(3, 1, backend, rng), ReLU(backend)])
-    assert FastSequential(narrow).layers[0].bias_here
+    first = fast.layers[0]
+    assert not first.sums_bias_gradient and fast.layers[1].linear is spec.layers[0]
+    assert first.adds_bias == (activation == "tanh")
+    narrow = Sequential([Linear(3, 1, backend, rng), act(backend)])
+    assert FastSequential(narrow).layers[0].sums_bias_gradient
     x = rng.standard_normal((n, widths[0])).astype(dtype)
     d = rng.standard_normal((n, widths[2])).astype(dtype)
     y_ref = spec.forward(x)
@@ -525,13 +545,15 @@ def test_a_relu_adds_the_bias_before_it_bitwise(monkeypatch, dtype, planted, n, 
              spec.layers[2].d_bias]  # fmt: skip
     same = [np.array_equal(a, b) for a, b in zip([y, dx, *grads], [y_ref, dx_ref, *grads_ref],
                                                   strict=True)]  # fmt: skip
-    pre = x @ spec.layers[0].weight.T + spec.layers[0].bias  # the ReLU's input
-    d_relu = d @ spec.layers[2].weight  # the gradient of the ReLU's output
+    pre = x @ spec.layers[0].weight.T + spec.layers[0].bias  # the activation's input
+    d_act = d @ spec.layers[2].weight  # the gradient of the activation's output
     if planted is None:
         assert all(same)
     elif planted == "forward" and (spec.layers[0].bias != 0).any():
         assert not all(same)
-    elif planted == "backward" and (d_relu[pre <= 0] != 0).any():  # what the mask drops
+    elif planted == "backward" and activation == "relu" and (d_act[pre <= 0] != 0).any():
+        assert not all(same)  # (the mask drops those)
+    elif planted == "backward" and activation == "tanh" and (d_act != 0).any():
         assert not all(same)
 
 

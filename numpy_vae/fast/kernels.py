@@ -209,6 +209,26 @@ def relu_backward_bias_sum(d, y, d_bias):  # noqa: ANN001, ANN201
 
 
 @kernel
+def tanh_backward(d, y, d_bias):  # noqa: ANN001, ANN201
+    r"""Tanh's backward in place on ``d``, from the layer's output ``y``:
+    :math:`d \leftarrow d \cdot (1 - y^2)` (the specification's ``d_out * (1 - y * y)``, the
+    same operations), and with ``d_bias`` of length > 0 the bias gradient of the Linear layer
+    before it, :math:`\sum_r d_{rj}` summed over the rows in order, as
+    :func:`relu_backward_bias_sum` sums (one pass where NumPy takes three and a sum).
+    """
+    one = d.dtype.type(1)
+    zero = one - one
+    for j in range(d_bias.size):
+        d_bias[j] = zero
+    for r in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            d[r, j] = d[r, j] * (one - y[r, j] * y[r, j])
+        if d_bias.size:
+            for j in range(d.shape[1]):
+                d_bias[j] += d[r, j]
+
+
+@kernel
 def reparam_kl_forward(stats, eps, sigma, var, z, kl):  # noqa: ANN001, ANN201
     r"""The reparameterized sample and the KL terms, in one pass, given
     :math:`\sigma = \exp(\tfrac12 v)` and :math:`e^{v}` (NumPy's SIMD passes):
@@ -450,6 +470,7 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((relu_backward, (b[0], b[1])))
         out.append((bias_relu_forward, (b[0], a[0])))
         out.append((relu_backward_bias_sum, (b[0], b[1], a[0])))
+        out.append((tanh_backward, (b[0], b[1], a[0])))
         out.append((reparam_kl_forward, tuple(b[:6])))
         out.append((reparam_kl_backward, (*b[:5], a[0], b[5])))
         c = [numpy.zeros((1, 1, 1), dtype) for _ in range(2)]

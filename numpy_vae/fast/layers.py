@@ -28,6 +28,7 @@ from numpy_vae.fast.kernels import (
     relu_backward,
     relu_backward_bias_sum,
     relu_forward,
+    tanh_backward,
 )
 from numpy_vae.layers import Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
 
@@ -45,14 +46,14 @@ class FastLinear:
         self.layer, self.xp = layer, layer.xp
         self.out_features, self.in_features = layer.out_features, layer.in_features
         self.input = None  # the last forward's input, kept for the backward pass
-        # Whether the bias is added, and its gradient summed, here; False where the ReLU after
-        # this layer does both in its own pass (FastSequential arranges it).
-        self.bias_here = "bias" in layer.param_names
+        # Whether the bias is added, and its gradient summed, here; False where the activation
+        # after this layer does it in its own pass (FastSequential arranges it).
+        self.adds_bias = self.sums_bias_gradient = "bias" in layer.param_names
 
     def forward(self, x: Array, out: Array | None = None) -> Array:
         self.input = x  # kept, not copied
         y = self.xp.matmul(x, self.layer.weight.T, out=out)
-        if self.bias_here:
+        if self.adds_bias:
             y += self.layer.bias
         return y
 
@@ -61,7 +62,7 @@ class FastLinear:
     ) -> Array | None:
         layer = self.layer
         self.xp.matmul(d_out.T, self.input, out=layer.d_weight)
-        if self.bias_here:
+        if self.sums_bias_gradient:
             d_out.sum(axis=0, out=layer.d_bias)
         return self.xp.matmul(d_out, layer.weight, out=out) if need_input_grad else None
 
@@ -156,9 +157,30 @@ class FastKeepsOutput:
         return self.xp.multiply(d_out, self._slope(self._y), out=out)
 
 
-def fast_tanh(layer: Tanh) -> FastKeepsOutput:
-    """:class:`~numpy_vae.layers.Tanh`, into ``out``, with the specification's own slope."""
-    return FastKeepsOutput(layer.xp, layer.xp.tanh, layer.slope)
+class FastTanh(FastKeepsOutput):
+    """:class:`~numpy_vae.layers.Tanh`, into ``out``: NumPy's SIMD ``tanh`` forward; on the
+    host the backward ``d_out (1 - y^2)`` in one compiled pass
+    (:func:`~numpy_vae.fast.kernels.tanh_backward`, the specification's operations, the same
+    bits), which also sums the bias gradient of the Linear layer before it where
+    :class:`FastSequential` gives it one (``linear``). Device arrays take the specification's
+    slope in NumPy-style passes."""
+
+    def __init__(self, layer: Tanh) -> None:
+        super().__init__(layer.xp, layer.xp.tanh, layer.slope)
+        self.linear: Linear | None = None
+
+    def backward(
+        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
+    ) -> Array:
+        if self.xp is not numpy:
+            return super().backward(d_out, need_input_grad, out)
+        d = d_out.copy() if out is None else out
+        if d is not d_out:
+            d[...] = d_out
+        # (a d_bias of length 0: no sum)
+        d_bias = numpy.empty(0, d.dtype) if self.linear is None else self.linear.d_bias
+        tanh_backward(d, self._y, d_bias)
+        return d
 
 
 def fast_sigmoid(layer: Sigmoid) -> FastKeepsOutput:
@@ -170,7 +192,7 @@ FAST_LAYERS = {
     Linear: FastLinear,
     ReLU: FastReLU,
     LeakyReLU: FastLeakyReLU,
-    Tanh: fast_tanh,
+    Tanh: FastTanh,
     Sigmoid: fast_sigmoid,
 }
 
@@ -202,17 +224,22 @@ class FastSequential:
     def __init__(self, sequential: Sequential) -> None:
         self.layers = [fast_layer(layer) for layer in sequential.layers]
         # A ReLU after a Linear layer with a bias adds that bias and sums its gradient in its
-        # own compiled passes, one pass over the activations fewer each way (NumPy arrays; not
-        # a layer of width 1, whose column NumPy sums pairwise, where the pass sums in order).
-        for linear, relu in zip(self.layers[:-1], self.layers[1:], strict=True):
-            if (
+        # own compiled passes, one pass over the activations fewer each way; a Tanh sums it in
+        # its backward pass (its forward is NumPy's tanh). NumPy arrays only, and not a layer of
+        # width 1, whose one column NumPy sums pairwise, where the passes sum in order.
+        for linear, activation in zip(self.layers[:-1], self.layers[1:], strict=True):
+            if not (
                 isinstance(linear, FastLinear)
-                and isinstance(relu, FastReLU)
-                and linear.bias_here
+                and isinstance(activation, FastReLU | FastTanh)
+                and linear.sums_bias_gradient
                 and linear.xp is numpy
                 and linear.out_features > 1
             ):
-                linear.bias_here, relu.linear = False, linear.layer
+                continue
+            activation.linear = linear.layer
+            linear.sums_bias_gradient = False
+            if isinstance(activation, FastReLU):
+                linear.adds_bias = False
 
     def forward(self, x: Array, buffers: Buffers) -> Array:
         for i, layer in enumerate(self.layers):
