@@ -197,8 +197,8 @@ def test_the_transposed_first_weight_gives_the_same_bits(monkeypatch, config, pl
     if planted:
         forward = FastLinear.forward
 
-        def rounding_otherwise(self, x, out=None):
-            y = forward(self, x, out=out)
+        def rounding_otherwise(self, x, out=None, bias=True):
+            y = forward(self, x, out=out, bias=bias)
             if not self.layer.weight.flags.c_contiguous:
                 y[0, 0] = np.nextafter(y[0, 0], np.inf)
             return y

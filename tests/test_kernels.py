@@ -923,10 +923,10 @@ def test_log_products_keep_every_product_within_64_factors():
         assert c % 8 == 0 and c >= 16 and d // c <= 64, d
 
 
-def negative_abs_row_sums_skipping_the_remainder(logits, products, e, sums):
+def negative_abs_row_sums_skipping_the_remainder(logits, b, products, e, sums):
     """Planted: the remainder's pixels past the last whole group left out of the sums."""
     whole = logits.shape[1] // products * products
-    kernels.negative_abs_row_sums(logits, products, e, sums)
+    kernels.negative_abs_row_sums(logits, b, products, e, sums)
     sums -= np.abs(logits[:, whole:]).sum(axis=1)
 
 
@@ -940,16 +940,19 @@ def negative_abs_row_sums_skipping_the_remainder(logits, products, e, sums):
 )
 def test_negative_abs_row_sums_within_the_bound_and_the_check_bites(planted, dtype, shape, scale,
                                                                     seed):  # fmt: skip
-    """``e`` is ``-|l|`` bit for bit, and each row's sum of ``|l|`` within ``(G + c + r) u S``
-    of float64's (G c + r = D pixels in c running sums, then the sums and the remainder added:
-    every term non-negative). Planted: the remainder's pixels left out, which breaks the bound
-    wherever they weigh more than it."""
+    """The logits become ``l = logits + b`` and ``e`` ``-|l|``, bit for bit, and each row's sum
+    of ``|l|`` is within ``(G + c + r) u S`` of float64's (G c + r = D pixels in c running sums,
+    then the sums and the remainder added: every term non-negative). Planted: the remainder's
+    pixels left out, which breaks the bound wherever they weigh more than it."""
     rng = np.random.default_rng(seed)
-    logits = (rng.standard_normal(shape) * scale).astype(dtype)
+    before = (rng.standard_normal(shape) * scale).astype(dtype)
+    b = (rng.standard_normal(shape[1]) * scale).astype(dtype)
+    logits = before + b  # what the kernel makes of them, in NumPy
     products = fast_likelihoods.log_products(shape[1])
-    e, sums = np.empty_like(logits), np.empty(shape[0], dtype)
+    e, sums, written = np.empty_like(logits), np.empty(shape[0], dtype), before.copy()
     kernel = negative_abs_row_sums_skipping_the_remainder if planted else None
-    (kernel or kernels.negative_abs_row_sums)(logits, products, e, sums)
+    (kernel or kernels.negative_abs_row_sums)(written, b, products, e, sums)
+    assert np.array_equal(written, logits)
     want = np.abs(logits.astype(np.float64)).sum(axis=1)
     group, d = shape[1] // products, shape[1]
     r = d - group * products

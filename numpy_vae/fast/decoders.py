@@ -23,8 +23,12 @@ class FastMLPDecoder(FastSequential):
     """:class:`~numpy_vae.decoders.MLPDecoder` as a :class:`FastSequential` (the pixels
     ``x`` are not read)."""
 
-    def forward(self, context: Array, x: Array | None, buffers: Buffers) -> Array:  # type: ignore[override]
-        return super().forward(context, buffers)
+    def forward(  # type: ignore[override]
+        self, context: Array, x: Array | None, buffers: Buffers, last_bias: bool = True
+    ) -> Array:
+        """The decoder's output; without ``last_bias``, its logits before the last bias (which
+        the multi-sample step's Bernoulli pass adds)."""
+        return super().forward(context, buffers, last_bias)
 
 
 #: The fast twin of each decoder class.

@@ -372,8 +372,10 @@ def weighted_encoder_gradient(d_rows, w_tilde, z, eps, sigma, d_stats):  # noqa:
 
 
 @kernel
-def negative_abs_row_sums(logits, products, e, sums):  # noqa: ANN001, ANN201
-    r""":math:`e = -|\ell|` and each row's :math:`\sum_d |\ell_d|`, in one pass:
+def negative_abs_row_sums(logits, b, products, e, sums):  # noqa: ANN001, ANN201
+    r"""The last layer's bias, :math:`\ell \leftarrow \ell + b` (added to every row of
+    ``logits``, in place), then :math:`e = -|\ell|` and each row's :math:`\sum_d |\ell_d|`, in
+    one pass:
 
     .. math::
         \sum_d |\ell_d| = \sum_{j < c} \sum_{g < G} |\ell_{gc + j}|
@@ -382,9 +384,9 @@ def negative_abs_row_sums(logits, products, e, sums):  # noqa: ANN001, ANN201
     in ``c = products`` running sums a stride of ``c`` apart, side by side in SIMD registers
     as :func:`log1p_row_sums` forms its products (a fixed order: within :math:`(G + c + r) u`
     of the row's sum, relative, with ``r`` the remainder's pixels; every term is
-    non-negative). The rows kernel's three NumPy passes (``abs``, ``sum``, ``negative``) in one:
-    ``e`` is ``exp``'s argument. ``logits`` and ``e`` (R, D), ``sums`` (R,); ``e`` may not be
-    ``logits`` (LLVM would then take the loop's scalar form).
+    non-negative). The rows kernel's four NumPy passes (the bias's ``+=``, ``abs``, ``sum``,
+    ``negative``) in one: ``e`` is ``exp``'s argument. ``logits`` and ``e`` (R, D), ``b`` (D,),
+    ``sums`` (R,); ``e`` may not be ``logits`` (LLVM would then take the loop's scalar form).
     """
     rows, d = logits.shape
     group = d // products
@@ -396,14 +398,18 @@ def negative_abs_row_sums(logits, products, e, sums):  # noqa: ANN001, ANN201
         for g in range(group):
             for j in range(products):
                 i = g * products + j
-                magnitude = abs(logits[r, i])
+                logit = logits[r, i] + b[i]
+                logits[r, i] = logit
+                magnitude = abs(logit)
                 lanes[j] += magnitude
                 e[r, i] = -magnitude
         s = zero
         for j in range(products):
             s += lanes[j]
         for i in range(group * products, d):
-            magnitude = abs(logits[r, i])
+            logit = logits[r, i] + b[i]
+            logits[r, i] = logit
+            magnitude = abs(logit)
             s += magnitude
             e[r, i] = -magnitude
         sums[r] = s
@@ -478,7 +484,7 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((softmax_rows, (b[0], scalars[5])))
         out.append((weighted_encoder_gradient, (b[0], b[1], c[0], c[1], b[2], b[3])))
         out.append((log1p_row_sums, (b[0], 1, a[0], b[1], True)))
-        out.append((negative_abs_row_sums, (b[0], 1, b[1], a[0])))
+        out.append((negative_abs_row_sums, (b[0], a[1], 1, b[1], a[0])))
     return out
 
 

@@ -50,10 +50,12 @@ class FastLinear:
         # after this layer does it in its own pass (FastSequential arranges it).
         self.adds_bias = self.sums_bias_gradient = "bias" in layer.param_names
 
-    def forward(self, x: Array, out: Array | None = None) -> Array:
+    def forward(self, x: Array, out: Array | None = None, bias: bool = True) -> Array:
+        """``x W^T + b``; without ``bias``, ``x W^T`` (the caller adds ``b`` in a pass of its
+        own)."""
         self.input = x  # kept, not copied
         y = self.xp.matmul(x, self.layer.weight.T, out=out)
-        if self.adds_bias:
+        if self.adds_bias and bias:
             y += self.layer.bias
         return y
 
@@ -241,11 +243,18 @@ class FastSequential:
             if isinstance(activation, FastReLU):
                 linear.adds_bias = False
 
-    def forward(self, x: Array, buffers: Buffers) -> Array:
+    def forward(self, x: Array, buffers: Buffers, last_bias: bool = True) -> Array:
+        """Forward through the layers; without ``last_bias`` the last layer, a Linear one,
+        leaves its bias to the caller."""
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if isinstance(layer, FastLinear):
                 out = buffers.get(f"{i}", (x.shape[0], layer.out_features), x.dtype)
-            elif i > 0 and not self.layers[i - 1].keeps_output:
+                x = layer.forward(x, out=out, bias=last_bias or i < last)
+                continue
+            if not last_bias and i == last:
+                raise ValueError("last_bias=False needs a Linear last layer")
+            if i > 0 and not self.layers[i - 1].keeps_output:
                 out = x
             else:
                 out = buffers.get(f"{i}", x.shape, x.dtype)

@@ -145,8 +145,10 @@ def bernoulli_rows_nll(
     repeating ``x`` K times; with ``grad``, ``logits`` is overwritten with ``sigmoid(l)`` (the
     gradient's part without ``- x``), else used as scratch. Also returns ``x W`` (B, H).
 
-    ``logits`` (B K, D) is ``l = h W^T + b`` of the last layer (``h`` its input, (B K, H),
-    rows example-major); ``x`` is (B, D). ``-log p = sum_d softplus(l_d) - sum_d x_d l_d``, and:
+    ``logits`` (B K, D) is ``h W^T`` of the last layer without its bias ``b``, which this adds
+    (on the host with the gradient, in its first compiled pass; ``h`` is the layer's input,
+    (B K, H), rows example-major), so that afterwards it holds ``l = h W^T + b``, or with
+    ``grad`` the sigmoid; ``x`` is (B, D). ``-log p = sum_d softplus(l_d) - sum_d x_d l_d``, and:
 
     - ``sum_d x_d l_d = (x W) . h + x . b``: an H-wide dot per sample instead of a pass over D;
     - ``sum_d softplus(l_d) = (sum_d l_d + sum_d |l_d|) / 2 + sum_d log(1 + e_d)`` with
@@ -157,11 +159,11 @@ def bernoulli_rows_nll(
     - ``sigmoid(l) = max(e, 1[l >= 0]) / (1 + e)`` shares ``e``.
 
     Passes over the (B K, D) logits on the host, with the gradient: a compiled pass for
-    ``-|l|`` and the sums of ``|l|``
+    the bias, ``-|l|`` and the sums of ``|l|``
     (:func:`~numpy_vae.fast.kernels.negative_abs_row_sums`), NumPy's exp, and one compiled
     pass for the sums of logs and the sigmoid (the specification's value and gradient take
-    about twenty); without it, ``abs``, ``sum`` and ``negative`` over the logits in place
-    instead of the first. ``buffers`` gives the (B K, D)
+    about twenty); without it, the bias's ``+=``, ``abs``, ``sum`` and ``negative`` over the
+    logits in place instead of the first. ``buffers`` gives the (B K, D)
     temporaries.
     """
     n, shape = x.shape[0], logits.shape
@@ -173,13 +175,14 @@ def bernoulli_rows_nll(
     xl = (xw[:, None, :] * h.reshape(n, k, -1)).sum(axis=2)
     xl += (x @ b)[:, None]
     sum_l = h @ w.sum(axis=0) + b.sum()
-    if xp is numpy and grad:  # -|l| and the rows' sums of |l| in one compiled pass
+    if xp is numpy and grad:  # the bias, -|l| and the rows' sums of |l| in one compiled pass
         e = xp.empty_like(logits) if buffers is None else take("e")
         sum_abs = xp.empty(shape[0], dtype=logits.dtype)
-        negative_abs_row_sums(logits, log_products(shape[1]), e, sum_abs)
+        negative_abs_row_sums(logits, b, log_products(shape[1]), e, sum_abs)
     else:  # without the gradient the logits are not needed again: e is written over them
         # (the compiled pass is no faster in place: a loop that writes over what it reads
         # is not vectorized)
+        logits += b
         e = xp.abs(logits, out=take("e") if grad else logits)
         sum_abs = e.sum(axis=1)
         xp.negative(e, out=e)

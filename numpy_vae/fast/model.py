@@ -112,8 +112,7 @@ class FastVAE(VAE):
         for layer in self.decoder.layers[:-1]:
             h = layer.forward(h)
         last = self.decoder.layers[-1]
-        logits = h @ last.weight.T  # (B K, D), a fresh array for the kernel to work in
-        logits += last.bias
+        logits = h @ last.weight.T  # (B K, D), a fresh array to work in; the bias comes there
         nll, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, self.xp, grad=False)
         return -nll.reshape(n, k)
 

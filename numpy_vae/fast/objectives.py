@@ -215,14 +215,17 @@ class FastMultiSample(FastObjective):
             x_rows = buffers["loss"].get("x_rows", (n, k, x.shape[1]), x.dtype)
             x_rows[...] = x[:, None, :]
             x_rows = x_rows.reshape(n * k, x.shape[1])
-        out = model.fast_decoder.forward(rows, x_rows, buffers["decoder"])
-        xw = None
-        # The rows kernel works on the MLP's last layer; an autoregressive decoder has none.
-        if (
+        # The rows kernel works on the MLP's last layer (an autoregressive decoder has none),
+        # and adds that layer's bias in its own first pass.
+        rows_kernel = (
             bernoulli
             and isinstance(model.fast_decoder, FastMLPDecoder)
             and k >= self.rows_kernel_min_k
-        ):
+        )
+        decoder = {"last_bias": False} if rows_kernel else {}
+        out = model.fast_decoder.forward(rows, x_rows, buffers["decoder"], **decoder)
+        xw = None
+        if rows_kernel:
             nll, xw = self._bernoulli_rows(model, out, x, n, k)  # out now holds sigmoid(l)
         elif bernoulli:
             rows3 = out.reshape(n, k, -1)  # x broadcast against each example's K rows
@@ -262,8 +265,9 @@ class FastMultiSample(FastObjective):
         self, model: Any, logits: Array, x: Array, n: int, k: int
     ) -> tuple[Array, Array]:
         """:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll` on the decoder's last layer
-        and its input: ``-log p(x_b | z_bk)`` of every row, (B K,), with ``logits`` overwritten
-        by ``sigmoid(l)``, and ``x W`` (B, H) for :meth:`backward`."""
+        and its input: ``-log p(x_b | z_bk)`` of every row, (B K,), with ``logits`` (the last
+        layer's output before its bias) overwritten by ``sigmoid(l)``, and ``x W`` (B, H) for
+        :meth:`backward`."""
         last = model.fast_decoder.layers[-1]  # its input is the last hidden activation
         return bernoulli_rows_nll(
             logits, last.input, x, last.layer.weight, last.layer.bias, k, model.xp,
