@@ -158,12 +158,10 @@ def bernoulli_rows_nll(
       :func:`sum_of_logs`);
     - ``sigmoid(l) = max(e, 1[l >= 0]) / (1 + e)`` shares ``e``.
 
-    Passes over the (B K, D) logits on the host, with the gradient: a compiled pass for
-    the bias, ``-|l|`` and the sums of ``|l|``
-    (:func:`~numpy_vae.fast.kernels.negative_abs_row_sums`), NumPy's exp, and one compiled
-    pass for the sums of logs and the sigmoid (the specification's value and gradient take
-    about twenty); without it, the bias's ``+=``, ``abs``, ``sum`` and ``negative`` over the
-    logits in place instead of the first. ``buffers`` gives the (B K, D)
+    Passes over the (B K, D) logits on the host: a compiled pass for the bias, ``-|l|`` and
+    the sums of ``|l|`` (:func:`~numpy_vae.fast.kernels.negative_abs_row_sums`), NumPy's exp,
+    and one compiled pass for the sums of logs and, with the gradient, the sigmoid (the
+    specification's value and gradient take about twenty). ``buffers`` gives the (B K, D)
     temporaries.
     """
     n, shape = x.shape[0], logits.shape
@@ -175,13 +173,12 @@ def bernoulli_rows_nll(
     xl = (xw[:, None, :] * h.reshape(n, k, -1)).sum(axis=2)
     xl += (x @ b)[:, None]
     sum_l = h @ w.sum(axis=0) + b.sum()
-    if xp is numpy and grad:  # the bias, -|l| and the rows' sums of |l| in one compiled pass
+    if xp is numpy:  # the bias, -|l| and the rows' sums of |l| in one compiled pass
+        # (into an array of its own: a loop that writes over what it reads is not vectorized)
         e = xp.empty_like(logits) if buffers is None else take("e")
         sum_abs = xp.empty(shape[0], dtype=logits.dtype)
         negative_abs_row_sums(logits, b, log_products(shape[1]), e, sum_abs)
     else:  # without the gradient the logits are not needed again: e is written over them
-        # (the compiled pass is no faster in place: a loop that writes over what it reads
-        # is not vectorized)
         logits += b
         e = xp.abs(logits, out=take("e") if grad else logits)
         sum_abs = e.sum(axis=1)

@@ -61,6 +61,8 @@ class FastVAE(VAE):
         self.objective = FAST_OBJECTIVES[type(self.objective)](self.objective)
         # Scratch memory of the training step, one Buffers per part of the model.
         self.buffers = {name: Buffers(self.xp) for name in ("encoder", "head", "decoder", "loss")}
+        # The k = 5000 evaluation's scratch (sample_log_likelihood), apart from the step's.
+        self.evaluation_buffers = Buffers(self.xp)
 
     def transposed_weights(self) -> list[str]:
         """The weights whose block in ``flat`` holds ``W^T`` (a Fortran-ordered ``(out, in)``
@@ -113,7 +115,8 @@ class FastVAE(VAE):
             h = layer.forward(h)
         last = self.decoder.layers[-1]
         logits = h @ last.weight.T  # (B K, D), a fresh array to work in; the bias comes there
-        nll, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, self.xp, grad=False)
+        nll, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, self.xp,
+                                    buffers=self.evaluation_buffers, grad=False)  # fmt: skip
         return -nll.reshape(n, k)
 
     def log_likelihood(self, x: Array, decoded: Array) -> Array:
