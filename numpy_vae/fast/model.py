@@ -33,7 +33,7 @@ from numpy_vae.fast.decoders import FAST_DECODERS, FastMLPDecoder
 from numpy_vae.fast.layers import FastLinear, FastSequential
 from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
 from numpy_vae.fast.objectives import FAST_OBJECTIVES
-from numpy_vae.fast.parameters import FlatParameters
+from numpy_vae.fast.parameters import FlatParameters, same_bits_transposed
 from numpy_vae.layers import Linear, Sequential
 from numpy_vae.likelihoods import Bernoulli
 from numpy_vae.model import VAE
@@ -77,12 +77,15 @@ class FastVAE(VAE):
         (311 against 292 us for the same weight), so the others stay as they are (their three
         products, transposed / as is: 0.88 to 1.10). The numbers are the same bits at 7 rows
         or more (OpenBLAS packs both layouts into the same panels; ``tests/test_fast_path.py``);
-        a single row goes through a matrix-vector product that rounds otherwise.
+        a single row goes through a matrix-vector product that rounds otherwise. Where this
+        machine's BLAS gives other bits for the two layouts
+        (:func:`~numpy_vae.fast.parameters.same_bits_transposed`), nothing is transposed.
         """
         first = self.encoder.layers[0] if isinstance(self.encoder, Sequential) else None
         if self.xp is not numpy or type(first) is not Linear:
             return []
-        return ["encoder.0.weight"]
+        shape = (first.out_features, first.in_features, numpy.dtype(self.dtype).name)
+        return ["encoder.0.weight"] if same_bits_transposed(*shape) else []
 
     @property
     def params(self) -> dict[str, Array]:

@@ -15,6 +15,7 @@ stores so, and why.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -101,6 +102,29 @@ class FlatParameters:
             start, stop, shape, _ = self._slices[name]
             view[...] = vector[start:stop].reshape(shape)
         return flat
+
+
+@functools.cache
+def same_bits_transposed(out_features: int, in_features: int, dtype: str) -> bool:
+    """Whether this machine's BLAS gives the same bits for a Linear layer's two products,
+    ``x W^T`` and ``d^T x``, from a weight stored as is and from one stored transposed, at 7
+    and at 128 rows (random operands; once per shape and dtype in a process).
+
+    A layout is a speed choice, and it must not change a number: OpenBLAS packs both layouts
+    into the same panels, so they agree on the machines measured, but another BLAS or another
+    CPU's kernels need not, and then nothing is stored transposed."""
+    rng = numpy.random.default_rng(0)
+    w = rng.standard_normal((out_features, in_features)).astype(dtype)
+    w_t = numpy.asfortranarray(w)
+    for rows in (7, 128):
+        x = rng.standard_normal((rows, in_features)).astype(dtype)
+        d = rng.standard_normal((rows, out_features)).astype(dtype)
+        d_w, d_w_t = numpy.empty_like(w), numpy.empty_like(w_t)
+        numpy.matmul(d.T, x, out=d_w)
+        numpy.matmul(d.T, x, out=d_w_t)
+        if not (numpy.array_equal(x @ w.T, x @ w_t.T) and numpy.array_equal(d_w, d_w_t)):
+            return False
+    return True
 
 
 def _size(shape: tuple[int, ...]) -> int:
