@@ -305,16 +305,21 @@ class KinkProbe:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[KinkProbe]:
-        def recording(original: Any) -> Any:
+        def recording(layer: Any) -> Any:
+            original = layer.forward
+            # A fast ReLU may add the bias of the Linear layer before it (its ``linear``): the
+            # kink is where that sum crosses 0, computed here as the kernel computes it.
+            linear = getattr(layer, "linear", None)
+
             # The fast layers take ``out=`` and may work in place: record before the call.
             def forward(x: Array, *args: Any, **kwargs: Any) -> Array:
-                self.signs.append(x > 0)
+                self.signs.append((x if linear is None else x + linear.bias) > 0)
                 return original(x, *args, **kwargs)
 
             return forward
 
         for layer in self.layers:
-            layer.forward = recording(layer.forward)  # an instance attribute shadows the method
+            layer.forward = recording(layer)  # an instance attribute shadows the method
         try:
             yield self
         finally:
