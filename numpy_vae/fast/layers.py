@@ -246,14 +246,14 @@ class FastSequential:
     def forward(self, x: Array, buffers: Buffers, last_bias: bool = True) -> Array:
         """Forward through the layers; without ``last_bias`` the last layer, a Linear one,
         leaves its bias to the caller."""
+        if not last_bias and not isinstance(self.layers[-1], FastLinear):
+            raise ValueError("last_bias=False needs a Linear last layer")
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if isinstance(layer, FastLinear):
                 out = buffers.get(f"{i}", (x.shape[0], layer.out_features), x.dtype)
                 x = layer.forward(x, out=out, bias=last_bias or i < last)
                 continue
-            if not last_bias and i == last:
-                raise ValueError("last_bias=False needs a Linear last layer")
             if i > 0 and not self.layers[i - 1].keeps_output:
                 out = x
             else:
