@@ -857,6 +857,16 @@ def test_encoder_gradient_check_bites(dtype):
 
 
 # ----------------------------------------------------------- the rows kernel's sums of logs
+#: Rows of logits for the rows kernel's passes: a few rows, widths past 1,024 (16 products of
+#: up to 64 factors, and a remainder), logits of every scale.
+ROW_CASES = dict(
+    dtype=st.sampled_from(DTYPES),
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 1100)),
+    scale=st.sampled_from([0.5, 5.0, 40.0]),
+    seed=st.integers(0, 2**16),
+)
+
+
 def log1p_row_sums_skipping_the_remainder(e, products, total, logits, grad):
     """Planted: the pixels past the last whole group of ``products`` left out."""
     group = e.shape[1] // products
@@ -872,12 +882,7 @@ def log1p_row_sums_one_sided(e, products, total, logits, grad):
 
 @pytest.mark.parametrize("planted", [None, "remainder", "one_sided"])
 @settings(max_examples=60, deadline=None)
-@given(
-    dtype=st.sampled_from(DTYPES),
-    shape=st.tuples(st.integers(1, 5), st.integers(1, 1100)),
-    scale=st.sampled_from([0.5, 5.0, 40.0]),
-    seed=st.integers(0, 2**16),
-)
+@given(**ROW_CASES)
 def test_log1p_row_sums_within_the_bound_and_the_check_bites(planted, dtype, shape, scale, seed):
     """Each row's sum S of log(1 + e) within ``(3 G + c + r + 2) u S`` of float64's log1p
     (each of the c products' logarithms within ``(3 G + 1) u`` relative, G c + r = D, then a
@@ -934,12 +939,7 @@ def negative_abs_row_sums_skipping_the_remainder(logits, b, products, e, sums):
 
 @pytest.mark.parametrize("planted", [False, True])
 @settings(max_examples=60, deadline=None)
-@given(
-    dtype=st.sampled_from(DTYPES),
-    shape=st.tuples(st.integers(1, 5), st.integers(1, 1100)),
-    scale=st.sampled_from([0.5, 5.0, 40.0]),
-    seed=st.integers(0, 2**16),
-)
+@given(**ROW_CASES)
 def test_negative_abs_row_sums_within_the_bound_and_the_check_bites(planted, dtype, shape, scale,
                                                                     seed):  # fmt: skip
     """The logits become ``l = logits + b`` and ``e`` ``-|l|``, bit for bit, and each row's sum
