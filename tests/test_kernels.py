@@ -50,10 +50,19 @@ The multi-sample weights and encoder gradient (:class:`numpy_vae.fast.objectives
 - :func:`~numpy_vae.fast.kernels.weighted_encoder_gradient`: bitwise the plain estimator's
   gradient for L >= 2 (hypothesis); a copy that regroups the path product differs.
 
-The rows kernel's sums of logarithms (:func:`numpy_vae.fast.kernels.log1p_row_sums`): each
-row's sum of ``log(1 + e)`` within ``(3 G + c + r + 2) u`` of float64's ``log1p`` and the
-sigmoid within ``2 u``, relative (hypothesis, any width); copies that leave out the pixels past
-the last whole group, or take ``e / u`` as every logit's sigmoid, break it.
+The rows kernel (:func:`numpy_vae.fast.likelihoods.bernoulli_rows_nll` and its gradient):
+
+- :func:`~numpy_vae.fast.kernels.log1p_row_sums`: each row's sum of ``log(1 + e)`` within
+  ``(3 G + c + r + 2) u`` of float64's ``log1p``, relative (hypothesis, any width); a copy that
+  leaves out the pixels past the last whole group breaks it;
+- :func:`~numpy_vae.fast.kernels.negative_abs_row_sums`: the bias and ``-|l|`` bitwise, the sums
+  of ``|l|`` within ``(G + c + r) u``; a copy that leaves out the remainder breaks it;
+- :func:`~numpy_vae.fast.kernels.weighted_sigmoid_rows`: ``w_r sigmoid(l)`` and its column sums
+  bitwise NumPy's passes, within ``3 u`` of float64's; copies that take ``e / u`` as
+  every logit's sigmoid, or sum before the weight, differ;
+- :func:`~numpy_vae.fast.kernels.weighted_rows_x_part`: ``sum_k w~_k h_k`` and
+  ``d_h -= w~_k (x W)`` bitwise NumPy's passes (H > 1); a copy that pairs each example's
+  samples with another example's ``x W`` differs.
 """
 
 import math
@@ -867,59 +876,133 @@ ROW_CASES = dict(
 )
 
 
-def log1p_row_sums_skipping_the_remainder(e, products, total, logits, grad):
+def log1p_row_sums_skipping_the_remainder(e, products, total):
     """Planted: the pixels past the last whole group of ``products`` left out."""
-    group = e.shape[1] // products
-    whole = group * products
-    kernels.log1p_row_sums(e[:, :whole].copy(), products, total, logits[:, :whole], grad)
+    whole = e.shape[1] // products * products
+    kernels.log1p_row_sums(e[:, :whole].copy(), products, total)
 
 
-def log1p_row_sums_one_sided(e, products, total, logits, grad):
-    """Planted: ``e / u`` as the sigmoid of every logit (right only where l < 0)."""
-    kernels.log1p_row_sums(e, products, total, logits, False)  # the sums, no sigmoid
-    logits[...] = e / (1 + e)
-
-
-@pytest.mark.parametrize("planted", [None, "remainder", "one_sided"])
+@pytest.mark.parametrize("planted", [False, True])
 @settings(max_examples=60, deadline=None)
 @given(**ROW_CASES)
 def test_log1p_row_sums_within_the_bound_and_the_check_bites(planted, dtype, shape, scale, seed):
     """Each row's sum S of log(1 + e) within ``(3 G + c + r + 2) u S`` of float64's log1p
     (each of the c products' logarithms within ``(3 G + 1) u`` relative, G c + r = D, then a
-    running sum of c + r non-negative logarithms), and the sigmoid within ``2 u`` relative
-    (``1 + e`` and the division) of ``max(e, 1[l >= 0]) / (1 + e)`` in float64, for the ``e``
-    given. The planted copies (the remainder left out, ``e / u`` for every logit) break it
-    where the remainder holds a pixel of non-negligible ``e`` and where a logit is
-    positive."""
+    running sum of c + r non-negative logarithms), for the ``e`` given. The planted copy (the
+    remainder left out) breaks it where the remainder holds a pixel of non-negligible ``e``."""
     rng = np.random.default_rng(seed)
     logits = (rng.standard_normal(shape) * scale).astype(dtype)
     e = np.exp(-np.abs(logits))
     products = fast_likelihoods.log_products(shape[1])
-    total, sigmoid = np.empty(shape[0], dtype), logits.copy()
-    copy = {
-        None: kernels.log1p_row_sums,
-        "remainder": log1p_row_sums_skipping_the_remainder,
-        "one_sided": log1p_row_sums_one_sided,
-    }[planted]
-    copy(e, products, total, sigmoid, True)
+    total = np.empty(shape[0], dtype)
+    (log1p_row_sums_skipping_the_remainder if planted else kernels.log1p_row_sums)(
+        e, products, total
+    )
     u = np.finfo(dtype).eps / 2
-    e64 = e.astype(np.float64)
-    want = np.log1p(e64).sum(axis=1)
+    want = np.log1p(e.astype(np.float64)).sum(axis=1)
     group, d = shape[1] // products, shape[1]
     r = d - group * products
     bound = (3 * group + products + r + 2) * u * want
-    want_sigmoid = np.maximum(e64, logits >= 0) / (1 + e64)
-    ok = np.all(np.abs(total - want) <= bound) and np.all(
-        np.abs(sigmoid - want_sigmoid) <= 2 * u * want_sigmoid
-    )
-    if planted is None:
+    ok = np.all(np.abs(total - want) <= bound)
+    if not planted:
         assert ok
-    elif planted == "remainder" and np.all(np.log1p(e64[:, d - r :]).sum(axis=1) <= bound):
-        pass  # what the copy leaves out is within the bound (no remainder, or e underflows)
-    elif planted == "one_sided" and not (logits > 0).any():
-        pass  # no positive logit to get wrong
-    else:
-        assert not ok
+    elif np.any(np.log1p(e[:, d - r :].astype(np.float64)).sum(axis=1) > bound):
+        assert not ok  # (else what the copy leaves out is within the bound)
+
+
+def weighted_sigmoid_rows_passes(logits, e, w):
+    """The weighted sigmoid and its column sums as NumPy passes: what the kernel claims to
+    equal bit for bit."""
+    sigmoid = np.maximum(e, logits >= 0) / (e + 1)
+    sigmoid *= w[:, None]
+    return sigmoid, sigmoid.sum(axis=0)
+
+
+def weighted_sigmoid_one_sided(logits, e, w, d_bias):
+    """Planted: ``e / (1 + e)`` as every logit's sigmoid (right only where l < 0)."""
+    logits[...] = -1
+    kernels.weighted_sigmoid_rows(logits, e, w, d_bias)
+
+
+def weighted_sigmoid_summed_before_the_weight(logits, e, w, d_bias):
+    """Planted: the bias gradient summed from the sigmoid before the weight."""
+    kernels.weighted_sigmoid_rows(logits, e, np.ones_like(w), d_bias)
+    logits *= w[:, None]
+
+
+@pytest.mark.parametrize("planted", [None, "one_sided", "unweighted_sum"])
+@settings(max_examples=60, deadline=None)
+@given(**ROW_CASES)
+def test_weighted_sigmoid_rows_bitwise_and_the_check_bites(planted, dtype, shape, scale, seed):
+    """``w_r sigmoid(l)`` over the logits and its sum over the rows bit for bit NumPy's
+    passes (the sigmoid's division, then the weight; the rows summed in order), and within
+    ``3 u`` relative (``1 + e``, the division, the weight; plus the smallest subnormal number
+    where the product underflows) of float64's ``w_r max(e, 1[l >= 0]) / (1 + e)`` for the
+    ``e`` given. Planted: every logit's sigmoid taken
+    as ``e / (1 + e)``, the sums taken before the weight."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(shape) * scale).astype(dtype)
+    e = np.exp(-np.abs(logits))
+    w = rng.random(shape[0]).astype(dtype) + dtype(0.25)  # (never 1: the weight shows)
+    want, want_sums = weighted_sigmoid_rows_passes(logits, e, w)
+    written, sums = logits.copy(), np.empty(shape[1], dtype)
+    copy = {
+        None: kernels.weighted_sigmoid_rows,
+        "one_sided": weighted_sigmoid_one_sided,
+        "unweighted_sum": weighted_sigmoid_summed_before_the_weight,
+    }[planted]
+    copy(written, e, w, sums)
+    e64 = e.astype(np.float64)
+    exact = np.maximum(e64, logits >= 0) / (1 + e64)
+    same = same_bits(written, want) and same_bits(sums, want_sums)
+    u, smallest = np.finfo(dtype).eps / 2, np.finfo(dtype).smallest_subnormal
+    want64 = w[:, None] * exact  # (a product below the normal range rounds absolutely)
+    close = np.all(np.abs(written - want64) <= 3 * u * want64 + smallest)
+    if planted is None:
+        assert same and close
+    elif planted == "one_sided" and (logits >= 0).any():
+        assert not same and not close
+    elif planted == "unweighted_sum":
+        assert not same
+
+
+def weighted_rows_x_part_passes(h, w_tilde, xw, d_h):
+    """:func:`~numpy_vae.fast.kernels.weighted_rows_x_part` as NumPy's passes."""
+    n, k = w_tilde.shape
+    h_bar = (w_tilde[:, :, None] * h.reshape(n, k, -1)).sum(axis=1)
+    d_h = d_h.copy()
+    d_h.reshape(n, k, -1)[...] -= w_tilde[:, :, None] * xw[:, None, :]
+    return h_bar, d_h
+
+
+def weighted_rows_x_part_other_example(h, w_tilde, xw, h_bar, d_h):
+    """Planted: each example's samples paired with the next example's ``x W``."""
+    kernels.weighted_rows_x_part(h, w_tilde, np.roll(xw, 1, axis=0), h_bar, d_h)
+
+
+@pytest.mark.parametrize("planted", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(shape=st.tuples(st.integers(1, 6), st.integers(1, 60), st.integers(2, 40)),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_weighted_rows_x_part_bitwise_and_the_check_bites(planted, dtype, shape, seed):
+    """``h_bar = sum_k w~_k h_k`` and ``d_h -= w~_k (x W)`` bit for bit NumPy's passes on any
+    B, K and H > 1 (NumPy sums a single column over K pairwise, where the kernel sums in
+    order). Planted: each example's samples paired with another example's ``x W``."""
+    n, k, width = shape
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((n * k, width)).astype(dtype)
+    w_tilde = rng.random((n, k)).astype(dtype)
+    xw, d_h = (rng.standard_normal(s).astype(dtype) for s in ((n, width), (n * k, width)))
+    want_h_bar, want_d_h = weighted_rows_x_part_passes(h, w_tilde, xw, d_h)
+    h_bar = np.empty((n, width), dtype)
+    copy = weighted_rows_x_part_other_example if planted else kernels.weighted_rows_x_part
+    copy(h, w_tilde, xw, h_bar, d_h)
+    same = same_bits(h_bar, want_h_bar) and same_bits(d_h, want_d_h)
+    if not planted:
+        assert same
+    elif n > 1 and (xw != np.roll(xw, 1, axis=0)).any():
+        assert not same
 
 
 def test_log_products_keep_every_product_within_64_factors():

@@ -416,16 +416,14 @@ def negative_abs_row_sums(logits, b, products, e, sums):  # noqa: ANN001, ANN201
 
 
 @kernel
-def log1p_row_sums(e, products, total, logits, grad):  # noqa: ANN001, ANN201
+def log1p_row_sums(e, products, total):  # noqa: ANN001, ANN201
     r"""Each row's :math:`\sum_d \log(1 + e_d)` from the logarithms of a few products, given
-    :math:`e = \exp(-|\ell|)` (NumPy's SIMD exp), and with ``grad`` the sigmoid over
-    ``logits`` in the same pass:
+    :math:`e = \exp(-|\ell|)` (NumPy's SIMD exp):
 
     .. math::
         \sum_d \log(1 + e_d) = \sum_{j < c} \log\bigl(1 + q_j\bigr)
             + \sum_{d \ge G c} \log(1 + e_d),\qquad
-        1 + q_j = \prod_{g < G} (1 + e_{gc + j}),\qquad
-        \sigma(\ell) = \frac{\max(e, \mathbb 1[\ell \ge 0])}{1 + e}
+        1 + q_j = \prod_{g < G} (1 + e_{gc + j})
 
     with ``c = products`` and :math:`G = \lfloor D / c \rfloor` factors per product, taken a
     stride of ``c`` apart, so that the ``c`` products grow side by side in SIMD registers; a
@@ -434,8 +432,7 @@ def log1p_row_sums(e, products, total, logits, grad):  # noqa: ANN001, ANN201
     tiny :math:`e` is kept where :math:`1 + e` would round it away), and :math:`\log(1 + q)` is
     ``log1p``: each logarithm within :math:`(3G + 1)\,u_r` of its value, relative. The
     caller keeps ``G <= 64`` (a product is then at most :math:`2^{64}`, far inside float32).
-    ``e`` and ``logits`` are (R, D), ``total`` (R,); ``logits`` is written (to the sigmoid)
-    only with ``grad``.
+    ``e`` is (R, D), ``total`` (R,).
     """
     rows, d = e.shape
     group = d // products
@@ -447,20 +444,75 @@ def log1p_row_sums(e, products, total, logits, grad):  # noqa: ANN001, ANN201
             excess[j] = zero
         for g in range(group):
             for j in range(products):
-                i = g * products + j
-                e_i = e[r, i]
+                e_i = e[r, g * products + j]
                 excess[j] += e_i + excess[j] * e_i
-                if grad:
-                    logits[r, i] = (one if logits[r, i] >= zero else e_i) / (e_i + one)
         s = zero
         for j in range(products):
             s += log1p(excess[j])
         for i in range(group * products, d):
-            e_i = e[r, i]
-            s += log1p(e_i)
-            if grad:
-                logits[r, i] = (one if logits[r, i] >= zero else e_i) / (e_i + one)
+            s += log1p(e[r, i])
         total[r] = s
+
+
+@kernel
+def weighted_sigmoid_rows(logits, e, w, d_bias):  # noqa: ANN001, ANN201
+    r"""Each row's sigmoid times its weight, over the logits, and the column sums:
+
+    .. math::
+        \ell_{rd} \leftarrow w_r\,\sigma(\ell_{rd}),\quad
+        \sigma(\ell) = \frac{\max(e, \mathbb 1[\ell \ge 0])}{1 + e},\qquad
+        \partial L / \partial b_d = \sum_r w_r\,\sigma(\ell_{rd})
+
+    given :math:`e = \exp(-|\ell|)`: the multi-sample rows kernel's output gradient without
+    its :math:`-w_r x` part (:func:`numpy_vae.fast.likelihoods.bernoulli_rows_gradient`). The
+    sigmoid is :func:`bernoulli_row_sums`' and is multiplied by the weight after its division,
+    as NumPy's ``sigmoid *= w[:, None]`` would (the same bits); the sums run over the rows in
+    order, as :func:`relu_backward_bias_sum` sums. One pass where NumPy takes the sigmoid's
+    passes, a broadcast product and a sum over the (R, D) array. ``logits`` and ``e`` (R, D),
+    ``w`` (R,), ``d_bias`` (D,).
+    """
+    rows, d = logits.shape
+    one = e.dtype.type(1)
+    zero = one - one
+    for i in range(d):
+        d_bias[i] = zero
+    for r in range(rows):
+        w_r = w[r]
+        for i in range(d):
+            e_i = e[r, i]
+            g = w_r * ((one if logits[r, i] >= zero else e_i) / (e_i + one))
+            logits[r, i] = g
+            d_bias[i] += g
+
+
+@kernel
+def weighted_rows_x_part(h, w_tilde, xw, h_bar, d_h):  # noqa: ANN001, ANN201
+    r"""What the multi-sample rows kernel's output gradient's :math:`-\tilde w_{bk} x_b` part
+    needs beside the products: the weighted sum of each example's K inputs of the last layer,
+    and that part's path into them,
+
+    .. math::
+        \bar h_b = \sum_k \tilde w_{bk}\, h_{bk},\qquad
+        \partial L / \partial h_{bk} \mathrel{-}= \tilde w_{bk}\, (x_b W)
+
+    (:meth:`numpy_vae.fast.objectives.FastMultiSample.backward` derives both), with the
+    products rounded before they are added and the sum over k in order: the same bits as
+    NumPy's ``(w_tilde[:, :, None] * h).sum(axis=1)`` and ``d_h -= w_tilde[:, :, None] *
+    xw[:, None, :]`` for H > 1 (a single column NumPy sums pairwise), in one pass where those
+    take four and two temporaries. ``h`` and ``d_h``
+    (B K, H), rows example-major; ``w_tilde`` (B, K); ``xw`` and ``h_bar`` (B, H).
+    """
+    n, k = w_tilde.shape
+    zero = h.dtype.type(0)
+    for b in range(n):
+        for j in range(h.shape[1]):
+            h_bar[b, j] = zero
+        for s in range(k):
+            w = w_tilde[b, s]
+            r = b * k + s
+            for j in range(h.shape[1]):
+                h_bar[b, j] += w * h[r, j]
+                d_h[r, j] -= w * xw[b, j]
 
 
 #: The kernels, each with example arguments of each dtype (see :func:`compile_seconds`).
@@ -483,7 +535,9 @@ def _examples() -> list[tuple[Any, tuple]]:
         out.append((importance_log_weights, (b[0], c[0], c[1], b[1], b[2], b[3])))
         out.append((softmax_rows, (b[0], scalars[5])))
         out.append((weighted_encoder_gradient, (b[0], b[1], c[0], c[1], b[2], b[3])))
-        out.append((log1p_row_sums, (b[0], 1, a[0], b[1], True)))
+        out.append((log1p_row_sums, (b[0], 1, a[0])))
+        out.append((weighted_sigmoid_rows, (b[0], b[1], a[0], a[1])))
+        out.append((weighted_rows_x_part, (b[0], b[1], b[2], b[3], b[4])))
         out.append((negative_abs_row_sums, (b[0], a[1], 1, b[1], a[0])))
     return out
 

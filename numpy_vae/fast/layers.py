@@ -60,11 +60,18 @@ class FastLinear:
         return y
 
     def backward(
-        self, d_out: Array, need_input_grad: bool = True, out: Array | None = None
+        self,
+        d_out: Array,
+        need_input_grad: bool = True,
+        out: Array | None = None,
+        bias: bool = True,
     ) -> Array | None:
+        """``d_out^T x`` into ``d_weight``, the column sums of ``d_out`` into ``d_bias`` and
+        ``d_out W``; without ``bias``, no sums (the caller sums ``d_bias`` in a pass of its
+        own)."""
         layer = self.layer
         self.xp.matmul(d_out.T, self.input, out=layer.d_weight)
-        if self.sums_bias_gradient:
+        if self.sums_bias_gradient and bias:
             d_out.sum(axis=0, out=layer.d_bias)
         return self.xp.matmul(d_out, layer.weight, out=out) if need_input_grad else None
 

@@ -9,7 +9,8 @@ per 784-pixel row instead of 784: the gradient is the same operations in the sam
 the same bits; the value is within the bound the tests state.
 
 :func:`bernoulli_rows_nll` is the multi-sample objectives' form (K decoder rows per example,
-``x`` never repeated), used by the training step and by the k-sample evaluation alike.
+``x`` never repeated), used by the training step and by the k-sample evaluation alike;
+:func:`bernoulli_rows_gradient` is its gradient, taken once the samples' weights are known.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from typing import Any
 import numpy
 
 from numpy_vae.fast.buffers import Buffers
-from numpy_vae.fast.kernels import bernoulli_row_sums, log1p_row_sums, negative_abs_row_sums
+from numpy_vae.fast.kernels import (
+    bernoulli_row_sums,
+    log1p_row_sums,
+    negative_abs_row_sums,
+    weighted_sigmoid_rows,
+)
 
 Array = Any
 
@@ -140,29 +146,30 @@ def bernoulli_rows_nll(
     xp: ModuleType,
     buffers: Buffers | None = None,
     grad: bool = True,
-) -> tuple[Array, Array]:
+) -> tuple[Array, Array, Array]:
     r"""The Bernoulli ``-log p(x_b | z_bk)`` of K decoder rows per example, (B K,), without
-    repeating ``x`` K times; with ``grad``, ``logits`` is overwritten with ``sigmoid(l)`` (the
-    gradient's part without ``- x``), else used as scratch. Also returns ``x W`` (B, H).
+    repeating ``x`` K times. Also returns ``x W`` (B, H) and, with ``grad``, ``e = exp(-|l|)``
+    (B K, D), which the gradient takes (:func:`bernoulli_rows_gradient`; without ``grad`` that
+    array is scratch).
 
     ``logits`` (B K, D) is ``h W^T`` of the last layer without its bias ``b``, which this adds
     (on the host with the gradient, in its first compiled pass; ``h`` is the layer's input,
-    (B K, H), rows example-major), so that afterwards it holds ``l = h W^T + b``, or with
-    ``grad`` the sigmoid; ``x`` is (B, D). ``-log p = sum_d softplus(l_d) - sum_d x_d l_d``, and:
+    (B K, H), rows example-major), so that afterwards it holds ``l = h W^T + b`` (with
+    ``grad``; without it, the logits may be used as scratch); ``x`` is (B, D).
+    ``-log p = sum_d softplus(l_d) - sum_d x_d l_d``, and:
 
     - ``sum_d x_d l_d = (x W) . h + x . b``: an H-wide dot per sample instead of a pass over D;
     - ``sum_d softplus(l_d) = (sum_d l_d + sum_d |l_d|) / 2 + sum_d log(1 + e_d)`` with
       ``e = exp(-|l|)`` (``max(l, 0) = (l + |l|) / 2``) and ``sum_d l_d = h . (sum_d W_d) +
       sum_d b_d``, another H-wide dot; the logs are taken of products of up to 64
       factors (:func:`~numpy_vae.fast.kernels.log1p_row_sums`; device arrays:
-      :func:`sum_of_logs`);
-    - ``sigmoid(l) = max(e, 1[l >= 0]) / (1 + e)`` shares ``e``.
+      :func:`sum_of_logs`).
 
     Passes over the (B K, D) logits on the host: a compiled pass for the bias, ``-|l|`` and
     the sums of ``|l|`` (:func:`~numpy_vae.fast.kernels.negative_abs_row_sums`), NumPy's exp,
-    and one compiled pass for the sums of logs and, with the gradient, the sigmoid (the
-    specification's value and gradient take about twenty). ``buffers`` gives the (B K, D)
-    temporaries.
+    and one compiled pass for the sums of logs (the specification's value and gradient take
+    about twenty; the gradient is one more pass, once the samples' weights are known).
+    ``buffers`` gives the (B K, D) temporaries.
     """
     n, shape = x.shape[0], logits.shape
 
@@ -184,17 +191,49 @@ def bernoulli_rows_nll(
         sum_abs = e.sum(axis=1)
         xp.negative(e, out=e)
     xp.exp(e, out=e)
-    if xp is numpy:  # the sums of logs and the sigmoid in one compiled pass
+    if xp is numpy:  # the sums of logs in one compiled pass
         log1p_sums = xp.empty(shape[0], dtype=logits.dtype)
-        log1p_row_sums(e, log_products(shape[1]), log1p_sums, logits, grad)
-        return 0.5 * (sum_l + sum_abs) + log1p_sums - xl.reshape(n * k), xw
-    u = xp.add(e, 1, out=take("u") if grad else e)  # in [1, 2]
-    softplus = 0.5 * (sum_l + sum_abs) + sum_of_logs(u, xp)
-    if grad:
-        positive = xp.greater_equal(logits, 0, out=take("positive", bool))
-        xp.maximum(e, positive, out=logits)
-        logits /= u
-    return softplus - xl.reshape(n * k), xw
+        log1p_row_sums(e, log_products(shape[1]), log1p_sums)
+    else:
+        u = xp.add(e, 1, out=take("u") if grad else e)  # in [1, 2]
+        log1p_sums = sum_of_logs(u, xp)
+    return 0.5 * (sum_l + sum_abs) + log1p_sums - xl.reshape(n * k), xw, e
+
+
+def bernoulli_rows_gradient(
+    logits: Array,
+    e: Array,
+    w_tilde: Array,
+    d_bias: Array,
+    xp: ModuleType,
+    buffers: Buffers | None = None,
+) -> Array:
+    r"""The first part of the multi-sample output gradient, ``w~_r sigmoid(l_r)``, over
+    ``logits`` (returned), and its sum over the rows into ``d_bias``: the last layer's bias
+    gradient but for its ``- sum_b (sum_k w~_bk) x_b`` part, which the caller subtracts (as
+    it applies the ``- w~_bk x_b`` part of the gradient to the products,
+    :meth:`~numpy_vae.fast.objectives.FastMultiSample.backward`).
+
+    ``logits`` and ``e`` are what :func:`bernoulli_rows_nll` left, ``l`` and ``exp(-|l|)``
+    (B K, D); ``w_tilde`` the samples' weights (B, K). ``sigmoid(l) = max(e, 1[l >= 0]) / (1
+    + e)`` shares ``e``. On the host one compiled pass
+    (:func:`~numpy_vae.fast.kernels.weighted_sigmoid_rows`); device arrays take the same
+    operations as NumPy passes, with ``buffers`` for their temporaries.
+    """
+    if xp is numpy:
+        weighted_sigmoid_rows(logits, e, w_tilde.reshape(-1), d_bias)
+        return logits
+
+    def take(name: str, kind: Any = logits.dtype) -> Array | None:
+        return None if buffers is None else buffers.get(name, logits.shape, kind)
+
+    positive = xp.greater_equal(logits, 0, out=take("positive", bool))
+    u = xp.add(e, 1, out=take("u"))
+    xp.maximum(e, positive, out=logits)
+    logits /= u
+    logits *= w_tilde.reshape(-1, 1)
+    logits.sum(axis=0, out=d_bias)
+    return logits
 
 
 def sum_of_logs(u: Array, xp: ModuleType, group: int = 64) -> Array:

@@ -118,7 +118,7 @@ class FastVAE(VAE):
             h = layer.forward(h)
         last = self.decoder.layers[-1]
         logits = h @ last.weight.T  # (B K, D), a fresh array to work in; the bias comes there
-        nll, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, self.xp,
+        nll, _, _ = bernoulli_rows_nll(logits, h, x, last.weight, last.bias, k, self.xp,
                                     buffers=self.evaluation_buffers, grad=False)  # fmt: skip
         return -nll.reshape(n, k)
 

@@ -28,8 +28,13 @@ from numpy_vae.fast.kernels import (
     reparam_kl_forward,
     softmax_rows,
     weighted_encoder_gradient,
+    weighted_rows_x_part,
 )
-from numpy_vae.fast.likelihoods import bernoulli_nll_fused, bernoulli_rows_nll
+from numpy_vae.fast.likelihoods import (
+    bernoulli_nll_fused,
+    bernoulli_rows_gradient,
+    bernoulli_rows_nll,
+)
 from numpy_vae.kl import kl_standard_normal, weighted_kl
 from numpy_vae.likelihoods import Bernoulli
 from numpy_vae.model import append_onehot
@@ -224,9 +229,9 @@ class FastMultiSample(FastObjective):
         )
         decoder = {"last_bias": False} if rows_kernel else {}
         out = model.fast_decoder.forward(rows, x_rows, buffers["decoder"], **decoder)
-        xw = None
-        if rows_kernel:
-            nll, xw = self._bernoulli_rows(model, out, x, n, k)  # out now holds sigmoid(l)
+        xw = e = None
+        if rows_kernel:  # out now holds l, e = exp(-|l|): the gradient's part comes in backward
+            nll, xw, e = self._bernoulli_rows(model, out, x, n, k)
         elif bernoulli:
             rows3 = out.reshape(n, k, -1)  # x broadcast against each example's K rows
             nll, d_rows = bernoulli_nll_fused(rows3, x[:, None, :], xp, rows3, buffers["loss"])
@@ -235,8 +240,9 @@ class FastMultiSample(FastObjective):
             nll, out = model.likelihood.nll(out, x_rows)
         log_px = -nll.reshape(n, k)
         log_w, w_tilde = self._weights(model, stats, eps, z, log_px)
-        out *= w_tilde.reshape(n * k, 1)  # rows kernel: w~_k sigmoid(l); x's part in backward
-        self._cache = (stats, out, w_tilde, z, eps, sigma, x, xw)
+        if not rows_kernel:
+            out *= w_tilde.reshape(n * k, 1)  # the output gradient, w~_k (sigmoid(l) - x_b)
+        self._cache = (stats, out, w_tilde, z, eps, sigma, x, xw, e)
         kl, _, _ = kl_standard_normal(mu, logvar, xp)
         return LossParts.of_bound(self.spec.bound(log_w, xp), log_px, kl)
 
@@ -263,11 +269,11 @@ class FastMultiSample(FastObjective):
 
     def _bernoulli_rows(
         self, model: Any, logits: Array, x: Array, n: int, k: int
-    ) -> tuple[Array, Array]:
+    ) -> tuple[Array, Array, Array]:
         """:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_nll` on the decoder's last layer
         and its input: ``-log p(x_b | z_bk)`` of every row, (B K,), with ``logits`` (the last
-        layer's output before its bias) overwritten by ``sigmoid(l)``, and ``x W`` (B, H) for
-        :meth:`backward`."""
+        layer's output before its bias) now ``l``, and for :meth:`backward` ``x W`` (B, H) and
+        ``e = exp(-|l|)`` (B K, D)."""
         last = model.fast_decoder.layers[-1]  # its input is the last hidden activation
         return bernoulli_rows_nll(
             logits, last.input, x, last.layer.weight, last.layer.bias, k, model.xp,
@@ -278,14 +284,16 @@ class FastMultiSample(FastObjective):
         """:meth:`MultiSampleBound.backward` through the model's buffers.
 
         For the Bernoulli likelihood the decoder's output gradient is ``w~_k (sigmoid(l) -
-        x_b)``. After the rows kernel (``xw`` is set) only its first part is a (B K, D) array;
-        the last layer's products take the ``- w~_k x_b`` part per example: ``dW -= x^T (sum_k
-        w~_k h_k)``, ``db -= sum_b (sum_k w~_bk) x_b``, ``dh_k -= w~_k (x W)``. After the
-        broadcast kernel (and for other likelihoods) the whole gradient is in the array.
+        x_b)``. After the rows kernel (``xw`` is set) only its first part becomes a (B K, D)
+        array (:func:`~numpy_vae.fast.likelihoods.bernoulli_rows_gradient`, which also sums
+        it into the bias gradient); the last layer's products take the ``- w~_k x_b`` part per
+        example: ``dW -= x^T (sum_k w~_k h_k)``, ``db -= sum_b (sum_k w~_bk) x_b``,
+        ``dh_k -= w~_k (x W)``. After the broadcast kernel (and for other likelihoods) the
+        whole gradient is in the array.
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")
-        (stats, d_out, w_tilde, z, eps, sigma, x, xw), self._cache = self._cache, None
+        (stats, d_out, w_tilde, z, eps, sigma, x, xw, e), self._cache = self._cache, None
         xp, latent, buffers = model.xp, model.latent_dim, model.buffers
         n, k = w_tilde.shape
         if xw is None:
@@ -293,14 +301,18 @@ class FastMultiSample(FastObjective):
         else:
             layers = model.fast_decoder.layers
             last, i = layers[-1], len(layers) - 1
-            h = last.input
+            layer, h = last.layer, last.input
+            d_out = bernoulli_rows_gradient(d_out, e, w_tilde, layer.d_bias, xp, buffers["loss"])
             d_h = buffers["decoder"].get(f"d{i}", h.shape, h.dtype)
-            last.backward(d_out, out=d_h)
-            layer = last.layer
-            h_bar = (w_tilde[:, :, None] * h.reshape(n, k, -1)).sum(axis=1)  # sum_k w~_k h_k
+            last.backward(d_out, out=d_h, bias=False)  # (the bias gradient is summed above)
+            h_bar = buffers["loss"].get("h_bar", (n, h.shape[1]), h.dtype)  # sum_k w~_k h_k
+            if xp is numpy:  # h_bar and d_h -= w~_k (x W) in one compiled pass
+                weighted_rows_x_part(h, w_tilde, xw, h_bar, d_h)
+            else:
+                (w_tilde[:, :, None] * h.reshape(n, k, -1)).sum(axis=1, out=h_bar)
+                d_h.reshape(n, k, -1)[...] -= w_tilde[:, :, None] * xw[:, None, :]
             layer.d_weight -= x.T @ h_bar
             layer.d_bias -= w_tilde.sum(axis=1) @ x
-            d_h.reshape(n, k, -1)[...] -= w_tilde[:, :, None] * xw[:, None, :]
             d_rows = model.fast_decoder.backward(d_h, buffers["decoder"], start=i - 1)
         d_rows = d_rows[:, :latent]
         d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
