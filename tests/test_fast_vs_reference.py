@@ -224,6 +224,25 @@ def test_the_one_step_comparison_bites(monkeypatch):
         assert_one_step_matches(ref, fast, *batch(ref, seed=0))
 
 
+def test_the_one_step_comparison_bites_on_the_last_bias(monkeypatch):
+    """Plant a slip in the Bernoulli pass's sum of the last bias's gradient (the ELBO's pass
+    sums it, not the layer): its last row left out."""
+    import numpy_vae.fast.likelihoods as fast_likelihoods
+
+    original = fast_likelihoods.bernoulli_row_sums
+
+    def short(logits, x, e, products, nll, d_logits, grad, d_bias):
+        original(logits, x, e, products, nll, d_logits, grad, d_bias)
+        if d_bias.size:
+            d_bias -= d_logits[-1]
+
+    monkeypatch.setattr(fast_likelihoods, "bernoulli_row_sums", short)
+    ref, fast = twins("default", np.float64, seed=0)
+    last = [name for name in ref.params if name.startswith("decoder")][-1]
+    with pytest.raises(AssertionError, match=last.replace(".", r"\.")):
+        assert_one_step_matches(ref, fast, *batch(ref, seed=0))
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_finite_differences_on_the_fast_path(variant):
     """The fast path's own gradients against central differences of its own loss (float64)."""

@@ -339,19 +339,19 @@ def test_without_numba_training_runs_the_specification_and_says_so(monkeypatch, 
 
 
 # ---------------------------------------------------------------------------- Bernoulli terms
-def bernoulli_row_sums_uncorrected(logits, x, e, products, nll, d_logits, grad):
+def bernoulli_row_sums_uncorrected(logits, x, e, products, nll, d_logits, grad, d_bias):
     """Planted: ``log(1 + e)`` as ``log(u)`` alone (the Sterbenz correction dropped)."""
     per_x = logits.shape[0] // x.shape[0]
     u = e + 1
     value = ((logits >= 0) - x[np.arange(logits.shape[0]) // per_x]) * logits + np.log(u)
     nll[...] = value.sum(axis=1)
     if grad:
-        bernoulli_row_sums(logits, x, e, products, np.empty_like(nll), d_logits, grad)
+        bernoulli_row_sums(logits, x, e, products, np.empty_like(nll), d_logits, grad, d_bias)
 
 
-def bernoulli_row_sums_one_sided(logits, x, e, products, nll, d_logits, grad):
+def bernoulli_row_sums_one_sided(logits, x, e, products, nll, d_logits, grad, d_bias):
     """Planted: ``sigmoid(l)`` as ``e / (1 + e)`` for every logit (right only for l < 0)."""
-    bernoulli_row_sums(logits, x, e, products, nll, d_logits, grad)
+    bernoulli_row_sums(logits, x, e, products, nll, d_logits, grad, d_bias)
     d_logits[...] = e / (e + 1) - x[:: max(1, x.shape[0] // logits.shape[0])]
 
 
@@ -415,6 +415,32 @@ def test_bernoulli_kernel_and_the_device_passes_agree(dtype, k):
     bound = 2 * (2 * logits.shape[-1] + 16) * (np.finfo(dtype).eps / 2) * magnitude
     difference = np.abs(host[0].astype(np.float64) - strict.to_host(device[0]))
     assert np.all(difference <= bound)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 9), st.integers(2, 300)), seed=st.integers(0, 2**16))
+def test_bernoulli_kernel_takes_the_last_bias_bitwise(dtype, shape, seed):
+    """With ``bias`` and ``d_bias`` (the ELBO's step: the pass adds the last layer's bias and
+    sums its gradient), on the host and in the device passes: the value, the gradient and the
+    logits bit for bit what the call without them gives on ``logits + bias``, and ``d_bias``
+    bit for bit NumPy's sum of that gradient over the rows. (A single pixel is left to NumPy,
+    which sums one column pairwise; ``tests/test_fast_vs_reference.py`` plants a slip in the
+    sums.)"""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(shape) * 12).astype(dtype)
+    bias = (rng.standard_normal(shape[1]) * 3).astype(dtype)
+    x = (rng.random(shape) < 0.5).astype(dtype)
+    want_logits = logits + bias
+    for xp, host in ((np, np.asarray), (strict.xp, strict.to_host)):
+        want_nll, want_d = (host(a) for a in bernoulli_nll_fused(
+            xp.asarray(want_logits), xp.asarray(x), xp))  # fmt: skip
+        written, d_bias = xp.asarray(logits.copy()), xp.zeros(shape[1], dtype)
+        nll, d = bernoulli_nll_fused(written, xp.asarray(x), xp, bias=xp.asarray(bias),
+                                     d_bias=d_bias)  # fmt: skip
+        for got, want in ((nll, want_nll), (d, want_d), (written, want_logits),
+                          (d_bias, want_d.sum(axis=0))):  # fmt: skip
+            np.testing.assert_array_equal(host(got), want)
 
 
 # ---------------------------------------------------------------------------- ReLU

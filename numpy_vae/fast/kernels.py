@@ -98,7 +98,7 @@ def adam_update(
 
 
 @kernel
-def bernoulli_row_sums(logits, x, e, products, nll, d_logits, grad):  # noqa: ANN001, ANN201
+def bernoulli_row_sums(logits, x, e, products, nll, d_logits, grad, d_bias):  # noqa: ANN001, ANN201
     r"""The Bernoulli negative log-likelihood of each row of logits and, with ``grad``, its
     gradient, in one pass, given :math:`e = \exp(-|\ell|)` (NumPy's SIMD exp):
 
@@ -115,7 +115,10 @@ def bernoulli_row_sums(logits, x, e, products, nll, d_logits, grad):  # noqa: AN
     registers. ``logits``, ``e`` and ``d_logits`` are (R, D), ``nll`` (R,); ``x`` is (R / K,
     D), row ``r`` of the logits paired with row ``r // K`` of ``x`` (K samples per example).
     The gradient is the specification's operations in its order (the same bits). ``d_logits``
-    may not be ``logits``: LLVM would then take the loop's scalar form.
+    may not be ``logits``: LLVM would then take the loop's scalar form. With ``grad`` and a
+    ``d_bias`` of length D (length 0: none), the gradient's column sums
+    :math:`\sum_r (\sigma(\ell_{rd}) - x_d)`, the last layer's bias gradient, summed over the
+    rows in order, as :func:`relu_backward_bias_sum` sums (the same bits as NumPy's).
     """
     rows, d = logits.shape
     per_x = rows // x.shape[0]
@@ -124,6 +127,9 @@ def bernoulli_row_sums(logits, x, e, products, nll, d_logits, grad):  # noqa: AN
     zero = one - one
     linear = numpy.empty(products, e.dtype)
     excess = numpy.empty(products, e.dtype)
+    sums = grad and d_bias.size > 0
+    for i in range(d_bias.size):
+        d_bias[i] = zero
     for r in range(rows):
         xr = r // per_x
         for j in range(products):
@@ -150,6 +156,9 @@ def bernoulli_row_sums(logits, x, e, products, nll, d_logits, grad):  # noqa: AN
                 f = one if logit >= zero else e_i
                 d_logits[r, i] = f / (e_i + one) - x_i
         nll[r] = s
+        if sums:
+            for i in range(d):
+                d_bias[i] += d_logits[r, i]
 
 
 @kernel
@@ -523,7 +532,7 @@ def _examples() -> list[tuple[Any, tuple]]:
         scalars = [dtype(s) for s in (0.1, 0.999, 0.001, -1e-3, 1e-8, 1e-38, 1e38)]
         out.append((adam_update, (*a, *scalars)))
         b = [numpy.zeros((1, 1), dtype) for _ in range(6)]
-        out.append((bernoulli_row_sums, (b[0], b[1], b[2], 1, a[0], b[3], True)))
+        out.append((bernoulli_row_sums, (b[0], b[1], b[2], 1, a[0], b[3], True, a[1])))
         out.append((relu_forward, (b[0],)))
         out.append((relu_backward, (b[0], b[1])))
         out.append((bias_relu_forward, (b[0], a[0])))

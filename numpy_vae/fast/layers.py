@@ -274,10 +274,14 @@ class FastSequential:
         buffers: Buffers,
         need_input_grad: bool = True,
         start: int | None = None,
+        last_bias: bool = True,
     ) -> Array | None:
         """Backward through the layers, from the last (or from layer ``start``, with ``d_out``
-        the gradient of that layer's output, held by the caller or by ``buffers``)."""
+        the gradient of that layer's output, held by the caller or by ``buffers``); without
+        ``last_bias`` the last layer, a Linear one, leaves its bias gradient to the caller."""
         last = len(self.layers) - 1
+        if not last_bias and not isinstance(self.layers[-1], FastLinear):
+            raise ValueError("last_bias=False needs a Linear last layer")
         for i in range(last if start is None else start, -1, -1):
             layer = self.layers[i]
             need = need_input_grad or i > 0
@@ -289,7 +293,10 @@ class FastSequential:
                     out = d_out
                 else:
                     out = buffers.get(f"d{i}", d_out.shape, d_out.dtype)
-            d_out = layer.backward(d_out, need_input_grad=need, out=out)
+            if isinstance(layer, FastLinear):
+                d_out = layer.backward(d_out, need, out, bias=last_bias or i < last)
+            else:
+                d_out = layer.backward(d_out, need_input_grad=need, out=out)
         return d_out
 
 

@@ -105,7 +105,10 @@ class FastELBO(FastObjective):
     - the layers run through their fast twins, into the model's buffers (activations in place,
       the encoder's first layer without its input gradient);
     - the Bernoulli value and gradient come from one exp and one compiled pass, written into
-      the loss buffers (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`);
+      the loss buffers (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`); on the host,
+      with the MLP decoder, the passes around the exp also add the last layer's bias and sum
+      its gradient (in a buffer, copied to the layer by :meth:`backward`, so that a forward
+      without a backward leaves the gradients alone);
     - the sample ``z`` and the KL terms come from one compiled pass after NumPy's two exps
       (:func:`~numpy_vae.fast.kernels.reparam_kl_forward`), and the two paths into ``mu`` and
       ``logvar`` are summed by one more (:func:`~numpy_vae.fast.kernels.reparam_kl_backward`)
@@ -136,29 +139,56 @@ class FastELBO(FastObjective):
         else:
             z, reparam_cache = reparameterize(mu, logvar, eps, xp)
             kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
-        # (an autoregressive decoder reads the data as its pixels: teacher forcing)
-        out = model.fast_decoder.forward(model.context(z, onehot), x, buffers["decoder"])
+        # The Bernoulli pass takes the MLP's last bias (adds it, sums its gradient) on the host.
+        last = self._last_linear(model, x)
+        context = model.context(z, onehot)
+        if last is None:  # (an autoregressive decoder reads the data as its pixels)
+            out = model.fast_decoder.forward(context, x, buffers["decoder"])
+        else:
+            out = model.fast_decoder.forward(context, x, buffers["decoder"], last_bias=False)
 
         # The likelihood's gradient: over ``out`` (which nothing else holds) on a device, into
         # the loss buffers on the host (bernoulli_nll_fused says why).
-        if isinstance(model.likelihood, Bernoulli):
+        d_bias = None
+        if last is not None:
+            d_bias = buffers["loss"].get("d_bias", last.bias.shape, last.bias.dtype)
+            recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"],
+                                               bias=last.bias, d_bias=d_bias)  # fmt: skip
+        elif isinstance(model.likelihood, Bernoulli):
             recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"])
         else:
             recon, d_out = model.likelihood.nll(out, x)
         kl_term, kl_grad_weight = weighted_kl(kl, model.free_bits, kl_weight, xp)
-        self._cache = (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight)
+        self._cache = (stats, reparam_cache, d_out, d_bias, d_mu_kl, d_logvar_kl, kl_grad_weight)
         return LossParts.of(recon, kl, kl_term, kl_weight)
+
+    @staticmethod
+    def _last_linear(model: Any, x: Array) -> Any:
+        """The decoder's last Linear layer where the Bernoulli pass takes its bias: NumPy
+        arrays, the MLP decoder, more than one pixel (NumPy sums a single column pairwise,
+        the pass in order); else None."""
+        if not (
+            model.xp is numpy
+            and isinstance(model.likelihood, Bernoulli)
+            and isinstance(model.fast_decoder, FastMLPDecoder)
+            and x.shape[1] > 1
+        ):
+            return None
+        return model.fast_decoder.layers[-1].layer
 
     def backward(self, model: Any) -> None:
         """:meth:`numpy_vae.VAE.backward`'s six arrows, through the model's buffers."""
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() first (each forward allows one)")
-        (stats, reparam_cache, d_out, d_mu_kl, d_logvar_kl, kl_grad_weight), self._cache = (
-            self._cache,
-            None,
-        )
+        (stats, reparam_cache, d_out, d_bias, d_mu_kl, d_logvar_kl, kl_grad_weight) = self._cache
+        self._cache = None
         xp, latent, buffers = model.xp, model.latent_dim, model.buffers
-        d_z = model.fast_decoder.backward(d_out, buffers["decoder"])[:, :latent]
+        if d_bias is None:
+            d_z = model.fast_decoder.backward(d_out, buffers["decoder"])[:, :latent]
+        else:  # the Bernoulli pass summed the last bias's gradient
+            model.fast_decoder.layers[-1].layer.d_bias[...] = d_bias
+            d_z = model.fast_decoder.backward(d_out, buffers["decoder"], last_bias=False)
+            d_z = d_z[:, :latent]
         # d_stats = [d_mu + kl_weight d_mu_kl | d_logvar + kl_weight d_logvar_kl], in one buffer.
         d_stats = buffers["head"].get("d_out", stats.shape, stats.dtype)
         if d_mu_kl is None:  # forward's compiled pass: d_logvar_kl holds exp(logvar)
