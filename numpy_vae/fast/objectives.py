@@ -106,9 +106,9 @@ class FastELBO(FastObjective):
       the encoder's first layer without its input gradient);
     - the Bernoulli value and gradient come from one exp and one compiled pass, written into
       the loss buffers (:func:`~numpy_vae.fast.likelihoods.bernoulli_nll_fused`); on the host,
-      with the MLP decoder, the passes around the exp also add the last layer's bias and sum
-      its gradient (in a buffer, copied to the layer by :meth:`backward`, so that a forward
-      without a backward leaves the gradients alone);
+      with the MLP decoder, that pass also sums the last layer's bias gradient (in a buffer,
+      copied to the layer by :meth:`backward`, so that a forward without a backward leaves the
+      gradients alone);
     - the sample ``z`` and the KL terms come from one compiled pass after NumPy's two exps
       (:func:`~numpy_vae.fast.kernels.reparam_kl_forward`), and the two paths into ``mu`` and
       ``logvar`` are summed by one more (:func:`~numpy_vae.fast.kernels.reparam_kl_backward`)
@@ -139,21 +139,18 @@ class FastELBO(FastObjective):
         else:
             z, reparam_cache = reparameterize(mu, logvar, eps, xp)
             kl, d_mu_kl, d_logvar_kl = kl_standard_normal(mu, logvar, xp)
-        # The Bernoulli pass takes the MLP's last bias (adds it, sums its gradient) on the host.
-        last = self._last_linear(model, x)
-        context = model.context(z, onehot)
-        if last is None:  # (an autoregressive decoder reads the data as its pixels)
-            out = model.fast_decoder.forward(context, x, buffers["decoder"])
-        else:
-            out = model.fast_decoder.forward(context, x, buffers["decoder"], last_bias=False)
+        # (an autoregressive decoder reads the data as its pixels: teacher forcing)
+        out = model.fast_decoder.forward(model.context(z, onehot), x, buffers["decoder"])
 
         # The likelihood's gradient: over ``out`` (which nothing else holds) on a device, into
-        # the loss buffers on the host (bernoulli_nll_fused says why).
+        # the loss buffers on the host (bernoulli_nll_fused says why). On the host its pass
+        # also sums the MLP's last bias's gradient, into a buffer that backward copies.
+        last = self._last_linear(model, x)
         d_bias = None
         if last is not None:
             d_bias = buffers["loss"].get("d_bias", last.bias.shape, last.bias.dtype)
             recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"],
-                                               bias=last.bias, d_bias=d_bias)  # fmt: skip
+                                               d_bias=d_bias)  # fmt: skip
         elif isinstance(model.likelihood, Bernoulli):
             recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"])
         else:
@@ -164,9 +161,9 @@ class FastELBO(FastObjective):
 
     @staticmethod
     def _last_linear(model: Any, x: Array) -> Any:
-        """The decoder's last Linear layer where the Bernoulli pass takes its bias: NumPy
-        arrays, the MLP decoder, more than one pixel (NumPy sums a single column pairwise,
-        the pass in order); else None."""
+        """The decoder's last Linear layer where the Bernoulli pass sums its bias's gradient:
+        NumPy arrays, the MLP decoder, more than one pixel (NumPy sums a single column
+        pairwise, the pass in order); else None."""
         if not (
             model.xp is numpy
             and isinstance(model.likelihood, Bernoulli)
