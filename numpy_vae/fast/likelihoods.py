@@ -186,7 +186,9 @@ def bernoulli_rows_nll(
         return None if buffers is None else buffers.get(name, shape, kind)
 
     xw = x @ w
-    xl = (xw[:, None, :] * h.reshape(n, k, -1)).sum(axis=2)
+    # (x_b W) . h_bk for every sample: one matrix-vector product per example (BLAS), where
+    # the broadcast product and its sum took 7 times as long (20 x 50 x 200 float32, one thread)
+    xl = xp.matmul(h.reshape(n, k, -1), xw[:, :, None])[:, :, 0]
     xl += (x @ b)[:, None]
     sum_l = h @ w.sum(axis=0) + b.sum()
     if xp is numpy:  # the bias, -|l| and the rows' sums of |l| in one compiled pass
