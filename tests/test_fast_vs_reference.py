@@ -243,6 +243,26 @@ def test_the_one_step_comparison_bites_on_the_last_bias(monkeypatch):
         assert_one_step_matches(ref, fast, *batch(ref, seed=0))
 
 
+def test_a_forward_alone_leaves_the_gradients_as_they_were():
+    """The ELBO's Bernoulli pass sums the last bias's gradient during the forward pass, into a
+    buffer that backward copies to the layer: a loss without its gradient (an evaluation)
+    between a step and the reading of its gradients changes none of them. Planted: the sums
+    written straight into the layer's gradient, which that evaluation then overwrites."""
+    ref, fast = twins("default", np.float64, seed=0)
+    x, y, eps = batch(ref, seed=0)
+    fast.loss(x, y, eps=eps)
+    grads = {name: g.copy() for name, g in fast.grads.items()}
+    other_x, other_y, other_eps = batch(ref, seed=1)
+    fast.loss(other_x, other_y, eps=other_eps, grad=False)
+    for name, g in grads.items():
+        np.testing.assert_array_equal(fast.grads[name], g, err_msg=name)
+    last = [name for name in fast.params if name.startswith("decoder")][-1]
+    fast.buffers["loss"]._arrays["d_bias"] = fast.grads[last]  # planted: no buffer of its own
+    fast.loss(x, y, eps=eps)
+    fast.loss(other_x, other_y, eps=other_eps, grad=False)
+    assert not np.array_equal(fast.grads[last], grads[last])
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_finite_differences_on_the_fast_path(variant):
     """The fast path's own gradients against central differences of its own loss (float64)."""

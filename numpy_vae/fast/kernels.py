@@ -489,9 +489,9 @@ def weighted_sigmoid_rows(logits, e, w, d_bias):  # noqa: ANN001, ANN201
         w_r = w[r]
         for i in range(d):
             e_i = e[r, i]
-            g = w_r * ((one if logits[r, i] >= zero else e_i) / (e_i + one))
-            logits[r, i] = g
-            d_bias[i] += g
+            d_i = w_r * ((one if logits[r, i] >= zero else e_i) / (e_i + one))
+            logits[r, i] = d_i
+            d_bias[i] += d_i
 
 
 @kernel
@@ -508,8 +508,8 @@ def weighted_rows_x_part(h, w_tilde, xw, h_bar, d_h):  # noqa: ANN001, ANN201
     products rounded before they are added and the sum over k in order: the same bits as
     NumPy's ``(w_tilde[:, :, None] * h).sum(axis=1)`` and ``d_h -= w_tilde[:, :, None] *
     xw[:, None, :]`` for H > 1 (a single column NumPy sums pairwise), in one pass where those
-    take four and two temporaries. ``h`` and ``d_h``
-    (B K, H), rows example-major; ``w_tilde`` (B, K); ``xw`` and ``h_bar`` (B, H).
+    take four and two temporaries. ``h`` and ``d_h`` (B K, H), rows example-major;
+    ``w_tilde`` (B, K); ``xw`` and ``h_bar`` (B, H).
     """
     n, k = w_tilde.shape
     zero = h.dtype.type(0)

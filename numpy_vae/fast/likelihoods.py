@@ -5,9 +5,9 @@ passes, against 3.4 ms for the textbook ``logaddexp``/``expit`` form of
 :func:`numpy_vae.likelihoods.bernoulli_nll` (about 1.2 s of a 4.2 s epoch). NumPy arrays now
 take three NumPy passes (``abs``, ``negative``, ``exp``) and one compiled pass for the rest
 and the last layer's bias gradient (:func:`numpy_vae.fast.kernels.bernoulli_row_sums`),
-which takes 16 logarithms of products
-per 784-pixel row instead of 784: the gradient is the same operations in the same order, so
-the same bits; the value is within the bound the tests state.
+which takes 16 logarithms of products per 784-pixel row instead of 784: the gradient is the
+same operations in the same order, so the same bits; the value is within the bound the tests
+state.
 
 :func:`bernoulli_rows_nll` is the multi-sample objectives' form (K decoder rows per example,
 ``x`` never repeated), used by the training step and by the k-sample evaluation alike;
@@ -162,7 +162,7 @@ def bernoulli_rows_nll(
     array is scratch).
 
     ``logits`` (B K, D) is ``h W^T`` of the last layer without its bias ``b``, which this adds
-    (on the host with the gradient, in its first compiled pass; ``h`` is the layer's input,
+    (on the host in its first compiled pass; ``h`` is the layer's input,
     (B K, H), rows example-major), so that afterwards it holds ``l = h W^T + b`` (with
     ``grad``; without it, the logits may be used as scratch); ``x`` is (B, D).
     ``-log p = sum_d softplus(l_d) - sum_d x_d l_d``, and:

@@ -30,6 +30,7 @@ from numpy_vae.fast.kernels import (
     weighted_encoder_gradient,
     weighted_rows_x_part,
 )
+from numpy_vae.fast.layers import FastLinear
 from numpy_vae.fast.likelihoods import (
     bernoulli_nll_fused,
     bernoulli_rows_gradient,
@@ -171,7 +172,8 @@ class FastELBO(FastObjective):
             and x.shape[1] > 1
         ):
             return None
-        return model.fast_decoder.layers[-1].layer
+        last = model.fast_decoder.layers[-1]
+        return last.layer if isinstance(last, FastLinear) and last.sums_bias_gradient else None
 
     def backward(self, model: Any) -> None:
         """:meth:`numpy_vae.VAE.backward`'s six arrows, through the model's buffers."""
