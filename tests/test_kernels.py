@@ -959,8 +959,8 @@ def test_weighted_sigmoid_rows_bitwise_and_the_check_bites(planted, dtype, shape
     passes (the sigmoid's division, then the weight; the rows summed in order), and within
     ``3 u`` relative (``1 + e``, the division, the weight; plus the smallest subnormal number
     where the product underflows) of float64's ``w_r max(e, 1[l >= 0]) / (1 + e)`` for the
-    ``e`` given. Planted: every logit's sigmoid taken
-    as ``e / (1 + e)``, the sums taken before the weight."""
+    ``e`` given. Planted: every logit's sigmoid taken as ``e / (1 + e)`` (wrong for l > 0),
+    the sums taken before the weight."""
     rng = np.random.default_rng(seed)
     logits = (rng.standard_normal(shape) * scale).astype(dtype)
     e = np.exp(-np.abs(logits))
@@ -981,7 +981,7 @@ def test_weighted_sigmoid_rows_bitwise_and_the_check_bites(planted, dtype, shape
     close = np.all(np.abs(written - want64) <= 3 * u * want64 + smallest)
     if planted is None:
         assert same and close
-    elif planted == "one_sided" and (logits >= 0).any():
+    elif planted == "one_sided" and (logits > 0).any():
         assert not same and not close
     elif planted == "unweighted_sum":
         assert not same
