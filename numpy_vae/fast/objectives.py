@@ -147,13 +147,11 @@ class FastELBO(FastObjective):
         # the loss buffers on the host (bernoulli_nll_fused says why). On the host its pass
         # also sums the MLP's last bias's gradient, into a buffer that backward copies.
         last = self._last_linear(model, x)
-        d_bias = None
-        if last is not None:
-            d_bias = buffers["loss"].get("d_bias", last.bias.shape, last.bias.dtype)
+        d_bias = None if last is None else buffers["loss"].get("d_bias", last.bias.shape,
+                                                                last.bias.dtype)  # fmt: skip
+        if isinstance(model.likelihood, Bernoulli):
             recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"],
                                                d_bias=d_bias)  # fmt: skip
-        elif isinstance(model.likelihood, Bernoulli):
-            recon, d_out = bernoulli_nll_fused(out, x, xp, out=out, buffers=buffers["loss"])
         else:
             recon, d_out = model.likelihood.nll(out, x)
         kl_term, kl_grad_weight = weighted_kl(kl, model.free_bits, kl_weight, xp)
